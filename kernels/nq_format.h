@@ -1,0 +1,91 @@
+// C++ mirror of src/format/layout.ts: the byte layout of compressed pages and quantized tensors.
+// The TypeScript file is the definition; test/format/native-agreement.test.ts asserts this header
+// computes the same bytes for many shapes, so the allocator and the estimator cannot drift apart.
+// Plain constexpr arithmetic, usable from host C++ and CUDA device code.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define NQ_FMT_HD __host__ __device__
+#else
+#define NQ_FMT_HD
+#endif
+
+namespace nq::format {
+
+constexpr size_t kGroupSize = 8;               // elements per lattice group
+constexpr size_t kScaleBytes = 2;              // one FP16 scale per head vector
+constexpr size_t kPositionBytes = 4;           // int32 position per kept slot per KV head
+constexpr size_t kFp16Bytes = 2;
+constexpr size_t kPageHeaderBytes = 16;
+constexpr size_t kQuantizedTensorHeaderBytes = 32;
+
+struct Spec {
+  int keyBits;
+  int valueBits;
+  double evictFraction;
+  int sinkTokens;
+  int recentWindow;
+  int residualWindow;
+  int pageTokens;
+};
+
+NQ_FMT_HD constexpr size_t codeBytesPerVector(size_t headDim, int bits) { return headDim / kGroupSize * static_cast<size_t>(bits); }
+
+NQ_FMT_HD constexpr bool storesPositions(const Spec& s) { return s.evictFraction > 0.0; }
+
+NQ_FMT_HD constexpr size_t slotBytes(size_t headDim, const Spec& s) {
+  return codeBytesPerVector(headDim, s.keyBits) + codeBytesPerVector(headDim, s.valueBits) + 2 * kScaleBytes +
+         (storesPositions(s) ? kPositionBytes : 0);
+}
+
+NQ_FMT_HD constexpr size_t pageBytes(size_t kvHeads, size_t headDim, const Spec& s) {
+  return kPageHeaderBytes + kvHeads * static_cast<size_t>(s.pageTokens) * slotBytes(headDim, s);
+}
+
+// Offsets of the components inside one page: [header][K codes][V codes][K scales][V scales][positions].
+struct PageOffsets {
+  size_t keyCodes, valueCodes, keyScales, valueScales, positions, end;
+};
+NQ_FMT_HD constexpr PageOffsets pageOffsets(size_t kvHeads, size_t headDim, const Spec& s) {
+  const size_t slots = kvHeads * static_cast<size_t>(s.pageTokens);
+  PageOffsets o{};
+  o.keyCodes = kPageHeaderBytes;
+  o.valueCodes = o.keyCodes + slots * codeBytesPerVector(headDim, s.keyBits);
+  o.keyScales = o.valueCodes + slots * codeBytesPerVector(headDim, s.valueBits);
+  o.valueScales = o.keyScales + slots * kScaleBytes;
+  o.positions = o.valueScales + slots * kScaleBytes;
+  o.end = o.positions + (storesPositions(s) ? slots * kPositionBytes : 0);
+  return o;
+}
+
+NQ_FMT_HD constexpr size_t residualBytes(size_t kvHeads, size_t headDim, const Spec& s) {
+  return 2 * kvHeads * static_cast<size_t>(s.residualWindow) * headDim * kFp16Bytes;
+}
+
+// Tokens kept after eviction: sinks and the recent window always; of the evictable rest, all but
+// floor(evictable * evictFraction). Same rounding as keptTokenCount in layout.ts.
+inline size_t keptTokenCount(size_t tokens, const Spec& s) {
+  if (s.evictFraction == 0.0) return tokens;
+  const size_t protectedTokens = tokens < static_cast<size_t>(s.sinkTokens + s.recentWindow) ? tokens : static_cast<size_t>(s.sinkTokens + s.recentWindow);
+  const size_t evictable = tokens - protectedTokens;
+  // floor(evictable * f) computed in double exactly as JS does (both IEEE-754 binary64).
+  const double evicted = static_cast<double>(evictable) * s.evictFraction;
+  return tokens - static_cast<size_t>(evicted);
+}
+
+inline size_t pagesFor(size_t keptTokens, const Spec& s) {
+  return (keptTokens + static_cast<size_t>(s.pageTokens) - 1) / static_cast<size_t>(s.pageTokens);
+}
+
+NQ_FMT_HD constexpr size_t quantizedTensorBytes(size_t vectors, size_t headDim, int bits) {
+  return kQuantizedTensorHeaderBytes + vectors * (codeBytesPerVector(headDim, bits) + kScaleBytes);
+}
+
+static_assert(pageOffsets(8, 128, Spec{2, 2, 0.6, 4, 64, 128, 64}).end == pageBytes(8, 128, Spec{2, 2, 0.6, 4, 64, 128, 64}),
+              "page offsets must cover the page exactly");
+static_assert(codeBytesPerVector(128, 2) == 32 && codeBytesPerVector(128, 3) == 48 && codeBytesPerVector(128, 4) == 64,
+              "a group of 8 elements takes `bits` bytes");
+
+}  // namespace nq::format

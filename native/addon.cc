@@ -1,0 +1,15 @@
+// Module entry: registers the functions of each binding file. No logic lives here.
+#include <napi.h>
+
+#include "binding/register.h"
+
+namespace {
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  nq::registerBackend(env, exports);
+  nq::registerMemory(env, exports);
+  nq::registerFormat(env, exports);
+  return exports;
+}
+}  // namespace
+
+NODE_API_MODULE(nexusquant, init)

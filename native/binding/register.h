@@ -1,0 +1,9 @@
+// Each binding file registers its functions on the module's exports; addon.cc only calls these.
+#pragma once
+#include <napi.h>
+
+namespace nq {
+void registerBackend(Napi::Env env, Napi::Object exports);
+void registerMemory(Napi::Env env, Napi::Object exports);
+void registerFormat(Napi::Env env, Napi::Object exports);
+}  // namespace nq

@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// Builds the native addon with cmake-js. Runs on `npm install`/`npm ci` and `npm run build:native`.
+// Checks the build tools first so that a missing one gives one clear message instead of a CMake trace.
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)));
+const force = process.argv.includes("--force");
+const addon = join(root, "build", "Release", "nexusquant.node");
+
+if (!force && existsSync(addon) && process.env.NEXUSQUANT_REBUILD !== "1") {
+  console.log(`nexusquant: native addon already built at ${addon} (npm run build:native rebuilds it)`);
+  process.exit(0);
+}
+
+function has(cmd, args = ["--version"]) {
+  const r = spawnSync(cmd, args, { stdio: "ignore" });
+  return r.status === 0;
+}
+
+const missing = [];
+if (!has("cmake")) missing.push("cmake (>= 3.18)");
+const cxx = process.env.CXX || "c++";
+if (!has(cxx) && !has("g++") && !has("clang++")) missing.push("a C++17 compiler (g++ >= 9 or clang++ >= 10)");
+if (missing.length > 0) {
+  console.error(
+    `\nnexusquant: cannot build the native addon: missing ${missing.join(" and ")}.\n` +
+      `  Debian/Ubuntu: sudo apt-get install cmake g++\n` +
+      `  Fedora/RHEL:   sudo dnf install cmake gcc-c++\n` +
+      `  macOS:         xcode-select --install && brew install cmake\n` +
+      `Then run \`npm run build:native\`.\n`,
+  );
+  process.exit(1);
+}
+
+const cuda = (process.env.NEXUSQUANT_CUDA ?? "AUTO").toUpperCase();
+if (!["AUTO", "ON", "OFF"].includes(cuda)) {
+  console.error(`nexusquant: NEXUSQUANT_CUDA must be AUTO, ON or OFF (got ${JSON.stringify(process.env.NEXUSQUANT_CUDA)})`);
+  process.exit(1);
+}
+const require = createRequire(import.meta.url);
+const cmakeJs = join(dirname(require.resolve("cmake-js/package.json")), "bin", "cmake-js");
+// Configure every time (so a changed NEXUSQUANT_CUDA takes effect), then build incrementally.
+const defines = [`--CDNEXUSQUANT_CUDA=${cuda}`];
+if (process.env.CUDAARCHS) defines.push(`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.CUDAARCHS}`);
+const parallel = process.env.NEXUSQUANT_BUILD_JOBS ? ["--parallel", process.env.NEXUSQUANT_BUILD_JOBS] : [];
+console.log(`nexusquant: building native addon (NEXUSQUANT_CUDA=${cuda})`);
+let r = spawnSync(process.execPath, [cmakeJs, "configure", "--directory", root, ...defines], { stdio: "inherit", cwd: root });
+if (r.status === 0) r = spawnSync(process.execPath, [cmakeJs, "build", "--directory", root, ...defines, ...parallel], { stdio: "inherit", cwd: root });
+if (r.status !== 0) {
+  console.error(
+    "\nnexusquant: the native addon build failed (see the compiler output above).\n" +
+      "  To build without CUDA: NEXUSQUANT_CUDA=OFF npm run build:native\n",
+  );
+  process.exit(r.status ?? 1);
+}

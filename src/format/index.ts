@@ -1,0 +1,3 @@
+export * from "./spec.js";
+export * from "./layout.js";
+export * from "./presets.js";

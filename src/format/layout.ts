@@ -1,0 +1,182 @@
+import { invalidArgument } from "../errors.js";
+import type { CodeBits, CompressionSpec } from "./spec.js";
+import { validateSpec } from "./spec.js";
+
+/**
+ * The one definition of the compressed byte layout. The native allocator, the CUDA backend and the
+ * estimator all size memory with these functions (native/format mirrors them in C++; a test asserts
+ * they agree byte for byte), so a ratio printed from here is the ratio of what is really allocated.
+ *
+ * Storage of one (sequence, layer):
+ *   pages of `pageTokens` tokens, each page one allocation laid out as
+ *     [header 16 B][K codes H·P·kc][V codes H·P·vc][K scales H·P·2][V scales H·P·2][positions H·P·4]?
+ *   (H = kvHeads, P = pageTokens, kc = headDim·keyBits/8, vc = headDim·valueBits/8; positions only
+ *   when the spec evicts, since without eviction a slot's position is its index)
+ *   plus an FP16 residual buffer for K and V of `residualWindow` tokens (capacity, allocated with the
+ *   sequence).
+ */
+export const PAGE_HEADER_BYTES = 16;
+export const SCALE_BYTES = 2; // one FP16 scale per head vector
+export const POSITION_BYTES = 4; // int32 token position per kept slot per KV head
+export const FP16_BYTES = 2;
+/** A standalone QuantizedTensor carries this fixed header (see docs/format.md). */
+export const QUANTIZED_TENSOR_HEADER_BYTES = 32;
+/** Elements per lattice group; a group's code takes `bits` bytes. */
+export const GROUP_SIZE = 8;
+
+export interface CacheShape {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  /** Tokens per sequence: one number for every sequence of the batch, or one entry per sequence. */
+  tokens: number | readonly number[];
+  /** Sequences; defaults to tokens.length when tokens is an array, else 1. */
+  batch?: number;
+}
+
+export interface LayoutBytes {
+  codes: number;
+  scales: number;
+  positions: number;
+  residual: number;
+  headers: number;
+  total: number;
+}
+
+export interface CompressedLayout {
+  bytes: LayoutBytes;
+  /** What an FP16 cache of the same shape holds: batch · layers · 2 · kvHeads · tokens · headDim · 2. */
+  baselineBytes: number;
+  /** baselineBytes / bytes.total. */
+  ratio: number;
+  /** Kept tokens per sequence after eviction. */
+  keptTokens: number[];
+  /** Pages per sequence and layer. */
+  pagesPerLayer: number[];
+  pageBytes: number;
+}
+
+/** Bytes of one head vector's codes. headDim must be a multiple of 8. */
+export function codeBytesPerVector(headDim: number, bits: CodeBits): number {
+  return (headDim / GROUP_SIZE) * bits;
+}
+
+/** Exact bytes of a standalone QuantizedTensor: header + codes + one FP16 scale per vector. */
+export function quantizedTensorBytes(vectors: number, headDim: number, bits: CodeBits): number {
+  return QUANTIZED_TENSOR_HEADER_BYTES + vectors * (codeBytesPerVector(headDim, bits) + SCALE_BYTES);
+}
+
+/**
+ * Tokens a sequence keeps after eviction: the sinks and the recent window always, and of the rest
+ * (the evictable tokens) all but floor(evictable · evictFraction).
+ */
+export function keptTokenCount(tokens: number, spec: Pick<CompressionSpec, "evictFraction" | "sinkTokens" | "recentWindow">): number {
+  if (spec.evictFraction === 0) return tokens;
+  const protectedTokens = Math.min(tokens, spec.sinkTokens + spec.recentWindow);
+  const evictable = tokens - protectedTokens;
+  return tokens - Math.floor(evictable * spec.evictFraction);
+}
+
+export function storesPositions(spec: Pick<CompressionSpec, "evictFraction">): boolean {
+  return spec.evictFraction > 0;
+}
+
+/** Bytes of one storage page (all KV heads of one layer, `pageTokens` token slots). */
+export function pageBytes(kvHeads: number, headDim: number, spec: CompressionSpec): number {
+  const slots = kvHeads * spec.pageTokens;
+  const perSlot =
+    codeBytesPerVector(headDim, spec.keyBits) +
+    codeBytesPerVector(headDim, spec.valueBits) +
+    2 * SCALE_BYTES +
+    (storesPositions(spec) ? POSITION_BYTES : 0);
+  return PAGE_HEADER_BYTES + slots * perSlot;
+}
+
+/** FP16 residual buffer (K and V) of one sequence and layer. */
+export function residualBytes(kvHeads: number, headDim: number, spec: CompressionSpec): number {
+  return 2 * kvHeads * spec.residualWindow * headDim * FP16_BYTES;
+}
+
+export function validateShape(shape: CacheShape): { batch: number; tokens: number[] } {
+  if (shape === null || typeof shape !== "object") throw invalidArgument("shape", "a CacheShape object", shape);
+  positiveInt("shape.layers", shape.layers);
+  positiveInt("shape.kvHeads", shape.kvHeads);
+  positiveInt("shape.headDim", shape.headDim);
+  if (shape.headDim % GROUP_SIZE !== 0) throw invalidArgument("shape.headDim", "a multiple of 8", shape.headDim);
+  let tokens: number[];
+  if (Array.isArray(shape.tokens)) {
+    if (shape.tokens.length === 0) throw invalidArgument("shape.tokens", "a non-empty array", shape.tokens);
+    if (shape.batch !== undefined && shape.batch !== shape.tokens.length) {
+      throw invalidArgument("shape.batch", `${shape.tokens.length} (the length of shape.tokens)`, shape.batch);
+    }
+    tokens = shape.tokens.map((t, i) => nonNegativeInt(`shape.tokens[${i}]`, t));
+  } else {
+    const batch = shape.batch ?? 1;
+    positiveInt("shape.batch", batch);
+    tokens = new Array<number>(batch).fill(nonNegativeInt("shape.tokens", shape.tokens));
+  }
+  return { batch: tokens.length, tokens };
+}
+
+/** Exact bytes of every component of a compressed cache of this shape after compression. */
+export function compressedLayout(shape: CacheShape, spec: CompressionSpec): CompressedLayout {
+  const s = validateSpec(spec);
+  const { tokens } = validateShape(shape);
+  const { layers, kvHeads, headDim } = shape;
+  const P = s.pageTokens;
+  const slotsPerPage = kvHeads * P;
+  const keptTokens = tokens.map((t) => keptTokenCount(t, s));
+  const pagesPerLayer = keptTokens.map((k) => Math.ceil(k / P));
+  const pages = layers * pagesPerLayer.reduce((a, b) => a + b, 0);
+  const slots = pages * slotsPerPage;
+  const bytes: LayoutBytes = {
+    codes: slots * (codeBytesPerVector(headDim, s.keyBits) + codeBytesPerVector(headDim, s.valueBits)),
+    scales: slots * 2 * SCALE_BYTES,
+    positions: storesPositions(s) ? slots * POSITION_BYTES : 0,
+    residual: tokens.length * layers * residualBytes(kvHeads, headDim, s),
+    headers: pages * PAGE_HEADER_BYTES,
+    total: 0,
+  };
+  bytes.total = bytes.codes + bytes.scales + bytes.positions + bytes.residual + bytes.headers;
+  const baselineBytes = fp16CacheBytes(shape);
+  return {
+    bytes,
+    baselineBytes,
+    ratio: bytes.total === 0 ? 1 : baselineBytes / bytes.total,
+    keptTokens,
+    pagesPerLayer,
+    pageBytes: pageBytes(kvHeads, headDim, s),
+  };
+}
+
+/** Bytes of an uncompressed FP16 cache: batch · layers · 2 (K,V) · kvHeads · tokens · headDim · 2. */
+export function fp16CacheBytes(shape: CacheShape): number {
+  const { tokens } = validateShape(shape);
+  const total = tokens.reduce((a, b) => a + b, 0);
+  return shape.layers * 2 * shape.kvHeads * total * shape.headDim * FP16_BYTES;
+}
+
+/**
+ * Long-context bytes per token of one layer (all KV heads), the limit of total/tokens as the context
+ * grows: sinks, the recent window, page rounding and the residual buffer vanish, page headers are
+ * spread over their slots. Used for per-token estimates and preset ratios; exact per-context figures
+ * come from compressedLayout.
+ */
+export function asymptoticBytesPerTokenLayer(kvHeads: number, headDim: number, spec: CompressionSpec): number {
+  const s = validateSpec(spec);
+  return (pageBytes(kvHeads, headDim, s) / s.pageTokens) * (1 - s.evictFraction);
+}
+
+/** FP16 bytes per token of one layer: 2 · kvHeads · headDim · 2. */
+export function fp16BytesPerTokenLayer(kvHeads: number, headDim: number): number {
+  return 2 * kvHeads * headDim * FP16_BYTES;
+}
+
+function positiveInt(arg: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) throw invalidArgument(arg, "a positive integer", v);
+  return v;
+}
+function nonNegativeInt(arg: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw invalidArgument(arg, "an integer >= 0", v);
+  return v;
+}

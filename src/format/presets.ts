@@ -1,0 +1,60 @@
+import { NexusQuantError } from "../errors.js";
+import type { CompressionSpec } from "./spec.js";
+import { DEFAULT_SPEC, unknownPresetError, validateSpec } from "./spec.js";
+import { asymptoticBytesPerTokenLayer, fp16BytesPerTokenLayer } from "./layout.js";
+
+export interface Preset {
+  name: string;
+  description: string;
+  spec: Readonly<CompressionSpec>;
+}
+
+function preset(name: string, description: string, spec: Partial<CompressionSpec>): Preset {
+  return Object.freeze({ name, description, spec: validateSpec({ ...DEFAULT_SPEC, ...spec }) });
+}
+
+/**
+ * Named compression specs. Ratios are never typed in: `presetRatio` computes them from the layout.
+ * K3V2 = 3-bit keys, 2-bit values (keys carry the softmax logits and deserve the extra bit).
+ */
+export const PRESETS: Readonly<Record<string, Preset>> = Object.freeze({
+  quant: preset("quant", "K3V2 lattice codes, no eviction", { keyBits: 3, valueBits: 2, evictFraction: 0 }),
+  high: preset("high", "K3V2, 35% of evictable tokens evicted", { keyBits: 3, valueBits: 2, evictFraction: 0.35 }),
+  asym: preset("asym", "K3V2, 60% evicted", { keyBits: 3, valueBits: 2, evictFraction: 0.6 }),
+  balanced: preset("balanced", "K2V2, 60% evicted", { keyBits: 2, valueBits: 2, evictFraction: 0.6 }),
+  max: preset("max", "K2V2, 80% evicted", { keyBits: 2, valueBits: 2, evictFraction: 0.8 }),
+});
+
+/**
+ * The published tiers (≈5×, 10×, 17×, 33×). Each maps to a spec whose computed long-context ratio at
+ * head_dim 128 meets the tier; a test asserts it.
+ */
+export const PRESET_ALIASES: Readonly<Record<string, { target: number; preset: Preset }>> = Object.freeze({
+  S: { target: 5, preset: preset("S", "≈5× tier: K3V3, no eviction", { keyBits: 3, valueBits: 3, evictFraction: 0 }) },
+  M: { target: 10, preset: preset("M", "≈10× tier: K3V2, 45% evicted", { keyBits: 3, valueBits: 2, evictFraction: 0.45 }) },
+  L: { target: 17, preset: { ...PRESETS.balanced!, name: "L", description: "≈17× tier: same spec as balanced" } },
+  XL: { target: 33, preset: { ...PRESETS.max!, name: "XL", description: "≈33× tier: same spec as max" } },
+});
+
+export const PRESET_NAMES: readonly string[] = [...Object.keys(PRESETS), ...Object.keys(PRESET_ALIASES)];
+
+export function isPresetName(name: unknown): name is string {
+  return typeof name === "string" && (name in PRESETS || name in PRESET_ALIASES);
+}
+
+/** A preset by name (case-sensitive for aliases S/M/L/XL, lowercase for the rest). */
+export function getPreset(name: string): Preset {
+  if (typeof name !== "string") throw new NexusQuantError("UNKNOWN_PRESET", `Expected a preset name but received ${typeof name}`);
+  const found = PRESETS[name] ?? PRESET_ALIASES[name]?.preset ?? PRESETS[name.toLowerCase()] ?? PRESET_ALIASES[name.toUpperCase()]?.preset;
+  if (!found) throw unknownPresetError(name, PRESET_NAMES);
+  return found;
+}
+
+/** Long-context compression ratio of a spec against FP16, for one KV head of the given headDim. */
+export function specRatio(spec: CompressionSpec, headDim = 128, kvHeads = 8): number {
+  return fp16BytesPerTokenLayer(kvHeads, headDim) / asymptoticBytesPerTokenLayer(kvHeads, headDim, spec);
+}
+
+export function presetRatio(name: string, headDim = 128, kvHeads = 8): number {
+  return specRatio(getPreset(name).spec, headDim, kvHeads);
+}

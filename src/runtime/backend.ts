@@ -1,0 +1,57 @@
+import { NexusQuantError, invalidArgument } from "../errors.js";
+import { native } from "./native.js";
+
+export type BackendName = "cpu" | "cuda";
+export type BackendRequest = BackendName | "auto";
+
+export interface CudaDevice {
+  name: string;
+  totalMemoryBytes: number;
+  computeCapability: string;
+}
+
+export interface BackendInfo {
+  cuda: {
+    compiled: boolean;
+    available: boolean;
+    /** Why CUDA cannot be used, when it cannot. */
+    reason?: string;
+    runtimeVersion?: number;
+    driverVersion?: number;
+    devices: CudaDevice[];
+  };
+  cpu: { threads: number };
+  /** What `backend: "auto"` resolves to on this machine, and why. */
+  auto: { backend: BackendName; reason: string };
+}
+
+/** What this build of the addon can do on this machine. Probes CUDA once per process. */
+export function backendInfo(): BackendInfo {
+  const raw = native().backendInfo();
+  const auto: BackendInfo["auto"] = raw.cuda.available
+    ? { backend: "cuda", reason: `CUDA device ${raw.cuda.devices[0]?.name ?? "0"} is available` }
+    : { backend: "cpu", reason: `CUDA unavailable: ${raw.cuda.reason ?? "unknown reason"}; using the CPU backend` };
+  return { ...raw, auto };
+}
+
+/**
+ * Resolves a backend request. "auto" never fails (CPU when CUDA is missing, and backendInfo().auto
+ * says why); "cuda" on a machine without a usable GPU is a BACKEND_UNAVAILABLE error with the reason.
+ */
+export function resolveBackend(request: BackendRequest = "auto", supportsCuda = true): BackendName {
+  if (request !== "auto" && request !== "cpu" && request !== "cuda") {
+    throw invalidArgument("backend", '"auto", "cpu" or "cuda"', request);
+  }
+  if (request === "cpu") return "cpu";
+  const info = backendInfo();
+  if (request === "auto") return info.cuda.available && supportsCuda ? "cuda" : "cpu";
+  if (!info.cuda.available) {
+    throw new NexusQuantError("BACKEND_UNAVAILABLE", `backend "cuda" was requested but ${info.cuda.reason}. Use backend "auto" or "cpu".`, {
+      reason: info.cuda.reason,
+    });
+  }
+  if (!supportsCuda) {
+    throw new NexusQuantError("UNSUPPORTED", 'This operation has no CUDA implementation yet; use backend "cpu" or "auto".');
+  }
+  return "cuda";
+}
