@@ -8,6 +8,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   nq::registerBackend(env, exports);
   nq::registerMemory(env, exports);
   nq::registerFormat(env, exports);
+  nq::registerCodec(env, exports);
+  nq::registerCache(env, exports);
   return exports;
 }
 }  // namespace

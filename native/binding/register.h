@@ -6,4 +6,6 @@ namespace nq {
 void registerBackend(Napi::Env env, Napi::Object exports);
 void registerMemory(Napi::Env env, Napi::Object exports);
 void registerFormat(Napi::Env env, Napi::Object exports);
+void registerCache(Napi::Env env, Napi::Object exports);
+void registerCodec(Napi::Env env, Napi::Object exports);
 }  // namespace nq

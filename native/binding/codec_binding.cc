@@ -1,0 +1,244 @@
+// quantize / dequantize for standalone tensors. The tensor's bytes (header + scales + codes) are one
+// allocation from the accounting allocator (category "tensor"), handed to JS as an external
+// ArrayBuffer whose finalizer returns them; so measureMemory() sees a QuantizedTensor's real bytes.
+// Large inputs run as async work, split over the CPU threads with parallelFor.
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "binding/errors.h"
+#include "binding/register.h"
+#include "cpu/codec.h"
+#include "cpu/parallel.h"
+#include "memory/allocator.h"
+#include "nq_format.h"
+
+namespace nq {
+namespace {
+
+// Fixed 32-byte header of a standalone QuantizedTensor (docs/format.md).
+struct TensorHeader {
+  char magic[4];        // "NQQT"
+  uint16_t version;     // 1
+  uint8_t bits;         // 2, 3, 4
+  uint8_t flags;        // bit 0: rotated
+  uint32_t headDim;
+  uint32_t seed;
+  uint64_t vectors;
+  uint8_t reserved[8];
+};
+static_assert(sizeof(TensorHeader) == format::kQuantizedTensorHeaderBytes, "the tensor header is 32 bytes");
+
+constexpr size_t kMinVectorsPerThread = 256;
+
+struct QuantizeJob {
+  CodecParams params{};
+  bool f16 = false;
+  const void* input = nullptr;  // JS memory; the caller keeps a reference while async work runs
+  size_t vectors = 0;
+  uint8_t* tensor = nullptr;  // header + scales + codes
+  size_t tensorBytes = 0;
+  EncodeResult result{Status::Ok, 0};
+
+  void run() {
+    uint16_t* scales = reinterpret_cast<uint16_t*>(tensor + sizeof(TensorHeader));
+    uint8_t* codes = tensor + sizeof(TensorHeader) + vectors * 2;
+    const size_t cb = codeBytesPerVector(params);
+    // Check every vector first (cheap) so that a NaN anywhere leaves nothing half-written.
+    std::atomic<size_t> bad{SIZE_MAX};
+    parallelFor(vectors, kMinVectorsPerThread, [&](size_t b, size_t e) {
+      const size_t d = static_cast<size_t>(params.headDim);
+      for (size_t i = b * d; i < e * d; ++i) {
+        const bool nonFinite = f16 ? halfIsNonFinite(static_cast<const uint16_t*>(input)[i]) : !std::isfinite(static_cast<const float*>(input)[i]);
+        if (nonFinite) {
+          size_t v = i / d, cur = bad.load();
+          while (v < cur && !bad.compare_exchange_weak(cur, v)) {
+          }
+          return;
+        }
+      }
+    });
+    if (bad.load() != SIZE_MAX) {
+      result = {Status::NonFinite, bad.load()};
+      return;
+    }
+    parallelFor(vectors, kMinVectorsPerThread, [&](size_t b, size_t e) {
+      // Pointers are offset to the chunk; the codec indexes from `begin` relative to them.
+      const size_t d = static_cast<size_t>(params.headDim);
+      EncodeResult r = f16 ? encodeF16(params, static_cast<const uint16_t*>(input) + b * d, 0, e - b, codes + b * cb, scales + b)
+                           : encodeF32(params, static_cast<const float*>(input) + b * d, 0, e - b, codes + b * cb, scales + b);
+      (void)r;  // finiteness was checked above
+    });
+    TensorHeader h{};
+    std::memcpy(h.magic, "NQQT", 4);
+    h.version = 1;
+    h.bits = static_cast<uint8_t>(params.bits);
+    h.flags = params.rotate ? 1 : 0;
+    h.headDim = static_cast<uint32_t>(params.headDim);
+    h.seed = params.seed;
+    h.vectors = vectors;
+    std::memcpy(tensor, &h, sizeof h);
+  }
+};
+
+CodecParams readParams(const Napi::CallbackInfo& info, size_t at) {
+  return CodecParams{info[at].As<Napi::Number>().Int32Value(), info[at + 1].As<Napi::Number>().Int32Value(),
+                     info[at + 2].As<Napi::Boolean>().Value(), info[at + 3].As<Napi::Number>().Uint32Value()};
+}
+
+// Allocates the tensor through the accounting allocator and wraps it as an external ArrayBuffer.
+Napi::ArrayBuffer allocateTensor(Napi::Env env, size_t bytes, uint8_t*& data) {
+  const CategoryBytes split = oneCategory(MemCategory::Tensor, bytes);
+  data = static_cast<uint8_t*>(hostAllocate(bytes, split));
+  if (!data) throwJs(env, "OUT_OF_MEMORY", "could not allocate " + std::to_string(bytes) + " bytes for a quantized tensor (host memory available: " +
+                                              std::to_string(hostAvailableBytes()) + " bytes)");
+  return Napi::ArrayBuffer::New(env, data, bytes, [bytes](Napi::Env, void* p) { hostRelease(p, oneCategory(MemCategory::Tensor, bytes)); });
+}
+
+QuantizeJob prepareQuantize(const Napi::CallbackInfo& info, Napi::ArrayBuffer& buffer) {
+  Napi::Env env = info.Env();
+  Napi::TypedArray input = info[0].As<Napi::TypedArray>();
+  QuantizeJob job;
+  job.params = readParams(info, 1);
+  if (!codecSupports(job.params.headDim, job.params.bits)) throwJs(env, "UNSUPPORTED", "headDim/bits not supported by the codec");
+  job.f16 = input.TypedArrayType() == napi_uint16_array;
+  job.input = job.f16 ? static_cast<const void*>(input.As<Napi::Uint16Array>().Data()) : static_cast<const void*>(input.As<Napi::Float32Array>().Data());
+  job.vectors = input.ElementLength() / static_cast<size_t>(job.params.headDim);
+  job.tensorBytes = format::quantizedTensorBytes(job.vectors, job.params.headDim, job.params.bits);
+  buffer = allocateTensor(env, job.tensorBytes, job.tensor);
+  return job;
+}
+
+Napi::Value nonFiniteError(Napi::Env env, size_t vector) {
+  return makeJsError(env, "INVALID_DATA", "the input holds NaN or Inf in vector " + std::to_string(vector) + "; nothing was quantized").Value();
+}
+
+Napi::Value quantizeSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::ArrayBuffer buffer;
+  QuantizeJob job = prepareQuantize(info, buffer);
+  job.run();
+  if (job.result.status == Status::NonFinite) throw Napi::Error(env, nonFiniteError(env, job.result.badVector));
+  return buffer;
+}
+
+class QuantizeWorker : public Napi::AsyncWorker {
+ public:
+  QuantizeWorker(Napi::Env env, QuantizeJob job, Napi::ArrayBuffer buffer, Napi::Value input)
+      : Napi::AsyncWorker(env), job_(job), deferred_(Napi::Promise::Deferred::New(env)) {
+    buffer_ = Napi::Persistent(buffer);
+    input_ = Napi::Persistent(input.As<Napi::Object>());  // the input must outlive the work
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override { job_.run(); }
+  void OnOK() override {
+    if (job_.result.status == Status::NonFinite) deferred_.Reject(nonFiniteError(Env(), job_.result.badVector));
+    else deferred_.Resolve(buffer_.Value());
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  QuantizeJob job_;
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::ArrayBuffer> buffer_;
+  Napi::ObjectReference input_;
+};
+
+Napi::Value quantizeAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::ArrayBuffer buffer;
+  QuantizeJob job = prepareQuantize(info, buffer);
+  auto* w = new QuantizeWorker(env, job, buffer, info[0]);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+struct DequantizeJob {
+  CodecParams params{};
+  const uint8_t* codes = nullptr;
+  const uint16_t* scales = nullptr;
+  size_t vectors = 0;
+  bool f16 = false;
+  void* out = nullptr;
+  void run() const {
+    const size_t d = static_cast<size_t>(params.headDim), cb = codeBytesPerVector(params);
+    parallelFor(vectors, kMinVectorsPerThread, [&](size_t b, size_t e) {
+      if (f16) decodeF16(params, codes + b * cb, scales + b, 0, e - b, static_cast<uint16_t*>(out) + b * d);
+      else decodeF32(params, codes + b * cb, scales + b, 0, e - b, static_cast<float*>(out) + b * d);
+    });
+  }
+};
+
+// dequantize(codes, scales, headDim, bits, rotate, seed, out) -> out (Float32Array or Uint16Array)
+DequantizeJob prepareDequantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DequantizeJob job;
+  job.codes = info[0].As<Napi::Uint8Array>().Data();
+  Napi::Uint16Array scales = info[1].As<Napi::Uint16Array>();
+  job.scales = scales.Data();
+  job.vectors = scales.ElementLength();
+  job.params = readParams(info, 2);
+  if (!codecSupports(job.params.headDim, job.params.bits)) throwJs(env, "UNSUPPORTED", "headDim/bits not supported by the codec");
+  Napi::TypedArray out = info[6].As<Napi::TypedArray>();
+  job.f16 = out.TypedArrayType() == napi_uint16_array;
+  job.out = job.f16 ? static_cast<void*>(out.As<Napi::Uint16Array>().Data()) : static_cast<void*>(out.As<Napi::Float32Array>().Data());
+  return job;
+}
+
+Napi::Value dequantizeSync(const Napi::CallbackInfo& info) {
+  prepareDequantize(info).run();
+  return info[6];
+}
+
+class DequantizeWorker : public Napi::AsyncWorker {
+ public:
+  DequantizeWorker(Napi::Env env, DequantizeJob job, const Napi::CallbackInfo& info)
+      : Napi::AsyncWorker(env), job_(job), deferred_(Napi::Promise::Deferred::New(env)) {
+    for (size_t i : {0, 1, 6}) refs_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override { job_.run(); }
+  void OnOK() override { deferred_.Resolve(refs_[2].Value()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  DequantizeJob job_;
+  Napi::Promise::Deferred deferred_;
+  std::vector<Napi::ObjectReference> refs_;
+};
+
+Napi::Value dequantizeAsync(const Napi::CallbackInfo& info) {
+  auto* w = new DequantizeWorker(info.Env(), prepareDequantize(info), info);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value codecInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object r = Napi::Object::New(env);
+  Napi::Object factors = Napi::Object::New(env);
+  for (int b = 2; b <= 4; ++b) factors.Set(std::to_string(b), scaleFactor(b));
+  r.Set("scaleFactors", factors);
+  r.Set("maxHeadDim", kMaxHeadDim);
+  r.Set("supports", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
+          return Napi::Boolean::New(i.Env(), codecSupports(i[0].As<Napi::Number>().Int32Value(), i[1].As<Napi::Number>().Int32Value()));
+        }));
+  return r;
+}
+
+}  // namespace
+
+void registerCodec(Napi::Env env, Napi::Object exports) {
+  exports.Set("quantizeSync", Napi::Function::New(env, quantizeSync, "quantizeSync"));
+  exports.Set("quantizeAsync", Napi::Function::New(env, quantizeAsync, "quantizeAsync"));
+  exports.Set("dequantizeSync", Napi::Function::New(env, dequantizeSync, "dequantizeSync"));
+  exports.Set("dequantizeAsync", Napi::Function::New(env, dequantizeAsync, "dequantizeAsync"));
+  exports.Set("codecInfo", Napi::Function::New(env, codecInfo, "codecInfo"));
+}
+
+}  // namespace nq

@@ -1,0 +1,286 @@
+#include "codec.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "hadamard.h"
+
+namespace nq {
+
+namespace {
+
+// Per-rate scale constants (scale = k * RMS of the rotated vector), tuned on i.i.d. Gaussian d = 128
+// by `native/tools/build.sh && native/tools/codec_check tune` (minimum NMSE on a 0.01 grid).
+constexpr float kScaleFactor2 = 0.95f;
+constexpr float kScaleFactor3 = 1.10f;
+constexpr float kScaleFactor4 = 1.20f;
+
+constexpr uint16_t kMaxFiniteHalf = 0x7BFFu;  // 65504
+
+// Decode tables for the 2-bit stage: |coordinate| per (pattern, i), and the float sign bit per
+// (sign byte, i); a point coordinate is (abs ^ sign) + shift.
+struct DecodeTables {
+  alignas(32) float abs[e8::kAbsEntries][8];
+  alignas(32) uint32_t sign[256][8];
+  uint8_t parity[e8::kAbsEntries];
+  alignas(32) float fine2[256][8];  // 3-bit fine points v(k), m = 2
+};
+
+DecodeTables buildDecodeTables() {
+  DecodeTables t{};
+  for (int e = 0; e < e8::kAbsEntries; ++e) {
+    const uint32_t entry = e8::kAbsTable[e];
+    for (int i = 0; i < 8; ++i) t.abs[e][i] = static_cast<float>((entry >> (2 * i)) & 3u) + 0.5f;
+    t.parity[e] = static_cast<uint8_t>(e8::absParity(entry));
+  }
+  for (int s = 0; s < 256; ++s)
+    for (int i = 0; i < 8; ++i) t.sign[s][i] = ((s >> i) & 1) ? 0x80000000u : 0u;
+  for (uint32_t k = 0; k < 256; ++k) e8::finePoint(k, 2, t.fine2[k]);
+  return t;
+}
+
+const DecodeTables& decodeTables() {
+  static const DecodeTables t = buildDecodeTables();
+  return t;
+}
+
+bool validParams(const CodecParams& p) { return codecSupports(p.headDim, p.bits); }
+
+// The 2-bit point of a code, from the float tables.
+inline void point2(uint32_t code, const DecodeTables& t, float p[8]) {
+  const uint32_t idx = code & 0xFFu;
+  const uint32_t neg7 = (code >> 8) & 0x7Fu;
+  const uint32_t neg = neg7 | (((static_cast<uint32_t>(__builtin_popcount(neg7)) & 1u) ^ t.parity[idx]) << 7);
+  const float shift = (code & 0x8000u) ? -0.25f : 0.25f;
+  const float* a = t.abs[idx];
+  const uint32_t* s = t.sign[neg];
+  for (int i = 0; i < 8; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &a[i], 4);
+    bits ^= s[i];
+    float v;
+    std::memcpy(&v, &bits, 4);
+    p[i] = v + shift;
+  }
+}
+
+inline uint32_t loadCode(const uint8_t* c, int bits) {
+  uint32_t w = 0;
+  for (int j = 0; j < bits; ++j) w |= static_cast<uint32_t>(c[j]) << (8 * j);
+  return w;
+}
+
+inline void storeCode(uint8_t* c, int bits, uint32_t w) {
+  for (int j = 0; j < bits; ++j) c[j] = static_cast<uint8_t>(w >> (8 * j));
+}
+
+// Lattice point (codebook units) of one group at any rate.
+inline void groupPoint(uint32_t code, int bits, const DecodeTables& t, float p[8]) {
+  point2(code, t, p);
+  if (bits == 3) {
+    const float* v = t.fine2[(code >> 16) & 0xFFu];
+    for (int i = 0; i < 8; ++i) p[i] += v[i];
+  } else if (bits == 4) {
+    float v[8];
+    e8::finePoint(code >> 16, 4, v);
+    for (int i = 0; i < 8; ++i) p[i] += v[i];
+  }
+}
+
+// Scales and lattice points of one vector in the rotated domain.
+void decodeVectorRotated(const CodecParams& p, const DecodeTables& t, const uint8_t* codes, float s, float* out) {
+  const int groups = p.headDim / 8;
+  for (int g = 0; g < groups; ++g) {
+    float pt[8];
+    groupPoint(loadCode(codes + static_cast<size_t>(g) * p.bits, p.bits), p.bits, t, pt);
+    for (int i = 0; i < 8; ++i) out[8 * g + i] = s * pt[i];
+  }
+}
+
+// FP16 scale of a rotated vector: factor * RMS, rounded to nearest even, saturated at 65504.
+uint16_t chooseScale(const float* v, int n, float factor) {
+  float ss = 0.0f;
+  {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < n; i += 8)
+      for (int j = 0; j < 8; ++j) acc[j] += v[i + j] * v[i + j];
+    for (int j = 0; j < 8; ++j) ss += acc[j];
+  }
+  double rms;
+  if (std::isfinite(ss)) {
+    rms = std::sqrt(static_cast<double>(ss) / n);
+  } else {  // finite inputs whose squares overflow float
+    double d = 0.0;
+    for (int i = 0; i < n; ++i) d += static_cast<double>(v[i]) * v[i];
+    rms = std::sqrt(d / n);
+  }
+  const double s = factor * rms;
+  if (s >= 65504.0) return kMaxFiniteHalf;
+  return floatToHalf(static_cast<float>(s));
+}
+
+template <typename T>
+inline bool isNonFinite(T v);
+template <>
+inline bool isNonFinite<float>(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  return (b & 0x7F800000u) == 0x7F800000u;
+}
+template <>
+inline bool isNonFinite<uint16_t>(uint16_t v) {
+  return halfIsNonFinite(v);
+}
+
+inline float toFloat(float v) { return v; }
+inline float toFloat(uint16_t v) { return halfToFloat(v); }
+
+template <typename In>
+EncodeResult encodeImpl(const CodecParams& p, const In* in, size_t begin, size_t end, uint8_t* codes, uint16_t* scales) {
+  if (!validParams(p) || begin > end) return {Status::InvalidArgument, 0};
+  if (begin == end) return {Status::Ok, 0};
+  if (!in || !codes || !scales) return {Status::InvalidArgument, 0};
+  const size_t d = static_cast<size_t>(p.headDim);
+  for (size_t v = begin; v < end; ++v) {
+    const In* x = in + v * d;
+    bool bad = false;
+    for (size_t i = 0; i < d; ++i) bad |= isNonFinite(x[i]);
+    if (bad) return {Status::NonFinite, v};
+  }
+  const e8::EncodeTables& T = e8EncodeTables();
+  const size_t codeBytes = codeBytesPerVector(p);
+  const int groups = p.headDim / 8;
+  const float factor = scaleFactor(p.bits);
+  std::vector<float> buf(d), signs;
+  if (p.rotate) {
+    signs.resize(d);
+    rotationSigns(p.seed, p.headDim, signs.data());
+  }
+  const float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  const uint32_t zeroCode = e8::encodeGroup(zero, p.bits, T, e8::kAbsTable);
+  for (size_t v = begin; v < end; ++v) {
+    const In* x = in + v * d;
+    for (size_t i = 0; i < d; ++i) buf[i] = toFloat(x[i]);
+    if (p.rotate) rotateForward(buf.data(), p.headDim, signs.data());
+    const uint16_t sc = chooseScale(buf.data(), p.headDim, factor);
+    const float s = halfToFloat(sc);
+    scales[v] = sc;
+    uint8_t* out = codes + v * codeBytes;
+    if (s == 0.0f) {
+      for (int g = 0; g < groups; ++g) storeCode(out + g * p.bits, p.bits, zeroCode);
+      continue;
+    }
+    const float inv = 1.0f / s;
+    for (int g = 0; g < groups; ++g) {
+      float y[8];
+      for (int i = 0; i < 8; ++i) y[i] = buf[8 * g + i] * inv;
+      storeCode(out + g * p.bits, p.bits, e8::encodeGroup(y, p.bits, T, e8::kAbsTable));
+    }
+  }
+  return {Status::Ok, 0};
+}
+
+inline void store(float* o, float v) { *o = v + 0.0f; }  // + 0 turns -0 into +0
+inline void store(uint16_t* o, float v) { *o = floatToHalf(v + 0.0f); }
+
+template <typename Out>
+Status decodeImpl(const CodecParams& p, const uint8_t* codes, const uint16_t* scales, size_t begin, size_t end, Out* out) {
+  if (!validParams(p) || begin > end) return Status::InvalidArgument;
+  if (begin == end) return Status::Ok;
+  if (!codes || !scales || !out) return Status::InvalidArgument;
+  const DecodeTables& t = decodeTables();
+  const size_t d = static_cast<size_t>(p.headDim);
+  const size_t codeBytes = codeBytesPerVector(p);
+  std::vector<float> buf(d), signs;
+  if (p.rotate) {
+    signs.resize(d);
+    rotationSigns(p.seed, p.headDim, signs.data());
+  }
+  for (size_t v = begin; v < end; ++v) {
+    Out* o = out + v * d;
+    const float s = halfToFloat(scales[v]);
+    if (s == 0.0f) {
+      for (size_t i = 0; i < d; ++i) store(o + i, 0.0f);
+      continue;
+    }
+    decodeVectorRotated(p, t, codes + v * codeBytes, s, buf.data());
+    if (p.rotate) rotateInverse(buf.data(), p.headDim, signs.data());
+    for (size_t i = 0; i < d; ++i) store(o + i, buf[i]);
+  }
+  return Status::Ok;
+}
+
+}  // namespace
+
+bool codecSupports(int headDim, int bits) {
+  return (bits == 2 || bits == 3 || bits == 4) && headDim >= 8 && headDim <= kMaxHeadDim && headDim % 8 == 0;
+}
+
+size_t codeBytesPerVector(const CodecParams& p) { return static_cast<size_t>(p.headDim / 8) * static_cast<size_t>(p.bits); }
+
+float scaleFactor(int bits) { return bits == 2 ? kScaleFactor2 : (bits == 3 ? kScaleFactor3 : kScaleFactor4); }
+
+const e8::EncodeTables& e8EncodeTables() {
+  static const e8::EncodeTables t = [] {
+    e8::EncodeTables x;
+    e8::buildEncodeTables(e8::kAbsTable, x);  // cannot fail for kAbsTable (codec_check verifies)
+    return x;
+  }();
+  return t;
+}
+
+EncodeResult encodeF32(const CodecParams& p, const float* in, size_t begin, size_t end, uint8_t* codes, uint16_t* scales) {
+  return encodeImpl(p, in, begin, end, codes, scales);
+}
+EncodeResult encodeF16(const CodecParams& p, const uint16_t* in, size_t begin, size_t end, uint8_t* codes, uint16_t* scales) {
+  return encodeImpl(p, in, begin, end, codes, scales);
+}
+Status decodeF32(const CodecParams& p, const uint8_t* codes, const uint16_t* scales, size_t begin, size_t end, float* out) {
+  return decodeImpl(p, codes, scales, begin, end, out);
+}
+Status decodeF16(const CodecParams& p, const uint8_t* codes, const uint16_t* scales, size_t begin, size_t end, uint16_t* out) {
+  return decodeImpl(p, codes, scales, begin, end, out);
+}
+
+Status rotateVector(const CodecParams& p, float* v) {
+  if (!validParams(p) || !v) return Status::InvalidArgument;
+  if (!p.rotate) return Status::Ok;
+  std::vector<float> signs(static_cast<size_t>(p.headDim));
+  rotationSigns(p.seed, p.headDim, signs.data());
+  rotateForward(v, p.headDim, signs.data());
+  return Status::Ok;
+}
+
+Status unrotateVector(const CodecParams& p, float* v) {
+  if (!validParams(p) || !v) return Status::InvalidArgument;
+  if (!p.rotate) return Status::Ok;
+  std::vector<float> signs(static_cast<size_t>(p.headDim));
+  rotationSigns(p.seed, p.headDim, signs.data());
+  rotateInverse(v, p.headDim, signs.data());
+  return Status::Ok;
+}
+
+Status decodeRotated(const CodecParams& p, const uint8_t* vectorCodes, uint16_t scale, float* out) {
+  if (!validParams(p) || !vectorCodes || !out) return Status::InvalidArgument;
+  decodeVectorRotated(p, decodeTables(), vectorCodes, halfToFloat(scale), out);
+  for (int i = 0; i < p.headDim; ++i) out[i] += 0.0f;
+  return Status::Ok;
+}
+
+float dotRotated(const CodecParams& p, const float* qRot, const uint8_t* vectorCodes, uint16_t scale) {
+  if (!validParams(p) || !qRot || !vectorCodes) return 0.0f;
+  const DecodeTables& t = decodeTables();
+  const int groups = p.headDim / 8;
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int g = 0; g < groups; ++g) {
+    float pt[8];
+    groupPoint(loadCode(vectorCodes + static_cast<size_t>(g) * p.bits, p.bits), p.bits, t, pt);
+    for (int i = 0; i < 8; ++i) acc[i] += qRot[8 * g + i] * pt[i];
+  }
+  float s = 0.0f;
+  for (int i = 0; i < 8; ++i) s += acc[i];
+  return s * halfToFloat(scale);
+}
+
+}  // namespace nq

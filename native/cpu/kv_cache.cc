@@ -1,0 +1,538 @@
+#include "cpu/kv_cache.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <string>
+
+#include "cpu/codec.h"
+#include "cpu/nq_error.h"
+#include "nq_half.h"
+
+namespace nq {
+namespace {
+
+// ---- the codec, as the cache uses it --------------------------------------------------------------
+
+void encodeRows(const CacheOptions& o, int bits, const float* rows, size_t n, uint8_t* codes, uint16_t* scales) {
+  const CodecParams p{static_cast<int>(o.headDim), bits, true, o.seed};
+  const EncodeResult r = encodeF32(p, rows, 0, n, codes, scales);
+  if (r.status == Status::NonFinite) throw NqError("INVALID_DATA", "non-finite value in KV row " + std::to_string(r.badVector));
+  if (r.status != Status::Ok) throw NqError("NATIVE_ERROR", "encode failed");
+}
+
+// rotate=false leaves the rows in the rotated domain: scale * lattice point, what attention dots with.
+void decodeRows(const CacheOptions& o, int bits, const uint8_t* codes, const uint16_t* scales, size_t n, bool rotate, float* out) {
+  const CodecParams p{static_cast<int>(o.headDim), bits, rotate, o.seed};
+  if (decodeF32(p, codes, scales, 0, n, out) != Status::Ok) throw NqError("NATIVE_ERROR", "decode failed");
+}
+
+// Keys and values share one rotation (same seed), so one rotated query serves every key.
+void rotateIn(const CacheOptions& o, float* v) { rotateVector(CodecParams{static_cast<int>(o.headDim), 2, true, o.seed}, v); }
+void rotateOut(const CacheOptions& o, float* v) { unrotateVector(CodecParams{static_cast<int>(o.headDim), 2, true, o.seed}, v); }
+
+// ---- small helpers -----------------------------------------------------------------------------
+
+// Transient buffers also go through the accounting allocator (category "scratch").
+template <typename T>
+class Scratch {
+ public:
+  explicit Scratch(size_t n) : n_(n) {
+    if (n == 0) return;
+    if (!buf_.allocate(n * sizeof(T), oneCategory(MemCategory::Scratch, n * sizeof(T))))
+      throw NqError("OUT_OF_MEMORY", "could not allocate " + std::to_string(n * sizeof(T)) + " bytes of scratch memory");
+  }
+  T* data() { return reinterpret_cast<T*>(buf_.data()); }
+  T& operator[](size_t i) { return data()[i]; }
+  size_t size() const { return n_; }
+
+ private:
+  HostBuffer buf_;
+  size_t n_;
+};
+
+// Eight independent partial sums let the compiler vectorize without -ffast-math.
+inline float dot(const float* a, const float* b, size_t n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) s[k] += a[i + k] * b[i + k];
+  float acc = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+inline void axpy(float a, const float* x, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+struct PageHeader {
+  uint32_t slotsUsed, layer, sequence, index;
+};
+static_assert(sizeof(PageHeader) == format::kPageHeaderBytes, "page header is 16 bytes");
+
+CategoryBytes pageSplit(const format::PageOffsets& off) {
+  CategoryBytes s{};
+  s[static_cast<int>(MemCategory::Headers)] = format::kPageHeaderBytes;
+  s[static_cast<int>(MemCategory::Codes)] = off.keyScales - off.keyCodes;
+  s[static_cast<int>(MemCategory::Scales)] = off.positions - off.keyScales;
+  s[static_cast<int>(MemCategory::Positions)] = off.end - off.positions;
+  return s;
+}
+
+[[noreturn]] void oom(const char* what, size_t bytes) {
+  throw NqError("OUT_OF_MEMORY", std::string("could not allocate ") + std::to_string(bytes) + " bytes for " + what +
+                                     " (host memory available: " + std::to_string(hostAvailableBytes()) + " bytes)");
+}
+
+}  // namespace
+
+KvCache::KvCache(const CacheOptions& o) : o_(o) {
+  off_ = format::pageOffsets(o.kvHeads, o.headDim, o.spec);
+  pageBytes_ = format::pageBytes(o.kvHeads, o.headDim, o.spec);
+  kcBytes_ = format::codeBytesPerVector(o.headDim, o.spec.keyBits);
+  vcBytes_ = format::codeBytesPerVector(o.headDim, o.spec.valueBits);
+  stores_.resize(o.batch * o.layers);
+}
+
+HostBuffer KvCache::newPage(size_t seq, size_t layer, size_t index) const {
+  HostBuffer page;
+  if (!page.allocate(pageBytes_, pageSplit(off_))) oom("a cache page", pageBytes_);
+  PageHeader h{0, static_cast<uint32_t>(layer), static_cast<uint32_t>(seq), static_cast<uint32_t>(index)};
+  std::memcpy(page.data(), &h, sizeof h);
+  return page;
+}
+
+int32_t KvCache::slotPosition(const Store& s, size_t head, size_t slot) const {
+  if (!format::storesPositions(o_.spec)) return static_cast<int32_t>(slot);  // nothing is ever evicted
+  const size_t P = static_cast<size_t>(o_.spec.pageTokens);
+  const uint8_t* page = s.pages[slot / P].data();
+  int32_t pos;
+  std::memcpy(&pos, page + off_.positions + (head * P + slot % P) * sizeof(int32_t), sizeof pos);
+  return pos;
+}
+
+void KvCache::decodeSlots(const Store& s, bool key, size_t head, size_t begin, size_t end, bool rotate, float* out) const {
+  const size_t P = static_cast<size_t>(o_.spec.pageTokens);
+  const int bits = key ? o_.spec.keyBits : o_.spec.valueBits;
+  const size_t cb = key ? kcBytes_ : vcBytes_;
+  const size_t codesOff = key ? off_.keyCodes : off_.valueCodes;
+  const size_t scalesOff = key ? off_.keyScales : off_.valueScales;
+  for (size_t t = begin; t < end;) {
+    const size_t page = t / P, j = t % P, n = std::min(end - t, P - j);
+    const uint8_t* base = s.pages[page].data();
+    const uint8_t* codes = base + codesOff + (head * P + j) * cb;
+    const uint16_t* scales = reinterpret_cast<const uint16_t*>(base + scalesOff) + head * P + j;
+    decodeRows(o_, bits, codes, scales, n, rotate, out + (t - begin) * o_.headDim);
+    t += n;
+  }
+}
+
+// ---- residual ------------------------------------------------------------------------------------
+
+void KvCache::setResidualCapacity(Store& s, size_t cap) {
+  const size_t H = o_.kvHeads, d = o_.headDim;
+  const size_t bytes = 2 * H * cap * d * sizeof(uint16_t);
+  HostBuffer next;
+  if (bytes > 0 && !next.allocate(bytes, oneCategory(MemCategory::Residual, bytes))) oom("the FP16 residual window", bytes);
+  const size_t keep = std::min(s.residualCount, cap);
+  for (size_t kv = 0; kv < 2; ++kv)
+    for (size_t h = 0; h < H; ++h)
+      if (keep > 0)
+        std::memcpy(next.data() + ((kv * H + h) * cap) * d * 2, s.residual.data() + ((kv * H + h) * s.residualCap) * d * 2, keep * d * 2);
+  s.residual = std::move(next);
+  s.residualCap = cap;
+  s.residualCount = keep;
+}
+
+void KvCache::growResidual(Store& s, size_t minCap) {
+  if (minCap <= s.residualCap) return;
+  size_t cap = std::max<size_t>(s.residualCap * 2, 64);
+  while (cap < minCap) cap *= 2;
+  setResidualCapacity(s, cap);
+}
+
+void KvCache::ensureAccumulated(Store& s, size_t slots) {
+  if (o_.scorer != Scorer::Accumulated || slots <= s.accCap) return;
+  const size_t H = o_.kvHeads;
+  size_t cap = std::max<size_t>(s.accCap * 2, 64);
+  while (cap < slots) cap *= 2;
+  HostBuffer next;
+  const size_t bytes = H * cap * sizeof(float);
+  if (!next.allocate(bytes, oneCategory(MemCategory::Scratch, bytes))) oom("accumulated attention scores", bytes);
+  std::memset(next.data(), 0, bytes);
+  for (size_t h = 0; h < H && s.accCap > 0; ++h)
+    std::memcpy(next.data() + h * cap * 4, s.accumulated.data() + h * s.accCap * 4, s.accCap * 4);
+  s.accumulated = std::move(next);
+  s.accCap = cap;
+}
+
+template <typename T>
+void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t count) {
+  if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range [0, " + std::to_string(o_.batch) + ")");
+  if (layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range [0, " + std::to_string(o_.layers) + ")");
+  const size_t H = o_.kvHeads, d = o_.headDim, n = H * count * d;
+  // Check everything before touching state: a bad append leaves the cache as it was.
+  for (size_t i = 0; i < n; ++i) {
+    const bool bad = [&] {
+      if constexpr (std::is_same_v<T, float>) return !std::isfinite(k[i]) || !std::isfinite(v[i]) || std::fabs(k[i]) > 65504.f || std::fabs(v[i]) > 65504.f;
+      else return halfIsNonFinite(k[i]) || halfIsNonFinite(v[i]);
+    }();
+    if (bad) {
+      const size_t head = i / (count * d), token = (i / d) % count;
+      throw NqError("INVALID_DATA", "keys/values hold a non-finite value or one beyond the FP16 range (+-65504) at head " + std::to_string(head) +
+                                        ", token " + std::to_string(token) + " of this append; the cache was not changed");
+    }
+  }
+  Store& s = store(seq, layer);
+  size_t done = 0;
+  while (done < count) {
+    size_t room;
+    if (!s.compressedOnce) {
+      growResidual(s, s.residualCount + (count - done));
+      room = count - done;
+    } else if (s.residualCap == 0) {
+      setResidualCapacity(s, count - done);  // no residual window: quantize straight away
+      room = count - done;
+    } else {
+      room = s.residualCap - s.residualCount;
+    }
+    const size_t take = std::min(room, count - done);
+    for (size_t kv = 0; kv < 2; ++kv) {
+      const T* src = kv == 0 ? k : v;
+      for (size_t h = 0; h < H; ++h) {
+        uint16_t* dst = reinterpret_cast<uint16_t*>(s.residual.data()) + ((kv * H + h) * s.residualCap + s.residualCount) * d;
+        const T* row = src + (h * count + done) * d;
+        for (size_t i = 0; i < take * d; ++i) {
+          if constexpr (std::is_same_v<T, float>) dst[i] = floatToHalf(row[i]);
+          else dst[i] = row[i];
+        }
+      }
+    }
+    s.residualCount += take;
+    s.appended += take;
+    done += take;
+    ensureAccumulated(s, s.compressed + s.residualCount);
+    if (s.compressedOnce && s.residualCount == s.residualCap) {
+      flushResidual(s, layer, seq, /*evictToBudget=*/true);
+      if (o_.spec.residualWindow == 0) setResidualCapacity(s, 0);
+    }
+  }
+}
+
+void KvCache::append(size_t seq, size_t layer, const float* k, const float* v, size_t T) { appendImpl(seq, layer, k, v, T); }
+void KvCache::appendF16(size_t seq, size_t layer, const uint16_t* k, const uint16_t* v, size_t T) { appendImpl(seq, layer, k, v, T); }
+
+// Quantizes the residual into new page slots; in budget mode then evicts down to the budget.
+void KvCache::flushResidual(Store& s, size_t layer, size_t seq, bool evictToBudget) {
+  const size_t P = static_cast<size_t>(o_.spec.pageTokens), H = o_.kvHeads, d = o_.headDim;
+  const size_t n = s.residualCount;
+  if (evictToBudget && o_.budgetTokens > 0 && s.compressed + n > o_.budgetTokens) {
+    compressStore(s, seq, layer, nullptr, 0, 0);
+    return;
+  }
+  const size_t first = s.compressed;
+  while (s.pages.size() * P < first + n) s.pages.push_back(newPage(seq, layer, s.pages.size()));
+  Scratch<float> rows(n * d);
+  for (size_t kv = 0; kv < 2; ++kv) {
+    const bool key = kv == 0;
+    const int bits = key ? o_.spec.keyBits : o_.spec.valueBits;
+    const size_t cb = key ? kcBytes_ : vcBytes_;
+    for (size_t h = 0; h < H; ++h) {
+      const uint16_t* src = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((kv * H + h) * s.residualCap) * d;
+      for (size_t i = 0; i < n * d; ++i) rows[i] = halfToFloat(src[i]);
+      for (size_t t = 0; t < n;) {
+        const size_t slot = first + t, page = slot / P, j = slot % P, m = std::min(n - t, P - j);
+        uint8_t* base = s.pages[page].data();
+        encodeRows(o_, bits, rows.data() + t * d, m, base + (key ? off_.keyCodes : off_.valueCodes) + (h * P + j) * cb,
+                   reinterpret_cast<uint16_t*>(base + (key ? off_.keyScales : off_.valueScales)) + h * P + j);
+        if (key && format::storesPositions(o_.spec)) {
+          int32_t* pos = reinterpret_cast<int32_t*>(base + off_.positions) + h * P + j;
+          for (size_t i = 0; i < m; ++i) pos[i] = static_cast<int32_t>(s.appended - n + t + i);
+        }
+        t += m;
+      }
+    }
+  }
+  s.compressed += n;
+  for (size_t p = 0; p < s.pages.size(); ++p) {
+    PageHeader* hdr = reinterpret_cast<PageHeader*>(s.pages[p].data());
+    hdr->slotsUsed = static_cast<uint32_t>(std::min(P, s.compressed > p * P ? s.compressed - p * P : 0));
+  }
+  s.residualCount = 0;  // accumulated scores keep their slot order: residual slots became page slots
+}
+
+// ---- compress: score -> evict -> quantize --------------------------------------------------------
+
+void KvCache::compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow) {
+  if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range");
+  if (layer >= static_cast<long>(o_.layers)) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range");
+  for (size_t l = layer < 0 ? 0 : static_cast<size_t>(layer); l < (layer < 0 ? o_.layers : static_cast<size_t>(layer) + 1); ++l) {
+    const float* q = observed && l < observed->size() ? (*observed)[l] : nullptr;
+    compressStore(store(seq, l), seq, l, q, queryHeads, observedWindow);
+  }
+}
+
+void KvCache::compressStore(Store& s, size_t seq, size_t layer, const float* observed, size_t queryHeads, size_t observedWindow) {
+  const size_t P = static_cast<size_t>(o_.spec.pageTokens), H = o_.kvHeads, d = o_.headDim;
+  const size_t nc = s.compressed, nr = s.residualCount, total = nc + nr;
+  size_t target = std::min(total, format::keptTokenCount(s.appended, o_.spec));
+  if (o_.budgetTokens > 0) target = std::min(target, o_.budgetTokens);
+
+  if (target == total) {  // nothing to evict: quantize the residual onto the pages
+    s.compressedOnce = true;
+    if (nr > 0) flushResidual(s, layer, seq, /*evictToBudget=*/false);  // already within budget
+    if (s.residualCap != static_cast<size_t>(o_.spec.residualWindow)) setResidualCapacity(s, o_.spec.residualWindow);
+    return;
+  }
+
+  // 1. Scores per head over all held tokens (pages first, then the residual, in order).
+  Scratch<float> scores(H * total);
+  Scratch<int32_t> positions(H * total);
+  Scratch<float> keys(total * d);
+  const size_t firstResidualPos = s.appended - nr;
+  for (size_t h = 0; h < H; ++h) {
+    for (size_t t = 0; t < nc; ++t) positions[h * total + t] = slotPosition(s, h, t);
+    for (size_t r = 0; r < nr; ++r) positions[h * total + nc + r] = static_cast<int32_t>(firstResidualPos + r);
+  }
+  const bool needKeys = o_.scorer == Scorer::KeyNorm || o_.scorer == Scorer::KeyKey || o_.scorer == Scorer::Observed;
+  for (size_t h = 0; h < H; ++h) {
+    float* sc = scores.data() + h * total;
+    const ScoreShape one{1, total, d};
+    if (needKeys) {
+      decodeSlots(s, true, h, 0, nc, true, keys.data());
+      const uint16_t* res = reinterpret_cast<const uint16_t*>(s.residual.data()) + h * s.residualCap * d;
+      for (size_t i = 0; i < nr * d; ++i) keys[nc * d + i] = halfToFloat(res[i]);
+    }
+    switch (o_.scorer) {
+      case Scorer::KeyNorm: scoreKeyNorm(one, keys.data(), sc); break;
+      case Scorer::Observed:
+        if (observed != nullptr) {
+          const size_t group = queryHeads / H;
+          scoreObserved(one, keys.data(), observed + h * group * observedWindow * d, group, observedWindow, o_.poolKernel, sc);
+          break;
+        }
+        [[fallthrough]];  // no observation queries for this layer: fall back to key-key
+      case Scorer::KeyKey: scoreKeyKey(one, keys.data(), o_.scorerWindow, sc); break;
+      case Scorer::Accumulated:
+        for (size_t t = 0; t < total; ++t) sc[t] = reinterpret_cast<const float*>(s.accumulated.data())[h * s.accCap + t];
+        break;
+      case Scorer::Random: {
+        const uint64_t seed = (static_cast<uint64_t>(o_.seed) << 32) ^ (seq * 1000003ull + layer * 7919ull + h) ^ s.appended;
+        scoreRandom(one, seed, sc);
+        break;
+      }
+    }
+  }
+
+  // 2. Selection per head: sinks (position < sinkTokens) and the last recentWindow held tokens are
+  // protected; the rest compete on score (ties: the earlier token wins, so results are deterministic).
+  std::vector<std::vector<uint32_t>> kept(H);
+  const size_t recentStart = total > static_cast<size_t>(o_.spec.recentWindow) ? total - o_.spec.recentWindow : 0;
+  for (size_t h = 0; h < H; ++h) {
+    std::vector<uint32_t> prot, cand;
+    for (size_t t = 0; t < total; ++t) {
+      if (positions[h * total + t] < o_.spec.sinkTokens || t >= recentStart) prot.push_back(static_cast<uint32_t>(t));
+      else cand.push_back(static_cast<uint32_t>(t));
+    }
+    const size_t want = target > prot.size() ? target - prot.size() : 0;
+    const float* sc = scores.data() + h * total;
+    auto better = [sc](uint32_t a, uint32_t b) { return sc[a] > sc[b] || (sc[a] == sc[b] && a < b); };
+    if (want < cand.size()) {
+      std::nth_element(cand.begin(), cand.begin() + want, cand.end(), better);
+      cand.resize(want);
+    }
+    if (prot.size() > target) prot.resize(target);  // a budget smaller than sinks + window keeps the earliest
+    kept[h] = std::move(prot);
+    kept[h].insert(kept[h].end(), cand.begin(), cand.end());
+    std::sort(kept[h].begin(), kept[h].end());
+  }
+
+  // 3. Quantize the residual rows (those kept land in the new pages), then build the new pages.
+  Scratch<uint8_t> resKc(H * nr * kcBytes_), resVc(H * nr * vcBytes_);
+  Scratch<uint16_t> resKs(H * nr), resVs(H * nr);
+  if (nr > 0) {
+    Scratch<float> rows(nr * d);
+    for (size_t kv = 0; kv < 2; ++kv)
+      for (size_t h = 0; h < H; ++h) {
+        const uint16_t* src = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((kv * H + h) * s.residualCap) * d;
+        for (size_t i = 0; i < nr * d; ++i) rows[i] = halfToFloat(src[i]);
+        if (kv == 0) encodeRows(o_, o_.spec.keyBits, rows.data(), nr, resKc.data() + h * nr * kcBytes_, resKs.data() + h * nr);
+        else encodeRows(o_, o_.spec.valueBits, rows.data(), nr, resVc.data() + h * nr * vcBytes_, resVs.data() + h * nr);
+      }
+  }
+  std::vector<HostBuffer> pages;
+  const size_t newPages = (target + P - 1) / P;
+  for (size_t p = 0; p < newPages; ++p) pages.push_back(newPage(seq, layer, p));
+  for (size_t h = 0; h < H; ++h) {
+    for (size_t t = 0; t < target; ++t) {
+      const uint32_t src = kept[h][t];
+      uint8_t* dst = pages[t / P].data();
+      const size_t dj = h * P + t % P;
+      const uint8_t *kc, *vc;
+      uint16_t ks, vs;
+      if (src < nc) {
+        const uint8_t* sp = s.pages[src / P].data();
+        const size_t sj = h * P + src % P;
+        kc = sp + off_.keyCodes + sj * kcBytes_;
+        vc = sp + off_.valueCodes + sj * vcBytes_;
+        std::memcpy(&ks, sp + off_.keyScales + sj * 2, 2);
+        std::memcpy(&vs, sp + off_.valueScales + sj * 2, 2);
+      } else {
+        const size_t r = src - nc;
+        kc = resKc.data() + (h * nr + r) * kcBytes_;
+        vc = resVc.data() + (h * nr + r) * vcBytes_;
+        ks = resKs[h * nr + r];
+        vs = resVs[h * nr + r];
+      }
+      std::memcpy(dst + off_.keyCodes + dj * kcBytes_, kc, kcBytes_);
+      std::memcpy(dst + off_.valueCodes + dj * vcBytes_, vc, vcBytes_);
+      std::memcpy(dst + off_.keyScales + dj * 2, &ks, 2);
+      std::memcpy(dst + off_.valueScales + dj * 2, &vs, 2);
+      const int32_t pos = positions[h * total + src];
+      std::memcpy(dst + off_.positions + dj * 4, &pos, 4);  // eviction implies positions are stored
+    }
+  }
+  for (size_t p = 0; p < newPages; ++p) {
+    PageHeader* hdr = reinterpret_cast<PageHeader*>(pages[p].data());
+    hdr->slotsUsed = static_cast<uint32_t>(std::min(P, target - p * P));
+  }
+  if (o_.scorer == Scorer::Accumulated) {
+    float* acc = reinterpret_cast<float*>(s.accumulated.data());
+    std::vector<float> row(target);
+    for (size_t h = 0; h < H; ++h) {
+      for (size_t t = 0; t < target; ++t) row[t] = acc[h * s.accCap + kept[h][t]];
+      std::fill(acc + h * s.accCap, acc + (h + 1) * s.accCap, 0.f);
+      std::copy(row.begin(), row.end(), acc + h * s.accCap);
+    }
+  }
+  s.pages = std::move(pages);
+  s.compressed = target;
+  s.residualCount = 0;
+  s.compressedOnce = true;
+  if (s.residualCap != static_cast<size_t>(o_.spec.residualWindow)) setResidualCapacity(s, o_.spec.residualWindow);
+}
+
+// ---- attention on codes --------------------------------------------------------------------------
+
+void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale, float* out) {
+  if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
+  Store& s = store(seq, layer);
+  const size_t H = o_.kvHeads, d = o_.headDim, group = qHeads / H;
+  const size_t nc = s.compressed, nr = s.residualCount, total = nc + nr;
+  const size_t firstResidualPos = s.appended - nr;
+  Scratch<float> kRot(nc * d), vRot(nc * d), logits(total), qr(d), acc(d);
+  Scratch<int32_t> pos(total);
+  float* accum = o_.scorer == Scorer::Accumulated ? reinterpret_cast<float*>(s.accumulated.data()) : nullptr;
+  for (size_t h = 0; h < H; ++h) {
+    decodeSlots(s, true, h, 0, nc, false, kRot.data());
+    decodeSlots(s, false, h, 0, nc, false, vRot.data());
+    for (size_t t = 0; t < nc; ++t) pos[t] = slotPosition(s, h, t);
+    for (size_t r = 0; r < nr; ++r) pos[nc + r] = static_cast<int32_t>(firstResidualPos + r);
+    const uint16_t* resK = reinterpret_cast<const uint16_t*>(s.residual.data()) + (h * s.residualCap) * d;
+    const uint16_t* resV = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((H + h) * s.residualCap) * d;
+    std::vector<float> rowK(d), rowV(d);
+    for (size_t g = 0; g < group; ++g) {
+      const size_t qh = h * group + g;
+      for (size_t j = 0; j < nq; ++j) {
+        const int32_t p = qpos ? qpos[j] : static_cast<int32_t>(s.appended - nq + j);
+        const float* qv = q + (qh * nq + j) * d;
+        std::copy(qv, qv + d, qr.data());
+        rotateIn(o_, qr.data());
+        float mx = -std::numeric_limits<float>::infinity();
+        for (size_t t = 0; t < total; ++t) {
+          if (pos[t] > p) {
+            logits[t] = -std::numeric_limits<float>::infinity();
+            continue;
+          }
+          float l;
+          if (t < nc) {
+            l = dot(qr.data(), kRot.data() + t * d, d);
+          } else {
+            for (size_t i = 0; i < d; ++i) rowK[i] = halfToFloat(resK[(t - nc) * d + i]);
+            l = dot(qv, rowK.data(), d);
+          }
+          logits[t] = l * scale;
+          mx = std::max(mx, logits[t]);
+        }
+        float* o = out + (qh * nq + j) * d;
+        std::fill(o, o + d, 0.f);
+        if (mx == -std::numeric_limits<float>::infinity()) continue;  // no visible key: output zeros
+        double sum = 0;
+        for (size_t t = 0; t < total; ++t) {
+          logits[t] = pos[t] > p ? 0.f : std::exp(logits[t] - mx);
+          sum += logits[t];
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        std::fill(acc.data(), acc.data() + d, 0.f);
+        for (size_t t = 0; t < nc; ++t)
+          if (logits[t] != 0.f) axpy(logits[t] * inv, vRot.data() + t * d, acc.data(), d);
+        rotateOut(o_, acc.data());  // one inverse rotation for all compressed values
+        for (size_t r = 0; r < nr; ++r) {
+          const float w = logits[nc + r] * inv;
+          if (w == 0.f) continue;
+          for (size_t i = 0; i < d; ++i) rowV[i] = halfToFloat(resV[r * d + i]);
+          axpy(w, rowV.data(), acc.data(), d);
+        }
+        std::copy(acc.data(), acc.data() + d, o);
+        if (accum)
+          for (size_t t = 0; t < total; ++t) accum[h * s.accCap + t] += logits[t] * inv;
+      }
+    }
+  }
+}
+
+// ---- dense view ----------------------------------------------------------------------------------
+
+DenseKV KvCache::materialize(size_t seq, size_t layer) const {
+  if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
+  const Store& s = store(seq, layer);
+  const size_t H = o_.kvHeads, d = o_.headDim, nc = s.compressed, nr = s.residualCount, n = nc + nr;
+  DenseKV r;
+  r.tokens = n;
+  r.keys.resize(H * n * d);
+  r.values.resize(H * n * d);
+  r.positions.resize(H * n);
+  for (size_t h = 0; h < H; ++h) {
+    decodeSlots(s, true, h, 0, nc, true, r.keys.data() + h * n * d);
+    decodeSlots(s, false, h, 0, nc, true, r.values.data() + h * n * d);
+    const uint16_t* resK = reinterpret_cast<const uint16_t*>(s.residual.data()) + (h * s.residualCap) * d;
+    const uint16_t* resV = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((H + h) * s.residualCap) * d;
+    for (size_t i = 0; i < nr * d; ++i) {
+      r.keys[(h * n + nc) * d + i] = halfToFloat(resK[i]);
+      r.values[(h * n + nc) * d + i] = halfToFloat(resV[i]);
+    }
+    for (size_t t = 0; t < nc; ++t) r.positions[h * n + t] = slotPosition(s, h, t);
+    for (size_t t = 0; t < nr; ++t) r.positions[h * n + nc + t] = static_cast<int32_t>(s.appended - nr + t);
+  }
+  return r;
+}
+
+size_t KvCache::tokens(size_t seq, size_t layer) const { return store(seq, layer).compressed + store(seq, layer).residualCount; }
+size_t KvCache::appended(size_t seq, size_t layer) const { return store(seq, layer).appended; }
+size_t KvCache::compressedTokens(size_t seq, size_t layer) const { return store(seq, layer).compressed; }
+bool KvCache::compressed(size_t seq) const {
+  for (size_t l = 0; l < o_.layers; ++l)
+    if (!store(seq, l).compressedOnce) return false;
+  return true;
+}
+
+CacheComponentBytes KvCache::bytes() const {
+  CacheComponentBytes b;
+  for (const Store& s : stores_) {
+    for (const HostBuffer& p : s.pages) {
+      const CategoryBytes& sp = p.split();
+      b.codes += sp[static_cast<int>(MemCategory::Codes)];
+      b.scales += sp[static_cast<int>(MemCategory::Scales)];
+      b.positions += sp[static_cast<int>(MemCategory::Positions)];
+      b.headers += sp[static_cast<int>(MemCategory::Headers)];
+    }
+    b.residual += s.residual.size();
+    b.scratch += s.accumulated.size();
+  }
+  return b;
+}
+
+}  // namespace nq

@@ -1,0 +1,192 @@
+// KvCache serialization: "NQKV", a version, the options, every (sequence, layer) store, and a CRC32
+// of everything before it. deserialize() checks the checksum, the declared sizes and every field
+// before allocating, so a truncated or corrupted buffer is a CORRUPT_DATA error, never a crash.
+#include <cstring>
+#include <string>
+
+#include "cpu/kv_cache.h"
+#include "cpu/nq_error.h"
+
+namespace nq {
+namespace {
+
+constexpr uint32_t kMagic = 0x564B514Eu;  // "NQKV" little-endian
+constexpr uint32_t kVersion = 1;
+
+uint32_t crc32(const uint8_t* p, size_t n) {
+  static uint32_t table[256];
+  static bool ready = [] {
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      table[i] = c;
+    }
+    return true;
+  }();
+  (void)ready;
+  uint32_t c = 0xFFFFFFFFu;
+  for (size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+struct Writer {
+  std::vector<uint8_t> out;
+  template <typename T>
+  void put(T v) {
+    const size_t at = out.size();
+    out.resize(at + sizeof(T));
+    std::memcpy(out.data() + at, &v, sizeof(T));
+  }
+  void bytes(const void* p, size_t n) {
+    if (n == 0) return;
+    const size_t at = out.size();
+    out.resize(at + n);
+    std::memcpy(out.data() + at, p, n);
+  }
+};
+
+struct Reader {
+  const uint8_t* p;
+  size_t n, at = 0;
+  [[noreturn]] void corrupt(const std::string& why) const {
+    throw NqError("CORRUPT_DATA", "not a valid serialized CompressedKVCache: " + why);
+  }
+  template <typename T>
+  T get(const char* what) {
+    if (n - at < sizeof(T)) corrupt(std::string("truncated while reading ") + what);
+    T v;
+    std::memcpy(&v, p + at, sizeof(T));
+    at += sizeof(T);
+    return v;
+  }
+  const uint8_t* take(size_t bytes, const char* what) {
+    if (n - at < bytes) corrupt(std::string("truncated while reading ") + what);
+    const uint8_t* r = p + at;
+    at += bytes;
+    return r;
+  }
+};
+
+}  // namespace
+
+std::vector<uint8_t> KvCache::serialize() const {
+  Writer w;
+  w.put(kMagic);
+  w.put(kVersion);
+  w.put<uint32_t>(static_cast<uint32_t>(o_.batch));
+  w.put<uint32_t>(static_cast<uint32_t>(o_.layers));
+  w.put<uint32_t>(static_cast<uint32_t>(o_.kvHeads));
+  w.put<uint32_t>(static_cast<uint32_t>(o_.headDim));
+  w.put<uint8_t>(static_cast<uint8_t>(o_.spec.keyBits));
+  w.put<uint8_t>(static_cast<uint8_t>(o_.spec.valueBits));
+  w.put<uint8_t>(static_cast<uint8_t>(o_.scorer));
+  w.put<uint8_t>(0);
+  w.put<double>(o_.spec.evictFraction);
+  w.put<uint32_t>(static_cast<uint32_t>(o_.spec.sinkTokens));
+  w.put<uint32_t>(static_cast<uint32_t>(o_.spec.recentWindow));
+  w.put<uint32_t>(static_cast<uint32_t>(o_.spec.residualWindow));
+  w.put<uint32_t>(static_cast<uint32_t>(o_.spec.pageTokens));
+  w.put<uint32_t>(o_.seed);
+  w.put<uint32_t>(static_cast<uint32_t>(o_.scorerWindow));
+  w.put<uint32_t>(static_cast<uint32_t>(o_.poolKernel));
+  w.put<uint32_t>(static_cast<uint32_t>(o_.queryHeads));
+  w.put<uint64_t>(o_.budgetTokens);
+  const size_t H = o_.kvHeads, d = o_.headDim;
+  for (const Store& s : stores_) {
+    w.put<uint64_t>(s.appended);
+    w.put<uint64_t>(s.compressed);
+    w.put<uint64_t>(s.residualCount);
+    w.put<uint8_t>(s.compressedOnce ? 1 : 0);
+    for (const HostBuffer& p : s.pages) w.bytes(p.data(), p.size());
+    for (size_t kv = 0; kv < 2; ++kv)
+      for (size_t h = 0; h < H; ++h)
+        w.bytes(s.residual.data() + ((kv * H + h) * s.residualCap) * d * 2, s.residualCount * d * 2);
+    if (o_.scorer == Scorer::Accumulated)
+      for (size_t h = 0; h < H; ++h) w.bytes(s.accumulated.data() + h * s.accCap * 4, (s.compressed + s.residualCount) * 4);
+  }
+  w.put<uint32_t>(crc32(w.out.data(), w.out.size()));
+  return std::move(w.out);
+}
+
+KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
+  Reader r{data, size};
+  if (size < 16) r.corrupt("the buffer is only " + std::to_string(size) + " bytes");
+  if (r.get<uint32_t>("magic") != kMagic) r.corrupt("bad magic (expected \"NQKV\")");
+  const uint32_t version = r.get<uint32_t>("version");
+  if (version != kVersion) r.corrupt("unsupported version " + std::to_string(version) + " (this build reads version " + std::to_string(kVersion) + ")");
+  uint32_t stored;
+  std::memcpy(&stored, data + size - 4, 4);
+  if (crc32(data, size - 4) != stored) r.corrupt("checksum mismatch (the data was modified or truncated)");
+  r.n = size - 4;
+
+  CacheOptions o;
+  o.batch = r.get<uint32_t>("batch");
+  o.layers = r.get<uint32_t>("layers");
+  o.kvHeads = r.get<uint32_t>("kvHeads");
+  o.headDim = r.get<uint32_t>("headDim");
+  o.spec.keyBits = r.get<uint8_t>("keyBits");
+  o.spec.valueBits = r.get<uint8_t>("valueBits");
+  const uint8_t scorer = r.get<uint8_t>("scorer");
+  r.get<uint8_t>("padding");
+  o.spec.evictFraction = r.get<double>("evictFraction");
+  o.spec.sinkTokens = static_cast<int>(r.get<uint32_t>("sinkTokens"));
+  o.spec.recentWindow = static_cast<int>(r.get<uint32_t>("recentWindow"));
+  o.spec.residualWindow = static_cast<int>(r.get<uint32_t>("residualWindow"));
+  o.spec.pageTokens = static_cast<int>(r.get<uint32_t>("pageTokens"));
+  o.seed = r.get<uint32_t>("seed");
+  o.scorerWindow = r.get<uint32_t>("scorerWindow");
+  o.poolKernel = r.get<uint32_t>("poolKernel");
+  o.queryHeads = r.get<uint32_t>("queryHeads");
+  o.budgetTokens = r.get<uint64_t>("budgetTokens");
+  auto bitsOk = [](int b) { return b >= 2 && b <= 4; };
+  if (o.batch == 0 || o.layers == 0 || o.kvHeads == 0 || o.headDim == 0 || o.headDim % 8 != 0 || !bitsOk(o.spec.keyBits) ||
+      !bitsOk(o.spec.valueBits) || scorer > static_cast<uint8_t>(Scorer::Random) || !(o.spec.evictFraction >= 0 && o.spec.evictFraction < 1) ||
+      o.spec.pageTokens <= 0 || o.spec.pageTokens % 8 != 0 || o.batch * o.layers > (1u << 24) || o.queryHeads == 0 || o.queryHeads % o.kvHeads != 0 || o.headDim > 4096 || o.kvHeads > 4096)
+    r.corrupt("invalid cache options in the header");
+  o.scorer = static_cast<Scorer>(scorer);
+
+  KvCache c(o);
+  const size_t H = o.kvHeads, d = o.headDim, P = static_cast<size_t>(o.spec.pageTokens);
+  for (size_t i = 0; i < c.stores_.size(); ++i) {
+    Store& s = c.stores_[i];
+    const size_t seq = i / o.layers, layer = i % o.layers;
+    s.appended = r.get<uint64_t>("token count");
+    s.compressed = r.get<uint64_t>("compressed count");
+    s.residualCount = r.get<uint64_t>("residual count");
+    s.compressedOnce = r.get<uint8_t>("state") != 0;
+    if (s.compressed + s.residualCount > s.appended || s.appended > (uint64_t{1} << 40)) r.corrupt("a store holds more tokens than were appended");
+    if (s.residualCount > r.n - r.at) r.corrupt("truncated residual window");
+    const size_t pages = (s.compressed + P - 1) / P;
+    // Bound every size by the bytes actually present before allocating anything.
+    if (pages > (r.n - r.at) / c.pageBytes_) r.corrupt("truncated page data");
+    for (size_t p = 0; p < pages; ++p) {
+      HostBuffer page = c.newPage(seq, layer, p);
+      std::memcpy(page.data(), r.take(c.pageBytes_, "a page"), c.pageBytes_);
+      s.pages.push_back(std::move(page));
+    }
+    for (size_t t = 0; t < s.compressed && format::storesPositions(o.spec); ++t)
+      for (size_t h = 0; h < H; ++h) {
+        const int32_t pos = c.slotPosition(s, h, t);
+        if (pos < 0 || static_cast<size_t>(pos) >= s.appended) r.corrupt("a token position is out of range");
+      }
+    const size_t resBytes = 2 * H * s.residualCount * d * 2;
+    if (resBytes > r.n - r.at) r.corrupt("truncated residual window");
+    const size_t count = s.residualCount;
+    s.residualCount = 0;  // nothing to carry over into the new buffer
+    c.setResidualCapacity(s, s.compressedOnce ? std::max<size_t>(o.spec.residualWindow, count) : count);
+    s.residualCount = count;
+    for (size_t kv = 0; kv < 2; ++kv)
+      for (size_t h = 0; h < H; ++h)
+        std::memcpy(s.residual.data() + ((kv * H + h) * s.residualCap) * d * 2, r.take(s.residualCount * d * 2, "the residual window"),
+                    s.residualCount * d * 2);
+    if (o.scorer == Scorer::Accumulated) {
+      const size_t held = s.compressed + s.residualCount;
+      c.ensureAccumulated(s, std::max<size_t>(held, 1));
+      for (size_t h = 0; h < H; ++h) std::memcpy(s.accumulated.data() + h * s.accCap * 4, r.take(held * 4, "accumulated scores"), held * 4);
+    }
+  }
+  if (r.at != r.n) r.corrupt(std::to_string(r.n - r.at) + " unexpected trailing bytes");
+  return c;
+}
+
+}  // namespace nq

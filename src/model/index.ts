@@ -1,0 +1,13 @@
+export { buildLlamaOnnx, llamaOnnxNames, LLAMA_ONNX_OPSET, pastKeyName, pastValueName, presentKeyName, presentValueName } from "./onnx-builder.js";
+export type { BuildLlamaOnnxOptions, OnnxDtype } from "./onnx-builder.js";
+export { parseLlamaConfig, llamaConfigToJson, llamaWeightShapes } from "./llama-config.js";
+export type { LlamaConfig } from "./llama-config.js";
+export { encodeSafetensors, decodeSafetensors, readSafetensors, writeSafetensors } from "./safetensors.js";
+export type { SafetensorsContents } from "./safetensors.js";
+export { convertWeights, toFloat32 } from "./tensor.js";
+export type { WeightDtype, WeightMap, WeightTensor } from "./tensor.js";
+export { f16ArrayToF32, f32ArrayToF16, bf16ArrayToF32, f32ArrayToBf16 } from "./half.js";
+export { LlamaReference } from "./reference.js";
+export type { ForwardInputs, ForwardOutputs, KvPair, ReferenceOptions } from "./reference.js";
+export { createTinyLlama, writeModelDir, loadModelDir } from "./tiny.js";
+export type { LlamaModel, TinyLlamaOptions } from "./tiny.js";

@@ -1,0 +1,362 @@
+import { NexusQuantError, invalidArgument } from "../errors.js";
+import {
+  DEFAULT_SPEC,
+  SCORERS,
+  getPreset,
+  validateSpec,
+  fp16BytesPerTokenLayer,
+  type CompressionSpec,
+  type ScorerName,
+} from "../format/index.js";
+import { resolveBackend, type BackendName, type BackendRequest } from "./backend.js";
+import { floatsToHalfBits } from "./half.js";
+import { awaitNative, callNative, native } from "./native.js";
+import { checkFloat32, checkIndex, checkKVData, checkPositiveInt, type KVData } from "./validate.js";
+
+export interface CompressedKVCacheOptions {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  /** Independent sequences (of any lengths). Default 1. */
+  batch?: number;
+  /** Query heads per layer (GQA: a multiple of kvHeads). Default kvHeads. */
+  queryHeads?: number;
+  /** A preset name (default "balanced"); `spec` fields override it. */
+  preset?: string;
+  spec?: Partial<CompressionSpec>;
+  backend?: BackendRequest;
+  /** Seed of the Hadamard sign flips (and of the random scorer). */
+  seed?: number;
+  /** Proxy/observation window of the key-key and observed scorers. Default 32. */
+  scorerWindow?: number;
+  /** Max-pool width of the observed scorer (odd). Default 7. */
+  poolKernel?: number;
+  /** Budget mode: keep at most this many tokens per sequence and layer as the cache grows. */
+  budgetTokens?: number;
+}
+
+export interface CacheStats {
+  backend: BackendName;
+  /** Bytes the cache holds now, by component, from the accounting allocator. */
+  bytes: { codes: number; scales: number; positions: number; residual: number; headers: number; scratch: number; total: number };
+  /** What an FP16 cache of every appended token would hold. */
+  baselineBytes: number;
+  /** baselineBytes / bytes.total (1 when empty). */
+  ratio: number;
+  tokens: { appended: number; held: number; evicted: number };
+}
+
+export interface DenseLayer<T extends Float32Array | Uint16Array = Float32Array | Uint16Array> {
+  tokens: number;
+  /** [kvHeads, tokens, headDim] */
+  keys: T;
+  values: T;
+  /** [kvHeads, tokens]: each kept token's true position (per head, since heads evict differently). */
+  positions: Int32Array;
+}
+
+/** @internal */
+interface NativeCacheHandle {
+  append(seq: number, layer: number, k: KVData, v: KVData, tokens: number): void;
+  compress(seq: number, layer: number, observed?: (Float32Array | null)[], queryHeads?: number, window?: number): void;
+  compressAsync(seq: number, layer: number, observed?: (Float32Array | null)[], queryHeads?: number, window?: number): Promise<void>;
+  attention(seq: number, layer: number, q: Float32Array, qHeads: number, nq: number, pos: Int32Array | null, scale: number): Float32Array;
+  materialize(seq: number, layer: number): { tokens: number; keys: Float32Array; values: Float32Array; positions: Int32Array };
+  counts(seq: number, layer: number): { tokens: number; appended: number; compressedTokens: number; compressed: boolean };
+  bytes(): CacheStats["bytes"];
+  serialize(): Uint8Array;
+  dispose(): void;
+}
+interface NativeCacheClass {
+  new (options: object): NativeCacheHandle;
+  deserialize(buf: Uint8Array): NativeCacheHandle;
+}
+
+const SCORER_IDS: Record<ScorerName, number> = { keynorm: 0, "key-key": 1, observed: 2, accumulated: 3, random: 4 };
+
+export interface CompressOptions {
+  /** Compress one sequence; default all. */
+  sequence?: number;
+  /** Compress one layer; default all. */
+  layer?: number;
+  /**
+   * Observed scorer (SnapKV): per layer, the observation-window queries of `sequence`, laid out
+   * [queryHeads, window, headDim] (the window's queries are the last `window` positions). Layers
+   * without queries fall back to key-key.
+   */
+  observedQueries?: (Float32Array | null | undefined)[];
+}
+
+/**
+ * A KV cache held compressed: lattice codes + FP16 scales in paged storage, eviction by the
+ * preset's scorer, an FP16 residual window for new tokens, attention computed on the codes.
+ * Every byte it holds comes from the accounting allocator and is reported by `stats()`.
+ */
+export class CompressedKVCache {
+  readonly layers: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly batch: number;
+  readonly queryHeads: number;
+  readonly spec: Readonly<CompressionSpec>;
+  readonly backend: BackendName;
+  readonly budgetTokens: number;
+  #handle: NativeCacheHandle | undefined;
+  #busy = false;
+
+  /** @param existing internal: a native handle from deserialize() that already holds the state. */
+  constructor(options: CompressedKVCacheOptions, existing?: NativeCacheHandle) {
+    if (options === null || typeof options !== "object") throw invalidArgument("options", "a CompressedKVCacheOptions object", options);
+    this.layers = checkPositiveInt("options.layers", options.layers);
+    this.kvHeads = checkPositiveInt("options.kvHeads", options.kvHeads);
+    this.headDim = checkPositiveInt("options.headDim", options.headDim);
+    if (this.headDim % 8 !== 0) throw invalidArgument("options.headDim", "a multiple of 8 (lattice groups are 8 elements)", this.headDim);
+    this.batch = checkPositiveInt("options.batch", options.batch ?? 1);
+    this.queryHeads = checkPositiveInt("options.queryHeads", options.queryHeads ?? this.kvHeads);
+    if (this.queryHeads % this.kvHeads !== 0) throw invalidArgument("options.queryHeads", `a multiple of kvHeads (${this.kvHeads})`, this.queryHeads);
+    const base = getPreset(options.preset ?? "balanced").spec;
+    this.spec = validateSpec({ ...DEFAULT_SPEC, ...base, ...(options.spec ?? {}) });
+    this.budgetTokens = options.budgetTokens === undefined ? 0 : checkPositiveInt("options.budgetTokens", options.budgetTokens);
+    if (this.budgetTokens > 0) {
+      if (this.spec.evictFraction === 0) {
+        throw invalidArgument("options.budgetTokens", "a spec that evicts (evictFraction > 0), since a budget evicts tokens", this.budgetTokens);
+      }
+      if (this.budgetTokens < this.spec.sinkTokens + this.spec.recentWindow) {
+        throw invalidArgument("options.budgetTokens", `at least sinkTokens + recentWindow (${this.spec.sinkTokens + this.spec.recentWindow})`, this.budgetTokens);
+      }
+    }
+    const seed = options.seed ?? 0x5eed;
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw invalidArgument("options.seed", "a uint32", seed);
+    const poolKernel = options.poolKernel ?? 7;
+    if (!Number.isInteger(poolKernel) || poolKernel < 1 || poolKernel % 2 === 0) throw invalidArgument("options.poolKernel", "an odd integer >= 1", poolKernel);
+    this.backend = resolveBackend(options.backend ?? "auto", false);
+    if (existing) {
+      this.#handle = existing;
+      return;
+    }
+    const Native = native().NativeCache as NativeCacheClass;
+    this.#handle = callNative(
+      () =>
+        new Native({
+          batch: this.batch,
+          layers: this.layers,
+          kvHeads: this.kvHeads,
+          headDim: this.headDim,
+          ...this.spec,
+          scorer: SCORER_IDS[this.spec.scorer],
+          seed,
+          scorerWindow: checkPositiveInt("options.scorerWindow", options.scorerWindow ?? 32),
+          poolKernel,
+          queryHeads: this.queryHeads,
+          budgetTokens: this.budgetTokens,
+        }),
+    );
+  }
+
+  /** The live native handle; the one not-disposed / not-busy guard. */
+  #native(): NativeCacheHandle {
+    if (!this.#handle) throw new NexusQuantError("DISPOSED", "This CompressedKVCache has been disposed; create a new one.");
+    if (this.#busy) throw new NexusQuantError("INVALID_ARGUMENT", "This CompressedKVCache is busy with compress(); await it before using the cache.");
+    return this.#handle;
+  }
+
+  get disposed(): boolean {
+    return this.#handle === undefined;
+  }
+
+  /**
+   * Appends tokens of one sequence to one layer. keys and values are [kvHeads, tokens, headDim], both
+   * Float32Array or both Uint16Array (FP16 bits). Bad data (NaN/Inf, beyond FP16 range) is refused
+   * and leaves the cache unchanged.
+   */
+  append(layer: number, keys: KVData, values: KVData, options: { sequence?: number } = {}): void {
+    const h = this.#native();
+    checkIndex("layer", layer, this.layers);
+    const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
+    checkKVData("keys", keys);
+    checkKVData("values", values);
+    if (keys.constructor !== values.constructor) throw invalidArgument("values", `the same type as keys (${keys.constructor.name})`, values);
+    if (keys.length !== values.length) throw invalidArgument("values.length", `keys.length (${keys.length})`, values.length);
+    const row = this.kvHeads * this.headDim;
+    if (keys.length % row !== 0) {
+      throw invalidArgument("keys.length", `a multiple of kvHeads × headDim = ${row} (layout [kvHeads, tokens, headDim])`, keys.length);
+    }
+    callNative(() => h.append(seq, layer, keys, values, keys.length / row));
+  }
+
+  /** Applies the spec (score → evict → quantize) to the given sequence, or all; runs off the event loop. */
+  async compress(options: CompressOptions = {}): Promise<void> {
+    const h = this.#native();
+    const seqs = this.#compressTargets(options);
+    const [observed, window] = this.#observed(options);
+    const layer = this.#compressLayer(options);
+    this.#busy = true;
+    try {
+      for (const seq of seqs) await awaitNative(h.compressAsync(seq, layer, observed, this.queryHeads, window));
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** compress() on the calling thread, for small caches and tests. */
+  compressSync(options: CompressOptions = {}): void {
+    const h = this.#native();
+    const [observed, window] = this.#observed(options);
+    const layer = this.#compressLayer(options);
+    for (const seq of this.#compressTargets(options)) callNative(() => h.compress(seq, layer, observed, this.queryHeads, window));
+  }
+
+  #compressLayer(options: CompressOptions): number {
+    return options.layer === undefined ? -1 : checkIndex("options.layer", options.layer, this.layers);
+  }
+
+  #compressTargets(options: CompressOptions): number[] {
+    if (options.sequence !== undefined) return [checkIndex("options.sequence", options.sequence, this.batch)];
+    if (options.observedQueries !== undefined && this.batch > 1) {
+      throw invalidArgument("options.sequence", "a sequence index when observedQueries are given (they belong to one sequence)", undefined);
+    }
+    return Array.from({ length: this.batch }, (_, i) => i);
+  }
+
+  #observed(options: CompressOptions): [(Float32Array | null)[] | undefined, number] {
+    if (options.observedQueries === undefined) return [undefined, 0];
+    if (!Array.isArray(options.observedQueries)) throw invalidArgument("options.observedQueries", "an array with one entry per layer", options.observedQueries);
+    let window = 0;
+    const list = options.observedQueries.map((q, layer) => {
+      if (q === null || q === undefined) return null;
+      checkFloat32(`options.observedQueries[${layer}]`, q);
+      const per = this.queryHeads * this.headDim;
+      if (q.length % per !== 0) throw invalidArgument(`options.observedQueries[${layer}].length`, `a multiple of queryHeads × headDim = ${per}`, q.length);
+      const w = q.length / per;
+      if (window !== 0 && w !== window) throw invalidArgument(`options.observedQueries[${layer}]`, `the same window (${window}) as the other layers`, w);
+      window = w;
+      return q;
+    });
+    return [list, window];
+  }
+
+  /**
+   * Softmax attention of `queries` ([queryHeads, nq, headDim]) over everything the sequence holds in
+   * this layer, computed on the codes. Query j sits at positions[j] (default: the last nq appended
+   * positions) and sees tokens at or before it. Returns [queryHeads, nq, headDim].
+   */
+  attention(layer: number, queries: Float32Array, options: { sequence?: number; scale?: number; positions?: Int32Array } = {}): Float32Array {
+    const h = this.#native();
+    checkIndex("layer", layer, this.layers);
+    const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
+    checkFloat32("queries", queries);
+    const per = this.queryHeads * this.headDim;
+    if (queries.length % per !== 0) throw invalidArgument("queries.length", `a multiple of queryHeads × headDim = ${per}`, queries.length);
+    const nq = queries.length / per;
+    for (let i = 0; i < queries.length; i++) {
+      if (!Number.isFinite(queries[i]!)) throw new NexusQuantError("INVALID_DATA", `queries[${i}] is not finite`, { index: i });
+    }
+    const scale = options.scale ?? 1 / Math.sqrt(this.headDim);
+    if (typeof scale !== "number" || !Number.isFinite(scale)) throw invalidArgument("options.scale", "a finite number", scale);
+    let positions: Int32Array | null = null;
+    if (options.positions !== undefined) {
+      if (!(options.positions instanceof Int32Array) || options.positions.length !== nq) {
+        throw invalidArgument("options.positions", `an Int32Array of length ${nq}`, options.positions);
+      }
+      positions = options.positions;
+    }
+    return callNative(() => h.attention(seq, layer, queries, this.queryHeads, nq, positions, scale));
+  }
+
+  /** Dense K/V of one layer and sequence (dequantized codes + the residual), for runtimes that need dense past tensors. */
+  materialize(layer: number, options?: { sequence?: number; dtype?: "f32" }): DenseLayer<Float32Array>;
+  materialize(layer: number, options: { sequence?: number; dtype: "f16" }): DenseLayer<Uint16Array>;
+  materialize(layer: number, options: { sequence?: number; dtype?: "f32" | "f16" } = {}): DenseLayer {
+    const h = this.#native();
+    checkIndex("layer", layer, this.layers);
+    const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
+    const dtype = options.dtype ?? "f32";
+    if (dtype !== "f32" && dtype !== "f16") throw invalidArgument("options.dtype", '"f32" or "f16"', dtype);
+    const d = callNative(() => h.materialize(seq, layer));
+    if (dtype === "f32") return d;
+    return { tokens: d.tokens, keys: floatsToHalfBits(d.keys), values: floatsToHalfBits(d.values), positions: d.positions };
+  }
+
+  /** Token counts of one sequence and layer: held now, ever appended, and how many of those are compressed. */
+  tokens(layer = 0, sequence = 0): { held: number; appended: number; compressed: number; evicted: number } {
+    const h = this.#native();
+    const c = callNative(() => h.counts(checkIndex("sequence", sequence, this.batch), checkIndex("layer", layer, this.layers)));
+    return { held: c.tokens, appended: c.appended, compressed: c.compressedTokens, evicted: c.appended - c.tokens };
+  }
+
+  stats(): CacheStats {
+    const h = this.#native();
+    const bytes = callNative(() => h.bytes());
+    let appended = 0;
+    let held = 0;
+    for (let s = 0; s < this.batch; s++) {
+      for (let l = 0; l < this.layers; l++) {
+        const c = h.counts(s, l);
+        appended += c.appended;
+        held += c.tokens;
+      }
+    }
+    const baselineBytes = appended * fp16BytesPerTokenLayer(this.kvHeads, this.headDim);
+    return {
+      backend: this.backend,
+      bytes,
+      baselineBytes,
+      ratio: bytes.total === 0 ? 1 : baselineBytes / bytes.total,
+      tokens: { appended, held, evicted: appended - held },
+    };
+  }
+
+  /** A self-contained copy of the cache: version, options, codes, residual, CRC32. */
+  serialize(): Uint8Array {
+    const h = this.#native();
+    return callNative(() => h.serialize());
+  }
+
+  /** Rebuilds a cache from serialize()'s bytes; corrupted or truncated input is a CORRUPT_DATA error. */
+  static deserialize(buffer: Uint8Array): CompressedKVCache {
+    if (!(buffer instanceof Uint8Array)) throw invalidArgument("buffer", "a Uint8Array", buffer);
+    const Native = native().NativeCache as NativeCacheClass;
+    const handle = callNative(() => Native.deserialize(buffer));
+    return CompressedKVCache.#fromHandle(handle, buffer);
+  }
+
+  static #fromHandle(handle: NativeCacheHandle, buffer: Uint8Array): CompressedKVCache {
+    // The options sit at fixed offsets of the header (written by native/cpu/kv_cache_io.cc).
+    const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    const kvHeads = view.getUint32(16, true);
+    const scorer = SCORERS.find((name) => SCORER_IDS[name] === view.getUint8(26))!;
+    const budget = Number(view.getBigUint64(68, true));
+    const options: CompressedKVCacheOptions = {
+      batch: view.getUint32(8, true),
+      layers: view.getUint32(12, true),
+      kvHeads,
+      headDim: view.getUint32(20, true),
+      queryHeads: view.getUint32(64, true),
+      spec: {
+        keyBits: view.getUint8(24) as 2 | 3 | 4,
+        valueBits: view.getUint8(25) as 2 | 3 | 4,
+        scorer,
+        evictFraction: view.getFloat64(28, true),
+        sinkTokens: view.getUint32(36, true),
+        recentWindow: view.getUint32(40, true),
+        residualWindow: view.getUint32(44, true),
+        pageTokens: view.getUint32(48, true),
+      },
+      seed: view.getUint32(52, true),
+      backend: "cpu",
+      ...(budget > 0 ? { budgetTokens: budget } : {}),
+    };
+    return new CompressedKVCache(options, handle);
+  }
+
+  /** Frees every byte the cache holds. Further use is a DISPOSED error; disposing twice is fine. */
+  dispose(): void {
+    if (this.#busy) throw new NexusQuantError("INVALID_ARGUMENT", "Cannot dispose while compress() is running; await it first.");
+    this.#handle?.dispose();
+    this.#handle = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
