@@ -8,4 +8,5 @@ void registerMemory(Napi::Env env, Napi::Object exports);
 void registerFormat(Napi::Env env, Napi::Object exports);
 void registerCache(Napi::Env env, Napi::Object exports);
 void registerCodec(Napi::Env env, Napi::Object exports);
+void registerCuda(Napi::Env env, Napi::Object exports);  // registers nothing in a CPU-only build
 }  // namespace nq

@@ -9,6 +9,7 @@
 
 #include "cpu/codec.h"
 #include "cpu/nq_error.h"
+#include "cpu/parallel.h"
 #include "nq_half.h"
 
 namespace nq {
@@ -100,6 +101,7 @@ KvCache::KvCache(const CacheOptions& o) : o_(o) {
 HostBuffer KvCache::newPage(size_t seq, size_t layer, size_t index) const {
   HostBuffer page;
   if (!page.allocate(pageBytes_, pageSplit(off_))) oom("a cache page", pageBytes_);
+  std::memset(page.data(), 0, pageBytes_);  // unused slots of the last page are serialized: keep them defined
   PageHeader h{0, static_cast<uint32_t>(layer), static_cast<uint32_t>(seq), static_cast<uint32_t>(index)};
   std::memcpy(page.data(), &h, sizeof h);
   return page;
@@ -235,12 +237,14 @@ void KvCache::flushResidual(Store& s, size_t layer, size_t seq, bool evictToBudg
   }
   const size_t first = s.compressed;
   while (s.pages.size() * P < first + n) s.pages.push_back(newPage(seq, layer, s.pages.size()));
-  Scratch<float> rows(n * d);
-  for (size_t kv = 0; kv < 2; ++kv) {
-    const bool key = kv == 0;
-    const int bits = key ? o_.spec.keyBits : o_.spec.valueBits;
-    const size_t cb = key ? kcBytes_ : vcBytes_;
-    for (size_t h = 0; h < H; ++h) {
+  // Heads are independent: quantize them in parallel (each worker has its own row buffer).
+  parallelFor(2 * H, 1, [&](size_t b, size_t e) {
+    Scratch<float> rows(n * d);
+    for (size_t job = b; job < e; ++job) {
+      const size_t kv = job / H, h = job % H;
+      const bool key = kv == 0;
+      const int bits = key ? o_.spec.keyBits : o_.spec.valueBits;
+      const size_t cb = key ? kcBytes_ : vcBytes_;
       const uint16_t* src = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((kv * H + h) * s.residualCap) * d;
       for (size_t i = 0; i < n * d; ++i) rows[i] = halfToFloat(src[i]);
       for (size_t t = 0; t < n;) {
@@ -255,7 +259,7 @@ void KvCache::flushResidual(Store& s, size_t layer, size_t seq, bool evictToBudg
         t += m;
       }
     }
-  }
+  });
   s.compressed += n;
   for (size_t p = 0; p < s.pages.size(); ++p) {
     PageHeader* hdr = reinterpret_cast<PageHeader*>(s.pages[p].data());
@@ -291,41 +295,43 @@ void KvCache::compressStore(Store& s, size_t seq, size_t layer, const float* obs
   // 1. Scores per head over all held tokens (pages first, then the residual, in order).
   Scratch<float> scores(H * total);
   Scratch<int32_t> positions(H * total);
-  Scratch<float> keys(total * d);
   const size_t firstResidualPos = s.appended - nr;
   for (size_t h = 0; h < H; ++h) {
     for (size_t t = 0; t < nc; ++t) positions[h * total + t] = slotPosition(s, h, t);
     for (size_t r = 0; r < nr; ++r) positions[h * total + nc + r] = static_cast<int32_t>(firstResidualPos + r);
   }
   const bool needKeys = o_.scorer == Scorer::KeyNorm || o_.scorer == Scorer::KeyKey || o_.scorer == Scorer::Observed;
-  for (size_t h = 0; h < H; ++h) {
-    float* sc = scores.data() + h * total;
-    const ScoreShape one{1, total, d};
-    if (needKeys) {
-      decodeSlots(s, true, h, 0, nc, true, keys.data());
-      const uint16_t* res = reinterpret_cast<const uint16_t*>(s.residual.data()) + h * s.residualCap * d;
-      for (size_t i = 0; i < nr * d; ++i) keys[nc * d + i] = halfToFloat(res[i]);
-    }
-    switch (o_.scorer) {
-      case Scorer::KeyNorm: scoreKeyNorm(one, keys.data(), sc); break;
-      case Scorer::Observed:
-        if (observed != nullptr) {
-          const size_t group = queryHeads / H;
-          scoreObserved(one, keys.data(), observed + h * group * observedWindow * d, group, observedWindow, o_.poolKernel, sc);
+  parallelFor(H, 1, [&](size_t hb, size_t he) {
+    Scratch<float> keys(needKeys ? total * d : 0);
+    for (size_t h = hb; h < he; ++h) {
+      float* sc = scores.data() + h * total;
+      const ScoreShape one{1, total, d};
+      if (needKeys) {
+        decodeSlots(s, true, h, 0, nc, true, keys.data());
+        const uint16_t* res = reinterpret_cast<const uint16_t*>(s.residual.data()) + h * s.residualCap * d;
+        for (size_t i = 0; i < nr * d; ++i) keys[nc * d + i] = halfToFloat(res[i]);
+      }
+      switch (o_.scorer) {
+        case Scorer::KeyNorm: scoreKeyNorm(one, keys.data(), sc); break;
+        case Scorer::Observed:
+          if (observed != nullptr) {
+            const size_t group = queryHeads / H;
+            scoreObserved(one, keys.data(), observed + h * group * observedWindow * d, group, observedWindow, o_.poolKernel, sc);
+            break;
+          }
+          [[fallthrough]];  // no observation queries for this layer: fall back to key-key
+        case Scorer::KeyKey: scoreKeyKey(one, keys.data(), o_.scorerWindow, sc); break;
+        case Scorer::Accumulated:
+          for (size_t t = 0; t < total; ++t) sc[t] = reinterpret_cast<const float*>(s.accumulated.data())[h * s.accCap + t];
+          break;
+        case Scorer::Random: {
+          const uint64_t seed = (static_cast<uint64_t>(o_.seed) << 32) ^ (seq * 1000003ull + layer * 7919ull + h) ^ s.appended;
+          scoreRandom(one, seed, sc);
           break;
         }
-        [[fallthrough]];  // no observation queries for this layer: fall back to key-key
-      case Scorer::KeyKey: scoreKeyKey(one, keys.data(), o_.scorerWindow, sc); break;
-      case Scorer::Accumulated:
-        for (size_t t = 0; t < total; ++t) sc[t] = reinterpret_cast<const float*>(s.accumulated.data())[h * s.accCap + t];
-        break;
-      case Scorer::Random: {
-        const uint64_t seed = (static_cast<uint64_t>(o_.seed) << 32) ^ (seq * 1000003ull + layer * 7919ull + h) ^ s.appended;
-        scoreRandom(one, seed, sc);
-        break;
       }
     }
-  }
+  });
 
   // 2. Selection per head: sinks (position < sinkTokens) and the last recentWindow held tokens are
   // protected; the rest compete on score (ties: the earlier token wins, so results are deterministic).
@@ -354,14 +360,16 @@ void KvCache::compressStore(Store& s, size_t seq, size_t layer, const float* obs
   Scratch<uint8_t> resKc(H * nr * kcBytes_), resVc(H * nr * vcBytes_);
   Scratch<uint16_t> resKs(H * nr), resVs(H * nr);
   if (nr > 0) {
-    Scratch<float> rows(nr * d);
-    for (size_t kv = 0; kv < 2; ++kv)
-      for (size_t h = 0; h < H; ++h) {
+    parallelFor(2 * H, 1, [&](size_t b, size_t e) {
+      Scratch<float> rows(nr * d);
+      for (size_t job = b; job < e; ++job) {
+        const size_t kv = job / H, h = job % H;
         const uint16_t* src = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((kv * H + h) * s.residualCap) * d;
         for (size_t i = 0; i < nr * d; ++i) rows[i] = halfToFloat(src[i]);
         if (kv == 0) encodeRows(o_, o_.spec.keyBits, rows.data(), nr, resKc.data() + h * nr * kcBytes_, resKs.data() + h * nr);
         else encodeRows(o_, o_.spec.valueBits, rows.data(), nr, resVc.data() + h * nr * vcBytes_, resVs.data() + h * nr);
       }
+    });
   }
   std::vector<HostBuffer> pages;
   const size_t newPages = (target + P - 1) / P;

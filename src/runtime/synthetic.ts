@@ -65,10 +65,15 @@ export function studentT(rand: () => number, dof: number): () => number {
   };
 }
 
-export function applyRope(row: Float32Array, offset: number, headDim: number, position: number, theta: number): void {
+/** theta^(-2i/headDim) for i < headDim/2: the RoPE frequencies (rotate-half convention). */
+export function ropeInverseFrequencies(headDim: number, theta: number): Float64Array {
+  return Float64Array.from({ length: headDim / 2 }, (_, i) => theta ** (-(2 * i) / headDim));
+}
+
+export function applyRope(row: Float32Array, offset: number, headDim: number, position: number, invFreq: Float64Array): void {
   const half = headDim / 2;
   for (let i = 0; i < half; i++) {
-    const freq = position / theta ** ((2 * i) / headDim);
+    const freq = position * invFreq[i]!;
     const c = Math.cos(freq), s = Math.sin(freq);
     const a = row[offset + i]!, b = row[offset + i + half]!;
     row[offset + i] = a * c - b * s;
@@ -81,7 +86,7 @@ export function syntheticKV(options: SyntheticKVOptions): { keys: Float32Array; 
   const start = options.startPosition ?? 0;
   const rand = seededRandom(options.seed ?? 1);
   const noise = options.tailDof !== undefined && Number.isFinite(options.tailDof) ? studentT(rand, options.tailDof) : gaussian(rand);
-  const theta = options.ropeTheta ?? 500000;
+  const invFreq = ropeInverseFrequencies(headDim, options.ropeTheta ?? 500000);
   const outliers = Math.min(options.outlierChannels ?? 4, headDim);
   const keys = new Float32Array(kvHeads * tokens * headDim);
   const values = new Float32Array(kvHeads * tokens * headDim);
@@ -103,7 +108,7 @@ export function syntheticKV(options: SyntheticKVOptions): { keys: Float32Array; 
         walk[c] = 0.98 * walk[c]! + 0.2 * noise();
         values[o + c] = walk[c]! + noise();
       }
-      applyRope(keys, o, headDim, start + t, theta);
+      applyRope(keys, o, headDim, start + t, invFreq);
     }
   }
   return { keys, values };

@@ -21,7 +21,7 @@ function checkBuffer(arg: string, value: ArrayBufferView, allowEmpty: boolean): 
     // Native code reads the memory off the JS thread; a shared buffer could change underneath it.
     throw invalidArgument(arg, "a typed array over a regular ArrayBuffer (copy it out of the SharedArrayBuffer first)", value);
   }
-  if ((value.buffer as ArrayBuffer & { detached?: boolean }).detached === true) {
+  if (isDetached(value.buffer as ArrayBuffer)) {
     throw new NexusQuantError("INVALID_ARGUMENT", `${arg} is backed by a detached ArrayBuffer (it was transferred); pass a live array`, { arg });
   }
   if (!allowEmpty && value.byteLength === 0) throw new NexusQuantError("INVALID_ARGUMENT", `${arg} is empty; pass at least one vector`, { arg });
@@ -37,4 +37,16 @@ export function checkIndex(arg: string, value: unknown, limit: number): number {
 export function checkPositiveInt(arg: string, value: unknown, min = 1): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) throw invalidArgument(arg, `an integer >= ${min}`, value);
   return value;
+}
+
+/** Node 20 has no ArrayBuffer.prototype.detached; constructing a view over a detached buffer throws. */
+function isDetached(buffer: ArrayBuffer): boolean {
+  if ((buffer as ArrayBuffer & { detached?: boolean }).detached !== undefined) return (buffer as ArrayBuffer & { detached: boolean }).detached;
+  if (buffer.byteLength !== 0) return false;
+  try {
+    new Uint8Array(buffer);
+    return false;
+  } catch {
+    return true;
+  }
 }

@@ -1,9 +1,9 @@
-import { readFile, writeFile } from "node:fs/promises";
-import { basename } from "node:path";
+import { writeFile } from "node:fs/promises";
+import { loadConfig } from "../model-arg.js";
 import { NexusQuantError, invalidArgument } from "../../errors.js";
 import {
   NUMBER_FORMATS,
-  architectureFromHfConfig,
+
   getArchitecture,
   getGpu,
   isNumberFormat,
@@ -89,23 +89,6 @@ interface EstimateRequest {
   overheadGb: number;
   plot?: string;
   json: boolean;
-}
-
-async function loadConfig(path: string, parameters: number | undefined): Promise<Architecture> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (e) {
-    throw new NexusQuantError("CONFIG_ERROR", `Cannot read --config ${path}: ${(e as Error).message}`, { key: "(file)" });
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new NexusQuantError("CONFIG_ERROR", `--config ${path} is not valid JSON: ${(e as Error).message}`, { key: "(file)" });
-  }
-  const meta = { id: basename(path).replace(/\.json$/i, ""), source: path, ...(parameters === undefined ? {} : { parameters }) };
-  return architectureFromHfConfig(json, meta);
 }
 
 async function parseRequest(args: string[]): Promise<EstimateRequest> {

@@ -1,0 +1,14 @@
+import { integrationSuite } from "../commands/bench-integration.js";
+import type { CliCommand } from "../types.js";
+
+/**
+ * A `nexusquant bench <suite>` suite: a CliCommand whose name is the suite name. To add one (codec,
+ * cache, quality), write src/cli/bench/<suite>.ts exporting a BenchSuite and append it here.
+ */
+export type BenchSuite = CliCommand;
+
+export const BENCH_SUITES: readonly BenchSuite[] = [integrationSuite];
+
+export function findSuite(name: string): BenchSuite | undefined {
+  return BENCH_SUITES.find((s) => s.name === name);
+}

@@ -1,0 +1,367 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { CompressedKVCache, syntheticKV, memoryStats, measureMemory } from "../../src/runtime/index.js";
+import { compressedLayout, keptTokenCount, getPreset } from "../../src/format/index.js";
+import { NexusQuantError } from "../../src/errors.js";
+import { floatsToHalfBits } from "../../src/runtime/half.js";
+import { denseAttention, keyKeyScores, keyNormScores, relativeError, roundKeys, selectKept } from "./reference.js";
+
+const live: CompressedKVCache[] = [];
+function cache(opts: ConstructorParameters<typeof CompressedKVCache>[0]): CompressedKVCache {
+  const c = new CompressedKVCache(opts);
+  live.push(c);
+  return c;
+}
+afterEach(() => {
+  for (const c of live.splice(0)) c.dispose();
+});
+
+function expectCode(fn: () => unknown, code: string, message?: RegExp): void {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(NexusQuantError);
+    expect((e as NexusQuantError).code).toBe(code);
+    if (message) expect((e as Error).message).toMatch(message);
+    return;
+  }
+  throw new Error(`expected a ${code} error`);
+}
+
+/** Attention on codes vs dense attention over the dequantized tokens (materialize()). */
+function checkAttentionMatchesDense(c: CompressedKVCache, layer: number, seq: number, nq: number, seed: number): number {
+  const d = c.headDim;
+  const q = syntheticKV({ kvHeads: c.queryHeads, headDim: d, tokens: nq, seed }).values;
+  const m = c.materialize(layer, { sequence: seq });
+  const appended = c.tokens(layer, seq).appended;
+  const qpos = Array.from({ length: nq }, (_, j) => appended - nq + j);
+  const got = c.attention(layer, q, { sequence: seq });
+  const want = denseAttention(q, c.queryHeads, nq, qpos, m.keys, m.values, m.positions, c.kvHeads, m.tokens, d, 1 / Math.sqrt(d));
+  return relativeError(got, want);
+}
+
+describe("CompressedKVCache: attention on codes", () => {
+  for (const preset of ["quant", "balanced", "max"]) {
+    for (const headDim of [64, 96, 128]) {
+      it(`${preset}, head_dim ${headDim}: equals dequantize-then-dense attention (rel. error <= 1e-5)`, () => {
+        const c = cache({ layers: 2, kvHeads: 2, queryHeads: 4, headDim, preset, spec: { residualWindow: 16 } });
+        for (let l = 0; l < 2; l++) {
+          const kv = syntheticKV({ kvHeads: 2, headDim, tokens: 301, seed: 10 + l });
+          c.append(l, kv.keys, kv.values);
+        }
+        c.compressSync();
+        // then a few decode tokens land in the FP16 residual window
+        for (let t = 0; t < 5; t++) {
+          const kv = syntheticKV({ kvHeads: 2, headDim, tokens: 1, startPosition: 301 + t, seed: 99 + t });
+          c.append(0, kv.keys, kv.values);
+        }
+        expect(checkAttentionMatchesDense(c, 0, 0, 1, 5)).toBeLessThanOrEqual(1e-5);
+        expect(checkAttentionMatchesDense(c, 0, 0, 3, 6)).toBeLessThanOrEqual(1e-5); // causal: 3 queries
+        expect(checkAttentionMatchesDense(c, 1, 0, 1, 7)).toBeLessThanOrEqual(1e-5);
+      });
+    }
+  }
+
+  it("is close to exact FP32 attention on the original KV for quant (the codec's error, not a bug)", () => {
+    const d = 128;
+    const c = cache({ layers: 1, kvHeads: 2, queryHeads: 4, headDim: d, preset: "quant" });
+    const kv = syntheticKV({ kvHeads: 2, headDim: d, tokens: 512, seed: 3 });
+    c.append(0, kv.keys, kv.values);
+    c.compressSync();
+    // Queries of realistic scale (logits of a few units), not keys with their 20x outlier channels.
+    const q = syntheticKV({ kvHeads: 4, headDim: d, tokens: 1, seed: 4, outlierChannels: 0 }).values.map((x) => x * 0.3);
+    const pos = Int32Array.from({ length: 2 * 512 }, (_, i) => i % 512);
+    const exact = denseAttention(q, 4, 1, [511], kv.keys, kv.values, pos, 2, 512, d, 1 / Math.sqrt(d));
+    const err = relativeError(c.attention(0, q), exact);
+    expect(err).toBeGreaterThan(0); // it is lossy
+    expect(err).toBeLessThan(0.15);
+  });
+});
+
+describe("CompressedKVCache: eviction", () => {
+  const heads = 2, d = 64, T = 400;
+  for (const scorer of ["keynorm", "key-key"] as const) {
+    it(`${scorer}: keeps exactly the sinks, the recent window and the top-k per head`, () => {
+      const spec = { scorer, evictFraction: 0.6, sinkTokens: 4, recentWindow: 32, residualWindow: 16 };
+      const c = cache({ layers: 1, kvHeads: heads, headDim: d, preset: "balanced", spec, scorerWindow: 16 });
+      const kv = syntheticKV({ kvHeads: heads, headDim: d, tokens: T, seed: 21 });
+      c.append(0, kv.keys, kv.values);
+      c.compressSync();
+      const keys = roundKeys(kv.keys);
+      const scores = scorer === "keynorm" ? keyNormScores(keys, heads, T, d) : keyKeyScores(keys, heads, T, d, 16);
+      const target = keptTokenCount(T, c.spec);
+      const want = selectKept(scores, heads, T, target, 4, 32);
+      const m = c.materialize(0);
+      expect(m.tokens).toBe(target);
+      for (let h = 0; h < heads; h++) {
+        const got = Array.from(m.positions.subarray(h * target, (h + 1) * target));
+        // Scores are computed in f32 natively and f64 here: allow differences only between near-tied tokens.
+        const cutoff = [...want[h]!].filter((t) => t >= 4 && t < T - 32).map((t) => scores[h * T + t]!).sort((a, b) => a - b)[0]!;
+        const differ = got.filter((t) => !want[h]!.includes(t)).concat(want[h]!.filter((t) => !got.includes(t)));
+        for (const t of differ) expect(Math.abs(scores[h * T + t]! - cutoff)).toBeLessThan(1e-4 * Math.max(1, Math.abs(cutoff)));
+        expect(differ.length).toBeLessThanOrEqual(2);
+        for (let t = 0; t < 4; t++) expect(got).toContain(t);
+        for (let t = T - 32; t < T; t++) expect(got).toContain(t);
+      }
+    });
+  }
+
+  it("heads evict independently but keep the same count (rectangular storage)", () => {
+    const c = cache({ layers: 1, kvHeads: 4, headDim: 64, preset: "max" });
+    const kv = syntheticKV({ kvHeads: 4, headDim: 64, tokens: 600, seed: 8 });
+    c.append(0, kv.keys, kv.values);
+    c.compressSync();
+    const m = c.materialize(0);
+    const sets = [0, 1, 2, 3].map((h) => Array.from(m.positions.subarray(h * m.tokens, (h + 1) * m.tokens)).join(","));
+    expect(new Set(sets).size).toBeGreaterThan(1);
+    for (let h = 0; h < 4; h++) {
+      const p = m.positions.subarray(h * m.tokens, (h + 1) * m.tokens);
+      for (let i = 1; i < p.length; i++) expect(p[i]!).toBeGreaterThan(p[i - 1]!); // in order, no duplicates
+    }
+  });
+
+  it("evicted tokens are physically gone: bytes shrink with the kept count", () => {
+    const shape = { layers: 1, kvHeads: 2, headDim: 128 };
+    const a = cache({ ...shape, preset: "quant" });
+    const b = cache({ ...shape, preset: "max" });
+    const kv = syntheticKV({ kvHeads: 2, headDim: 128, tokens: 2000, seed: 2 });
+    for (const c of [a, b]) {
+      c.append(0, kv.keys, kv.values);
+      c.compressSync();
+    }
+    expect(b.stats().bytes.codes).toBeLessThan(a.stats().bytes.codes * 0.35);
+    expect(b.tokens(0).held).toBe(keptTokenCount(2000, b.spec));
+  });
+
+  it("random, observed and accumulated scorers run and keep the protected tokens", () => {
+    for (const scorer of ["random", "observed", "accumulated"] as const) {
+      const c = cache({ layers: 2, kvHeads: 2, queryHeads: 4, headDim: 64, preset: "balanced", spec: { scorer, recentWindow: 8, sinkTokens: 2 } });
+      const kv = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 200, seed: 5 });
+      c.append(0, kv.keys, kv.values);
+      c.append(1, kv.keys, kv.values);
+      if (scorer === "accumulated") c.attention(0, syntheticKV({ kvHeads: 4, headDim: 64, tokens: 4, seed: 6 }).keys);
+      const observed = scorer === "observed" ? [syntheticKV({ kvHeads: 4, headDim: 64, tokens: 8, seed: 7 }).keys, null] : undefined;
+      c.compressSync({ sequence: 0, observedQueries: observed });
+      const m = c.materialize(0);
+      for (let h = 0; h < 2; h++) {
+        const p = Array.from(m.positions.subarray(h * m.tokens, (h + 1) * m.tokens));
+        expect(p.slice(0, 2)).toEqual([0, 1]);
+        expect(p.slice(-8)).toEqual([192, 193, 194, 195, 196, 197, 198, 199]);
+      }
+    }
+  });
+});
+
+describe("CompressedKVCache: batches, appends, budget, bytes", () => {
+  it("batch > 1 holds independent sequences of different lengths", () => {
+    const c = cache({ layers: 1, kvHeads: 2, headDim: 64, batch: 3, preset: "balanced" });
+    const lengths = [100, 257, 33];
+    lengths.forEach((T, s) => {
+      const kv = syntheticKV({ kvHeads: 2, headDim: 64, tokens: T, seed: s });
+      c.append(0, kv.keys, kv.values, { sequence: s });
+    });
+    c.compressSync();
+    lengths.forEach((T, s) => {
+      expect(c.tokens(0, s)).toMatchObject({ appended: T, held: keptTokenCount(T, c.spec) });
+      expect(checkAttentionMatchesDense(c, 0, s, 1, 40 + s)).toBeLessThanOrEqual(1e-5);
+    });
+  });
+
+  it("append after compress: the residual fills, flushes to pages in blocks, positions continue", () => {
+    const c = cache({ layers: 1, kvHeads: 2, headDim: 64, preset: "quant", spec: { residualWindow: 8 } });
+    const kv = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 50, seed: 1 });
+    c.append(0, kv.keys, kv.values);
+    c.compressSync();
+    for (let t = 0; t < 20; t++) {
+      const one = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 1, startPosition: 50 + t, seed: 100 + t });
+      c.append(0, one.keys, one.values);
+    }
+    expect(c.tokens(0)).toMatchObject({ appended: 70, held: 70, compressed: 66 }); // 50 + two blocks of 8; 4 in the residual
+    const m = c.materialize(0);
+    expect(Array.from(m.positions.subarray(0, 70))).toEqual(Array.from({ length: 70 }, (_, i) => i));
+    expect(checkAttentionMatchesDense(c, 0, 0, 1, 3)).toBeLessThanOrEqual(1e-5);
+  });
+
+  it("a second compress keeps the preset's count for the true length (the ratio stays stable)", () => {
+    const c = cache({ layers: 1, kvHeads: 2, headDim: 64, preset: "balanced" });
+    const kv = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 500, seed: 1 });
+    c.append(0, kv.keys, kv.values);
+    c.compressSync();
+    const more = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 300, startPosition: 500, seed: 2 });
+    c.append(0, more.keys, more.values);
+    c.compressSync();
+    expect(c.tokens(0).held).toBe(keptTokenCount(800, c.spec));
+  });
+
+  it("budget mode never holds more than the budget", () => {
+    const c = cache({ layers: 1, kvHeads: 2, headDim: 64, preset: "balanced", budgetTokens: 100, spec: { residualWindow: 16, recentWindow: 16 } });
+    const kv = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 90, seed: 1 });
+    c.append(0, kv.keys, kv.values);
+    c.compressSync();
+    for (let t = 0; t < 200; t++) {
+      const one = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 1, startPosition: 90 + t, seed: t });
+      c.append(0, one.keys, one.values);
+      expect(c.tokens(0).held).toBeLessThanOrEqual(100 + 16);
+      expect(c.tokens(0).compressed).toBeLessThanOrEqual(100);
+    }
+    expect(c.tokens(0).appended).toBe(290);
+  });
+
+  it("FP16 input gives the same cache as the equivalent f32 input", () => {
+    const kv = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 120, seed: 4 });
+    const a = cache({ layers: 1, kvHeads: 2, headDim: 64, preset: "balanced" });
+    const b = cache({ layers: 1, kvHeads: 2, headDim: 64, preset: "balanced" });
+    a.append(0, kv.keys, kv.values);
+    b.append(0, floatsToHalfBits(kv.keys), floatsToHalfBits(kv.values));
+    a.compressSync();
+    b.compressSync();
+    expect(Buffer.from(a.serialize()).equals(Buffer.from(b.serialize()))).toBe(true);
+  });
+
+  for (const preset of ["quant", "high", "asym", "balanced", "max", "S", "M", "XL"]) {
+    it(`${preset}: allocator bytes equal compressedLayout exactly (batch 2, different lengths)`, async () => {
+      const shape = { layers: 3, kvHeads: 2, headDim: 96 };
+      const lengths = [700, 1201];
+      const m = await measureMemory(() => {
+        const c = new CompressedKVCache({ ...shape, batch: 2, preset });
+        lengths.forEach((T, s) => {
+          for (let l = 0; l < 3; l++) {
+            const kv = syntheticKV({ kvHeads: 2, headDim: 96, tokens: T, seed: l + 10 * s });
+            c.append(l, kv.keys, kv.values, { sequence: s });
+          }
+        });
+        c.compressSync();
+        return c;
+      });
+      const layout = compressedLayout({ ...shape, tokens: lengths }, getPreset(preset).spec);
+      expect(m.delta).toBe(layout.bytes.total);
+      expect(m.result.stats().bytes.total).toBe(layout.bytes.total);
+      expect(m.byCategory.codes).toBe(layout.bytes.codes);
+      expect(m.byCategory.positions).toBe(layout.bytes.positions);
+      const before = memoryStats().host.totalBytes;
+      m.result.dispose();
+      expect(memoryStats().host.totalBytes).toBe(before - layout.bytes.total);
+    });
+  }
+});
+
+describe("CompressedKVCache: serialization", () => {
+  function filled(): CompressedKVCache {
+    const c = cache({ layers: 2, kvHeads: 2, queryHeads: 4, headDim: 64, batch: 2, preset: "balanced", spec: { residualWindow: 8 } });
+    for (let s = 0; s < 2; s++)
+      for (let l = 0; l < 2; l++) {
+        const kv = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 150 + 40 * s, seed: l + s });
+        c.append(l, kv.keys, kv.values, { sequence: s });
+      }
+    c.compressSync();
+    const one = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 3, startPosition: 150, seed: 9 });
+    c.append(1, one.keys, one.values); // some residual tokens too
+    return c;
+  }
+
+  it("round trips: same tokens, same dense view, same attention, same bytes", () => {
+    const c = filled();
+    const buf = c.serialize();
+    const r = CompressedKVCache.deserialize(buf);
+    live.push(r);
+    expect(r.queryHeads).toBe(4);
+    expect(r.spec).toEqual(c.spec);
+    for (let s = 0; s < 2; s++)
+      for (let l = 0; l < 2; l++) {
+        expect(r.tokens(l, s)).toEqual(c.tokens(l, s));
+        const a = c.materialize(l, { sequence: s }), b = r.materialize(l, { sequence: s });
+        expect(Array.from(b.keys)).toEqual(Array.from(a.keys));
+        expect(Array.from(b.positions)).toEqual(Array.from(a.positions));
+      }
+    const q = syntheticKV({ kvHeads: 4, headDim: 64, tokens: 1, seed: 3 }).keys;
+    expect(Array.from(r.attention(1, q))).toEqual(Array.from(c.attention(1, q)));
+    expect(r.stats().bytes).toEqual(c.stats().bytes);
+    expect(Buffer.from(r.serialize()).equals(Buffer.from(buf))).toBe(true);
+  });
+
+  it("a corrupted byte, a truncated buffer or garbage is a CORRUPT_DATA error", () => {
+    const buf = filled().serialize();
+    const flipped = buf.slice();
+    flipped[200]! ^= 0x40;
+    expectCode(() => CompressedKVCache.deserialize(flipped), "CORRUPT_DATA", /checksum/);
+    expectCode(() => CompressedKVCache.deserialize(buf.subarray(0, buf.length - 100)), "CORRUPT_DATA");
+    expectCode(() => CompressedKVCache.deserialize(buf.subarray(0, 10)), "CORRUPT_DATA");
+    expectCode(() => CompressedKVCache.deserialize(new Uint8Array(5000).fill(7)), "CORRUPT_DATA", /magic/);
+    const before = memoryStats().host.totalBytes;
+    expectCode(() => CompressedKVCache.deserialize(flipped), "CORRUPT_DATA");
+    expect(memoryStats().host.totalBytes).toBe(before);
+  });
+});
+
+describe("CompressedKVCache: bad input leaves the cache unchanged", () => {
+  const make = () => {
+    const c = cache({ layers: 2, kvHeads: 2, headDim: 64, preset: "balanced" });
+    const kv = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 10, seed: 1 });
+    c.append(0, kv.keys, kv.values);
+    return c;
+  };
+
+  it("shape, dtype, NaN, range, layer and sequence errors", () => {
+    const c = make();
+    const before = c.serialize();
+    const good = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 2, seed: 2 });
+    expectCode(() => c.append(0, good.keys.subarray(0, 100), good.values.subarray(0, 100)), "INVALID_ARGUMENT", /multiple of kvHeads/);
+    expectCode(() => c.append(0, good.keys, floatsToHalfBits(good.values)), "INVALID_ARGUMENT", /same type/);
+    expectCode(() => c.append(0, new Float64Array(256) as unknown as Float32Array, good.values), "INVALID_ARGUMENT", /Float32Array/);
+    expectCode(() => c.append(2, good.keys, good.values), "INVALID_ARGUMENT", /layer/);
+    expectCode(() => c.append(0, good.keys, good.values, { sequence: 1 }), "INVALID_ARGUMENT", /sequence/);
+    expectCode(() => c.append(0, new Float32Array(0), new Float32Array(0)), "INVALID_ARGUMENT", /empty/);
+    const nan = good.keys.slice();
+    nan[130] = NaN;
+    expectCode(() => c.append(0, nan, good.values), "INVALID_DATA", /token 0/);
+    const huge = good.values.slice();
+    huge[5] = 1e6;
+    expectCode(() => c.append(0, good.keys, huge), "INVALID_DATA", /FP16 range/);
+    const shared = new Float32Array(new SharedArrayBuffer(good.keys.byteLength));
+    expectCode(() => c.append(0, shared, good.values), "INVALID_ARGUMENT", /SharedArrayBuffer/);
+    const detached = good.keys.slice();
+    structuredClone(detached.buffer, { transfer: [detached.buffer] });
+    expectCode(() => c.append(0, detached, good.values), "INVALID_ARGUMENT", /detached/);
+    expectCode(() => c.attention(0, new Float32Array(100)), "INVALID_ARGUMENT", /queries/);
+    expectCode(() => c.materialize(5), "INVALID_ARGUMENT", /layer/);
+    expect(Buffer.from(c.serialize()).equals(Buffer.from(before))).toBe(true);
+  });
+
+  it("bad options are typed errors", () => {
+    expectCode(() => new CompressedKVCache({ layers: 1, kvHeads: 2, headDim: 60 }), "INVALID_ARGUMENT", /headDim/);
+    expectCode(() => new CompressedKVCache({ layers: 1, kvHeads: 2, headDim: 64, queryHeads: 3 }), "INVALID_ARGUMENT", /queryHeads/);
+    expectCode(() => new CompressedKVCache({ layers: 1, kvHeads: 2, headDim: 64, preset: "nope" }), "UNKNOWN_PRESET");
+    expectCode(() => new CompressedKVCache({ layers: 1, kvHeads: 2, headDim: 64, preset: "quant", budgetTokens: 100 }), "INVALID_ARGUMENT", /evicts/);
+    expectCode(() => new CompressedKVCache({ layers: 1, kvHeads: 2, headDim: 64, budgetTokens: 10 }), "INVALID_ARGUMENT", /sinkTokens/);
+  });
+
+  it("use after dispose is DISPOSED; dispose twice is fine", () => {
+    const c = make();
+    c.dispose();
+    c.dispose();
+    expectCode(() => c.append(0, new Float32Array(128), new Float32Array(128)), "DISPOSED");
+    expectCode(() => c.stats(), "DISPOSED");
+    expectCode(() => c.serialize(), "DISPOSED");
+  });
+
+  it("a context larger than memory is OUT_OF_MEMORY, not a crash", () => {
+    const c = cache({ layers: 1, kvHeads: 64, headDim: 128, preset: "balanced" });
+    // ~1.1e9 tokens of FP16 staging would be far beyond this machine: rejected before allocating.
+    const one = new Float32Array(64 * 128 * 4096);
+    let threw: unknown;
+    try {
+      for (let i = 0; i < 100000; i++) c.append(0, one, one);
+    } catch (e) {
+      threw = e;
+    }
+    expect(threw).toBeInstanceOf(NexusQuantError);
+    expect((threw as NexusQuantError).code).toBe("OUT_OF_MEMORY");
+  }, 120_000);
+
+  it("compress() runs off the event loop and the cache refuses use meanwhile", async () => {
+    const c = make();
+    const p = c.compress();
+    expectCode(() => c.stats(), "INVALID_ARGUMENT", /busy/);
+    await p;
+    expect(c.tokens(0).compressed).toBeGreaterThan(0);
+  });
+});
