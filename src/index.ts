@@ -3,3 +3,4 @@
 export { NexusQuantError, type NexusQuantErrorCode } from "./errors.js";
 export * from "./format/index.js";
 export * from "./runtime/index.js";
+export * from "./integrations/index.js";

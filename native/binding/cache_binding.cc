@@ -181,18 +181,34 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     return out;
   }
 
+  // materialize(seq, layer, f16) -> { tokens, keys, values, positions }, decoded straight into JS memory.
   Napi::Value materialize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     KvCache& c = cache(env);
-    DenseKV d = guarded(env, [&] { return c.materialize(argSize(info, 0), argSize(info, 1)); });
+    const size_t seq = argSize(info, 0), layer = argSize(info, 1);
+    const bool f16 = info.Length() > 2 && info[2].ToBoolean().Value();
+    const auto& o = c.options();
+    if (seq >= o.batch || layer >= o.layers) throwJs(env, "INVALID_ARGUMENT", "sequence or layer out of range");
+    const size_t n = c.tokens(seq, layer), elems = o.kvHeads * n * o.headDim;
+    Napi::TypedArray k, v;
+    void *kp, *vp;
+    if (f16) {
+      auto kk = Napi::Uint16Array::New(env, elems), vv = Napi::Uint16Array::New(env, elems);
+      kp = kk.Data();
+      vp = vv.Data();
+      k = kk;
+      v = vv;
+    } else {
+      auto kk = Napi::Float32Array::New(env, elems), vv = Napi::Float32Array::New(env, elems);
+      kp = kk.Data();
+      vp = vv.Data();
+      k = kk;
+      v = vv;
+    }
+    auto p = Napi::Int32Array::New(env, o.kvHeads * n);
+    guarded(env, [&] { c.materializeInto(seq, layer, f16, kp, vp, p.Data()); });
     Napi::Object r = Napi::Object::New(env);
-    r.Set("tokens", static_cast<double>(d.tokens));
-    auto k = Napi::Float32Array::New(env, d.keys.size());
-    auto v = Napi::Float32Array::New(env, d.values.size());
-    auto p = Napi::Int32Array::New(env, d.positions.size());
-    std::copy(d.keys.begin(), d.keys.end(), k.Data());
-    std::copy(d.values.begin(), d.values.end(), v.Data());
-    std::copy(d.positions.begin(), d.positions.end(), p.Data());
+    r.Set("tokens", static_cast<double>(n));
     r.Set("keys", k);
     r.Set("values", v);
     r.Set("positions", p);

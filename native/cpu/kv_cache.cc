@@ -132,6 +132,21 @@ void KvCache::decodeSlots(const Store& s, bool key, size_t head, size_t begin, s
   }
 }
 
+void KvCache::decodeSlotsF16(const Store& s, bool key, size_t head, size_t begin, size_t end, uint16_t* out) const {
+  const size_t P = static_cast<size_t>(o_.spec.pageTokens);
+  const int bits = key ? o_.spec.keyBits : o_.spec.valueBits;
+  const size_t cb = key ? kcBytes_ : vcBytes_;
+  const CodecParams p{static_cast<int>(o_.headDim), bits, true, o_.seed};
+  for (size_t t = begin; t < end;) {
+    const size_t page = t / P, j = t % P, n = std::min(end - t, P - j);
+    const uint8_t* base = s.pages[page].data();
+    const uint8_t* codes = base + (key ? off_.keyCodes : off_.valueCodes) + (head * P + j) * cb;
+    const uint16_t* scales = reinterpret_cast<const uint16_t*>(base + (key ? off_.keyScales : off_.valueScales)) + head * P + j;
+    if (decodeF16(p, codes, scales, 0, n, out + (t - begin) * o_.headDim) != Status::Ok) throw NqError("NATIVE_ERROR", "decode failed");
+    t += n;
+  }
+}
+
 // ---- residual ------------------------------------------------------------------------------------
 
 void KvCache::setResidualCapacity(Store& s, size_t cap) {
@@ -496,26 +511,39 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
 
 DenseKV KvCache::materialize(size_t seq, size_t layer) const {
   if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
+  DenseKV r;
+  r.tokens = tokens(seq, layer);
+  r.keys.resize(o_.kvHeads * r.tokens * o_.headDim);
+  r.values.resize(r.keys.size());
+  r.positions.resize(o_.kvHeads * r.tokens);
+  materializeInto(seq, layer, false, r.keys.data(), r.values.data(), r.positions.data());
+  return r;
+}
+
+void KvCache::materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const {
+  if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
   const Store& s = store(seq, layer);
   const size_t H = o_.kvHeads, d = o_.headDim, nc = s.compressed, nr = s.residualCount, n = nc + nr;
-  DenseKV r;
-  r.tokens = n;
-  r.keys.resize(H * n * d);
-  r.values.resize(H * n * d);
-  r.positions.resize(H * n);
-  for (size_t h = 0; h < H; ++h) {
-    decodeSlots(s, true, h, 0, nc, true, r.keys.data() + h * n * d);
-    decodeSlots(s, false, h, 0, nc, true, r.values.data() + h * n * d);
-    const uint16_t* resK = reinterpret_cast<const uint16_t*>(s.residual.data()) + (h * s.residualCap) * d;
-    const uint16_t* resV = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((H + h) * s.residualCap) * d;
-    for (size_t i = 0; i < nr * d; ++i) {
-      r.keys[(h * n + nc) * d + i] = halfToFloat(resK[i]);
-      r.values[(h * n + nc) * d + i] = halfToFloat(resV[i]);
+  parallelFor(2 * H, 1, [&](size_t b, size_t e) {
+    for (size_t job = b; job < e; ++job) {
+      const bool key = job < H;
+      const size_t h = job % H;
+      const uint16_t* res = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((key ? 0 : H) + h) * s.residualCap * d;
+      if (f16) {
+        uint16_t* out = static_cast<uint16_t*>(key ? keys : values) + h * n * d;
+        decodeSlotsF16(s, key, h, 0, nc, out);
+        if (nr > 0) std::memcpy(out + nc * d, res, nr * d * sizeof(uint16_t));
+      } else {
+        float* out = static_cast<float*>(key ? keys : values) + h * n * d;
+        decodeSlots(s, key, h, 0, nc, true, out);
+        for (size_t i = 0; i < nr * d; ++i) out[nc * d + i] = halfToFloat(res[i]);
+      }
+      if (key) {
+        for (size_t t = 0; t < nc; ++t) positions[h * n + t] = slotPosition(s, h, t);
+        for (size_t t = 0; t < nr; ++t) positions[h * n + nc + t] = static_cast<int32_t>(s.appended - nr + t);
+      }
     }
-    for (size_t t = 0; t < nc; ++t) r.positions[h * n + t] = slotPosition(s, h, t);
-    for (size_t t = 0; t < nr; ++t) r.positions[h * n + nc + t] = static_cast<int32_t>(s.appended - nr + t);
-  }
-  return r;
+  });
 }
 
 size_t KvCache::tokens(size_t seq, size_t layer) const { return store(seq, layer).compressed + store(seq, layer).residualCount; }

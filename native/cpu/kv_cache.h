@@ -59,6 +59,9 @@ class KvCache {
                  float* out);
 
   DenseKV materialize(size_t seq, size_t layer) const;
+  // Writes the dense view into caller memory: keys/values [H][tokens][d] as f32 or FP16 bits, and
+  // positions [H][tokens]. Heads run in parallel. Sizes come from tokens(seq, layer).
+  void materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const;
 
   size_t tokens(size_t seq, size_t layer) const;       // tokens held (compressed + residual)
   size_t appended(size_t seq, size_t layer) const;     // tokens ever appended (the true length)
@@ -95,6 +98,7 @@ class KvCache {
   void ensureAccumulated(Store& s, size_t slots);
   int32_t slotPosition(const Store& s, size_t head, size_t slot) const;
   void decodeSlots(const Store& s, bool key, size_t head, size_t begin, size_t end, bool rotate, float* out) const;
+  void decodeSlotsF16(const Store& s, bool key, size_t head, size_t begin, size_t end, uint16_t* out) const;
   HostBuffer newPage(size_t seq, size_t layer, size_t index) const;
 
   CacheOptions o_;

@@ -9,7 +9,6 @@ import {
   type ScorerName,
 } from "../format/index.js";
 import { resolveBackend, type BackendName, type BackendRequest } from "./backend.js";
-import { floatsToHalfBits } from "./half.js";
 import { awaitNative, callNative, native } from "./native.js";
 import { checkFloat32, checkIndex, checkKVData, checkPositiveInt, type KVData } from "./validate.js";
 
@@ -61,7 +60,7 @@ interface NativeCacheHandle {
   compress(seq: number, layer: number, observed?: (Float32Array | null)[], queryHeads?: number, window?: number): void;
   compressAsync(seq: number, layer: number, observed?: (Float32Array | null)[], queryHeads?: number, window?: number): Promise<void>;
   attention(seq: number, layer: number, q: Float32Array, qHeads: number, nq: number, pos: Int32Array | null, scale: number): Float32Array;
-  materialize(seq: number, layer: number): { tokens: number; keys: Float32Array; values: Float32Array; positions: Int32Array };
+  materialize(seq: number, layer: number, f16: boolean): { tokens: number; keys: Float32Array | Uint16Array; values: Float32Array | Uint16Array; positions: Int32Array };
   counts(seq: number, layer: number): { tokens: number; appended: number; compressedTokens: number; compressed: boolean };
   bytes(): CacheStats["bytes"];
   serialize(): Uint8Array;
@@ -272,9 +271,7 @@ export class CompressedKVCache {
     const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
     const dtype = options.dtype ?? "f32";
     if (dtype !== "f32" && dtype !== "f16") throw invalidArgument("options.dtype", '"f32" or "f16"', dtype);
-    const d = callNative(() => h.materialize(seq, layer));
-    if (dtype === "f32") return d;
-    return { tokens: d.tokens, keys: floatsToHalfBits(d.keys), values: floatsToHalfBits(d.values), positions: d.positions };
+    return callNative(() => h.materialize(seq, layer, dtype === "f16"));
   }
 
   /** Token counts of one sequence and layer: held now, ever appended, and how many of those are compressed. */

@@ -1,0 +1,40 @@
+import { describe, expect, it } from "vitest";
+import { runCli } from "../../src/cli/run.js";
+
+function recorder() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { io: { stdout: (t: string) => out.push(t), stderr: (t: string) => err.push(t) }, out, err };
+}
+
+describe("nexusquant demo", () => {
+  it("--json reports measured memory, speed and fidelity, labelled as random weights", async () => {
+    const r = recorder();
+    const code = await runCli(["demo", "--json", "--context", "600", "--max-new-tokens", "8"], r.io);
+    expect(r.err.join("")).toBe("");
+    expect(code).toBe(0);
+    const result = JSON.parse(r.out.join(""));
+    expect(result.weights).toBe("random weights (no trained reference model yet)");
+    expect(result.preset).toBe("balanced");
+    expect(result.contextTokens).toBe(600);
+    expect(result.positions).toBe(9);
+    expect(result.tokensEvicted).toBeGreaterThan(0);
+    expect(result.compressedKvBytes).toBeLessThan(result.baselineKvBytes);
+    expect(result.ratio).toBeCloseTo(result.baselineKvBytes / result.compressedKvBytes, 10);
+    expect(result.baselineKvBytes).toBe((600 + 8) * 4 * 2 * 64 * 2 * 2); // tokens × layers × kvHeads × headDim × (K, V) × FP16
+    for (const key of ["tokensPerSecond", "klDivergence", "top1Agreement"]) expect(Number.isFinite(result[key])).toBe(true);
+    expect(result.klDivergence).toBeGreaterThan(0);
+  });
+
+  it("an unknown preset is a usage error", async () => {
+    const r = recorder();
+    expect(await runCli(["demo", "--preset", "tiny"], r.io)).toBe(2);
+    expect(r.err.join("")).toContain("Unknown preset");
+  });
+
+  it("bench without a suite lists the suites", async () => {
+    const r = recorder();
+    expect(await runCli(["bench"], r.io)).toBe(2);
+    expect(r.err.join("")).toContain("integration");
+  });
+});
