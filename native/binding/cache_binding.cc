@@ -6,6 +6,7 @@
 
 #include "binding/errors.h"
 #include "binding/register.h"
+#include "cpu/dense_attention.h"
 #include "cpu/kv_cache.h"
 #include "cpu/nq_error.h"
 
@@ -271,12 +272,25 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
 
 Napi::FunctionReference* NativeCache::constructor = nullptr;
 
+// denseAttentionF32(keys, values, kvHeads, n, d, q, qHeads, scale) -> Float32Array [qHeads][d]
+Napi::Value denseAttention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Float32Array k = info[0].As<Napi::Float32Array>(), v = info[1].As<Napi::Float32Array>(), q = info[5].As<Napi::Float32Array>();
+  const size_t kvHeads = argSize(info, 2), n = argSize(info, 3), d = argSize(info, 4), qHeads = argSize(info, 6);
+  if (k.ElementLength() != kvHeads * n * d || v.ElementLength() != k.ElementLength() || q.ElementLength() != qHeads * d || qHeads % kvHeads != 0)
+    throwJs(env, "INVALID_ARGUMENT", "denseAttentionF32: array lengths do not match the shape");
+  Napi::Float32Array out = Napi::Float32Array::New(env, qHeads * d);
+  denseAttentionF32(k.Data(), v.Data(), kvHeads, n, d, q.Data(), qHeads, info[7].As<Napi::Number>().FloatValue(), out.Data());
+  return out;
+}
+
 }  // namespace
 
 void registerCache(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = NativeCache::define(env);
   NativeCache::constructor = new Napi::FunctionReference(Napi::Persistent(cls));
   exports.Set("NativeCache", cls);
+  exports.Set("denseAttentionF32", Napi::Function::New(env, denseAttention, "denseAttentionF32"));
 }
 
 }  // namespace nq

@@ -446,10 +446,12 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
   const size_t H = o_.kvHeads, d = o_.headDim, group = qHeads / H;
   const size_t nc = s.compressed, nr = s.residualCount, total = nc + nr;
   const size_t firstResidualPos = s.appended - nr;
+  float* accum = o_.scorer == Scorer::Accumulated ? reinterpret_cast<float*>(s.accumulated.data()) : nullptr;
+  // KV heads are independent (each owns its query heads' outputs and its accumulated row): run them in parallel.
+  parallelFor(H, 1, [&](size_t hb, size_t he) {
   Scratch<float> kRot(nc * d), vRot(nc * d), logits(total), qr(d), acc(d);
   Scratch<int32_t> pos(total);
-  float* accum = o_.scorer == Scorer::Accumulated ? reinterpret_cast<float*>(s.accumulated.data()) : nullptr;
-  for (size_t h = 0; h < H; ++h) {
+  for (size_t h = hb; h < he; ++h) {
     decodeSlots(s, true, h, 0, nc, false, kRot.data());
     decodeSlots(s, false, h, 0, nc, false, vRot.data());
     for (size_t t = 0; t < nc; ++t) pos[t] = slotPosition(s, h, t);
@@ -505,6 +507,7 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
       }
     }
   }
+});
 }
 
 // ---- dense view ----------------------------------------------------------------------------------
