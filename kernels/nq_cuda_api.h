@@ -1,12 +1,18 @@
 // Host-callable entry points of the CUDA backend. Only compiled and referenced when NQ_WITH_CUDA is
 // defined: a CPU-only build must not mention a single CUDA symbol (a missing one would kill the
 // process at its first call, not at load).
+//
+// This header is plain C++ (no cuda_runtime.h): the addon's host sources include it, the kernels/
+// static library implements it. Every function reports failure through a CudaStatus and never
+// throws or aborts; native/binding/cuda_binding.cc turns a failed status into a JS error.
 #pragma once
 #if defined(NQ_WITH_CUDA)
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "memory/allocator.h"
 
 namespace nq::cuda {
 
@@ -28,6 +34,317 @@ bool deviceMemoryInfo(int device, uint64_t& freeBytes, uint64_t& totalBytes, std
 // CUDA runtime version compiled in (e.g. 13000) and the driver's (0 when there is none).
 int runtimeVersion();
 int driverVersion();
+
+// ---- status ----------------------------------------------------------------------------------------
+
+enum class CudaCode { Ok = 0, OutOfMemory, InvalidArgument, Unsupported, InvalidData, CudaError };
+
+struct CudaStatus {
+  CudaCode code = CudaCode::Ok;
+  std::string message;
+  uint64_t requestedBytes = 0;  // OutOfMemory: what was asked for
+  uint64_t freeBytes = 0;       // OutOfMemory: cudaMemGetInfo free bytes at the time
+  int64_t badIndex = -1;        // InvalidData: first offending vector
+  bool ok() const { return code == CudaCode::Ok; }
+  static CudaStatus success() { return {}; }
+  static CudaStatus fail(CudaCode c, std::string m) {
+    CudaStatus s;
+    s.code = c;
+    s.message = std::move(m);
+    return s;
+  }
+};
+
+// An opaque cudaStream_t (nullptr is the legacy default stream).
+using StreamHandle = void*;
+CudaStatus createStream(StreamHandle* stream);
+void destroyStream(StreamHandle stream);
+CudaStatus synchronize(StreamHandle stream);
+
+// ---- device memory with exact accounting (device_alloc.cu) ---------------------------------------
+// Every device byte nexusquant holds comes from here and shows in counters(MemSpace::Device) under
+// the categories of `split` (which must sum to `bytes`). A failed cudaMalloc returns OutOfMemory
+// with the requested and the free bytes; nothing is counted then.
+CudaStatus deviceAllocate(size_t bytes, const CategoryBytes& split, void** ptr);
+void deviceRelease(void* ptr, const CategoryBytes& split);
+
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  ~DeviceBuffer() { reset(); }
+  CudaStatus allocate(size_t bytes, const CategoryBytes& split);
+  CudaStatus allocate(size_t bytes, MemCategory c) { return allocate(bytes, oneCategory(c, bytes)); }
+  void reset();
+  void* data() const { return ptr_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(ptr_); }
+  size_t size() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+  CategoryBytes split_{};
+};
+
+// One cudaMalloc carved into pieces, for caches whose thousands of pages would otherwise each pay the
+// driver's allocation granularity. Carved bytes are counted by the category of the carve; the
+// uncarved rest of the capacity is counted as Scratch, so the Device counters always equal what
+// cudaMalloc handed out. Carves are aligned to `kArenaAlign` bytes.
+constexpr size_t kArenaAlign = 16;
+class DeviceArena {
+ public:
+  DeviceArena() = default;
+  DeviceArena(const DeviceArena&) = delete;
+  DeviceArena& operator=(const DeviceArena&) = delete;
+  ~DeviceArena() { reset(); }
+  CudaStatus reserve(size_t capacityBytes);
+  // Returns nullptr when the arena is full (the caller reports OutOfMemory with remaining()).
+  void* carve(size_t bytes, MemCategory c);
+  void reset();
+  size_t capacity() const { return capacity_; }
+  size_t used() const { return used_; }
+  size_t remaining() const { return capacity_ - used_; }
+  const CategoryBytes& carved() const { return carved_; }
+
+ private:
+  DeviceBuffer buffer_;
+  size_t capacity_ = 0, used_ = 0;
+  CategoryBytes carved_{};
+};
+
+CudaStatus copyToDevice(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
+CudaStatus copyToHost(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
+CudaStatus fillDevice(void* dst, int byteValue, size_t bytes, StreamHandle stream = nullptr);
+
+// ---- codec (encode.cu, decode.cu) ------------------------------------------------------------------
+
+// What the CUDA backend supports (the TS API and the tests read this list):
+// encode/decode: headDim a multiple of 8 in [8, kCudaMaxHeadDim], bits 2/3/4, FP16 or FP32.
+// attention on codes: headDim a multiple of 8 in [8, 256], any GQA group (passes of 4 query heads).
+constexpr int kCudaMaxHeadDim = 1024;
+constexpr int kCudaMaxAttentionHeadDim = 256;
+bool codecSupported(int headDim, int bits);
+bool attentionSupported(int headDim, int keyBits, int valueBits);
+
+struct CodecArgs {
+  int headDim = 128;
+  int bits = 2;
+  bool rotate = true;
+  uint32_t seed = 0;
+  float scaleFactor = 1.0f;  // nq::scaleFactor(bits): the binding passes the CPU codec's constant
+};
+
+// Device pointers. Vector i reads input[i * headDim ...] and writes codes[i * codeBytes ...], scales[i].
+struct EncodeLaunch {
+  CodecArgs codec;
+  const void* input = nullptr;
+  bool inputF16 = true;
+  size_t vectors = 0;
+  uint8_t* codes = nullptr;
+  uint16_t* scales = nullptr;
+  StreamHandle stream = nullptr;
+};
+CudaStatus launchEncode(const EncodeLaunch& a);
+
+// Writes the smallest index of a vector holding NaN/Inf (or UINT64_MAX) to *firstBad (device).
+CudaStatus launchFindNonFinite(const void* input, bool inputF16, size_t vectors, int headDim, unsigned long long* firstBad,
+                               StreamHandle stream);
+
+struct DecodeLaunch {
+  CodecArgs codec;
+  const uint8_t* codes = nullptr;
+  const uint16_t* scales = nullptr;
+  size_t vectors = 0;
+  void* out = nullptr;
+  bool outF16 = false;
+  bool unrotate = true;  // false: stay in the rotated domain (scale * lattice point)
+  StreamHandle stream = nullptr;
+};
+CudaStatus launchDecode(const DecodeLaunch& a);
+
+// ---- decode attention on the paged cache (attention.cu) ------------------------------------------
+
+// One sequence's storage for one layer, as the kernels read it (device pointers).
+struct SeqKV {
+  const uint8_t* const* pages = nullptr;  // page pointers (device array), layout of nq_format.h
+  int compressed = 0;                     // slots used in the pages
+  const uint16_t* residual = nullptr;     // FP16 [2][kvHeads][residualCap][headDim]; or dense K/V
+  int residualCap = 0;
+  int residualCount = 0;
+  int firstResidualPos = 0;               // position of residual row 0
+  float* accumulated = nullptr;           // optional: [kvHeads][accPitch] attention mass per slot
+  int accPitch = 0;
+};
+
+struct AttentionLaunch {
+  int batch = 1, kvHeads = 1, queryHeads = 1, headDim = 128, queriesPerSeq = 1;
+  int keyBits = 2, valueBits = 2, pageTokens = 64;
+  bool storesPositions = false;
+  bool rotate = true;  // codes were encoded with the rotation (the cache always rotates)
+  uint32_t seed = 0;
+  float scale = 0.0f;
+  size_t keyCodesOff = 0, valueCodesOff = 0, keyScalesOff = 0, valueScalesOff = 0, positionsOff = 0;
+  const SeqKV* seqs = nullptr;       // device array [batch]
+  int maxCompressed = 0, maxResidual = 0;  // host-side maxima over the batch (grid sizing)
+  const float* queries = nullptr;    // [batch][queryHeads][queriesPerSeq][headDim], un-rotated
+  const int* queryPositions = nullptr;  // [batch][queriesPerSeq]; a query sees positions <= its own
+  float* out = nullptr;              // [batch][queryHeads][queriesPerSeq][headDim]
+  bool accumulate = false;           // add softmax mass into SeqKV::accumulated (H2O scorer)
+  int splitTokens = 0;               // tokens per split-K chunk (0: chosen from the SM count)
+  void* workspace = nullptr;
+  size_t workspaceBytes = 0;
+  StreamHandle stream = nullptr;
+};
+size_t attentionWorkspaceBytes(const AttentionLaunch& a);
+CudaStatus launchAttention(const AttentionLaunch& a);
+
+// The FP16 reference: dense K/V [batch][kvHeads][maxTokens][headDim] (FP16), lengths[b] tokens of
+// sequence b, positions = token index, one query per (sequence, query head) at position lengths[b]-1.
+struct DenseAttentionLaunch {
+  int batch = 1, kvHeads = 1, queryHeads = 1, headDim = 128, maxTokens = 0;
+  float scale = 0.0f;
+  const uint16_t* keys = nullptr;
+  const uint16_t* values = nullptr;
+  const int* lengths = nullptr;  // device [batch]
+  const float* queries = nullptr;  // [batch][queryHeads][headDim]
+  float* out = nullptr;
+  int splitTokens = 0;
+  void* workspace = nullptr;
+  size_t workspaceBytes = 0;
+  StreamHandle stream = nullptr;
+};
+size_t denseAttentionWorkspaceBytes(const DenseAttentionLaunch& a);
+CudaStatus launchDenseAttention(const DenseAttentionLaunch& a);
+
+// ---- eviction (scoring.cu, select.cu) -------------------------------------------------------------
+
+// Scores [kvHeads][tokens] from dense f32 keys [kvHeads][tokens][headDim] (un-rotated), as
+// native/cpu/scoring.h: keynorm (-||k||), key-key (window proxy queries = last keys), observed
+// (queries [queryHeads][window][headDim], GQA-summed, then max-pooled over `pool`).
+enum class CudaScorer { KeyNorm = 0, KeyKey = 1, Observed = 2 };
+struct ScoreLaunch {
+  CudaScorer scorer = CudaScorer::KeyKey;
+  int kvHeads = 1, tokens = 0, headDim = 128;
+  const float* keys = nullptr;
+  const float* queries = nullptr;  // Observed only
+  int queryHeads = 1;
+  int window = 32;
+  int pool = 7;
+  float* scores = nullptr;
+  void* workspace = nullptr;  // scoreWorkspaceBytes
+  size_t workspaceBytes = 0;
+  StreamHandle stream = nullptr;
+};
+size_t scoreWorkspaceBytes(const ScoreLaunch& a);
+CudaStatus launchScore(const ScoreLaunch& a);
+
+// Which tokens each head keeps, as the CPU cache selects them: positions < sinkTokens and the last
+// recentWindow tokens are protected, the rest compete on score (ties: earlier token wins), `target`
+// kept per head, written ascending to kept[h * target ...].
+struct SelectLaunch {
+  int kvHeads = 1, tokens = 0, target = 0, sinkTokens = 0, recentWindow = 0;
+  const float* scores = nullptr;     // [kvHeads][tokens]
+  const int32_t* positions = nullptr;  // [kvHeads][tokens]
+  uint32_t* kept = nullptr;          // [kvHeads][target]
+  StreamHandle stream = nullptr;
+};
+CudaStatus launchSelect(const SelectLaunch& a);
+
+// Compaction: new slot t of head h takes slot kept[h][t] of the old storage: an old page slot when
+// < oldCompressed, else row (kept - oldCompressed) of the freshly encoded residual arrays.
+struct CompactLaunch {
+  int kvHeads = 1, target = 0, pageTokens = 64, keyCodeBytes = 0, valueCodeBytes = 0;
+  size_t keyCodesOff = 0, valueCodesOff = 0, keyScalesOff = 0, valueScalesOff = 0, positionsOff = 0;
+  bool storesPositions = true;
+  const uint32_t* kept = nullptr;
+  const uint8_t* const* oldPages = nullptr;
+  int oldCompressed = 0;
+  const uint8_t* resKeyCodes = nullptr;  // [kvHeads][residualRows][kc]
+  const uint8_t* resValueCodes = nullptr;
+  const uint16_t* resKeyScales = nullptr;  // [kvHeads][residualRows]
+  const uint16_t* resValueScales = nullptr;
+  int residualRows = 0;
+  const int32_t* positions = nullptr;  // [kvHeads][oldCompressed + residualRows]: position of each source
+  uint8_t* const* newPages = nullptr;
+  StreamHandle stream = nullptr;
+};
+CudaStatus launchCompact(const CompactLaunch& a);
+
+// ---- host-array operations (host_ops.cu) -------------------------------------------------------------
+// For the binding and the parity tests: copy typed arrays in, run the kernels on `stream`, copy the
+// results out. Device memory comes from the accounting allocator (category Scratch) and is released
+// before returning.
+CudaStatus hostEncode(const CodecArgs& c, const void* input, bool inputF16, size_t vectors, uint8_t* codes, uint16_t* scales,
+                      StreamHandle stream = nullptr);
+CudaStatus hostDecode(const CodecArgs& c, const uint8_t* codes, const uint16_t* scales, size_t vectors, void* out, bool outF16,
+                      bool unrotate = true, StreamHandle stream = nullptr);
+
+struct HostSequence {
+  int compressed = 0;                     // tokens held as codes
+  const uint8_t* keyCodes = nullptr;      // [kvHeads][compressed][headDim / 8 * keyBits]
+  const uint16_t* keyScales = nullptr;    // [kvHeads][compressed]
+  const uint8_t* valueCodes = nullptr;
+  const uint16_t* valueScales = nullptr;
+  const int32_t* positions = nullptr;     // [kvHeads][compressed]; with storesPositions only
+  int residual = 0;                       // FP16 rows after the codes
+  const uint16_t* residualKeys = nullptr;   // [kvHeads][residual][headDim]
+  const uint16_t* residualValues = nullptr;
+  int firstResidualPos = 0;
+  const float* queries = nullptr;          // [queryHeads][nq][headDim], un-rotated
+  const int32_t* queryPositions = nullptr; // [nq]
+  float* out = nullptr;                    // [queryHeads][nq][headDim]
+  float* accumulated = nullptr;            // optional in/out [kvHeads][compressed + residual]
+};
+struct HostAttentionArgs {
+  int kvHeads = 1, queryHeads = 1, headDim = 128, nq = 1, keyBits = 2, valueBits = 2, pageTokens = 64;
+  bool storesPositions = false;
+  uint32_t seed = 0;
+  float scale = 0.0f;
+  int splitTokens = 0;
+  std::vector<HostSequence> seqs;
+};
+// Lays the codes out in pages exactly as the cache does (nq_format.h), then runs launchAttention.
+CudaStatus hostAttention(const HostAttentionArgs& a, StreamHandle stream = nullptr);
+
+struct HostDenseAttentionArgs {
+  int batch = 1, kvHeads = 1, queryHeads = 1, headDim = 128, maxTokens = 0;
+  float scale = 0.0f;
+  int splitTokens = 0;
+  const uint16_t* keys = nullptr;  // [batch][kvHeads][maxTokens][headDim]
+  const uint16_t* values = nullptr;
+  const int32_t* lengths = nullptr;  // [batch]
+  const float* queries = nullptr;    // [batch][queryHeads][headDim]
+  float* out = nullptr;
+};
+CudaStatus hostDenseAttention(const HostDenseAttentionArgs& a, StreamHandle stream = nullptr);
+
+// scores [kvHeads][tokens] from keys (and queries for Observed), as launchScore.
+CudaStatus hostScore(const ScoreLaunch& shape, const float* keys, const float* queries, float* scores, StreamHandle stream = nullptr);
+// kept [kvHeads][target] from scores and positions, as launchSelect.
+CudaStatus hostSelect(const SelectLaunch& shape, const float* scores, const int32_t* positions, uint32_t* kept, StreamHandle stream = nullptr);
+
+// ---- benchmarks (bench.cu) ---------------------------------------------------------------------------
+// Timings in milliseconds (CUDA events around each repetition), for bench/gpu. Inputs rotate over
+// `buffers` copies so that repetitions do not hit L2.
+struct BenchResult {
+  std::vector<float> ms;
+  size_t bytesRead = 0, bytesWritten = 0;  // per repetition
+};
+CudaStatus benchCopy(size_t bytes, int buffers, int warmup, int reps, BenchResult& r);
+CudaStatus benchEncode(const CodecArgs& c, bool f16, size_t vectors, int buffers, int warmup, int reps, BenchResult& r);
+CudaStatus benchDecode(const CodecArgs& c, bool f16, size_t vectors, int buffers, int warmup, int reps, BenchResult& r);
+// Decode attention, batch sequences of `tokens` compressed tokens (random codes), GQA shape given.
+struct AttentionBenchShape {
+  int batch = 1, kvHeads = 8, queryHeads = 32, headDim = 128, tokens = 4096, keyBits = 2, valueBits = 2, pageTokens = 64;
+  int residualTokens = 0;  // FP16 residual rows per sequence
+  bool fp16Reference = false;  // time the dense FP16 kernel on the same shape instead
+  int splitTokens = 0;
+};
+CudaStatus benchAttention(const AttentionBenchShape& s, int warmup, int reps, BenchResult& r);
 
 }  // namespace nq::cuda
 #endif

@@ -10,14 +10,16 @@
 //
 // 3/4 bits: the nearest point F of the fine coset E8/m + 1/4 (one E8 decode). If its coarse cell is
 // in the 2-bit codebook, F is the nearest codeword of the whole codebook (exact). Otherwise the
-// group overloads the ball and the encoder takes the best of a few valid candidates (the 2-bit
-// point, and fine points on the segment from it towards y); docs/format.md measures this against
-// an exact search.
+// group overloads the ball (13-24% of Gaussian groups at the tuned scales); the encoder then starts
+// from the best of a few valid candidates and descends over fine-lattice neighbours. That search is
+// not exhaustive: docs/format.md measures it against an exact search (93% / 90% of overloaded
+// groups get the true nearest codeword at 3 / 4 bits; about +1.0% / +1.7% NMSE overall).
 #pragma once
 #include <cmath>
 #include <cstdint>
 
 #include "nq_e8.h"
+#include "nq_half.h"
 
 namespace nq::e8 {
 
@@ -25,6 +27,10 @@ constexpr int kMaxShapes = 8;
 constexpr int kExtraSlots = 32;
 constexpr int kPatternNumbers = 6561;  // 3^8: a pattern read as base-3 digits c_i
 constexpr uint16_t kNoPattern = 0xFFFFu;
+constexpr int kRoots = 240;
+constexpr int kDescentSteps = 12;   // overload refinement: moves at most
+constexpr int kDescentChecks = 24;  // overload refinement: candidate neighbours per move at most
+constexpr int kRadialStarts = 4;    // overload refinement: starts f y, f = 1 - 2^j / 16 (j < 4)
 
 // Plain data (no pointers), so CUDA can copy it to constant memory as is (about 14 KiB).
 struct EncodeTables {
@@ -40,22 +46,118 @@ struct EncodeTables {
   uint16_t lookup[kPatternNumbers];  // sum c_i 3^i -> index in the absolute table, or kNoPattern
 };
 
+// Host copy of finePoint(k, 2) for the 256 3-bit fine indices (device code computes them).
+struct Fine2Table {
+  float v[256][8];
+};
+inline const Fine2Table& hostFine2Table() {
+  static const Fine2Table t = [] {
+    Fine2Table x;
+    for (uint32_t k = 0; k < 256; ++k) finePoint(k, 2, x.v[k]);
+    return x;
+  }();
+  return t;
+}
+
+// Host copy of finePoint(k, 4) for the 65,536 4-bit fine indices in units of 1/8 (exact: E8/4 has
+// coordinates in (1/8)Z and |v| <= 1). 512 KiB, built on first use; a lookup is ~10x faster than
+// the nearest-point computation.
+struct Fine4Table {
+  int8_t v[65536][8];
+};
+inline const Fine4Table& hostFine4Table() {
+  static Fine4Table t;  // static storage (.bss), filled once
+  static const bool filled = [] {
+    for (uint32_t k = 0; k < 65536; ++k) {
+      float v[8];
+      finePoint(k, 4, v);
+      for (int i = 0; i < 8; ++i) t.v[k][i] = static_cast<int8_t>(v[i] * 8.0f);
+    }
+    return true;
+  }();
+  (void)filled;
+  return t;
+}
+
+// finePoint, from the host table when m = 2.
+NQ_HD void finePointT(uint32_t k, int m, float v[8]) {
+#if defined(__CUDA_ARCH__)
+  finePoint(k, m, v);
+#else
+  if (m == 2) {
+    const float* t = hostFine2Table().v[k & 0xFFu];
+    for (int i = 0; i < 8; ++i) v[i] = t[i];
+  } else {
+    const int8_t* t = hostFine4Table().v[k & 0xFFFFu];
+    for (int i = 0; i < 8; ++i) v[i] = 0.125f * static_cast<float>(t[i]);
+  }
+#endif
+}
+
+// Minimal vector j (0..239) of E8: j < 112: (+-1, +-1) on coordinates (a, b), a < b, in
+// lexicographic order of (a, b), signs from bits 0 and 1 of j; j >= 112: (+-1/2)^8 with sign mask
+// s = 2h | parity(h), h = j - 112 (the even-weight masks in increasing order).
+NQ_HD void e8Root(int j, float r[8]) {
+  for (int i = 0; i < 8; ++i) r[i] = 0.0f;
+  if (j < 112) {
+    int pair = j >> 2, a = 0;
+    while (pair >= 7 - a) {
+      pair -= 7 - a;
+      ++a;
+    }
+    const int b = a + 1 + pair;
+    r[a] = (j & 1) ? -1.0f : 1.0f;
+    r[b] = (j & 2) ? -1.0f : 1.0f;
+  } else {
+    const uint32_t h = static_cast<uint32_t>(j - 112);
+    const uint32_t s = (h << 1) | (static_cast<uint32_t>(popcount32(h)) & 1u);
+    for (int i = 0; i < 8; ++i) r[i] = ((s >> i) & 1u) ? -0.5f : 0.5f;
+  }
+}
+
+// gain[j] = r . root_j for all 240 minimal vectors, in e8Root order.
+NQ_HD void rootGains(const float r[8], float gain[kRoots]) {
+  int j = 0;
+  for (int a = 0; a < 8; ++a)
+    for (int b = a + 1; b < 8; ++b) {
+      gain[j++] = r[a] + r[b];
+      gain[j++] = -r[a] + r[b];
+      gain[j++] = r[a] - r[b];
+      gain[j++] = -r[a] - r[b];
+    }
+  float lo[16], hi[16], total = 0.0f;
+  for (int m = 0; m < 16; ++m) {
+    float sl = 0.0f, sh = 0.0f;
+    for (int i = 0; i < 4; ++i) {
+      if ((m >> i) & 1) {
+        sl += r[i];
+        sh += r[4 + i];
+      }
+    }
+    lo[m] = sl;
+    hi[m] = sh;
+  }
+  for (int i = 0; i < 8; ++i) total += r[i];
+  for (uint32_t h = 0; h < 128; ++h) {
+    const uint32_t s = (h << 1) | (static_cast<uint32_t>(popcount32(h)) & 1u);
+    gain[j++] = 0.5f * total - (lo[s & 15u] + hi[s >> 4]);
+  }
+}
+
 NQ_HD int pow3(int i) {
   int p = 1;
   for (int j = 0; j < i; ++j) p *= 3;
   return p;
 }
 
-// Sorts v descending, carrying indices (19-comparator network for 8 inputs).
-NQ_HD void sort8Desc(float v[8], int idx[8]) {
-#define NQ_CE(a, b)                 \
-  if (v[a] < v[b]) {                \
-    const float tv = v[a];          \
-    v[a] = v[b];                    \
-    v[b] = tv;                      \
-    const int ti = idx[a];          \
-    idx[a] = idx[b];                \
-    idx[b] = ti;                    \
+// Sorts 8 keys descending with a 19-comparator network; branch-free (min/max compile to cmov).
+NQ_HD void sort8Desc(uint64_t k[8]) {
+#define NQ_CE(a, b)                             \
+  {                                             \
+    const uint64_t hi = k[a] > k[b] ? k[a] : k[b]; \
+    const uint64_t lo = k[a] > k[b] ? k[b] : k[a]; \
+    k[a] = hi;                                  \
+    k[b] = lo;                                  \
   }
   NQ_CE(0, 2) NQ_CE(1, 3) NQ_CE(4, 6) NQ_CE(5, 7)
   NQ_CE(0, 4) NQ_CE(1, 5) NQ_CE(2, 6) NQ_CE(3, 7)
@@ -69,24 +171,31 @@ NQ_HD void sort8Desc(float v[8], int idx[8]) {
 // Nearest 2-bit codeword to y (codebook units). Writes the squared distance to *distOut if given.
 NQ_HD uint32_t encodePoint2(const float y[8], const EncodeTables& T, float* distOut = nullptr) {
   float best = INFINITY;
-  uint32_t bestCode = 0;
+  // the winner, turned into a code at the end: shift bit, sign mask, and either a whole orbit
+  // (shape + coordinate order) or a partial-orbit pattern
+  uint32_t bestTb = 0, bestNeg = 0;
+  int bestShape = -1, bestExtra = -1;
+  int bestOrder[8] = {0, 1, 2, 3, 4, 5, 6, 7};
   for (uint32_t tb = 0; tb < 2; ++tb) {
     const float shift = tb ? -0.25f : 0.25f;
-    float u[8], su[8];
-    int si[8];
+    float u[8];
+    uint64_t key[8];
     uint32_t neg = 0;
     float zz = 0.0f, uSum = 0.0f;
     for (int i = 0; i < 8; ++i) {
       const float z = y[i] - shift;
       u[i] = fabsf(z);
-      su[i] = u[i];
-      si[i] = i;
       neg |= (z < 0.0f ? 1u : 0u) << i;
       zz += z * z;
       uSum += u[i];
+      // |z| bits order like the values (non-negative floats); ties broken by lower index first
+      key[i] = (static_cast<uint64_t>(floatBits(u[i])) << 3) | static_cast<uint64_t>(7 - i);
     }
     const uint32_t negPar = static_cast<uint32_t>(popcount32(neg)) & 1u;
-    sort8Desc(su, si);
+    sort8Desc(key);
+    float su[8];
+    for (int k = 0; k < 8; ++k) su[k] = bitsFloat(static_cast<uint32_t>(key[k] >> 3));
+    bool improved = false;
     for (int s = 0; s < T.numShapes; ++s) {
       float dot = 0.5f * uSum;
       for (int k = 0; k < 8; ++k) dot += T.shapeC[s][k] * su[k];
@@ -94,11 +203,15 @@ NQ_HD uint32_t encodePoint2(const float y[8], const EncodeTables& T, float* dist
       const float d = zz - 2.0f * dot + T.shapeNorm[s] + (flip ? 2.0f * su[7] : 0.0f);
       if (d < best) {
         best = d;
-        int number = 0;
-        for (int k = 0; k < 8; ++k) number += static_cast<int>(T.shapeC[s][k]) * pow3(si[k]);
-        const uint32_t n = flip ? (neg ^ (1u << si[7])) : neg;
-        bestCode = T.lookup[number] | ((n & 0x7Fu) << 8) | (tb << 15);
+        bestShape = s;
+        bestExtra = -1;
+        improved = true;
       }
+    }
+    if (improved) {
+      bestTb = tb;
+      bestNeg = neg;
+      for (int k = 0; k < 8; ++k) bestOrder[k] = 7 - static_cast<int>(key[k] & 7u);
     }
     float dist[kExtraSlots], minAu[kExtraSlots];
     for (int e = 0; e < kExtraSlots; ++e) {
@@ -109,38 +222,54 @@ NQ_HD uint32_t encodePoint2(const float y[8], const EncodeTables& T, float* dist
       for (int e = 0; e < kExtraSlots; ++e) {
         const float au = T.extraA[i][e] * u[i];
         dist[e] += au;
-        minAu[e] = fminf(minAu[e], au);
+        minAu[e] = au < minAu[e] ? au : minAu[e];
       }
     }
     for (int e = 0; e < kExtraSlots; ++e) {
       dist[e] = zz - 2.0f * dist[e] + T.extraNorm[e] + (T.extraParity[e] != negPar ? 4.0f * minAu[e] : 0.0f);
     }
-    int bestE = -1;
-    for (int e = 0; e < T.numExtras; ++e) {
-      if (dist[e] < best) {
-        best = dist[e];
-        bestE = e;
+    float bestHere = dist[0];
+    int eHere = 0;
+    for (int e = 1; e < T.numExtras; ++e) {
+      if (dist[e] < bestHere) {
+        bestHere = dist[e];
+        eHere = e;
       }
     }
-    if (bestE >= 0) {
-      uint32_t n = neg;
-      if (T.extraParity[bestE] != negPar) {
-        int j = 0;
-        float m = INFINITY;
-        for (int i = 0; i < 8; ++i) {
-          const float au = T.extraA[i][bestE] * u[i];
-          if (au < m) {
-            m = au;
-            j = i;
-          }
-        }
-        n ^= 1u << j;
-      }
-      bestCode = T.extraIndex[bestE] | ((n & 0x7Fu) << 8) | (tb << 15);
+    if (T.numExtras > 0 && bestHere < best) {
+      best = bestHere;
+      bestExtra = eHere;
+      bestShape = -1;
+      bestTb = tb;
+      bestNeg = neg;
     }
   }
   if (distOut) *distOut = best;
-  return bestCode;
+  if (bestShape < 0 && bestExtra < 0) return 0;  // non-finite input: any valid code
+  // Redo the per-coordinate work of the winner: its |z| and the coordinate whose sign flips.
+  const float shift = bestTb ? -0.25f : 0.25f;
+  uint32_t idx, n = bestNeg;
+  if (bestShape >= 0) {
+    int number = 0;
+    for (int k = 0; k < 8; ++k) number += static_cast<int>(T.shapeC[bestShape][k]) * pow3(bestOrder[k]);
+    idx = T.lookup[number];
+    if (T.shapeParity[bestShape] != (static_cast<uint32_t>(popcount32(n)) & 1u)) n ^= 1u << bestOrder[7];
+  } else {
+    idx = T.extraIndex[bestExtra];
+    if (T.extraParity[bestExtra] != (static_cast<uint32_t>(popcount32(n)) & 1u)) {
+      int j = 0;
+      float m = INFINITY;
+      for (int i = 0; i < 8; ++i) {
+        const float au = T.extraA[i][bestExtra] * fabsf(y[i] - shift);
+        if (au < m) {
+          m = au;
+          j = i;
+        }
+      }
+      n ^= 1u << j;
+    }
+  }
+  return idx | ((n & 0x7Fu) << 8) | (bestTb << 15);
 }
 
 // The 16-bit code of a point p of E8 + 1/4 (exact dyadic coordinates), or false when p is not in
@@ -174,7 +303,7 @@ NQ_HD bool fineCandidate(const float y[8], int m, const EncodeTables& T, uint32_
   for (int i = 0; i < 8; ++i) w[i] = fm * (y[i] - 0.25f);
   nearestE8(w, lam);
   const uint32_t k = fineIndexOf(lam, m);
-  finePoint(k, m, v);
+  finePointT(k, m, v);
   for (int i = 0; i < 8; ++i) {
     F[i] = lam[i] * inv + 0.25f;
     p[i] = F[i] - v[i];
@@ -194,6 +323,20 @@ NQ_HD float squaredDistance8(const float a[8], const float b[8]) {
   return d;
 }
 
+// Coarse code of a fine point F (of E8/m + 1/4), or false when its coarse cell is outside the ball.
+NQ_HD bool codeOfFinePoint(const float F[8], int m, const EncodeTables& T, uint32_t* code) {
+  const float fm = static_cast<float>(m);
+  float lam[8], v[8], p[8];
+  for (int i = 0; i < 8; ++i) lam[i] = fm * (F[i] - 0.25f);
+  const uint32_t k = fineIndexOf(lam, m);
+  finePointT(k, m, v);
+  for (int i = 0; i < 8; ++i) p[i] = F[i] - v[i];
+  uint32_t coarse;
+  if (!coarseCodeOf(p, T, &coarse)) return false;
+  *code = coarse | (k << 16);
+  return true;
+}
+
 // Code of a 3- or 4-bit group. `overloaded` (optional) reports whether the fallback ran.
 NQ_HD uint32_t encodeGroupNested(const float y[8], int bits, const EncodeTables& T, const uint16_t* absTable,
                                  bool* overloaded = nullptr) {
@@ -205,24 +348,65 @@ NQ_HD uint32_t encodeGroupNested(const float y[8], int bits, const EncodeTables&
     return code;
   }
   if (overloaded) *overloaded = true;
-  // Overload: the best valid candidate among the nearest 2-bit point p0 (fine index 0, v = 0) and
-  // the nearest fine points to p0 + f (y - p0) for f = 7/8 ... 1/8.
+  // Overload. Start from the best valid candidate among the nearest 2-bit point p0 (fine index 0),
+  // the nearest fine points to f y (f = 15/16, 7/8, 3/4, 1/2) and to (p0 + y) / 2; then descend:
+  // move to the first valid one of the (up to 24) fine-lattice neighbours F + r/m (r one of the 240
+  // minimal vectors of E8) that reduce the distance most, until none is valid (at most 12 moves).
   float p0[8];
   const uint32_t c0 = encodePoint2(y, T);
   decodePoint2(c0, absTable, p0);
   uint32_t bestCode = c0;
-  float best = squaredDistance8(y, p0);
-  for (int j = 7; j >= 1; --j) {
-    const float f = 0.125f * static_cast<float>(j);
+  float best = squaredDistance8(y, p0), bestF[8];
+  for (int i = 0; i < 8; ++i) bestF[i] = p0[i];
+  for (int j = 0; j <= kRadialStarts; ++j) {
+    // radial shrinks f y, f = 15/16, 7/8, 3/4, 1/2; then the midpoint of p0 and y
+    const float f = j < kRadialStarts ? 1.0f - static_cast<float>(1 << j) * 0.0625f : 0.5f;
     float yc[8];
-    for (int i = 0; i < 8; ++i) yc[i] = p0[i] + f * (y[i] - p0[i]);
+    for (int i = 0; i < 8; ++i) yc[i] = j < kRadialStarts ? f * y[i] : p0[i] + f * (y[i] - p0[i]);
     if (fineCandidate(yc, m, T, &code, F)) {
       const float d = squaredDistance8(y, F);
       if (d < best) {
         best = d;
         bestCode = code;
+        for (int i = 0; i < 8; ++i) bestF[i] = F[i];
       }
     }
+  }
+  const float inv = 1.0f / static_cast<float>(m);
+  const float threshold = inv;  // moving by r/m helps iff (y - F) . r > |r|^2 / (2m) = 1/m
+  for (int step = 0; step < kDescentSteps; ++step) {
+    float r[8], gain[kRoots];
+    for (int i = 0; i < 8; ++i) r[i] = y[i] - bestF[i];
+    rootGains(r, gain);
+    // improving moves, best first (insertion into a short sorted list)
+    float cg[kDescentChecks];
+    int cj[kDescentChecks];
+    int nc = 0;
+    for (int j = 0; j < kRoots; ++j) {
+      const float g = gain[j];
+      if (!(g > threshold) || (nc == kDescentChecks && g <= cg[nc - 1])) continue;
+      int pos = nc < kDescentChecks ? nc++ : nc - 1;
+      while (pos > 0 && cg[pos - 1] < g) {
+        cg[pos] = cg[pos - 1];
+        cj[pos] = cj[pos - 1];
+        --pos;
+      }
+      cg[pos] = g;
+      cj[pos] = j;
+    }
+    bool moved = false;
+    for (int c = 0; c < nc && !moved; ++c) {
+      float Fn[8], root[8];
+      e8Root(cj[c], root);
+      for (int i = 0; i < 8; ++i) Fn[i] = bestF[i] + root[i] * inv;
+      if (codeOfFinePoint(Fn, m, T, &code)) {
+        moved = true;
+        bestCode = code;
+        best = squaredDistance8(y, Fn);
+        for (int i = 0; i < 8; ++i) bestF[i] = Fn[i];
+      }
+    }
+    if (!moved) break;
   }
   return bestCode;
 }
@@ -232,8 +416,7 @@ NQ_HD uint32_t encodeGroup(const float y[8], int bits, const EncodeTables& T, co
   return bits == 2 ? encodePoint2(y, T) : encodeGroupNested(y, bits, T, absTable);
 }
 
-#if !defined(__CUDA_ARCH__)
-// Builds the search tables from the absolute table (host only; copy the result to the device).
+// Builds the search tables from the absolute table (a host function; copy the result to the device).
 // Returns false if the table breaks an assumption of the search (cannot happen for kAbsTable).
 inline bool buildEncodeTables(const uint16_t* absTable, EncodeTables& T) {
   T = EncodeTables{};
@@ -306,6 +489,5 @@ inline bool buildEncodeTables(const uint16_t* absTable, EncodeTables& T) {
   }
   return true;
 }
-#endif
 
 }  // namespace nq::e8

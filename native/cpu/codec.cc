@@ -13,10 +13,15 @@ namespace {
 // Per-rate scale constants (scale = k * RMS of the rotated vector), tuned on i.i.d. Gaussian d = 128
 // by `native/tools/build.sh && native/tools/codec_check tune` (minimum NMSE on a 0.01 grid).
 constexpr float kScaleFactor2 = 0.95f;
-constexpr float kScaleFactor3 = 1.10f;
-constexpr float kScaleFactor4 = 1.20f;
+constexpr float kScaleFactor3 = 1.05f;
+constexpr float kScaleFactor4 = 1.15f;
 
 constexpr uint16_t kMaxFiniteHalf = 0x7BFFu;  // 65504
+// Finite inputs are clamped to +-2^100 before rotating (so the Hadamard sums cannot overflow), and
+// groups to +-1024 codebook units before the search (so lattice rounding stays in int range). Both
+// bounds lie far outside anything a non-saturated scale produces (|y| <= sqrt(headDim) / k < 100).
+constexpr float kInputClamp = 1.2676506e30f;  // 2^100
+constexpr float kGroupClamp = 1024.0f;
 
 // Decode tables for the 2-bit stage: |coordinate| per (pattern, i), and the float sign bit per
 // (sign byte, i); a point coordinate is (abs ^ sign) + shift.
@@ -82,9 +87,8 @@ inline void groupPoint(uint32_t code, int bits, const DecodeTables& t, float p[8
     const float* v = t.fine2[(code >> 16) & 0xFFu];
     for (int i = 0; i < 8; ++i) p[i] += v[i];
   } else if (bits == 4) {
-    float v[8];
-    e8::finePoint(code >> 16, 4, v);
-    for (int i = 0; i < 8; ++i) p[i] += v[i];
+    const int8_t* v = e8::hostFine4Table().v[code >> 16];
+    for (int i = 0; i < 8; ++i) p[i] += 0.125f * static_cast<float>(v[i]);
   }
 }
 
@@ -161,7 +165,7 @@ EncodeResult encodeImpl(const CodecParams& p, const In* in, size_t begin, size_t
   const uint32_t zeroCode = e8::encodeGroup(zero, p.bits, T, e8::kAbsTable);
   for (size_t v = begin; v < end; ++v) {
     const In* x = in + v * d;
-    for (size_t i = 0; i < d; ++i) buf[i] = toFloat(x[i]);
+    for (size_t i = 0; i < d; ++i) buf[i] = std::fmin(std::fmax(toFloat(x[i]), -kInputClamp), kInputClamp);
     if (p.rotate) rotateForward(buf.data(), p.headDim, signs.data());
     const uint16_t sc = chooseScale(buf.data(), p.headDim, factor);
     const float s = halfToFloat(sc);
@@ -174,7 +178,7 @@ EncodeResult encodeImpl(const CodecParams& p, const In* in, size_t begin, size_t
     const float inv = 1.0f / s;
     for (int g = 0; g < groups; ++g) {
       float y[8];
-      for (int i = 0; i < 8; ++i) y[i] = buf[8 * g + i] * inv;
+      for (int i = 0; i < 8; ++i) y[i] = std::fmin(std::fmax(buf[8 * g + i] * inv, -kGroupClamp), kGroupClamp);
       storeCode(out + g * p.bits, p.bits, e8::encodeGroup(y, p.bits, T, e8::kAbsTable));
     }
   }
@@ -268,9 +272,8 @@ Status decodeRotated(const CodecParams& p, const uint8_t* vectorCodes, uint16_t 
   return Status::Ok;
 }
 
-float dotRotated(const CodecParams& p, const float* qRot, const uint8_t* vectorCodes, uint16_t scale) {
-  if (!validParams(p) || !qRot || !vectorCodes) return 0.0f;
-  const DecodeTables& t = decodeTables();
+namespace {
+float dotOne(const CodecParams& p, const DecodeTables& t, const float* qRot, const uint8_t* vectorCodes, uint16_t scale) {
   const int groups = p.headDim / 8;
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int g = 0; g < groups; ++g) {
@@ -281,6 +284,23 @@ float dotRotated(const CodecParams& p, const float* qRot, const uint8_t* vectorC
   float s = 0.0f;
   for (int i = 0; i < 8; ++i) s += acc[i];
   return s * halfToFloat(scale);
+}
+}  // namespace
+
+float dotRotated(const CodecParams& p, const float* qRot, const uint8_t* vectorCodes, uint16_t scale) {
+  if (!validParams(p) || !qRot || !vectorCodes) return 0.0f;
+  return dotOne(p, decodeTables(), qRot, vectorCodes, scale);
+}
+
+Status dotRotatedRange(const CodecParams& p, const float* qRot, const uint8_t* codes, const uint16_t* scales,
+                       size_t begin, size_t end, float* scores) {
+  if (!validParams(p) || begin > end) return Status::InvalidArgument;
+  if (begin == end) return Status::Ok;
+  if (!qRot || !codes || !scales || !scores) return Status::InvalidArgument;
+  const DecodeTables& t = decodeTables();
+  const size_t cb = codeBytesPerVector(p);
+  for (size_t v = begin; v < end; ++v) scores[v - begin] = dotOne(p, t, qRot, codes + v * cb, scales[v]);
+  return Status::Ok;
 }
 
 }  // namespace nq

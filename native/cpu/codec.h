@@ -60,6 +60,11 @@ Status decodeRotated(const CodecParams& p, const uint8_t* vectorCodes, uint16_t 
 // rotate(q) . rotate(x_hat) for one encoded vector, i.e. q . x_hat; qRot = rotateVector(q).
 float dotRotated(const CodecParams& p, const float* qRot, const uint8_t* vectorCodes, uint16_t scale);
 
+// scores[i - begin] = dotRotated(qRot, vector i) for vectors [begin, end) of a codes/scales array
+// (attention logits against encoded keys, before the 1/sqrt(d) factor).
+Status dotRotatedRange(const CodecParams& p, const float* qRot, const uint8_t* codes, const uint16_t* scales,
+                       size_t begin, size_t end, float* scores);
+
 // The encoder's search tables (built once, thread-safe); the CUDA host code uploads these bytes.
 const e8::EncodeTables& e8EncodeTables();
 

@@ -1,4 +1,5 @@
 import { integrationSuite } from "../commands/bench-integration.js";
+import { cacheSuite } from "./cache.js";
 import type { CliCommand } from "../types.js";
 
 /**
@@ -7,7 +8,7 @@ import type { CliCommand } from "../types.js";
  */
 export type BenchSuite = CliCommand;
 
-export const BENCH_SUITES: readonly BenchSuite[] = [integrationSuite];
+export const BENCH_SUITES: readonly BenchSuite[] = [cacheSuite, integrationSuite];
 
 export function findSuite(name: string): BenchSuite | undefined {
   return BENCH_SUITES.find((s) => s.name === name);

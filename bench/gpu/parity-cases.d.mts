@@ -1,0 +1,33 @@
+// Types of parity-cases.mjs for test/cuda/parity.test.ts.
+export interface ParityCase {
+  kind: string;
+  name: string;
+  bound: number;
+  [key: string]: unknown;
+}
+export interface ParityResult {
+  name: string;
+  kind: string;
+  bound: number;
+  ok: boolean;
+  metric: number;
+  detail: string;
+  ms: number;
+}
+/** The functions a case needs; from src/ (vitest) or dist/ (bench/gpu/parity.mjs). */
+export interface ParityApi {
+  quantizeSync: unknown;
+  dequantizeSync: unknown;
+  floatsToHalfBits: unknown;
+  halfBitsToFloats: unknown;
+  CompressedKVCache: unknown;
+  cudaEncode: unknown;
+  cudaDecode: unknown;
+  cudaAttention: unknown;
+  cudaDenseAttention: unknown;
+  cudaScore: unknown;
+  cudaSelect: unknown;
+}
+export function parityCases(): ParityCase[];
+export function runCase(api: ParityApi, c: ParityCase): ParityResult;
+export function rng(seed: number): { next(): number; gauss(): number };

@@ -1,0 +1,387 @@
+// cuda*: the CUDA backend's building blocks on typed arrays (copied in, results copied out), for the
+// parity suite, bench/gpu and, later, the GPU cache. src/runtime/cuda.ts validates every argument;
+// this file converts, runs, and turns a failed CudaStatus into a JS error with a `code` (and
+// `details`: requested/free bytes for OUT_OF_MEMORY). In a CPU-only build registerCuda registers
+// nothing, so that not a single CUDA symbol is referenced.
+#include "binding/register.h"
+
+#if defined(NQ_WITH_CUDA)
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "binding/errors.h"
+#include "cpu/codec.h"
+#include "nq_cuda_api.h"
+
+namespace nq {
+namespace {
+
+using cuda::CudaCode;
+using cuda::CudaStatus;
+
+[[noreturn]] void throwStatus(Napi::Env env, const CudaStatus& st) {
+  const char* code = "NATIVE_ERROR";
+  switch (st.code) {
+    case CudaCode::OutOfMemory: code = "OUT_OF_MEMORY"; break;
+    case CudaCode::InvalidArgument: code = "INVALID_ARGUMENT"; break;
+    case CudaCode::Unsupported: code = "UNSUPPORTED"; break;
+    case CudaCode::InvalidData: code = "INVALID_DATA"; break;
+    default: break;
+  }
+  Napi::Error err = makeJsError(env, code, "CUDA backend: " + st.message);
+  Napi::Object details = Napi::Object::New(env);
+  if (st.code == CudaCode::OutOfMemory) {
+    details.Set("requestedBytes", static_cast<double>(st.requestedBytes));
+    details.Set("freeBytes", static_cast<double>(st.freeBytes));
+  }
+  if (st.badIndex >= 0) details.Set("badVector", static_cast<double>(st.badIndex));
+  err.Set("details", details);
+  throw err;
+}
+
+void check(Napi::Env env, const CudaStatus& st) {
+  if (!st.ok()) throwStatus(env, st);
+}
+
+// Every entry point starts here: BACKEND_UNAVAILABLE (with the probe's reason) without a GPU.
+void requireDevice(Napi::Env env) {
+  static std::once_flag once;
+  static bool available = false;
+  static std::string reason;
+  std::call_once(once, [] {
+    std::vector<cuda::DeviceInfo> devices;
+    available = cuda::probeDevices(devices, reason);
+  });
+  if (!available) throwJs(env, "BACKEND_UNAVAILABLE", "CUDA is not available: " + reason);
+}
+
+template <typename T>
+T* dataOf(Napi::Value v) {
+  return v.As<Napi::TypedArrayOf<T>>().Data();
+}
+template <typename T>
+T* optionalData(Napi::Object o, const char* key) {
+  Napi::Value v = o.Get(key);
+  return v.IsTypedArray() ? v.As<Napi::TypedArrayOf<T>>().Data() : nullptr;
+}
+int intOf(Napi::Object o, const char* key, int fallback = 0) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
+}
+double numOf(Napi::Object o, const char* key, double fallback = 0) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+}
+bool boolOf(Napi::Object o, const char* key, bool fallback = false) {
+  Napi::Value v = o.Get(key);
+  return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : fallback;
+}
+
+cuda::CodecArgs codecArgs(const Napi::CallbackInfo& info, size_t at) {
+  cuda::CodecArgs c;
+  c.headDim = info[at].As<Napi::Number>().Int32Value();
+  c.bits = info[at + 1].As<Napi::Number>().Int32Value();
+  c.rotate = info[at + 2].As<Napi::Boolean>().Value();
+  c.seed = info[at + 3].As<Napi::Number>().Uint32Value();
+  c.scaleFactor = scaleFactor(c.bits);  // the CPU codec's constant: one definition
+  return c;
+}
+
+Napi::Value cudaSupport(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("maxCodecHeadDim", cuda::kCudaMaxHeadDim);
+  r.Set("maxAttentionHeadDim", cuda::kCudaMaxAttentionHeadDim);
+  Napi::Array bits = Napi::Array::New(env);
+  for (uint32_t i = 0; i < 3; ++i) bits.Set(i, static_cast<int>(i + 2));
+  r.Set("bits", bits);
+  r.Set("scorers", Napi::String::New(env, "keynorm,key-key,observed"));
+  return r;
+}
+
+// cudaEncode(data, headDim, bits, rotate, seed) -> { codes, scales }
+Napi::Value cudaEncode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireDevice(env);
+  Napi::TypedArray input = info[0].As<Napi::TypedArray>();
+  const cuda::CodecArgs c = codecArgs(info, 1);
+  const bool f16 = input.TypedArrayType() == napi_uint16_array;
+  const size_t vectors = input.ElementLength() / static_cast<size_t>(c.headDim);
+  const void* data = f16 ? static_cast<const void*>(dataOf<uint16_t>(input)) : static_cast<const void*>(dataOf<float>(input));
+  Napi::Uint8Array codes = Napi::Uint8Array::New(env, vectors * (c.headDim / 8) * c.bits);
+  Napi::Uint16Array scales = Napi::Uint16Array::New(env, vectors);
+  check(env, cuda::hostEncode(c, data, f16, vectors, codes.Data(), scales.Data()));
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("codes", codes);
+  r.Set("scales", scales);
+  return r;
+}
+
+// cudaDecode(codes, scales, headDim, bits, rotate, seed, out, unrotate) -> out
+Napi::Value cudaDecode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireDevice(env);
+  const cuda::CodecArgs c = codecArgs(info, 2);
+  Napi::Uint16Array scales = info[1].As<Napi::Uint16Array>();
+  Napi::TypedArray out = info[6].As<Napi::TypedArray>();
+  const bool f16 = out.TypedArrayType() == napi_uint16_array;
+  const bool unrotate = info.Length() > 7 && info[7].IsBoolean() ? info[7].As<Napi::Boolean>().Value() : true;
+  void* o = f16 ? static_cast<void*>(dataOf<uint16_t>(out)) : static_cast<void*>(dataOf<float>(out));
+  check(env, cuda::hostDecode(c, dataOf<uint8_t>(info[0]), scales.Data(), scales.ElementLength(), o, f16, unrotate));
+  return out;
+}
+
+// cudaAttention({ kvHeads, queryHeads, headDim, nq, keyBits, valueBits, pageTokens, seed, scale,
+//   splitTokens, storesPositions, sequences: [{ compressed, keyCodes, keyScales, valueCodes,
+//   valueScales, positions?, residual, residualKeys?, residualValues?, firstResidualPos, queries,
+//   queryPositions, out, accumulated? }] }) -> undefined (writes each sequence's out/accumulated)
+Napi::Value cudaAttention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireDevice(env);
+  Napi::Object o = info[0].As<Napi::Object>();
+  cuda::HostAttentionArgs a;
+  a.kvHeads = intOf(o, "kvHeads");
+  a.queryHeads = intOf(o, "queryHeads");
+  a.headDim = intOf(o, "headDim");
+  a.nq = intOf(o, "nq", 1);
+  a.keyBits = intOf(o, "keyBits");
+  a.valueBits = intOf(o, "valueBits");
+  a.pageTokens = intOf(o, "pageTokens", 64);
+  a.seed = static_cast<uint32_t>(numOf(o, "seed"));
+  a.scale = static_cast<float>(numOf(o, "scale"));
+  a.splitTokens = intOf(o, "splitTokens");
+  a.storesPositions = boolOf(o, "storesPositions");
+  Napi::Array seqs = o.Get("sequences").As<Napi::Array>();
+  for (uint32_t i = 0; i < seqs.Length(); ++i) {
+    Napi::Object s = seqs.Get(i).As<Napi::Object>();
+    cuda::HostSequence h;
+    h.compressed = intOf(s, "compressed");
+    h.keyCodes = optionalData<uint8_t>(s, "keyCodes");
+    h.keyScales = optionalData<uint16_t>(s, "keyScales");
+    h.valueCodes = optionalData<uint8_t>(s, "valueCodes");
+    h.valueScales = optionalData<uint16_t>(s, "valueScales");
+    h.positions = optionalData<int32_t>(s, "positions");
+    h.residual = intOf(s, "residual");
+    h.residualKeys = optionalData<uint16_t>(s, "residualKeys");
+    h.residualValues = optionalData<uint16_t>(s, "residualValues");
+    h.firstResidualPos = intOf(s, "firstResidualPos");
+    h.queries = optionalData<float>(s, "queries");
+    h.queryPositions = optionalData<int32_t>(s, "queryPositions");
+    h.out = optionalData<float>(s, "out");
+    h.accumulated = optionalData<float>(s, "accumulated");
+    if (!h.queries || !h.queryPositions || !h.out || (h.compressed > 0 && (!h.keyCodes || !h.keyScales || !h.valueCodes || !h.valueScales)) ||
+        (h.residual > 0 && (!h.residualKeys || !h.residualValues)) || (a.storesPositions && h.compressed > 0 && !h.positions))
+      throwJs(env, "INVALID_ARGUMENT", "cudaAttention: sequence " + std::to_string(i) + " lacks an array it needs");
+    a.seqs.push_back(h);
+  }
+  check(env, cuda::hostAttention(a));
+  return env.Undefined();
+}
+
+// cudaDenseAttention({ batch, kvHeads, queryHeads, headDim, maxTokens, scale, splitTokens, keys,
+//   values, lengths, queries, out }) -> out
+Napi::Value cudaDenseAttention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireDevice(env);
+  Napi::Object o = info[0].As<Napi::Object>();
+  cuda::HostDenseAttentionArgs a;
+  a.batch = intOf(o, "batch");
+  a.kvHeads = intOf(o, "kvHeads");
+  a.queryHeads = intOf(o, "queryHeads");
+  a.headDim = intOf(o, "headDim");
+  a.maxTokens = intOf(o, "maxTokens");
+  a.scale = static_cast<float>(numOf(o, "scale"));
+  a.splitTokens = intOf(o, "splitTokens");
+  a.keys = optionalData<uint16_t>(o, "keys");
+  a.values = optionalData<uint16_t>(o, "values");
+  a.lengths = optionalData<int32_t>(o, "lengths");
+  a.queries = optionalData<float>(o, "queries");
+  a.out = optionalData<float>(o, "out");
+  if (!a.keys || !a.values || !a.lengths || !a.queries || !a.out) throwJs(env, "INVALID_ARGUMENT", "cudaDenseAttention: missing array");
+  check(env, cuda::hostDenseAttention(a));
+  return o.Get("out");
+}
+
+// cudaScore({ scorer: 0|1|2, kvHeads, tokens, headDim, keys, queries?, queryHeads, window, pool }) -> Float32Array
+Napi::Value cudaScore(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireDevice(env);
+  Napi::Object o = info[0].As<Napi::Object>();
+  cuda::ScoreLaunch s;
+  s.scorer = static_cast<cuda::CudaScorer>(intOf(o, "scorer"));
+  s.kvHeads = intOf(o, "kvHeads");
+  s.tokens = intOf(o, "tokens");
+  s.headDim = intOf(o, "headDim");
+  s.queryHeads = intOf(o, "queryHeads", s.kvHeads);
+  s.window = intOf(o, "window", 32);
+  s.pool = intOf(o, "pool", 7);
+  const float* keys = optionalData<float>(o, "keys");
+  const float* queries = optionalData<float>(o, "queries");
+  if (!keys || (s.scorer == cuda::CudaScorer::Observed && !queries)) throwJs(env, "INVALID_ARGUMENT", "cudaScore: missing keys or queries");
+  Napi::Float32Array scores = Napi::Float32Array::New(env, static_cast<size_t>(s.kvHeads) * s.tokens);
+  check(env, cuda::hostScore(s, keys, queries, scores.Data()));
+  return scores;
+}
+
+// cudaSelect({ kvHeads, tokens, target, sinkTokens, recentWindow, scores, positions }) -> Uint32Array
+Napi::Value cudaSelect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireDevice(env);
+  Napi::Object o = info[0].As<Napi::Object>();
+  cuda::SelectLaunch s;
+  s.kvHeads = intOf(o, "kvHeads");
+  s.tokens = intOf(o, "tokens");
+  s.target = intOf(o, "target");
+  s.sinkTokens = intOf(o, "sinkTokens");
+  s.recentWindow = intOf(o, "recentWindow");
+  const float* scores = optionalData<float>(o, "scores");
+  const int32_t* positions = optionalData<int32_t>(o, "positions");
+  if (!scores || !positions) throwJs(env, "INVALID_ARGUMENT", "cudaSelect: missing scores or positions");
+  Napi::Uint32Array kept = Napi::Uint32Array::New(env, static_cast<size_t>(s.kvHeads) * s.target);
+  check(env, cuda::hostSelect(s, scores, positions, kept.Data()));
+  return kept;
+}
+
+Napi::Value benchToJs(Napi::Env env, const cuda::BenchResult& r) {
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array ms = Napi::Array::New(env, r.ms.size());
+  for (uint32_t i = 0; i < r.ms.size(); ++i) ms.Set(i, r.ms[i]);
+  o.Set("ms", ms);
+  o.Set("bytesRead", static_cast<double>(r.bytesRead));
+  o.Set("bytesWritten", static_cast<double>(r.bytesWritten));
+  return o;
+}
+
+// cudaBench(kind, options): kind "copy" | "encode" | "decode" | "attention"; see bench/gpu/driver.mjs.
+Napi::Value cudaBench(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireDevice(env);
+  const std::string kind = info[0].As<Napi::String>().Utf8Value();
+  Napi::Object o = info[1].As<Napi::Object>();
+  const int warmup = intOf(o, "warmup", 5), reps = intOf(o, "reps", 50), buffers = intOf(o, "buffers", 4);
+  cuda::BenchResult r;
+  if (kind == "copy") {
+    check(env, cuda::benchCopy(static_cast<size_t>(numOf(o, "bytes")), buffers, warmup, reps, r));
+  } else if (kind == "encode" || kind == "decode") {
+    cuda::CodecArgs c;
+    c.headDim = intOf(o, "headDim", 128);
+    c.bits = intOf(o, "bits", 2);
+    c.rotate = true;
+    c.seed = static_cast<uint32_t>(numOf(o, "seed"));
+    c.scaleFactor = scaleFactor(c.bits);
+    const bool f16 = boolOf(o, "f16", true);
+    const size_t vectors = static_cast<size_t>(numOf(o, "vectors"));
+    check(env, kind == "encode" ? cuda::benchEncode(c, f16, vectors, buffers, warmup, reps, r) : cuda::benchDecode(c, f16, vectors, buffers, warmup, reps, r));
+  } else if (kind == "attention") {
+    cuda::AttentionBenchShape s;
+    s.batch = intOf(o, "batch", 1);
+    s.kvHeads = intOf(o, "kvHeads", 8);
+    s.queryHeads = intOf(o, "queryHeads", 32);
+    s.headDim = intOf(o, "headDim", 128);
+    s.tokens = intOf(o, "tokens", 4096);
+    s.keyBits = intOf(o, "keyBits", 2);
+    s.valueBits = intOf(o, "valueBits", 2);
+    s.pageTokens = intOf(o, "pageTokens", 64);
+    s.residualTokens = intOf(o, "residualTokens", 0);
+    s.fp16Reference = boolOf(o, "fp16Reference");
+    s.splitTokens = intOf(o, "splitTokens");
+    check(env, cuda::benchAttention(s, warmup, reps, r));
+  } else {
+    throwJs(env, "INVALID_ARGUMENT", "cudaBench: unknown kind " + kind);
+  }
+  return benchToJs(env, r);
+}
+
+// Device buffers and arenas for the memory verification: JS holds an External whose finalizer
+// frees it (dispose() frees it earlier).
+MemCategory categoryOf(Napi::Env env, const std::string& name) {
+  for (int i = 0; i < kMemCategories; ++i)
+    if (name == memCategoryName(static_cast<MemCategory>(i))) return static_cast<MemCategory>(i);
+  throwJs(env, "INVALID_ARGUMENT", "unknown memory category " + name);
+}
+
+Napi::Value cudaBufferCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireDevice(env);
+  const size_t bytes = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
+  const MemCategory c = categoryOf(env, info[1].As<Napi::String>().Utf8Value());
+  auto* buf = new cuda::DeviceBuffer();
+  CudaStatus st = buf->allocate(bytes, c);
+  if (st.ok() && info.Length() > 2 && info[2].IsNumber()) st = cuda::fillDevice(buf->data(), info[2].As<Napi::Number>().Int32Value(), bytes);
+  if (!st.ok()) {
+    delete buf;
+    throwStatus(env, st);
+  }
+  return Napi::External<cuda::DeviceBuffer>::New(env, buf, [](Napi::Env, cuda::DeviceBuffer* b) { delete b; });
+}
+
+Napi::Value cudaBufferDispose(const Napi::CallbackInfo& info) {
+  info[0].As<Napi::External<cuda::DeviceBuffer>>().Data()->reset();
+  return info.Env().Undefined();
+}
+
+Napi::Value cudaArenaCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireDevice(env);
+  const size_t bytes = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
+  auto* arena = new cuda::DeviceArena();
+  CudaStatus st = arena->reserve(bytes);
+  if (!st.ok()) {
+    delete arena;
+    throwStatus(env, st);
+  }
+  return Napi::External<cuda::DeviceArena>::New(env, arena, [](Napi::Env, cuda::DeviceArena* a) { delete a; });
+}
+
+// cudaArenaCarve(arena, bytes, category, count = 1) -> bytes carved; OUT_OF_MEMORY when full
+Napi::Value cudaArenaCarve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  cuda::DeviceArena* arena = info[0].As<Napi::External<cuda::DeviceArena>>().Data();
+  const size_t bytes = static_cast<size_t>(info[1].As<Napi::Number>().DoubleValue());
+  const MemCategory c = categoryOf(env, info[2].As<Napi::String>().Utf8Value());
+  const int64_t count = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : 1;
+  for (int64_t i = 0; i < count; ++i) {
+    if (!arena->carve(bytes, c)) {
+      CudaStatus st = CudaStatus::fail(CudaCode::OutOfMemory, "the device arena has " + std::to_string(arena->remaining()) + " bytes left; " +
+                                                                  std::to_string(bytes) + " were requested");
+      st.requestedBytes = bytes;
+      st.freeBytes = arena->remaining();
+      throwStatus(env, st);
+    }
+  }
+  return Napi::Number::New(env, static_cast<double>(bytes * count));
+}
+
+Napi::Value cudaArenaDispose(const Napi::CallbackInfo& info) {
+  info[0].As<Napi::External<cuda::DeviceArena>>().Data()->reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void registerCuda(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaSupport", Napi::Function::New(env, cudaSupport, "cudaSupport"));
+  exports.Set("cudaEncode", Napi::Function::New(env, cudaEncode, "cudaEncode"));
+  exports.Set("cudaDecode", Napi::Function::New(env, cudaDecode, "cudaDecode"));
+  exports.Set("cudaAttention", Napi::Function::New(env, cudaAttention, "cudaAttention"));
+  exports.Set("cudaDenseAttention", Napi::Function::New(env, cudaDenseAttention, "cudaDenseAttention"));
+  exports.Set("cudaScore", Napi::Function::New(env, cudaScore, "cudaScore"));
+  exports.Set("cudaSelect", Napi::Function::New(env, cudaSelect, "cudaSelect"));
+  exports.Set("cudaBench", Napi::Function::New(env, cudaBench, "cudaBench"));
+  exports.Set("cudaBufferCreate", Napi::Function::New(env, cudaBufferCreate, "cudaBufferCreate"));
+  exports.Set("cudaBufferDispose", Napi::Function::New(env, cudaBufferDispose, "cudaBufferDispose"));
+  exports.Set("cudaArenaCreate", Napi::Function::New(env, cudaArenaCreate, "cudaArenaCreate"));
+  exports.Set("cudaArenaCarve", Napi::Function::New(env, cudaArenaCarve, "cudaArenaCarve"));
+  exports.Set("cudaArenaDispose", Napi::Function::New(env, cudaArenaDispose, "cudaArenaDispose"));
+}
+
+}  // namespace nq
+
+#else
+
+namespace nq {
+void registerCuda(Napi::Env, Napi::Object) {}  // CPU-only build: no cuda* functions
+}  // namespace nq
+
+#endif
