@@ -3,6 +3,8 @@
 // ArrayBuffer whose finalizer returns them; so measureMemory() sees a QuantizedTensor's real bytes.
 // Large inputs run as async work, split over the CPU threads with parallelFor.
 #include <atomic>
+#include <chrono>
+#include <vector>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -11,6 +13,7 @@
 
 #include "binding/errors.h"
 #include "binding/register.h"
+#include "cpu/baselines.h"
 #include "cpu/codec.h"
 #include "cpu/parallel.h"
 #include "memory/allocator.h"
@@ -231,6 +234,41 @@ Napi::Value codecInfo(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// codecBenchmark(quantizer, data f32, headDim, bits, rotate, seed) -> { reconstruction, encodeSeconds, decodeSeconds }
+// For `nexusquant bench codec`: E8 and the scalar baselines through the same threads and timing.
+Napi::Value codecBenchmark(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string quantizer = info[0].As<Napi::String>().Utf8Value();
+  Napi::Float32Array data = info[1].As<Napi::Float32Array>();
+  const CodecParams p = readParams(info, 2);
+  if (!codecSupports(p.headDim, p.bits)) throwJs(env, "UNSUPPORTED", "headDim/bits not supported by the codec");
+  if (quantizer != "e8" && quantizer != "uniform" && quantizer != "lloyd-max") throwJs(env, "INVALID_ARGUMENT", "quantizer must be e8, uniform or lloyd-max");
+  const size_t d = static_cast<size_t>(p.headDim), vectors = data.ElementLength() / d, cb = codeBytesPerVector(p);
+  std::vector<uint8_t> codes(vectors * cb);
+  std::vector<uint16_t> scales(vectors);
+  Napi::Float32Array out = Napi::Float32Array::New(env, vectors * d);
+  const float* in = data.Data();
+  float* o = out.Data();
+  const ScalarQuantizer sq = quantizer == "uniform" ? ScalarQuantizer::Uniform : ScalarQuantizer::LloydMax;
+  const bool e8 = quantizer == "e8";
+  const auto t0 = std::chrono::steady_clock::now();
+  parallelFor(vectors, kMinVectorsPerThread, [&](size_t b, size_t e) {
+    if (e8) encodeF32(p, in + b * d, 0, e - b, codes.data() + b * cb, scales.data() + b);
+    else scalarEncodeF32(sq, p, in + b * d, 0, e - b, codes.data() + b * cb, scales.data() + b);
+  });
+  const auto t1 = std::chrono::steady_clock::now();
+  parallelFor(vectors, kMinVectorsPerThread, [&](size_t b, size_t e) {
+    if (e8) decodeF32(p, codes.data() + b * cb, scales.data() + b, 0, e - b, o + b * d);
+    else scalarDecodeF32(sq, p, codes.data() + b * cb, scales.data() + b, 0, e - b, o + b * d);
+  });
+  const auto t2 = std::chrono::steady_clock::now();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("reconstruction", out);
+  r.Set("encodeSeconds", std::chrono::duration<double>(t1 - t0).count());
+  r.Set("decodeSeconds", std::chrono::duration<double>(t2 - t1).count());
+  return r;
+}
+
 }  // namespace
 
 void registerCodec(Napi::Env env, Napi::Object exports) {
@@ -239,6 +277,7 @@ void registerCodec(Napi::Env env, Napi::Object exports) {
   exports.Set("dequantizeSync", Napi::Function::New(env, dequantizeSync, "dequantizeSync"));
   exports.Set("dequantizeAsync", Napi::Function::New(env, dequantizeAsync, "dequantizeAsync"));
   exports.Set("codecInfo", Napi::Function::New(env, codecInfo, "codecInfo"));
+  exports.Set("codecBenchmark", Napi::Function::New(env, codecBenchmark, "codecBenchmark"));
 }
 
 }  // namespace nq

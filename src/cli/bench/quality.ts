@@ -1,0 +1,157 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { invalidArgument } from "../../errors.js";
+import { SCORERS, getPreset, type ScorerName } from "../../format/index.js";
+import { RANDOM_MODEL_DEFAULTS, TRAINED_DEFAULTS, runQualityBench, type QualityReport, type QualitySettings } from "../../quality/harness.js";
+import { resolveQualityModel } from "../../quality/model.js";
+import { TABLE_HEADERS, qualityMarkdown, qualityPlotSpec } from "../../quality/report.js";
+import { parseQuantOnly } from "../../quality/variants.js";
+import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
+import { renderSvg } from "../plot.js";
+import { progressBar } from "../progress.js";
+import { renderTable, toJson } from "../table.js";
+import type { CliCommand } from "../types.js";
+
+const USAGE = `nexusquant bench quality [--model DIR] [--out DIR] [--json] [sizes…]
+  Perplexity and retrieval of every cache variant against the FP16 cache of the same model, with the
+  measured compression ratio of each: presets, quantization-only K2V2/K3V2/K4V4, and the eviction
+  scorers at one preset's ratio. Writes quality.json, quality.md and quality.svg to --out.
+  The model: --model DIR (config.json + model.safetensors [+ tokenizer.json]); default
+  models/sotu-llama when present, else a built random-weight model (labelled; its numbers only
+  check the harness). See docs/quality.md.
+
+  --model DIR           model directory
+  --out DIR             where the three files go (default bench/results)
+  --prefixes a,b        perplexity prefix lengths (trained default 1k,2k,3k; random model 256,1k)
+  --score N             tokens scored after each prefix (512; random model 128)
+  --texts N             held-out speeches for perplexity (2)
+  --contexts a,b        retrieval context lengths (1k,2k,4k; random model 512,1k)
+  --depths a,b          needle depths in [0, 1] (0.1,…,0.9; random model 0.1,0.5,0.9)
+  --samples N           retrieval samples per context × depth cell (2; random model 1)
+  --seed N              retrieval sample seed (2024, the training report's)
+  --presets a,b         presets to measure (default every preset)
+  --quant-only a,b      quantization-only variants, K<bits>V<bits> or "none" (K2V2,K3V2,K4V4)
+  --scorers a,b         scorers to compare, or "none" (keynorm,key-key,observed,random)
+  --scorer-preset P     preset whose ratio the scorers are compared at (balanced)
+  --compress-every N    decode tokens between compressions (64, as withNexusQuant)
+  --skip-perplexity     retrieval only
+  --skip-retrieval      perplexity only
+  --json                print the report as JSON
+`;
+
+const list = (text: string) => text.split(",").map((s) => s.trim()).filter(Boolean);
+
+function parseDepths(text: string): number[] {
+  return list(text).map((d) => {
+    const value = Number(d);
+    if (!(value >= 0 && value <= 1)) throw invalidArgument("--depths", "numbers in [0, 1]", d);
+    return value;
+  });
+}
+
+function parseScorers(text: string): ScorerName[] {
+  if (text === "none") return [];
+  return list(text).map((s) => {
+    if (!SCORERS.includes(s as ScorerName)) throw invalidArgument("--scorers", `names from ${SCORERS.join(", ")}`, s);
+    return s as ScorerName;
+  });
+}
+
+export async function writeQualityResults(report: QualityReport, dir: string): Promise<string[]> {
+  await mkdir(dir, { recursive: true });
+  const files = [join(dir, "quality.json"), join(dir, "quality.md"), join(dir, "quality.svg")];
+  await writeFile(files[0]!, toJson(report));
+  await writeFile(files[1]!, qualityMarkdown(report));
+  await writeFile(files[2]!, await renderSvg(qualityPlotSpec(report)));
+  return files;
+}
+
+export const qualitySuite: CliCommand = {
+  name: "quality",
+  summary: "perplexity and retrieval of every preset vs the FP16 cache, with measured ratios",
+  usage: USAGE,
+  async run(args, io) {
+    const { values } = parseFlags(args, {
+      model: { type: "string" },
+      out: { type: "string" },
+      prefixes: { type: "string" },
+      score: { type: "string" },
+      texts: { type: "string" },
+      contexts: { type: "string" },
+      depths: { type: "string" },
+      samples: { type: "string" },
+      seed: { type: "string" },
+      presets: { type: "string" },
+      "quant-only": { type: "string" },
+      scorers: { type: "string" },
+      "scorer-preset": { type: "string" },
+      "compress-every": { type: "string" },
+      "skip-perplexity": { type: "boolean" },
+      "skip-retrieval": { type: "boolean" },
+      json: { type: "boolean" },
+    });
+    // Validate every flag before loading the model or running minutes of work.
+    const presets = values.presets === undefined ? undefined : list(values.presets).map((p) => getPreset(p).name);
+    const quantOnly = values["quant-only"] === undefined ? undefined : values["quant-only"] === "none" ? [] : list(values["quant-only"]);
+    quantOnly?.forEach(parseQuantOnly);
+    const scorerPreset = values["scorer-preset"] === undefined ? undefined : getPreset(values["scorer-preset"]).name;
+    const model = await resolveQualityModel(values.model);
+    const defaults = model.trained ? TRAINED_DEFAULTS : RANDOM_MODEL_DEFAULTS;
+    const settings: QualitySettings = {
+      ...defaults,
+      ...(values.prefixes !== undefined ? { prefixes: list(values.prefixes).map((p) => parseContext("--prefixes", p)) } : {}),
+      ...(values.score !== undefined ? { scoreTokens: parsePositiveInt("--score", values.score) } : {}),
+      ...(values.texts !== undefined ? { texts: parsePositiveInt("--texts", values.texts) } : {}),
+      ...(values.contexts !== undefined ? { contexts: list(values.contexts).map((c) => parseContext("--contexts", c)) } : {}),
+      ...(values.depths !== undefined ? { depths: parseDepths(values.depths) } : {}),
+      ...(values.samples !== undefined ? { samplesPerCell: parsePositiveInt("--samples", values.samples) } : {}),
+      ...(values.seed !== undefined ? { seed: parsePositiveInt("--seed", values.seed) } : {}),
+      ...(values["compress-every"] !== undefined ? { compressEvery: parsePositiveInt("--compress-every", values["compress-every"]) } : {}),
+      ...(presets !== undefined ? { presets } : {}),
+      ...(quantOnly !== undefined ? { quantOnly } : {}),
+      ...(values.scorers !== undefined ? { scorers: parseScorers(values.scorers) } : {}),
+      ...(scorerPreset !== undefined ? { scorerPreset } : {}),
+      perplexity: values["skip-perplexity"] !== true,
+      retrieval: values["skip-retrieval"] !== true,
+    };
+    const bars = { perplexity: progressBar(io, "perplexity"), retrieval: progressBar(io, "retrieval ") };
+    const report = await runQualityBench(model, { settings, onProgress: (phase, done, total) => bars[phase](done, total) });
+    const files = await writeQualityResults(report, values.out ?? join("bench", "results"));
+    if (values.json) {
+      io.stdout(toJson(report));
+      return 0;
+    }
+    const cell = (x: number | null, f: (x: number) => string) => (x === null ? "-" : f(x));
+    io.stdout(
+      [
+        `model: ${report.model.label}`,
+        ...(report.model.trained ? [] : [`WARNING: ${report.notes[0]}`]),
+        `tokenizer: ${report.model.tokenizer}`,
+        `${report.observedScorer}`,
+        "",
+        renderTable(
+          TABLE_HEADERS,
+          report.rows.map((r) => [
+            r.sameAs === null ? r.variant : `${r.variant} (= ${r.sameAs})`,
+            r.runs,
+            cell(r.ratio, (x) => `${x.toFixed(2)}x`),
+            cell(r.ppl, (x) => x.toFixed(3)),
+            cell(r.deltaPplPercent, (x) => `${x >= 0 ? "+" : ""}${x.toFixed(2)}%`),
+            cell(r.klMean, (x) => x.toFixed(4)),
+            cell(r.top1Agreement, (x) => `${(100 * x).toFixed(0)}%`),
+            cell(r.recall, (x) => `${(100 * x).toFixed(0)}%`),
+            cell(r.recallDelta, (x) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(0)} pt`),
+            cell(r.sameAsFp16, (x) => `${(100 * x).toFixed(0)}%`),
+          ]),
+          ["left", "left", "right", "right", "right", "right", "right", "right", "right", "right"],
+        ),
+        "goals:",
+        ...report.goals.map((g) => `  ${g.preset.padEnd(9)} ${g.status.toUpperCase().padEnd(12)} ${g.detail}`),
+        "",
+        `wrote ${files.join(", ")} in ${report.seconds.total.toFixed(1)} s`,
+        "",
+      ].join("\n"),
+    );
+    return 0;
+  },
+};
