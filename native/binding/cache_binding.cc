@@ -58,6 +58,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     c.scorerWindow = num("scorerWindow").Uint32Value();
     c.poolKernel = num("poolKernel").Uint32Value();
     c.queryHeads = num("queryHeads").Uint32Value();
+    c.ropeTheta = num("ropeTheta").DoubleValue();
     c.budgetTokens = static_cast<size_t>(num("budgetTokens").Int64Value());
     guarded(env, [&] { cache_ = std::make_unique<KvCache>(c); });
   }

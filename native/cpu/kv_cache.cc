@@ -96,6 +96,26 @@ KvCache::KvCache(const CacheOptions& o) : o_(o) {
   kcBytes_ = format::codeBytesPerVector(o.headDim, o.spec.keyBits);
   vcBytes_ = format::codeBytesPerVector(o.headDim, o.spec.valueBits);
   stores_.resize(o.batch * o.layers);
+  if (o.ropeTheta > 0)
+    for (size_t i = 0; i < o.headDim / 2; ++i) invFreq_.push_back(std::pow(o.ropeTheta, -2.0 * static_cast<double>(i) / static_cast<double>(o.headDim)));
+}
+
+void KvCache::rope(float* row, int64_t position, bool inverse) const {
+  const size_t half = o_.headDim / 2;
+  const double p = inverse ? -static_cast<double>(position) : static_cast<double>(position);
+  for (size_t i = 0; i < half; ++i) {
+    const double angle = p * invFreq_[i];
+    const double c = std::cos(angle), sn = std::sin(angle);
+    const double a = row[i], b = row[i + half];
+    row[i] = static_cast<float>(a * c - b * sn);
+    row[i + half] = static_cast<float>(b * c + a * sn);
+  }
+}
+
+void KvCache::decodeKeys(const Store& s, size_t head, size_t begin, size_t end, float* out) const {
+  decodeSlots(s, true, head, begin, end, true, out);
+  if (o_.ropeTheta > 0)
+    for (size_t t = begin; t < end; ++t) rope(out + (t - begin) * o_.headDim, slotPosition(s, head, t), false);
 }
 
 HostBuffer KvCache::newPage(size_t seq, size_t layer, size_t index) const {
@@ -262,6 +282,8 @@ void KvCache::flushResidual(Store& s, size_t layer, size_t seq, bool evictToBudg
       const size_t cb = key ? kcBytes_ : vcBytes_;
       const uint16_t* src = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((kv * H + h) * s.residualCap) * d;
       for (size_t i = 0; i < n * d; ++i) rows[i] = halfToFloat(src[i]);
+      if (key && o_.ropeTheta > 0)
+        for (size_t t = 0; t < n; ++t) rope(rows.data() + t * d, static_cast<int64_t>(s.appended - n + t), true);
       for (size_t t = 0; t < n;) {
         const size_t slot = first + t, page = slot / P, j = slot % P, m = std::min(n - t, P - j);
         uint8_t* base = s.pages[page].data();
@@ -322,7 +344,7 @@ void KvCache::compressStore(Store& s, size_t seq, size_t layer, const float* obs
       float* sc = scores.data() + h * total;
       const ScoreShape one{1, total, d};
       if (needKeys) {
-        decodeSlots(s, true, h, 0, nc, true, keys.data());
+        decodeKeys(s, h, 0, nc, keys.data());
         const uint16_t* res = reinterpret_cast<const uint16_t*>(s.residual.data()) + h * s.residualCap * d;
         for (size_t i = 0; i < nr * d; ++i) keys[nc * d + i] = halfToFloat(res[i]);
       }
@@ -381,6 +403,8 @@ void KvCache::compressStore(Store& s, size_t seq, size_t layer, const float* obs
         const size_t kv = job / H, h = job % H;
         const uint16_t* src = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((kv * H + h) * s.residualCap) * d;
         for (size_t i = 0; i < nr * d; ++i) rows[i] = halfToFloat(src[i]);
+        if (kv == 0 && o_.ropeTheta > 0)
+          for (size_t r = 0; r < nr; ++r) rope(rows.data() + r * d, static_cast<int64_t>(firstResidualPos + r), true);
         if (kv == 0) encodeRows(o_, o_.spec.keyBits, rows.data(), nr, resKc.data() + h * nr * kcBytes_, resKs.data() + h * nr);
         else encodeRows(o_, o_.spec.valueBits, rows.data(), nr, resVc.data() + h * nr * vcBytes_, resVs.data() + h * nr);
       }
@@ -452,7 +476,11 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
   Scratch<float> kRot(nc * d), vRot(nc * d), logits(total), qr(d), acc(d);
   Scratch<int32_t> pos(total);
   for (size_t h = hb; h < he; ++h) {
-    decodeSlots(s, true, h, 0, nc, false, kRot.data());
+    // RoPE'd storage: keys stay in the rotated domain and the query is rotated once. Un-RoPE'd storage:
+    // each key needs its own RoPE, which acts in the original domain, so keys are fully decoded.
+    const bool unrope = o_.ropeTheta > 0;
+    if (unrope) decodeKeys(s, h, 0, nc, kRot.data());
+    else decodeSlots(s, true, h, 0, nc, false, kRot.data());
     decodeSlots(s, false, h, 0, nc, false, vRot.data());
     for (size_t t = 0; t < nc; ++t) pos[t] = slotPosition(s, h, t);
     for (size_t r = 0; r < nr; ++r) pos[nc + r] = static_cast<int32_t>(firstResidualPos + r);
@@ -474,7 +502,7 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
           }
           float l;
           if (t < nc) {
-            l = dot(qr.data(), kRot.data() + t * d, d);
+            l = dot(unrope ? qv : qr.data(), kRot.data() + t * d, d);
           } else {
             for (size_t i = 0; i < d; ++i) rowK[i] = halfToFloat(resK[(t - nc) * d + i]);
             l = dot(qv, rowK.data(), d);
@@ -534,11 +562,18 @@ void KvCache::materializeInto(size_t seq, size_t layer, bool f16, void* keys, vo
       const uint16_t* res = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((key ? 0 : H) + h) * s.residualCap * d;
       if (f16) {
         uint16_t* out = static_cast<uint16_t*>(key ? keys : values) + h * n * d;
-        decodeSlotsF16(s, key, h, 0, nc, out);
+        if (key && o_.ropeTheta > 0) {
+          Scratch<float> rows(nc * d);
+          decodeKeys(s, h, 0, nc, rows.data());
+          for (size_t i = 0; i < nc * d; ++i) out[i] = floatToHalf(rows[i]);
+        } else {
+          decodeSlotsF16(s, key, h, 0, nc, out);
+        }
         if (nr > 0) std::memcpy(out + nc * d, res, nr * d * sizeof(uint16_t));
       } else {
         float* out = static_cast<float*>(key ? keys : values) + h * n * d;
-        decodeSlots(s, key, h, 0, nc, true, out);
+        if (key) decodeKeys(s, h, 0, nc, out);
+        else decodeSlots(s, key, h, 0, nc, true, out);
         for (size_t i = 0; i < nr * d; ++i) out[nc * d + i] = halfToFloat(res[i]);
       }
       if (key) {

@@ -21,6 +21,9 @@ struct CacheOptions {
   size_t poolKernel = 7;       // max-pool width of observed
   size_t queryHeads = 1;       // query heads per layer (GQA), recorded so a deserialized cache knows them
   size_t budgetTokens = 0;     // 0: off; else at most this many tokens per sequence and layer
+  // > 0: keys are stored with RoPE (rotate-half convention, this theta) removed, and RoPE is
+  // re-applied at each key's position when keys are read back. 0: keys are stored as they come.
+  double ropeTheta = 0;
 };
 
 // Dense view of one (sequence, layer): K and V rows [H][n][d] in f32 and positions [H][n].
@@ -99,12 +102,17 @@ class KvCache {
   int32_t slotPosition(const Store& s, size_t head, size_t slot) const;
   void decodeSlots(const Store& s, bool key, size_t head, size_t begin, size_t end, bool rotate, float* out) const;
   void decodeSlotsF16(const Store& s, bool key, size_t head, size_t begin, size_t end, uint16_t* out) const;
+  // Keys of one head in the original domain as appended (RoPE re-applied in un-RoPE'd storage).
+  void decodeKeys(const Store& s, size_t head, size_t begin, size_t end, float* out) const;
+  // Rotates a key row by RoPE at `position` (inverse: by -position).
+  void rope(float* row, int64_t position, bool inverse) const;
   HostBuffer newPage(size_t seq, size_t layer, size_t index) const;
 
   CacheOptions o_;
   format::PageOffsets off_;
   size_t pageBytes_, kcBytes_, vcBytes_;
   std::vector<Store> stores_;
+  std::vector<double> invFreq_;  // RoPE frequencies, when ropeTheta > 0
 };
 
 }  // namespace nq

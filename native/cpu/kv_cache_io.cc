@@ -91,6 +91,7 @@ std::vector<uint8_t> KvCache::serialize() const {
   w.put<uint32_t>(static_cast<uint32_t>(o_.poolKernel));
   w.put<uint32_t>(static_cast<uint32_t>(o_.queryHeads));
   w.put<uint64_t>(o_.budgetTokens);
+  w.put<double>(o_.ropeTheta);
   const size_t H = o_.kvHeads, d = o_.headDim;
   for (const Store& s : stores_) {
     w.put<uint64_t>(s.appended);
@@ -138,10 +139,11 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
   o.poolKernel = r.get<uint32_t>("poolKernel");
   o.queryHeads = r.get<uint32_t>("queryHeads");
   o.budgetTokens = r.get<uint64_t>("budgetTokens");
+  o.ropeTheta = r.get<double>("ropeTheta");
   auto bitsOk = [](int b) { return b >= 2 && b <= 4; };
   if (o.batch == 0 || o.layers == 0 || o.kvHeads == 0 || o.headDim == 0 || o.headDim % 8 != 0 || !bitsOk(o.spec.keyBits) ||
       !bitsOk(o.spec.valueBits) || scorer > static_cast<uint8_t>(Scorer::Random) || !(o.spec.evictFraction >= 0 && o.spec.evictFraction < 1) ||
-      o.spec.pageTokens <= 0 || o.spec.pageTokens % 8 != 0 || o.batch * o.layers > (1u << 24) || o.queryHeads == 0 || o.queryHeads % o.kvHeads != 0 || o.headDim > 4096 || o.kvHeads > 4096)
+      o.spec.pageTokens <= 0 || o.spec.pageTokens % 8 != 0 || o.batch * o.layers > (1u << 24) || o.queryHeads == 0 || !(o.ropeTheta >= 0 && o.ropeTheta < 1e12) || (o.ropeTheta > 0 && o.headDim % 2 != 0) || o.queryHeads % o.kvHeads != 0 || o.headDim > 4096 || o.kvHeads > 4096)
     r.corrupt("invalid cache options in the header");
   o.scorer = static_cast<Scorer>(scorer);
 

@@ -32,6 +32,14 @@ export interface CompressedKVCacheOptions {
   poolKernel?: number;
   /** Budget mode: keep at most this many tokens per sequence and layer as the cache grows. */
   budgetTokens?: number;
+  /**
+   * "as-is" (default): keys are stored as they come (RoPE applied), so attention rotates the query
+   * once. "unrope": RoPE is removed before quantizing (needs `ropeTheta`; rotate-half convention over
+   * the whole head) and re-applied per key on the way out: ~14% lower key NMSE, slower attention
+   * (docs/cache.md).
+   */
+  keyStorage?: "as-is" | "unrope";
+  ropeTheta?: number;
 }
 
 export interface CacheStats {
@@ -100,6 +108,8 @@ export class CompressedKVCache {
   readonly spec: Readonly<CompressionSpec>;
   readonly backend: BackendName;
   readonly budgetTokens: number;
+  readonly keyStorage: "as-is" | "unrope";
+  readonly ropeTheta: number;
   #handle: NativeCacheHandle | undefined;
   #busy = false;
 
@@ -123,6 +133,15 @@ export class CompressedKVCache {
       if (this.budgetTokens < this.spec.sinkTokens + this.spec.recentWindow) {
         throw invalidArgument("options.budgetTokens", `at least sinkTokens + recentWindow (${this.spec.sinkTokens + this.spec.recentWindow})`, this.budgetTokens);
       }
+    }
+    this.keyStorage = options.keyStorage ?? "as-is";
+    if (this.keyStorage !== "as-is" && this.keyStorage !== "unrope") throw invalidArgument("options.keyStorage", '"as-is" or "unrope"', options.keyStorage);
+    if (this.keyStorage === "unrope") {
+      const theta = options.ropeTheta;
+      if (typeof theta !== "number" || !Number.isFinite(theta) || theta <= 1) throw invalidArgument("options.ropeTheta", 'the model\'s rope_theta (> 1) with keyStorage "unrope"', theta);
+      this.ropeTheta = theta;
+    } else {
+      this.ropeTheta = 0;
     }
     const seed = options.seed ?? 0x5eed;
     if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw invalidArgument("options.seed", "a uint32", seed);
@@ -148,6 +167,7 @@ export class CompressedKVCache {
           poolKernel,
           queryHeads: this.queryHeads,
           budgetTokens: this.budgetTokens,
+          ropeTheta: this.ropeTheta,
         }),
     );
   }
@@ -323,6 +343,7 @@ export class CompressedKVCache {
     const kvHeads = view.getUint32(16, true);
     const scorer = SCORERS.find((name) => SCORER_IDS[name] === view.getUint8(26))!;
     const budget = Number(view.getBigUint64(68, true));
+    const ropeTheta = view.getFloat64(76, true);
     const options: CompressedKVCacheOptions = {
       batch: view.getUint32(8, true),
       layers: view.getUint32(12, true),
@@ -342,6 +363,7 @@ export class CompressedKVCache {
       seed: view.getUint32(52, true),
       backend: "cpu",
       ...(budget > 0 ? { budgetTokens: budget } : {}),
+      ...(ropeTheta > 0 ? { keyStorage: "unrope" as const, ropeTheta } : {}),
     };
     return new CompressedKVCache(options, handle);
   }

@@ -365,3 +365,42 @@ describe("CompressedKVCache: bad input leaves the cache unchanged", () => {
     expect(c.tokens(0).compressed).toBeGreaterThan(0);
   });
 });
+
+describe("CompressedKVCache: keys stored with RoPE removed", () => {
+  it("attention still equals dense attention over the dequantized (re-RoPE'd) keys, and key error drops", () => {
+    const d = 128, T = 600, theta = 500000;
+    const kv = syntheticKV({ kvHeads: 2, headDim: d, tokens: T, seed: 31, ropeTheta: theta });
+    const asIs = cache({ layers: 1, kvHeads: 2, queryHeads: 4, headDim: d, preset: "quant", spec: { residualWindow: 8 } });
+    const unrope = cache({ layers: 1, kvHeads: 2, queryHeads: 4, headDim: d, preset: "quant", spec: { residualWindow: 8 }, keyStorage: "unrope", ropeTheta: theta });
+    for (const c of [asIs, unrope]) {
+      c.append(0, kv.keys, kv.values);
+      c.compressSync();
+      for (let t = 0; t < 11; t++) {
+        const one = syntheticKV({ kvHeads: 2, headDim: d, tokens: 1, startPosition: T + t, seed: 40 + t, ropeTheta: theta });
+        c.append(0, one.keys, one.values); // one block flushes through the un-RoPE path
+      }
+      expect(checkAttentionMatchesDense(c, 0, 0, 2, 8)).toBeLessThanOrEqual(1e-5);
+    }
+    const err = (c: CompressedKVCache) => {
+      const m = c.materialize(0);
+      let a = 0, b = 0;
+      for (let h = 0; h < 2; h++)
+        for (let t = 0; t < T; t++)
+          for (let i = 0; i < d; i++) {
+            const x = kv.keys[(h * T + t) * d + i]!;
+            a += (m.keys[(h * m.tokens + t) * d + i]! - x) ** 2;
+            b += x * x;
+          }
+      return a / b;
+    };
+    expect(err(unrope)).toBeLessThan(err(asIs));
+    const r = CompressedKVCache.deserialize(unrope.serialize());
+    live.push(r);
+    expect(r.keyStorage).toBe("unrope");
+    expect(Array.from(r.materialize(0).keys.subarray(0, 64))).toEqual(Array.from(unrope.materialize(0).keys.subarray(0, 64)));
+  });
+
+  it("unrope without ropeTheta is a typed error", () => {
+    expectCode(() => new CompressedKVCache({ layers: 1, kvHeads: 1, headDim: 64, keyStorage: "unrope" }), "INVALID_ARGUMENT", /ropeTheta/);
+  });
+});
