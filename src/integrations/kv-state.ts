@@ -59,6 +59,23 @@ export interface KvStats {
   compressSeconds: number;
 }
 
+/** The stats of a wrapper that has not run a step yet. */
+export function emptyKvStats(preset: string): KvStats {
+  return {
+    preset,
+    backend: "none",
+    tokens: 0,
+    heldTokens: 0,
+    tokensEvicted: 0,
+    baselineKvBytes: 0,
+    compressedKvBytes: 0,
+    ratio: 1,
+    denseKvBytes: 0,
+    compressions: 0,
+    compressSeconds: 0,
+  };
+}
+
 export interface KvState {
   readonly layout: KvLayout;
   /** True length of a row: the position the row's next token gets. */

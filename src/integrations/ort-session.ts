@@ -7,7 +7,7 @@
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import { halfBitsToFloats, type CompressedKVCache } from "../runtime/index.js";
 import { inspectConvention, type ModelConvention, type SessionMetadataLike } from "./convention.js";
-import { createKvState, type KvArray, type KvState, type KvStats } from "./kv-state.js";
+import { createKvState, emptyKvStats, type KvArray, type KvState, type KvStats } from "./kv-state.js";
 import type { ResolvedOptions } from "./options.js";
 import { createSampler, type SamplingOptions } from "./sampling.js";
 
@@ -249,19 +249,7 @@ export class NexusQuantSession {
   /** Memory and time of the current conversation (all zero before the first step). */
   stats(): KvStats {
     if (this.#state !== undefined) return this.#state.stats();
-    return {
-      preset: this.options.preset,
-      backend: "none",
-      tokens: 0,
-      heldTokens: 0,
-      tokensEvicted: 0,
-      baselineKvBytes: 0,
-      compressedKvBytes: 0,
-      ratio: 1,
-      denseKvBytes: 0,
-      compressions: 0,
-      compressSeconds: 0,
-    };
+    return emptyKvStats(this.options.preset);
   }
 
   timings(): StepTimings {

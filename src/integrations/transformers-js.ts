@@ -15,7 +15,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { NexusQuantError } from "../errors.js";
 import { fp16BytesPerTokenLayer } from "../format/index.js";
 import { inspectConvention, type ModelConvention, type SessionMetadataLike } from "./convention.js";
-import { createKvState, type KvArray, type KvDtype, type KvState, type KvStats } from "./kv-state.js";
+import { createKvState, emptyKvStats, type KvArray, type KvDtype, type KvState, type KvStats } from "./kv-state.js";
 import type { ResolvedOptions } from "./options.js";
 
 /** The parts of a transformers.js Tensor the hook reads (it is a Proxy over an ORT tensor). */
@@ -90,19 +90,7 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
   stats(): KvStats {
     if (this.#last !== undefined && this.#live.has(this.#last)) return this.#last.state.stats();
     if (this.#lastStats !== undefined) return this.#lastStats;
-    return {
-      preset: this.options.preset,
-      backend: "none",
-      tokens: 0,
-      heldTokens: 0,
-      tokensEvicted: 0,
-      baselineKvBytes: 0,
-      compressedKvBytes: 0,
-      ratio: 1,
-      denseKvBytes: 0,
-      compressions: 0,
-      compressSeconds: 0,
-    };
+    return emptyKvStats(this.options.preset);
   }
 
   /**

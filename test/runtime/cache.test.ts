@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { CompressedKVCache, syntheticKV, memoryStats, measureMemory } from "../../src/runtime/index.js";
 import { compressedLayout, keptTokenCount, getPreset } from "../../src/format/index.js";
 import { NexusQuantError } from "../../src/errors.js";
+import { expectCode } from "../helpers.js";
 import { floatsToHalfBits } from "../../src/runtime/half.js";
 import { denseAttention, keyKeyScores, keyNormScores, relativeError, roundKeys, selectKept } from "./reference.js";
 
@@ -15,17 +16,6 @@ afterEach(() => {
   for (const c of live.splice(0)) c.dispose();
 });
 
-function expectCode(fn: () => unknown, code: string, message?: RegExp): void {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(NexusQuantError);
-    expect((e as NexusQuantError).code).toBe(code);
-    if (message) expect((e as Error).message).toMatch(message);
-    return;
-  }
-  throw new Error(`expected a ${code} error`);
-}
 
 /** Attention on codes vs dense attention over the dequantized tokens (materialize()). */
 function checkAttentionMatchesDense(c: CompressedKVCache, layer: number, seq: number, nq: number, seed: number): number {

@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { NexusQuantError } from "../../src/errors.js";
+import { expectCode } from "../helpers.js";
 import { quantizedTensorBytes } from "../../src/format/index.js";
 import { dequantize, dequantizeSync, measureMemory, quantize, quantizeSync, floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/index.js";
 import { gaussian, seededRandom } from "../../src/runtime/synthetic.js";
@@ -20,17 +21,6 @@ function nmse(x: Float32Array, y: Float32Array): number {
     b += x[i]! ** 2;
   }
   return a / b;
-}
-function expectCode(fn: () => unknown, code: string, message?: RegExp): void {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(NexusQuantError);
-    expect((e as NexusQuantError).code).toBe(code);
-    if (message) expect((e as Error).message).toMatch(message);
-    return;
-  }
-  throw new Error(`expected ${code}`);
 }
 
 describe("quantize / dequantize", () => {
