@@ -525,7 +525,7 @@ void tune(size_t vectors) {
   }
 }
 
-void speed(size_t vectors, bool rotate) {
+void speed(size_t vectors, bool rotate, int reps) {
   std::printf("rotate=%s. 1 thread: per-core rate from thread CPU time; 2 threads: wall clock (load average %.2f at start)\n",
               rotate ? "yes" : "no", [] { double l[1] = {0}; getloadavg(l, 1); return l[0]; }());
   std::printf("| bits | threads | encode M elem/s | decode F32 M elem/s | decode F16 M elem/s | dot (attention) M elem/s |\n"
@@ -539,7 +539,7 @@ void speed(size_t vectors, bool rotate) {
     rotateVector(p, q.data());
     for (int threads = 1; threads <= 2; ++threads) {
       double r[4] = {1e9, 1e9, 1e9, 1e9};
-      for (int rep = 0; rep < 3; ++rep) {
+      for (int rep = 0; rep < reps; ++rep) {
         const std::function<void(size_t, size_t)> ops[4] = {
             [&](size_t b, size_t e) { encodeF32(p, x.data(), b, e, codes.data(), scales.data()); },
             [&](size_t b, size_t e) { decodeF32(p, codes.data(), scales.data(), b, e, y.data()); },
@@ -643,9 +643,10 @@ int main(int argc, char** argv) {
     nmseTable(20000);
   }
   if (what == "speed" || what == "all") {
-    std::printf("== throughput, d = 128, 100000 vectors (best of 3)\n");
-    speed(100000, true);
-    speed(100000, false);
+    const int reps = what == "speed" && argc > 2 ? std::stoi(argv[2]) : 3;
+    std::printf("== throughput, d = 128, 100000 vectors (best of %d)\n", reps);
+    speed(100000, true, reps);
+    speed(100000, false, reps);
   }
   if (what == "golden") golden();
   if (what == "residual") residualExperiment(argc > 2 ? std::stoul(argv[2]) : 3000);
