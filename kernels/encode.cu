@@ -7,16 +7,12 @@
 #include <algorithm>
 
 #include "nq_cuda_common.cuh"
+#include "nq_scale.h"
 
 namespace nq::cuda {
 namespace {
 
 constexpr int kEncodeThreads = 128;
-// Mirrors of native/cpu/codec.cc (private there): finite inputs are clamped to +-2^100 before the
-// rotation and groups to +-1024 codebook units before the search. Keep in step with the CPU codec
-// (the parity suite fails on any drift); better, move both into a shared header.
-constexpr float kInputClamp = 1.2676506e30f;  // 2^100
-constexpr float kGroupClamp = 1024.0f;
 constexpr int kTileFloats = 2048;  // vectors per tile = kTileFloats / headDim (at least 1)
 
 struct EncodeParams {
@@ -34,29 +30,6 @@ struct EncodeParams {
 
 __device__ inline float loadElement(const void* in, bool f16, long long i) {
   return f16 ? halfToFloat(static_cast<const uint16_t*>(in)[i]) : static_cast<const float*>(in)[i];
-}
-
-// FP16 scale of one rotated vector: native/cpu/codec.cc chooseScale, operation for operation.
-__device__ uint16_t chooseScale(const float* v, int n, float factor) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int i = 0; i < n; i += 8) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[j] = __fadd_rn(acc[j], __fmul_rn(v[i + j], v[i + j]));
-  }
-  float ss = 0.0f;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) ss = __fadd_rn(ss, acc[j]);
-  double rms;
-  if (isfinite(ss)) {
-    rms = __dsqrt_rn(__ddiv_rn(static_cast<double>(ss), static_cast<double>(n)));
-  } else {  // finite inputs whose squares overflow float
-    double d = 0.0;
-    for (int i = 0; i < n; ++i) d = __dadd_rn(d, __dmul_rn(static_cast<double>(v[i]), static_cast<double>(v[i])));
-    rms = __dsqrt_rn(__ddiv_rn(d, static_cast<double>(n)));
-  }
-  const double s = __dmul_rn(static_cast<double>(factor), rms);
-  if (s >= 65504.0) return 0x7BFFu;
-  return floatToHalf(__double2float_rn(s));
 }
 
 __global__ void __launch_bounds__(kEncodeThreads) encodeKernel(EncodeParams p) {

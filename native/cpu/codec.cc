@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "hadamard.h"
+#include "../../kernels/nq_scale.h"
 
 namespace nq {
 
@@ -16,13 +17,9 @@ constexpr float kScaleFactor2 = 0.95f;
 constexpr float kScaleFactor3 = 1.05f;
 constexpr float kScaleFactor4 = 1.15f;
 
-constexpr uint16_t kMaxFiniteHalf = 0x7BFFu;  // 65504
-// Finite inputs are clamped to +-2^100 before rotating (so the Hadamard sums cannot overflow), and
-// groups to +-1024 codebook units before the search (so lattice rounding stays in int range). Both
-// bounds lie far outside anything a non-saturated scale produces: |y| <= sqrt(headDim) / k, times
+// The input and group clamps (kInputClamp, kGroupClamp) and chooseScale live in kernels/nq_scale.h,
+// shared with the CUDA encoder. Both clamp bounds lie far outside anything a non-saturated scale produces: |y| <= sqrt(headDim) / k, times
 // at most 1.5 when the scale is an FP16 subnormal, < 150.
-constexpr float kInputClamp = 1.2676506e30f;  // 2^100
-constexpr float kGroupClamp = 1024.0f;
 
 // Decode tables for the 2-bit stage: |coordinate| per (pattern, i), and the float sign bit per
 // (sign byte, i); a point coordinate is (abs ^ sign) + shift.
@@ -101,28 +98,6 @@ void decodeVectorRotated(const CodecParams& p, const DecodeTables& t, const uint
     groupPoint(loadCode(codes + static_cast<size_t>(g) * p.bits, p.bits), p.bits, t, pt);
     for (int i = 0; i < 8; ++i) out[8 * g + i] = s * pt[i];
   }
-}
-
-// FP16 scale of a rotated vector: factor * RMS, rounded to nearest even, saturated at 65504.
-uint16_t chooseScale(const float* v, int n, float factor) {
-  float ss = 0.0f;
-  {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int i = 0; i < n; i += 8)
-      for (int j = 0; j < 8; ++j) acc[j] += v[i + j] * v[i + j];
-    for (int j = 0; j < 8; ++j) ss += acc[j];
-  }
-  double rms;
-  if (std::isfinite(ss)) {
-    rms = std::sqrt(static_cast<double>(ss) / n);
-  } else {  // finite inputs whose squares overflow float
-    double d = 0.0;
-    for (int i = 0; i < n; ++i) d += static_cast<double>(v[i]) * v[i];
-    rms = std::sqrt(d / n);
-  }
-  const double s = factor * rms;
-  if (s >= 65504.0) return kMaxFiniteHalf;
-  return floatToHalf(static_cast<float>(s));
 }
 
 template <typename T>
