@@ -10,7 +10,7 @@ import {
 } from "../format/index.js";
 import { resolveBackend, type BackendName, type BackendRequest } from "./backend.js";
 import { awaitNative, callNative, native } from "./native.js";
-import { checkFloat32, checkIndex, checkKVData, checkPositiveInt, type KVData } from "./validate.js";
+import { checkFloat32, checkIndex, checkKVData, checkPositiveInt, fromTensor, type KVData, type TfjsTensorLike } from "./validate.js";
 
 export interface CompressedKVCacheOptions {
   layers: number;
@@ -91,7 +91,7 @@ export interface CompressOptions {
    * [queryHeads, window, headDim] (the window's queries are the last `window` positions). Layers
    * without queries fall back to key-key.
    */
-  observedQueries?: (Float32Array | null | undefined)[];
+  observedQueries?: (Float32Array | TfjsTensorLike | null | undefined)[];
 }
 
 /**
@@ -188,8 +188,10 @@ export class CompressedKVCache {
    * Float32Array or both Uint16Array (FP16 bits). Bad data (NaN/Inf, beyond FP16 range) is refused
    * and leaves the cache unchanged.
    */
-  append(layer: number, keys: KVData, values: KVData, options: { sequence?: number } = {}): void {
+  append(layer: number, keysIn: KVData | TfjsTensorLike, valuesIn: KVData | TfjsTensorLike, options: { sequence?: number } = {}): void {
     const h = this.#native();
+    const keys = fromTensor("keys", keysIn);
+    const values = fromTensor("values", valuesIn);
     checkIndex("layer", layer, this.layers);
     const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
     checkKVData("keys", keys);
@@ -241,8 +243,9 @@ export class CompressedKVCache {
     if (options.observedQueries === undefined) return [undefined, 0];
     if (!Array.isArray(options.observedQueries)) throw invalidArgument("options.observedQueries", "an array with one entry per layer", options.observedQueries);
     let window = 0;
-    const list = options.observedQueries.map((q, layer) => {
-      if (q === null || q === undefined) return null;
+    const list = options.observedQueries.map((qIn, layer) => {
+      if (qIn === null || qIn === undefined) return null;
+      const q = fromTensor(`options.observedQueries[${layer}]`, qIn);
       checkFloat32(`options.observedQueries[${layer}]`, q);
       const per = this.queryHeads * this.headDim;
       if (q.length % per !== 0) throw invalidArgument(`options.observedQueries[${layer}].length`, `a multiple of queryHeads × headDim = ${per}`, q.length);
@@ -259,8 +262,9 @@ export class CompressedKVCache {
    * this layer, computed on the codes. Query j sits at positions[j] (default: the last nq appended
    * positions) and sees tokens at or before it. Returns [queryHeads, nq, headDim].
    */
-  attention(layer: number, queries: Float32Array, options: { sequence?: number; scale?: number; positions?: Int32Array } = {}): Float32Array {
+  attention(layer: number, queriesIn: Float32Array | TfjsTensorLike, options: { sequence?: number; scale?: number; positions?: Int32Array } = {}): Float32Array {
     const h = this.#native();
+    const queries = fromTensor("queries", queriesIn);
     checkIndex("layer", layer, this.layers);
     const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
     checkFloat32("queries", queries);

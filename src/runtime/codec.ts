@@ -1,7 +1,7 @@
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import { CODE_BITS, QUANTIZED_TENSOR_HEADER_BYTES, codeBytesPerVector, quantizedTensorBytes, type CodeBits } from "../format/index.js";
 import { awaitNative, callNative, native } from "./native.js";
-import { checkKVData, type KVData } from "./validate.js";
+import { checkKVData, fromTensor, type KVData, type TfjsTensorLike } from "./validate.js";
 
 export interface QuantizeOptions {
   headDim: number;
@@ -70,7 +70,8 @@ function wrap(buffer: ArrayBuffer, vectors: number, o: ReturnType<typeof checkOp
  * vector) into lattice codes. Runs on the thread pool off the event loop. NaN/Inf → INVALID_DATA
  * naming the first bad vector.
  */
-export async function quantize(data: KVData, options: QuantizeOptions): Promise<QuantizedTensor> {
+export async function quantize(dataIn: KVData | TfjsTensorLike, options: QuantizeOptions): Promise<QuantizedTensor> {
+  const data = fromTensor("data", dataIn) as KVData;
   const o = checkOptions(data, options);
   if (data.length <= ASYNC_THRESHOLD) return quantizeSync(data, options);
   const buffer = await awaitNative(binding().quantizeAsync(data, o.headDim, o.bits, o.rotate, o.seed));
@@ -78,7 +79,8 @@ export async function quantize(data: KVData, options: QuantizeOptions): Promise<
 }
 
 /** quantize() on the calling thread (both cores still used for large inputs). */
-export function quantizeSync(data: KVData, options: QuantizeOptions): QuantizedTensor {
+export function quantizeSync(dataIn: KVData | TfjsTensorLike, options: QuantizeOptions): QuantizedTensor {
+  const data = fromTensor("data", dataIn) as KVData;
   const o = checkOptions(data, options);
   const buffer = callNative(() => binding().quantizeSync(data, o.headDim, o.bits, o.rotate, o.seed));
   return wrap(buffer, data.length / o.headDim, o);

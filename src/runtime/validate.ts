@@ -50,3 +50,37 @@ function isDetached(buffer: ArrayBuffer): boolean {
     return true;
   }
 }
+
+/**
+ * A @tensorflow/tfjs tensor, recognised by its shape rather than imported: tfjs is an optional peer
+ * (pure-JS @tensorflow/tfjs-core; tfjs-node cannot install here, docs/integrations.md).
+ */
+export interface TfjsTensorLike {
+  dtype: string;
+  shape: number[];
+  dataSync(): ArrayLike<number>;
+  isDisposed?: boolean;
+}
+
+export function isTfjsTensor(value: unknown): value is TfjsTensorLike {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as TfjsTensorLike).dataSync === "function" &&
+    typeof (value as TfjsTensorLike).dtype === "string" &&
+    Array.isArray((value as TfjsTensorLike).shape)
+  );
+}
+
+/**
+ * Typed arrays pass through unchanged; a float32 tfjs tensor becomes a Float32Array of its values
+ * (read with dataSync, in row-major order of its shape). Anything else is returned as is for the
+ * caller's own check to reject.
+ */
+export function fromTensor(arg: string, value: unknown): unknown {
+  if (!isTfjsTensor(value)) return value;
+  if (value.isDisposed === true) throw new NexusQuantError("INVALID_ARGUMENT", `${arg} is a disposed tfjs tensor`, { arg });
+  if (value.dtype !== "float32") throw invalidArgument(arg, "a float32 tfjs tensor", `a ${value.dtype} tensor`);
+  const data = value.dataSync();
+  return data instanceof Float32Array ? data : Float32Array.from(data);
+}
