@@ -72,10 +72,17 @@ uint64_t hostAvailableBytes() {
   return kb * 1024;
 }
 
+// Requests at least this large are checked against MemAvailable first: with overcommit, malloc would
+// succeed and the kernel would kill the process on first touch. Smaller ones skip the /proc read,
+// which would otherwise sit on hot paths (attention scratch, cache pages).
+constexpr size_t kCheckAvailableFrom = size_t{64} << 20;
+
 void* hostAllocate(size_t bytes, const CategoryBytes& split) {
   if (bytes == 0) return nullptr;
-  const uint64_t available = hostAvailableBytes();
-  if (available != 0 && bytes > available) return nullptr;
+  if (bytes >= kCheckAvailableFrom) {
+    const uint64_t available = hostAvailableBytes();
+    if (available != 0 && bytes > available) return nullptr;
+  }
   const size_t rounded = (bytes + 63) & ~size_t{63};
   void* p = std::aligned_alloc(64, rounded);
   if (p) counters(MemSpace::Host).add(split, +1);
