@@ -14,6 +14,7 @@ export type NexusQuantErrorCode =
   | "NATIVE_UNAVAILABLE" // the addon could not be loaded
   | "OUT_OF_MEMORY"
   | "DISPOSED" // use after dispose()
+  | "BUSY" // the object is in use by another call or handle (one conversation at a time); retry after it ends
   | "CORRUPT_DATA" // a serialized buffer that fails its checks
   | "NATIVE_ERROR"; // a failure inside native code (always a message from our own checks)
 

@@ -19,6 +19,21 @@ export interface KvLayout {
   headDim: number;
   batch: number;
   dtype: KvDtype;
+  /** Query heads, for the observed scorer's queries (default kvHeads). */
+  queryHeads?: number;
+}
+
+/** The options a KV state is made from: the parts of withNexusQuant's resolved options it reads. */
+export type KvStateOptions = Pick<ResolvedOptions, "preset" | "passThrough" | "backend" | "compressEvery" | "spec" | "seed" | "denseMirror">;
+
+/** What a compression may get beyond the cache itself. */
+export interface CompressExtras {
+  /**
+   * Observed scorer (SnapKV): per row, per layer, the last queries [queryHeads, window, headDim]. A
+   * runtime that can read the model's queries passes them (the quality harness does); without them
+   * the cache falls back to key-key.
+   */
+  observedQueries?: readonly (readonly Float32Array[] | undefined)[];
 }
 
 export interface PastKv {
@@ -84,14 +99,16 @@ export interface KvState {
   /** Keeps the slots of `present` after the past whose `newMask` entry is 1 (newMask is [batch, n]). */
   absorb(present: PresentKv, newMask: Uint8Array, n: number): void;
   /** Compresses when the schedule says so: after every multi-token chunk, and every compressEvery decode tokens. */
-  compressIfDue(n: number): Promise<void>;
+  compressIfDue(n: number, extras?: CompressExtras): Promise<void>;
+  /** Compresses now (a no-op for pass-through) and restarts the decode-token count. */
+  compress(extras?: CompressExtras): Promise<void>;
   stats(): KvStats;
   /** The compressed cache, for inspection (undefined for pass-through). */
   readonly cache: CompressedKVCache | undefined;
   dispose(): void;
 }
 
-export function createKvState(layout: KvLayout, options: ResolvedOptions): KvState {
+export function createKvState(layout: KvLayout, options: KvStateOptions): KvState {
   return options.passThrough ? new DenseKvState(layout) : new CompressedKvState(layout, options);
 }
 
@@ -160,6 +177,8 @@ class DenseKvState implements KvState {
 
   async compressIfDue(): Promise<void> {}
 
+  async compress(): Promise<void> {}
+
   stats(): KvStats {
     const tokens = this.#real.reduce((a, b) => a + b, 0);
     const baseline = baselineBytes(this.layout, tokens);
@@ -206,7 +225,7 @@ class CompressedKvState implements KvState {
 
   constructor(
     readonly layout: KvLayout,
-    options: ResolvedOptions,
+    options: KvStateOptions,
   ) {
     this.#preset = options.preset;
     this.#compressEvery = options.compressEvery;
@@ -217,6 +236,7 @@ class CompressedKvState implements KvState {
       kvHeads: layout.kvHeads,
       headDim: layout.headDim,
       batch: layout.batch,
+      ...(layout.queryHeads !== undefined ? { queryHeads: layout.queryHeads } : {}),
       preset: options.preset,
       spec: options.spec,
       backend: options.backend,
@@ -357,16 +377,21 @@ class CompressedKvState implements KvState {
     this.#mirror = { slots: present.slots, keys: present.keys, values: present.values, mask };
   }
 
-  async compressIfDue(n: number): Promise<void> {
+  async compressIfDue(n: number, extras?: CompressExtras): Promise<void> {
     // A prompt chunk is compressed at once (that is where the bulk of the memory arrives); decode
     // tokens wait in the FP16 residual window until compressEvery of them have accumulated.
     if (n === 1) {
       this.#sinceCompress += 1;
       if (this.#sinceCompress < this.#compressEvery) return;
     }
+    await this.compress(extras);
+  }
+
+  async compress(extras?: CompressExtras): Promise<void> {
     const start = performance.now();
     for (let b = 0; b < this.layout.batch; b++) {
-      if (this.#real[b]! > 0) await this.#cache.compress({ sequence: b });
+      const observedQueries = extras?.observedQueries?.[b];
+      if (this.#real[b]! > 0) await this.#cache.compress({ sequence: b, ...(observedQueries !== undefined ? { observedQueries: [...observedQueries] } : {}) });
     }
     this.#compressSeconds += (performance.now() - start) / 1000;
     this.#mirror = undefined;

@@ -17,6 +17,7 @@ import { fp16BytesPerTokenLayer } from "../format/index.js";
 import { inspectConvention, type ModelConvention, type SessionMetadataLike } from "./convention.js";
 import { createKvState, emptyKvStats, type KvArray, type KvDtype, type KvState, type KvStats } from "./kv-state.js";
 import type { ResolvedOptions } from "./options.js";
+import { absorbPresent, pastFeeds, planStep, type TensorFactory } from "./step-adapter.js";
 
 /** The parts of a transformers.js Tensor the hook reads (it is a Proxy over an ORT tensor). */
 interface TjsTensor {
@@ -44,7 +45,12 @@ export function isTransformersJsModel(model: unknown): model is TransformersJsMo
 interface Conversation {
   state: KvState;
   placeholders: Map<string, TjsTensor>;
+  /** The transformers.js caches (DynamicCache) handed to the user that hold its placeholders. */
+  caches: Set<object>;
 }
+
+/** The handle that has patched each model now: a model is wrapped by one handle at a time. */
+const wrappedBy = new WeakMap<object, TransformersJsHandle>();
 
 export class TransformersJsHandle<M extends TransformersJsModelLike = TransformersJsModelLike> {
   /** The wrapped model (the same object the user passed; its generate()/forward() are patched until dispose()). */
@@ -71,6 +77,15 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
       );
     }
     this.convention = inspectConvention(session);
+    if (wrappedBy.has(model)) {
+      // A second hook over the first would feed the first's placeholders to onnxruntime as dense past.
+      throw new NexusQuantError(
+        "BUSY",
+        "This transformers.js model is already wrapped by a withNexusQuant handle that is not disposed. Dispose that handle first (its dispose() restores the model), or keep using it.",
+        { reason: "already-wrapped" },
+      );
+    }
+    wrappedBy.set(model, this as TransformersJsHandle);
     this.model = model;
     this.options = options;
     this.#saved = {
@@ -113,6 +128,7 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
       if (saved) Object.defineProperty(this.model, name, saved);
       else delete (this.model as Record<string, unknown>)[name];
     }
+    if (wrappedBy.get(this.model) === this) wrappedBy.delete(this.model);
     for (const c of [...this.#live]) this.#end(c);
   }
 
@@ -134,10 +150,13 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
       throw e;
     }
     // Keep what the user can reach (a returned or passed-in cache); free the rest now rather than at GC.
-    const keep = new Set<Conversation | undefined>([
-      this.#conversationOf((result as { past_key_values?: unknown } | null)?.past_key_values),
-      this.#conversationOf((kwargs as { past_key_values?: unknown } | null)?.past_key_values),
-    ]);
+    const keep = new Set<Conversation>();
+    for (const cache of [(result as { past_key_values?: unknown } | null)?.past_key_values, (kwargs as { past_key_values?: unknown } | null)?.past_key_values]) {
+      const c = this.#conversationOf(cache);
+      if (c === undefined) continue;
+      keep.add(c);
+      c.caches.add(cache as object);
+    }
     for (const c of created) if (!keep.has(c)) this.#end(c);
     return result;
   }
@@ -168,49 +187,21 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
     const newMask = new Uint8Array(batch * n);
     for (let b = 0; b < batch; b++) newMask.set(maskData.subarray(b * total + total - n, (b + 1) * total), b * n);
 
-    // True positions: what transformers.js would compute from the full mask (cumsum - 1, 1 at padding),
-    // unless the caller gave its own.
-    let positionIds = inputs["position_ids"] as TjsTensor | null | undefined;
-    if (!positionIds) {
-      const pos = new BigInt64Array(batch * n);
-      for (let b = 0; b < batch; b++) {
-        let next = state.realTokens(b);
-        for (let j = 0; j < n; j++) pos[b * n + j] = newMask[b * n + j] ? BigInt(next++) : 1n;
-      }
-      positionIds = new TensorCtor("int64", pos, [batch, n]);
-    }
-
-    const past = state.past();
-    const mask = new BigInt64Array(batch * (past.slots + n));
-    for (let b = 0; b < batch; b++) {
-      for (let t = 0; t < past.slots; t++) mask[b * (past.slots + n) + t] = BigInt(past.mask[b * past.slots + t]!);
-      for (let j = 0; j < n; j++) mask[b * (past.slots + n) + past.slots + j] = BigInt(newMask[b * n + j]!);
-    }
-    const { layers, kvHeads, headDim, kvDtype } = this.convention;
-    let pastFeed: Record<string, TjsTensor> | null = null;
-    if (past.slots > 0) {
-      pastFeed = {};
-      for (let l = 0; l < layers; l++) {
-        pastFeed[`past_key_values.${l}.key`] = new TensorCtor(kvDtype, past.keys[l], [batch, kvHeads, past.slots, headDim]);
-        pastFeed[`past_key_values.${l}.value`] = new TensorCtor(kvDtype, past.values[l], [batch, kvHeads, past.slots, headDim]);
-      }
-    }
+    // True positions (what transformers.js would compute from the full mask: cumsum - 1, 1 at
+    // padding), unless the caller gave its own.
+    const plan = planStep(state, newMask, n);
+    const tensor: TensorFactory<TjsTensor> = (type, data, dims) => new TensorCtor(type, data, dims);
     const outputs = await this.#originalForward({
       ...inputs,
-      attention_mask: new TensorCtor("int64", mask, [batch, past.slots + n]),
-      position_ids: positionIds,
-      past_key_values: pastFeed,
+      attention_mask: tensor("int64", plan.attentionMask, [batch, plan.past.slots + n]),
+      position_ids: inputs["position_ids"] ?? tensor("int64", plan.positionIds, [batch, n]),
+      // No past at all on the first step, as transformers.js itself feeds it.
+      past_key_values: plan.past.slots > 0 ? pastFeeds(state.layout, plan, tensor) : null,
     });
-
-    const keys: KvArray[] = [];
-    const values: KvArray[] = [];
-    for (let l = 0; l < layers; l++) {
-      keys.push((outputs[`present.${l}.key`] as TjsTensor).data as KvArray);
-      values.push((outputs[`present.${l}.value`] as TjsTensor).data as KvArray);
-    }
-    state.absorb({ slots: past.slots + n, keys, values }, newMask, n);
+    absorbPresent(state, plan, outputs);
     await state.compressIfDue(n);
 
+    const { layers, kvHeads, headDim, kvDtype } = this.convention;
     // Dense presents go no further: generate() keeps placeholders that carry the true length.
     for (let l = 0; l < layers; l++) {
       for (const kind of ["key", "value"]) {
@@ -253,6 +244,7 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
     const conversation: Conversation = {
       state: createKvState({ layers, kvHeads, headDim, batch, dtype: kvDtype }, this.options),
       placeholders: new Map(),
+      caches: new Set(),
     };
     this.#live.add(conversation);
     this.#calls.getStore()?.add(conversation);
@@ -299,12 +291,23 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
     if (!this.#live.delete(conversation)) return;
     if (conversation === this.#last) this.#lastStats = conversation.state.stats();
     conversation.state.dispose();
+    // Its caches now hold placeholders with nothing behind them. transformers.js reads a passed cache's
+    // length first (get_seq_length) in every generate(), wrapped or not: refuse there, before
+    // onnxruntime sees the empty tensors.
+    for (const cache of conversation.caches) Object.defineProperty(cache, "get_seq_length", { value: disposedCache, configurable: true, writable: true });
   }
 }
 
 function own(target: object, name: "forward" | "generate"): { forward?: PropertyDescriptor; generate?: PropertyDescriptor } {
   const d = Object.getOwnPropertyDescriptor(target, name);
   return d ? { [name]: d } : {};
+}
+
+function disposedCache(): never {
+  throw new NexusQuantError(
+    "DISPOSED",
+    "This past_key_values belongs to a compressed conversation that was released, or whose withNexusQuant handle was disposed: its K/V are gone. Start a new generate() without it.",
+  );
 }
 
 function denseSlots(pkv: Record<string, TjsTensor>): number {

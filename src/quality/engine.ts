@@ -4,16 +4,18 @@
  * variant, then one token per step through either a dense FP16 cache (preset "none") or a
  * CompressedKVCache.
  *
- * It follows withNexusQuant's ORT path step for step (materialized past, an all-ones mask of held +
- * new slots, true position_ids, compression after the prompt and every `compressEvery` decode tokens;
- * a test checks the logits agree with it) and adds one thing the wrapper cannot do: it feeds the
- * observed scorer the model's own queries, read from extra graph outputs (queries.ts).
+ * Its steps go through withNexusQuant's step adapter (src/integrations/step-adapter.ts) and KV state,
+ * so masks, true position_ids, the present → cache path and the compression schedule (after the
+ * prompt and every `compressEvery` decode tokens) are the wrapper's own; a test checks the logits
+ * agree with it. It adds what the wrapper cannot do: one prefill shared by every variant, and the
+ * observed scorer fed the model's own queries, read from extra graph outputs (queries.ts).
  */
 import { NexusQuantError } from "../errors.js";
 import type { CompressionSpec } from "../format/index.js";
-import { fp16BytesPerTokenLayer } from "../format/index.js";
 import { buildLlamaOnnx, type LlamaConfig, type LlamaModel } from "../model/index.js";
-import { CompressedKVCache, halfBitsToFloats, type BackendName } from "../runtime/index.js";
+import type { BackendName } from "../runtime/index.js";
+import { createKvState, type KvLayout, type KvState } from "../integrations/kv-state.js";
+import { absorbPresent, logitsToFloat32, planStep, stepFeeds, type StepPlan } from "../integrations/step-adapter.js";
 import { exposeQueries, lastQueries, queryOutputName } from "./queries.js";
 
 type Ort = typeof import("onnxruntime-node");
@@ -91,13 +93,20 @@ export class QualityEngine {
     return new QualityEngine(ort, session, model.config, exposure.outputs, exposure.reason);
   }
 
+  /** The KV layout of this model's graph (batch 1, FP16 K/V). */
+  layout(): KvLayout {
+    const { numLayers, numKvHeads, headDim, numHeads } = this.config;
+    return { layers: numLayers, kvHeads: numKvHeads, headDim, batch: 1, dtype: "float16", queryHeads: numHeads };
+  }
+
   /** Runs `ids` from position 0 with an empty cache. */
   async prefill(ids: readonly number[]): Promise<Prefill> {
     const { numLayers, headDim, numHeads } = this.config;
     const n = ids.length;
     if (n === 0) throw new NexusQuantError("INVALID_ARGUMENT", "prefill needs at least one token", { arg: "ids" });
-    const empty = Array.from({ length: numLayers }, () => new Uint16Array(0));
-    const out = await this.#run(ids, 0, empty, empty, true);
+    const empty = createKvState(this.layout(), kvOptions({ preset: "none", compressEvery: 1 }));
+    const plan = planStep(empty, new Uint8Array(n).fill(1), n);
+    const out = await this.run(plan, ids, true);
     const keys: Uint16Array[] = [];
     const values: Uint16Array[] = [];
     for (let l = 0; l < numLayers; l++) {
@@ -105,7 +114,7 @@ export class QualityEngine {
       keys.push(out[`present.${l}.key`]!.data as Uint16Array);
       values.push(out[`present.${l}.value`]!.data as Uint16Array);
     }
-    const logits = halfBitsToFloats(out.logits!.data as Uint16Array);
+    const logits = logitsToFloat32(out.logits!.data, "float16");
     const vocab = this.config.vocabSize;
     const queries = this.queryOutputs?.map((name) => lastQueries(out[name]!.data as Float32Array, numHeads, n, headDim, OBSERVED_WINDOW)) ?? null;
     return { length: n, keys, values, lastLogits: logits.slice((n - 1) * vocab, n * vocab), queries };
@@ -113,165 +122,93 @@ export class QualityEngine {
 
   /** A conversation that continues `prefill` with the given cache. */
   async startRun(prefill: Prefill, setup: CacheSetup): Promise<KvRun> {
-    if (setup.preset === "none") return new DenseRun(this, prefill);
-    const run = new CompressedRun(this, prefill, setup);
+    const run = new EngineRun(this, prefill, setup);
     await run.compressPrompt();
     return run;
   }
 
-  /** @internal one session call: `ids` at positions start.., past [kvHeads, slots, headDim] per layer. */
-  async #run(ids: readonly number[], start: number, keys: Uint16Array[], values: Uint16Array[], withQueries: boolean): Promise<Record<string, OrtTensor>> {
+  /** @internal one session call through the step adapter: `ids` (batch 1) with the plan's past, mask and positions. */
+  async run(plan: StepPlan, ids: readonly number[], withQueries: boolean): Promise<Record<string, OrtTensor>> {
     const { Tensor } = this.#ort;
-    const { numLayers, numKvHeads, headDim } = this.config;
-    const n = ids.length;
-    const slots = keys[0]!.length / (numKvHeads * headDim);
-    const feeds: Record<string, OrtTensor> = {
-      input_ids: new Tensor("int64", BigInt64Array.from(ids, BigInt), [1, n]),
-      // Every held slot and every new token is visible; eviction shortened the past, not the mask.
-      attention_mask: new Tensor("int64", new BigInt64Array(slots + n).fill(1n), [1, slots + n]),
-      position_ids: new Tensor("int64", BigInt64Array.from({ length: n }, (_, j) => BigInt(start + j)), [1, n]),
-    };
-    for (let l = 0; l < numLayers; l++) {
-      feeds[`past_key_values.${l}.key`] = new Tensor("float16", keys[l]!, [1, numKvHeads, slots, headDim]);
-      feeds[`past_key_values.${l}.value`] = new Tensor("float16", values[l]!, [1, numKvHeads, slots, headDim]);
-    }
+    const feeds = stepFeeds(this.layout(), plan, BigInt64Array.from(ids, BigInt), (type, data, dims) => new Tensor(type, data, dims));
     const fetches = withQueries && this.queryOutputs !== null ? [...this.#kvOutputs, ...this.queryOutputs] : this.#kvOutputs;
     return this.#session.run(feeds, fetches);
   }
-
-  /** @internal used by the runs. */
-  runStep = (token: number, position: number, keys: Uint16Array[], values: Uint16Array[], withQueries: boolean) => this.#run([token], position, keys, values, withQueries);
 
   async dispose(): Promise<void> {
     await this.#session.release();
   }
 }
 
-/** The uncompressed baseline: present fed back as the next past, exactly an unwrapped decode loop. */
-class DenseRun implements KvRun {
-  #keys: Uint16Array[];
-  #values: Uint16Array[];
-  #length: number;
-
-  constructor(
-    private readonly engine: QualityEngine,
-    prefill: Prefill,
-  ) {
-    this.#keys = prefill.keys;
-    this.#values = prefill.values;
-    this.#length = prefill.length;
-  }
-
-  async step(token: number): Promise<Float32Array> {
-    const out = await this.engine.runStep(token, this.#length, this.#keys, this.#values, false);
-    const layers = this.engine.config.numLayers;
-    this.#keys = Array.from({ length: layers }, (_, l) => out[`present.${l}.key`]!.data as Uint16Array);
-    this.#values = Array.from({ length: layers }, (_, l) => out[`present.${l}.value`]!.data as Uint16Array);
-    this.#length += 1;
-    return halfBitsToFloats(out.logits!.data as Uint16Array);
-  }
-
-  stats(): RunStats {
-    const c = this.engine.config;
-    const bytes = this.#length * c.numLayers * fp16BytesPerTokenLayer(c.numKvHeads, c.headDim);
-    return { backend: "none", tokens: this.#length, heldTokens: this.#length, baselineBytes: bytes, bytes, ratio: 1, compressions: 0, observedQueries: false };
-  }
-
-  dispose(): void {
-    this.#keys = [];
-    this.#values = [];
-  }
+function kvOptions(setup: CacheSetup) {
+  return {
+    preset: setup.preset,
+    passThrough: setup.preset === "none",
+    backend: "auto" as const,
+    compressEvery: setup.compressEvery,
+    spec: setup.spec ?? {},
+    seed: setup.seed,
+    denseMirror: false,
+  };
 }
 
-class CompressedRun implements KvRun {
-  readonly #cache: CompressedKVCache;
-  readonly #compressEvery: number;
+/**
+ * One variant continuing a prefill: a dense FP16 cache fed back as is (preset "none", exactly an
+ * unwrapped decode loop) or a CompressedKVCache, both withNexusQuant's KV state.
+ */
+class EngineRun implements KvRun {
+  readonly #state: KvState;
   /** Observed scorer only: per layer, a sliding window of the latest queries [queryHeads, w, headDim]. */
   readonly #queries: Float32Array[] | null;
-  #length: number;
-  #sinceCompress = 0;
-  #compressions = 0;
 
   constructor(
     private readonly engine: QualityEngine,
     prefill: Prefill,
     setup: CacheSetup,
   ) {
-    const c = engine.config;
-    this.#cache = new CompressedKVCache({
-      layers: c.numLayers,
-      kvHeads: c.numKvHeads,
-      headDim: c.headDim,
-      queryHeads: c.numHeads,
-      preset: setup.preset,
-      spec: setup.spec ?? {},
-      ...(setup.seed !== undefined ? { seed: setup.seed } : {}),
-    });
-    this.#compressEvery = setup.compressEvery;
+    this.#state = createKvState(engine.layout(), kvOptions(setup));
     // Without query outputs the observed scorer gets none and the cache falls back to key-key.
-    this.#queries = this.#cache.spec.scorer === "observed" && prefill.queries !== null ? prefill.queries.map((q) => q.slice()) : null;
-    for (let l = 0; l < c.numLayers; l++) this.#cache.append(l, prefill.keys[l]!, prefill.values[l]!);
-    this.#length = prefill.length;
+    this.#queries = this.#state.cache?.spec.scorer === "observed" && prefill.queries !== null ? prefill.queries.map((q) => q.slice()) : null;
+    const P = prefill.length;
+    this.#state.absorb({ slots: P, keys: prefill.keys, values: prefill.values }, new Uint8Array(P).fill(1), P);
   }
 
   async compressPrompt(): Promise<void> {
-    await this.#compress();
+    await this.#state.compress(this.#extras());
   }
 
-  async #compress(): Promise<void> {
-    await this.#cache.compress(this.#queries === null ? {} : { observedQueries: this.#queries });
-    this.#compressions += 1;
-    this.#sinceCompress = 0;
+  #extras() {
+    return this.#queries === null ? {} : { observedQueries: [this.#queries] };
   }
 
   async step(token: number): Promise<Float32Array> {
-    const c = this.engine.config;
-    const keys: Uint16Array[] = [];
-    const values: Uint16Array[] = [];
-    for (let l = 0; l < c.numLayers; l++) {
-      const d = this.#cache.materialize(l, { dtype: "f16" });
-      keys.push(d.keys);
-      values.push(d.values);
+    const plan = planStep(this.#state, new Uint8Array([1]), 1);
+    const out = await this.engine.run(plan, [token], this.#queries !== null);
+    absorbPresent(this.#state, plan, out);
+    if (this.#queries !== null) {
+      const c = this.engine.config;
+      for (let l = 0; l < c.numLayers; l++) slideIn(this.#queries[l]!, out[this.engine.queryOutputs![l]!]!.data as Float32Array, c.numHeads, c.headDim);
     }
-    const held = keys[0]!.length / (c.numKvHeads * c.headDim);
-    const out = await this.engine.runStep(token, this.#length, keys, values, this.#queries !== null);
-    const d = c.headDim;
-    for (let l = 0; l < c.numLayers; l++) {
-      // Only the new slot (index `held`) of each head goes into the cache.
-      const k = new Uint16Array(c.numKvHeads * d);
-      const v = new Uint16Array(c.numKvHeads * d);
-      const pk = out[`present.${l}.key`]!.data as Uint16Array;
-      const pv = out[`present.${l}.value`]!.data as Uint16Array;
-      for (let h = 0; h < c.numKvHeads; h++) {
-        const at = (h * (held + 1) + held) * d;
-        k.set(pk.subarray(at, at + d), h * d);
-        v.set(pv.subarray(at, at + d), h * d);
-      }
-      this.#cache.append(l, k, v);
-      if (this.#queries !== null) slideIn(this.#queries[l]!, out[this.engine.queryOutputs![l]!]!.data as Float32Array, c.numHeads, d);
-    }
-    this.#length += 1;
-    this.#sinceCompress += 1;
-    if (this.#sinceCompress >= this.#compressEvery) await this.#compress();
-    return halfBitsToFloats(out.logits!.data as Uint16Array);
+    await this.#state.compressIfDue(1, this.#extras());
+    return logitsToFloat32(out.logits!.data, "float16");
   }
 
   stats(): RunStats {
-    const s = this.#cache.stats();
+    const s = this.#state.stats();
     return {
       backend: s.backend,
-      tokens: this.#length,
-      heldTokens: this.#cache.tokens(0).held,
-      baselineBytes: s.baselineBytes,
-      bytes: s.bytes.total,
+      tokens: s.tokens,
+      heldTokens: s.heldTokens,
+      baselineBytes: s.baselineKvBytes,
+      bytes: s.compressedKvBytes,
       ratio: s.ratio,
-      compressions: this.#compressions,
+      compressions: s.compressions,
       observedQueries: this.#queries !== null,
     };
   }
 
   dispose(): void {
-    this.#cache.dispose();
+    this.#state.dispose();
   }
 }
 

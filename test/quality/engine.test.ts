@@ -86,7 +86,7 @@ describe("decode loop", () => {
         const theirs = (await wrapped.step([ids[P + i]!])).last();
         for (let j = 0; j < ours.length; j++) maxDiff = Math.max(maxDiff, Math.abs(ours[j]! - theirs[j]!));
       }
-      expect(maxDiff).toBeLessThan(1e-3);
+      expect(maxDiff).toBe(0); // one step adapter and one KV state: the same numbers, not just close ones
       const s = run.stats();
       const w = wrapped.stats();
       expect(s.heldTokens).toBe(w.heldTokens);
