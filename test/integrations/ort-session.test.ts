@@ -209,4 +209,31 @@ describe("withNexusQuant(InferenceSession)", () => {
     }
     await expect(kept.step([1])).rejects.toMatchObject({ code: "DISPOSED" });
   });
+
+  it("one conversation at a time: a second generate() while one runs is BUSY, and the first is untouched", async () => {
+    await withNexusQuant(session, { preset: "none" }, async (wrapped) => {
+      const first = wrapped.generate(prompt, { maxNewTokens: 12 });
+      const error = await wrapped.generate(promptTokens(50, 1), { maxNewTokens: 4 }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: "BUSY", name: "NexusQuantError" });
+      expect((error as Error).message).toContain("one conversation at a time");
+      await expect(wrapped.step([1])).rejects.toMatchObject({ code: "BUSY" });
+      expect(() => wrapped.reset()).toThrow(expect.objectContaining({ code: "BUSY" }));
+      expect((await first).tokens[0]).toEqual(baseline.tokens.slice(0, 12));
+      // Idle again: a new conversation starts normally.
+      expect((await wrapped.generate(prompt, { maxNewTokens: 3 })).tokens[0]).toEqual(baseline.tokens.slice(0, 3));
+    });
+  });
+
+  it("dispose() while a generate() runs frees the cache when that step returns; the generate() rejects with DISPOSED", async () => {
+    const wrapped = await withNexusQuant(session, { preset: "balanced" });
+    const running = wrapped.generate(prompt, { maxNewTokens: 8 });
+    const cache = await new Promise<NonNullable<typeof wrapped.cache>>((resolve) => {
+      const poll = () => (wrapped.cache !== undefined ? resolve(wrapped.cache) : setImmediate(poll));
+      poll();
+    });
+    wrapped.dispose();
+    await expect(running).rejects.toMatchObject({ code: "DISPOSED" });
+    expect(cache.disposed).toBe(true);
+    await expect(wrapped.generate(prompt)).rejects.toMatchObject({ code: "DISPOSED" });
+  });
 });

@@ -149,4 +149,67 @@ describe("withNexusQuant(transformers.js model)", () => {
       await expect(greedy({ ...ids([[1, 2, 3]]), past_key_values: cache } as never, 2)).rejects.toMatchObject({ code: "DISPOSED" });
     });
   });
+
+  describe("lifecycle", () => {
+    const ownPatches = () => Object.getOwnPropertyNames(lm).filter((n) => n === "forward" || n === "generate");
+
+    it("a second wrap of the same model is refused with BUSY; the first keeps working", async () => {
+      const inputs = ids([promptTokens(120, 5)]);
+      const plain = await greedy(inputs, 6);
+      const first = await withNexusQuant(lm, { preset: "none" });
+      try {
+        const error = await withNexusQuant(lm, { preset: "balanced" }).catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: "BUSY", name: "NexusQuantError" });
+        expect((error as Error).message).toContain("already wrapped");
+        expect(await greedy(inputs, 6)).toEqual(plain);
+        expect(first.stats().tokens).toBe(120 + 5);
+      } finally {
+        first.dispose();
+      }
+      expect(ownPatches()).toEqual([]);
+    });
+
+    it("disposing handles in any order leaves the model's own forward() and generate()", async () => {
+      const inputs = ids([promptTokens(120, 6)]);
+      const plain = await greedy(inputs, 6);
+      const forward = lm.forward;
+      for (const order of ["first-then-second", "second-then-first"]) {
+        // Two wraps at once: the second is refused, so whichever order they are disposed in, no
+        // handle's forward is left behind.
+        const first = await withNexusQuant(lm, { preset: "balanced" });
+        const refused = await withNexusQuant(lm, { preset: "quant" }).catch((e: unknown) => e);
+        const both = [first, refused].filter((h): h is TransformersJsHandle => typeof (h as TransformersJsHandle).dispose === "function");
+        for (const h of order === "first-then-second" ? both : [...both].reverse()) h.dispose();
+        expect(ownPatches()).toEqual([]);
+        expect(await greedy(inputs, 6)).toEqual(plain);
+
+        // One after the other: a stale handle's dispose() must neither undo the live one's patch nor
+        // put its own back.
+        first.dispose();
+        const second = await withNexusQuant(lm, { preset: "quant" });
+        if (order === "first-then-second") first.dispose();
+        expect(ownPatches()).toEqual(["forward", "generate"]);
+        await greedy(inputs, 2);
+        second.dispose();
+        if (order === "second-then-first") first.dispose();
+        expect(ownPatches()).toEqual([]);
+        expect(lm.forward).toBe(forward);
+        expect(await greedy(inputs, 6)).toEqual(plain);
+      }
+    });
+
+    it("a disposed handle's past_key_values given to the restored model is DISPOSED, not an onnxruntime error", async () => {
+      const handle = await withNexusQuant(lm, { preset: "balanced" });
+      const one = (await lm.generate({ ...ids([promptTokens(200, 2)]), max_new_tokens: 4, do_sample: false, return_dict_in_generate: true })) as {
+        past_key_values: { get_seq_length(): number };
+      };
+      expect(one.past_key_values.get_seq_length()).toBe(203);
+      handle.dispose();
+      await expect(greedy({ ...ids([[1, 2, 3]]), past_key_values: one.past_key_values } as never, 2)).rejects.toMatchObject({ code: "DISPOSED" });
+      // Wrapped again: still refused, by name.
+      await withNexusQuant(lm, { preset: "balanced" }, async () => {
+        await expect(greedy({ ...ids([[1, 2, 3]]), past_key_values: one.past_key_values } as never, 2)).rejects.toMatchObject({ code: "DISPOSED" });
+      });
+    });
+  });
 });
