@@ -13,26 +13,10 @@ export {
 } from "./ort-session.js";
 export { TransformersJsHandle, isTransformersJsModel, type TransformersJsModelLike } from "./transformers-js.js";
 export { DecodeHandle } from "./decode-handle.js";
-export {
-  ConventionStepEngine,
-  absorbPresent,
-  logitsToFloat32,
-  padTokenRows,
-  pastFeeds,
-  planStep,
-  stepFeeds,
-  stepResult,
-  toTokenRows,
-  zeroTimings,
-  type ConventionStepEngineOptions,
-  type PaddedTokens,
-  type RunDecoder,
-  type StepEngine,
-  type StepPlan,
-  type TensorFactory,
-  type TokenRows,
-} from "./step-adapter.js";
+// The step adapter's functions (step-adapter.ts) are internal: the wrappers, the quality harness and
+// the benchmarks import them by path. What a custom engine implements is public.
+export type { StepEngine, TokenRows } from "./step-adapter.js";
 export { inspectConvention, type ModelConvention, type SessionMetadataLike } from "./convention.js";
-export { createKvState, emptyKvStats, type KvStats, type KvDtype, type KvArray, type KvLayout, type KvState, type KvStateOptions, type CompressExtras, type PastKv, type PresentKv } from "./kv-state.js";
+export type { KvStats, KvDtype } from "./kv-state.js";
 export { createSampler, argmax, type SamplingOptions, type TokenSampler } from "./sampling.js";
 export { klDivergence, FidelityMeter, type FidelitySummary } from "./fidelity.js";
