@@ -4,7 +4,7 @@
  * i.e. getrusage). The wrappers hold the cache compressed between steps but rebuild the dense past
  * for every step, so this is what a user of them sees at the peak.
  *
- *   npx tsx bench/wrapper-peak.ts [--context 4096] [--steps 16] [--chunk 512] [--out bench/results/wrapper-peak-cpu.json]
+ *   npx tsx bench/wrapper-peak.ts [--context 4096] [--steps 16] [--chunk 512] [--cases a,b] [--out bench/results/wrapper-peak-cpu.json]
  *
  * Model: a built random-weight Llama (src/model/tiny.ts) with Llama-3.2-1B's KV shape (16 layers,
  * 8 KV heads, head_dim 64) but a narrow body (hidden 256), float32 graph, so the KV cache is a large
@@ -142,10 +142,11 @@ async function parent(): Promise<void> {
   await writeModelDir(dir, model);
   mkdirSync(join(dir, "onnx"), { recursive: true });
   writeFileSync(join(dir, "onnx", "model.onnx"), buildLlamaOnnx({ ...model, dtype: "f32" }));
+  const cases = flag("--cases", CASES.join(",")).split(",") as CaseName[];
   const rows: (ChildReport & { peakRssBytes: number })[] = [];
   const loadBefore = loadavg();
   try {
-    for (const name of CASES) {
+    for (const name of cases) {
       for (const ctx of [SHORT, context]) {
         const r = spawnSync("/usr/bin/time", ["-f", "NQ_PEAK_KB=%M", process.execPath, "--import", "tsx", fileURLToPath(import.meta.url), "--child", name, "--context", String(ctx), "--steps", String(steps), "--chunk", String(chunk), "--dir", dir], {
           encoding: "utf8",
@@ -156,14 +157,14 @@ async function parent(): Promise<void> {
         if (r.status !== 0 || peak === undefined || line === undefined) throw new Error(`case ${name} @ ${ctx} failed (${r.status}): ${r.stderr.slice(-2000)}`);
         const row = { ...(JSON.parse(line) as ChildReport), peakRssBytes: Number(peak) * 1024 };
         rows.push(row);
-        process.stderr.write(`${name} @ ${ctx}: peak ${(row.peakRssBytes / 2 ** 20).toFixed(0)} MiB\n`);
+        process.stderr.write(`${name} @ ${ctx}: peak ${(row.peakRssBytes / 2 ** 20).toFixed(0)} MiB ${line}\n`);
       }
     }
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
   const peakOf = (name: CaseName, ctx: number) => rows.find((r) => r.case === name && r.context === ctx)!.peakRssBytes;
-  const summary = CASES.map((name) => {
+  const summary = cases.map((name) => {
     const long = rows.find((r) => r.case === name && r.context === context)!;
     return {
       case: name,
@@ -177,7 +178,7 @@ async function parent(): Promise<void> {
     };
   });
   const result = {
-    command: `npx tsx bench/wrapper-peak.ts --context ${context} --steps ${steps} --chunk ${chunk}`,
+    command: `npx tsx bench/wrapper-peak.ts --context ${context} --steps ${steps} --chunk ${chunk} --cases ${cases.join(",")}`,
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemGiB: +(totalmem() / 2 ** 30).toFixed(1), loadAverageBefore: loadBefore, loadAverageAfter: loadavg() },
     model: { ...SHAPE, graph: "float32", weights: "random (src/model/tiny.ts)" },
