@@ -147,7 +147,8 @@ async function parent(): Promise<void> {
   const loadBefore = loadavg();
   try {
     for (const name of cases) {
-      for (const ctx of [SHORT, context]) {
+      // --long-only: skip the short-context run (when its peak is known from an earlier run).
+      for (const ctx of process.argv.includes("--long-only") ? [context] : [SHORT, context]) {
         const r = spawnSync("/usr/bin/time", ["-f", "NQ_PEAK_KB=%M", process.execPath, "--import", "tsx", fileURLToPath(import.meta.url), "--child", name, "--context", String(ctx), "--steps", String(steps), "--chunk", String(chunk), "--dir", dir], {
           encoding: "utf8",
           maxBuffer: 1 << 24,
@@ -163,7 +164,7 @@ async function parent(): Promise<void> {
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
-  const peakOf = (name: CaseName, ctx: number) => rows.find((r) => r.case === name && r.context === ctx)!.peakRssBytes;
+  const peakOf = (name: CaseName, ctx: number) => rows.find((r) => r.case === name && r.context === ctx)?.peakRssBytes ?? NaN;
   const summary = cases.map((name) => {
     const long = rows.find((r) => r.case === name && r.context === context)!;
     return {
@@ -178,7 +179,7 @@ async function parent(): Promise<void> {
     };
   });
   const result = {
-    command: `npx tsx bench/wrapper-peak.ts --context ${context} --steps ${steps} --chunk ${chunk} --cases ${cases.join(",")}`,
+    command: `npx tsx bench/wrapper-peak.ts --context ${context} --steps ${steps} --chunk ${chunk} --cases ${cases.join(",")}${process.argv.includes("--long-only") ? " --long-only" : ""}`,
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemGiB: +(totalmem() / 2 ** 30).toFixed(1), loadAverageBefore: loadBefore, loadAverageAfter: loadavg() },
     model: { ...SHAPE, graph: "float32", weights: "random (src/model/tiny.ts)" },
