@@ -15,7 +15,8 @@ export type NexusQuantErrorCode =
   | "OUT_OF_MEMORY"
   | "DISPOSED" // use after dispose()
   | "CORRUPT_DATA" // a serialized buffer that fails its checks
-  | "NATIVE_ERROR"; // a failure inside native code (always a message from our own checks)
+  | "NATIVE_ERROR" // a failure inside native code (always a message from our own checks)
+  | "LAB_ONLY"; // a lab tool (bench/) run outside a clone of the repository
 
 export class NexusQuantError extends Error {
   readonly code: NexusQuantErrorCode;

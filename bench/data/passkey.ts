@@ -1,4 +1,4 @@
-import { NexusQuantError, invalidArgument } from "../errors.js";
+import { NexusQuantError, invalidArgument } from "../../src/errors.js";
 import { Mulberry32, deriveSeed } from "./prng.js";
 
 /**

@@ -1,4 +1,4 @@
-import { invalidArgument } from "../errors.js";
+import { invalidArgument } from "../../src/errors.js";
 
 /**
  * mulberry32: a tiny 32-bit PRNG whose every step is integer arithmetic, so that the Python port in
