@@ -7,7 +7,8 @@
  * top-1 agreement against the baseline's logits at the same positions come with it.
  */
 import { invalidArgument, NexusQuantError } from "../../src/errors.js";
-import { argmax, klDivergence } from "../../src/integrations/index.js";
+import { klDivergence } from "../../src/integrations/fidelity.js";
+import { argmax } from "../../src/integrations/sampling.js";
 import type { QualityEngine } from "./engine.js";
 import type { QualityTokenizer } from "./tokenizer.js";
 import { documentIds } from "./tokenizer.js";

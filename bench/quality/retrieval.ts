@@ -7,7 +7,7 @@
  * the passage would let the uncompressed prompt pass choose the first answer token.)
  */
 import { invalidArgument } from "../../src/errors.js";
-import { argmax } from "../../src/integrations/index.js";
+import { argmax } from "../../src/integrations/sampling.js";
 import { isCorrectCompletion, makeRetrievalSuite, type RetrievalKind, type RetrievalSample } from "../data/index.js";
 import type { QualityEngine } from "./engine.js";
 import type { QualityTokenizer } from "./tokenizer.js";

@@ -112,6 +112,8 @@ export class CompressedKVCache {
   readonly ropeTheta: number;
   #handle: NativeCacheHandle | undefined;
   #busy = false;
+  /** The compress() in flight (settles, never rejects), for asyncDispose to wait on. */
+  #running: Promise<void> | undefined;
 
   /** @param existing internal: a native handle from deserialize() that already holds the state. */
   constructor(options: CompressedKVCacheOptions, existing?: NativeCacheHandle) {
@@ -175,7 +177,7 @@ export class CompressedKVCache {
   /** The live native handle; the one not-disposed / not-busy guard. */
   #native(): NativeCacheHandle {
     if (!this.#handle) throw new NexusQuantError("DISPOSED", "This CompressedKVCache has been disposed; create a new one.");
-    if (this.#busy) throw new NexusQuantError("INVALID_ARGUMENT", "This CompressedKVCache is busy with compress(); await it before using the cache.");
+    if (this.#busy) throw new NexusQuantError("BUSY", "This CompressedKVCache is busy with compress(); await it before using the cache.");
     return this.#handle;
   }
 
@@ -212,10 +214,18 @@ export class CompressedKVCache {
     const [observed, window] = this.#observed(options);
     const layer = this.#compressLayer(options);
     this.#busy = true;
-    try {
+    const run = (async () => {
       for (const seq of seqs) await awaitNative(h.compressAsync(seq, layer, observed, this.queryHeads, window));
+    })();
+    this.#running = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    try {
+      await run;
     } finally {
       this.#busy = false;
+      this.#running = undefined;
     }
   }
 
@@ -374,12 +384,18 @@ export class CompressedKVCache {
 
   /** Frees every byte the cache holds. Further use is a DISPOSED error; disposing twice is fine. */
   dispose(): void {
-    if (this.#busy) throw new NexusQuantError("INVALID_ARGUMENT", "Cannot dispose while compress() is running; await it first.");
+    if (this.#busy) throw new NexusQuantError("BUSY", "Cannot dispose while compress() is running; await it first.");
     this.#handle?.dispose();
     this.#handle = undefined;
   }
 
   [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** `await using cache = ...`: waits for a compress() in flight, then disposes. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    while (this.#running) await this.#running;
     this.dispose();
   }
 }

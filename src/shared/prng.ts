@@ -1,4 +1,4 @@
-import { invalidArgument } from "../../src/errors.js";
+import { invalidArgument } from "../errors.js";
 
 /**
  * mulberry32: a tiny 32-bit PRNG whose every step is integer arithmetic, so that the Python port in
@@ -34,6 +34,15 @@ export class Mulberry32 {
   nextFloat(): number {
     return this.nextUint32() / 4294967296;
   }
+}
+
+/**
+ * A uniform [0, 1) stream from a Mulberry32 seeded with `seed` taken modulo 2^32 (any number works, so
+ * callers can mix seeds arithmetically): the one seeded generator of synthetic data, weights, sampling.
+ */
+export function seededRandom(seed: number): () => number {
+  const rng = new Mulberry32(seed >>> 0);
+  return () => rng.nextFloat();
 }
 
 /** An independent seed for item `index` of a family seeded with `base` (same formula in passkey.py). */

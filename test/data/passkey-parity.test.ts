@@ -2,7 +2,7 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { makeRetrievalSample, makeRetrievalSuite, type RetrievalKind } from "../../bench/data/passkey.js";
-import { Mulberry32, deriveSeed } from "../../bench/data/prng.js";
+import { Mulberry32, deriveSeed } from "../../src/shared/prng.js";
 import { heldOutSpeeches } from "../../bench/data/sotu.js";
 
 // train.py makes its passkey rows and report with bench/model/passkey.py; it must produce exactly

@@ -3,7 +3,7 @@ import {
   RETRIEVAL_DEPTHS, approxTokenCount, isCorrectCompletion, makeRetrievalSample, makeRetrievalSuite, splitSentences,
   type RetrievalKind,
 } from "../../bench/data/passkey.js";
-import { Mulberry32, deriveSeed } from "../../bench/data/prng.js";
+import { Mulberry32, deriveSeed } from "../../src/shared/prng.js";
 import { heldOutSpeeches } from "../../bench/data/sotu.js";
 
 const filler = heldOutSpeeches().map((s) => s.text);

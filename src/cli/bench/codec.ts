@@ -1,6 +1,7 @@
 import { CODE_BITS } from "../../format/index.js";
 import { native } from "../../runtime/native.js";
-import { gaussian, seededRandom, studentT } from "../../runtime/synthetic.js";
+import { seededRandom } from "../../shared/prng.js";
+import { gaussian, studentT } from "../../runtime/synthetic.js";
 import { parseFlags, parsePositiveInt } from "../args.js";
 import { renderTable, toJson } from "../table.js";
 import type { CliCommand } from "../types.js";
