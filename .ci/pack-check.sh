@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packaging check: what a user gets from `npm install nexusquant`. Packs the repository (prepack puts
 # the prebuilt CPU addon in), installs the tarball into an empty project with production dependencies
-# only (offline, from the npm cache; onnxruntime-node added as the optional peer the demo runs on),
+# only (npm cache first; onnxruntime-node linked in as the optional peer the demo runs on),
 # and runs the CLI and an import of every export path there, asserting real output. Prints the
 # tarball and installed sizes. Exit 0 when every check passed.
 set -euo pipefail
@@ -14,29 +14,33 @@ export ONNXRUNTIME_NODE_INSTALL=skip
 check() { echo "pack-check: $*"; }
 die() { echo "pack-check FAILED: $*" >&2; exit 1; }
 
-npm pack --pack-destination "$work" --json > "$work/pack.json" 2> "$work/pack.log" || { tail -30 "$work/pack.log" >&2; die "npm pack failed"; }
-read -r tarball size unpacked entries < <(node -e '
-  const [p] = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-  console.log(p.filename, p.size, p.unpackedSize, p.entryCount);' "$work/pack.json")
-node -e '
-  const [p] = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-  const files = p.files.map((f) => f.path);
-  const need = ["dist/index.js", "dist/cli/main.js", "prebuilds/linux-x64/nexusquant.node", "native/build.mjs", "native/addon-path.mjs", "CMakeLists.txt"];
-  const missing = need.filter((f) => !files.includes(f));
-  const lab = files.filter((f) => /^(bench|test|src|models)\//.test(f));
-  if (missing.length) { console.error("missing from the tarball: " + missing.join(", ")); process.exit(1); }
-  if (lab.length) { console.error("lab or source files in the tarball: " + lab.slice(0, 5).join(", ")); process.exit(1); }
-  const main = p.files.find((f) => f.path === "dist/cli/main.js");
-  if ((main.mode & 0o111) === 0) { console.error("dist/cli/main.js is not executable in the tarball"); process.exit(1); }' "$work/pack.json" || die "tarball contents"
+# Lifecycle output (prepack builds the addon, prepare compiles TypeScript) goes to the log; npm pack
+# prints the tarball's name last.
+npm pack --pack-destination "$work" > "$work/pack.log" 2>&1 || { tail -30 "$work/pack.log" >&2; die "npm pack failed"; }
+tarball=$(tail -1 "$work/pack.log")
+[ -f "$work/$tarball" ] || { tail -30 "$work/pack.log" >&2; die "npm pack wrote no tarball"; }
+size=$(stat -c %s "$work/$tarball")
+tar -tvzf "$work/$tarball" > "$work/contents.txt"
+entries=$(wc -l < "$work/contents.txt")
+unpacked=$(awk '{ s += $3 } END { print s }' "$work/contents.txt")
+for f in dist/index.js dist/cli/main.js prebuilds/linux-x64/nexusquant.node native/build.mjs native/addon-path.mjs CMakeLists.txt; do
+  grep -q " package/$f\$" "$work/contents.txt" || die "$f is missing from the tarball"
+done
+! grep -qE " package/(bench|test|src|models|build)/" "$work/contents.txt" || die "lab, source or build files in the tarball: $(grep -E " package/(bench|test|src|models|build)/" "$work/contents.txt" | head -3)"
+grep -E " package/dist/cli/main.js$" "$work/contents.txt" | grep -q "^-rwx" || die "dist/cli/main.js is not executable in the tarball"
 check "tarball $tarball: $((size / 1024)) KiB packed, $((unpacked / 1024)) KiB unpacked, $entries files"
 
-ort=$(node -p 'require("./node_modules/onnxruntime-node/package.json").version')
 mkdir "$work/app"
 cd "$work/app"
 echo '{ "name": "pack-check-app", "private": true, "type": "module" }' > package.json
-npm install --offline --omit=dev --no-audit --no-fund "$work/$tarball" "onnxruntime-node@$ort" > "$work/install.log" 2>&1 || { tail -30 "$work/install.log" >&2; die "npm install of the tarball failed (offline, production dependencies)"; }
+# Production dependencies only, from the npm cache where it has them (the registry otherwise: npm ci
+# caches tarballs, not the package metadata an install by range needs).
+npm install --prefer-offline --omit=dev --no-audit --no-fund "$work/$tarball" > "$work/install.log" 2>&1 || { tail -30 "$work/install.log" >&2; die "npm install of the tarball failed (production dependencies)"; }
+# The demo runs on the optional peer onnxruntime-node (~100 MB): linked from the repository's copy
+# rather than downloaded again.
+ln -s "$repo/node_modules/onnxruntime-node" node_modules/onnxruntime-node
 [ ! -e node_modules/nexusquant/build ] || die "the install built the addon instead of using the prebuilt"
-check "installed: nexusquant $(du -sk node_modules/nexusquant | cut -f1) KiB, node_modules $(du -sk node_modules | cut -f1) KiB (onnxruntime-node $(du -sk node_modules/onnxruntime-node | cut -f1) KiB of it)"
+check "installed: nexusquant $(du -sk node_modules/nexusquant | cut -f1) KiB, with its production dependencies $(du -sk node_modules | cut -f1) KiB (onnxruntime-node, linked, not counted)"
 
 npx --no-install nexusquant estimate --model llama-3.1-8b --context 128k --preset balanced --json > estimate.json || die "nexusquant estimate"
 node -e '

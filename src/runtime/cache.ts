@@ -10,6 +10,7 @@ import {
 } from "../format/index.js";
 import { resolveBackend, type BackendName, type BackendRequest } from "./backend.js";
 import { awaitNative, callNative, native } from "./native.js";
+import type { NativeCacheHandle } from "./binding.js";
 import { checkFloat32, checkIndex, checkKVData, checkPositiveInt, fromTensor, type KVData, type TfjsTensorLike } from "./validate.js";
 
 export interface CompressedKVCacheOptions {
@@ -60,23 +61,6 @@ export interface DenseLayer<T extends Float32Array | Uint16Array = Float32Array 
   values: T;
   /** [kvHeads, tokens]: each kept token's true position (per head, since heads evict differently). */
   positions: Int32Array;
-}
-
-/** @internal */
-interface NativeCacheHandle {
-  append(seq: number, layer: number, k: KVData, v: KVData, tokens: number): void;
-  compress(seq: number, layer: number, observed?: (Float32Array | null)[], queryHeads?: number, window?: number): void;
-  compressAsync(seq: number, layer: number, observed?: (Float32Array | null)[], queryHeads?: number, window?: number): Promise<void>;
-  attention(seq: number, layer: number, q: Float32Array, qHeads: number, nq: number, pos: Int32Array | null, scale: number): Float32Array;
-  materialize(seq: number, layer: number, f16: boolean): { tokens: number; keys: Float32Array | Uint16Array; values: Float32Array | Uint16Array; positions: Int32Array };
-  counts(seq: number, layer: number): { tokens: number; appended: number; compressedTokens: number; compressed: boolean };
-  bytes(): CacheStats["bytes"];
-  serialize(): Uint8Array;
-  dispose(): void;
-}
-interface NativeCacheClass {
-  new (options: object): NativeCacheHandle;
-  deserialize(buf: Uint8Array): NativeCacheHandle;
 }
 
 const SCORER_IDS: Record<ScorerName, number> = { keynorm: 0, "key-key": 1, observed: 2, accumulated: 3, random: 4 };
@@ -154,7 +138,7 @@ export class CompressedKVCache {
       this.#handle = existing;
       return;
     }
-    const Native = native().NativeCache as NativeCacheClass;
+    const Native = native().NativeCache;
     this.#handle = callNative(
       () =>
         new Native({
@@ -346,7 +330,7 @@ export class CompressedKVCache {
   /** Rebuilds a cache from serialize()'s bytes; corrupted or truncated input is a CORRUPT_DATA error. */
   static deserialize(buffer: Uint8Array): CompressedKVCache {
     if (!(buffer instanceof Uint8Array)) throw invalidArgument("buffer", "a Uint8Array", buffer);
-    const Native = native().NativeCache as NativeCacheClass;
+    const Native = native().NativeCache;
     const handle = callNative(() => Native.deserialize(buffer));
     return CompressedKVCache.#fromHandle(handle, buffer);
   }

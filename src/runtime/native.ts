@@ -3,45 +3,11 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { NexusQuantError, type NexusQuantErrorCode } from "../errors.js";
+import type { BindingModule } from "./binding.js";
 // Plain JS shared with the install script (native/build.mjs); the package ships native/.
 import { prebuiltAddonPath } from "../../native/addon-path.mjs";
 
-/** @internal Shape of a memory snapshot from the addon. */
-export interface NativeMemorySnapshot {
-  byCategory: Record<string, number>;
-  totalBytes: number;
-  peakBytes: number;
-  allocations: number;
-}
-
-/**
- * @internal The native module's surface, declared by hand so that every call site is typed. Grown
- * by each binding file in native/binding/.
- */
-export interface BindingModule {
-  backendInfo(): {
-    cuda: {
-      compiled: boolean;
-      available: boolean;
-      reason?: string;
-      runtimeVersion?: number;
-      driverVersion?: number;
-      devices: { name: string; totalMemoryBytes: number; computeCapability: string }[];
-    };
-    cpu: { threads: number };
-  };
-  deviceMemoryInfo(device?: number): { freeBytes: number; totalBytes: number };
-  memoryStats(): { host: NativeMemorySnapshot; device: NativeMemorySnapshot };
-  resetPeakMemory(): void;
-  hostAvailableBytes(): number;
-  nativeLayout(
-    spec: object,
-    kvHeads: number,
-    headDim: number,
-    tokens: number,
-  ): { keptTokens: number; pages: number; pageBytes: number; pageEnd: number; residualBytes: number; quantizedTensorBytesKey: number };
-  [name: string]: unknown;
-}
+export type { BindingModule, NativeMemorySnapshot } from "./binding.js";
 
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 

@@ -28,14 +28,6 @@ export interface CodecBenchRow {
   decodeMElemPerSec: number;
 }
 
-interface Bench {
-  codecBenchmark(q: Quantizer, data: Float32Array, headDim: number, bits: number, rotate: boolean, seed: number): {
-    reconstruction: Float32Array;
-    encodeSeconds: number;
-    decodeSeconds: number;
-  };
-}
-
 /** The Shannon bound for a unit-variance Gaussian at `bits` per element: 2^(-2 bits). */
 export const shannonBound = (bits: number): number => 2 ** (-2 * bits);
 
@@ -63,7 +55,7 @@ function nmse(x: Float32Array, y: Float32Array): number {
 }
 
 export function runCodecBench(vectors: number, d: number, seed: number): CodecBenchRow[] {
-  const b = native() as unknown as Bench;
+  const b = native();
   const rows: CodecBenchRow[] = [];
   for (const distribution of ["gaussian", "kv-like"] as Distribution[]) {
     const data = makeData(distribution, vectors, d, seed);
