@@ -34,7 +34,6 @@ export {
   dequantize,
   CompressedKVCache,
   measureMemory,
-  verifyCompression,
   type BackendInfo,
   type BackendName,
   type CudaDevice,
@@ -47,8 +46,8 @@ export {
   type DenseLayer,
   type MemoryMeasurement,
   type MemoryCategory,
-  type VerifyOptions,
-  type VerifyResult,
 } from "./runtime/index.js";
+
+export { verifyCompression, type VerifyOptions, type VerifyResult } from "./verify.js";
 
 export { withNexusQuant, type NexusQuantOptions, type WrappedModel, type NexusQuantSession, type TransformersJsHandle } from "./integrations/index.js";
