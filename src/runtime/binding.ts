@@ -4,6 +4,7 @@
  * in native/binding/; a function added there is added here. Stripped from the published types
  * (tsconfig stripInternal).
  */
+import type { BackendInfo } from "./backend.js";
 import type { KVData } from "./validate.js";
 
 /** @internal A memory snapshot from the accounting allocator. */
@@ -16,17 +17,8 @@ export interface NativeMemorySnapshot {
 
 /** @internal native/binding/backend_binding.cc and memory: backend, memory accounting, layout mirror. */
 export interface BackendBinding {
-  backendInfo(): {
-    cuda: {
-      compiled: boolean;
-      available: boolean;
-      reason?: string;
-      runtimeVersion?: number;
-      driverVersion?: number;
-      devices: { name: string; totalMemoryBytes: number; computeCapability: string }[];
-    };
-    cpu: { threads: number };
-  };
+  /** BackendInfo without `auto`, which backend.ts derives. */
+  backendInfo(): Omit<BackendInfo, "auto">;
   deviceMemoryInfo(device?: number): { freeBytes: number; totalBytes: number };
   memoryStats(): { host: NativeMemorySnapshot; device: NativeMemorySnapshot };
   resetPeakMemory(): void;
