@@ -10,12 +10,12 @@
  * agree with it. It adds what the wrapper cannot do: one prefill shared by every variant, and the
  * observed scorer fed the model's own queries, read from extra graph outputs (queries.ts).
  */
-import { NexusQuantError } from "../errors.js";
-import type { CompressionSpec } from "../format/index.js";
-import { buildLlamaOnnx, type LlamaConfig, type LlamaModel } from "../model/index.js";
-import type { BackendName } from "../runtime/index.js";
-import { createKvState, type KvLayout, type KvState } from "../integrations/kv-state.js";
-import { absorbPresent, logitsToFloat32, planStep, stepFeeds, type StepPlan } from "../integrations/step-adapter.js";
+import { NexusQuantError } from "../../src/errors.js";
+import type { CompressionSpec } from "../../src/format/index.js";
+import { buildLlamaOnnx, type LlamaConfig, type LlamaModel } from "../../src/model/index.js";
+import type { BackendName } from "../../src/runtime/index.js";
+import { createKvState, type KvLayout, type KvState } from "../../src/integrations/kv-state.js";
+import { absorbPresent, logitsToFloat32, planStep, stepFeeds, type StepPlan } from "../../src/integrations/step-adapter.js";
 import { exposeQueries, lastQueries, queryOutputName } from "./queries.js";
 
 type Ort = typeof import("onnxruntime-node");
