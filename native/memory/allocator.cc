@@ -120,8 +120,11 @@ const CgroupDirs& cgroupDirs() {
       }
       out.push_back(root);
     };
-    withAncestors("/sys/fs/cgroup", v2Path, d.v2);
-    withAncestors("/sys/fs/cgroup/memory", v1Path, d.v1);
+    // NEXUSQUANT_CGROUP_ROOT: another mount point (tests use a directory of fake limit files).
+    const char* rootEnv = std::getenv("NEXUSQUANT_CGROUP_ROOT");
+    const std::string root = rootEnv && *rootEnv ? rootEnv : "/sys/fs/cgroup";
+    withAncestors(root, v2Path, d.v2);
+    withAncestors(root + "/memory", v1Path, d.v1);
     return d;
   }();
   return dirs;

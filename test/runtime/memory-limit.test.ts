@@ -1,3 +1,8 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { NexusQuantError } from "../../src/errors.js";
 import { CompressedKVCache, memoryStats, quantizeSync, setHostMemoryLimit, hostMemoryLimit } from "../../src/runtime/index.js";
@@ -79,7 +84,7 @@ describe("memory limits", () => {
     const available = native().hostAvailableBytes();
     expect(available).toBeGreaterThan(0);
     // Never more than MemAvailable (the cgroup can only lower it).
-    const meminfo = require("node:fs").readFileSync("/proc/meminfo", "utf8") as string;
+    const meminfo = readFileSync("/proc/meminfo", "utf8");
     const memAvailable = Number(/MemAvailable:\s+(\d+)/.exec(meminfo)![1]) * 1024;
     expect(available).toBeLessThanOrEqual(memAvailable + (256 << 20));
   });
@@ -117,5 +122,30 @@ describe("numbers the binding cannot represent are refused, not wrapped", () => 
     } finally {
       c.dispose();
     }
+  });
+});
+
+describe("a container's memory limit (cgroup) is honoured", () => {
+  it("with memory.max 256 MiB and 64 MiB used, a 512 MiB context is refused at once, naming the cgroup", () => {
+    // A child process whose cgroup root is a directory of fake limit files (cgroup v2 layout).
+    const root = mkdtempSync(join(tmpdir(), "nq-cgroup-"));
+    writeFileSync(join(root, "memory.max"), `${256 << 20}\n`);
+    writeFileSync(join(root, "memory.current"), `${64 << 20}\n`);
+    const addon = process.env.NEXUSQUANT_ADDON ?? join(dirname(fileURLToPath(import.meta.url)), "..", "..", "build", "Release", "nexusquant.node");
+    const script = `
+      const nq = require(${JSON.stringify(addon)});
+      const c = new nq.NativeCache({ batch: 1, layers: 1, kvHeads: 8, headDim: 128, keyBits: 2, valueBits: 2, evictFraction: 0, sinkTokens: 0,
+        recentWindow: 0, residualWindow: 64, pageTokens: 64, scorer: 1, seed: 0, scorerWindow: 8, poolKernel: 7, queryHeads: 8, budgetTokens: 0, ropeTheta: 0 });
+      const block = new Float32Array(8 * 128 * 4096).fill(0.5);  // 16 MiB of FP16 per append
+      let appended = 0, error;
+      try { for (let i = 0; i < 32; i++) { c.append(0, 0, block, block, 4096); appended += 4096; } } catch (e) { error = { code: e.code, message: e.message }; }
+      console.log(JSON.stringify({ available: nq.hostAvailableBytes(), appended, error, rss: process.memoryUsage().rss }));`;
+    const out = execFileSync(process.execPath, ["-e", script], { env: { ...process.env, NEXUSQUANT_CGROUP_ROOT: root }, encoding: "utf8", timeout: 30_000 });
+    const r = JSON.parse(out.trim().split("\n").pop()!) as { available: number; appended: number; error?: { code: string; message: string }; rss: number };
+    expect(r.available).toBe(192 << 20);
+    expect(r.error?.code).toBe("OUT_OF_MEMORY");
+    expect(r.error?.message).toMatch(/could not allocate \d+ bytes .*cgroup/);
+    expect(r.appended).toBeLessThan(32 * 4096);
+    expect(r.rss).toBeLessThan(512 << 20);
   });
 });
