@@ -152,7 +152,10 @@ describe("deserialize with a valid checksum over mutated content (seeded fuzz)",
     }
     expect(loaded + rejected).toBeGreaterThan(0);
     expect(rejected).toBeGreaterThan(0);
-    expect([...codes]).toEqual(["CORRUPT_DATA"]);
+    // CORRUPT_DATA for anything inconsistent. OUT_OF_MEMORY stays possible for a consistent header
+    // whose residual windows (allocated at their full size, as the live cache held them) do not fit.
+    for (const code of codes) expect(["CORRUPT_DATA", "OUT_OF_MEMORY"]).toContain(code);
+    expect(codes.has("CORRUPT_DATA")).toBe(true);
     expect(slowest).toBeLessThan(500);
     if (process.env.NEXUSQUANT_FUZZ_COUNT) console.log(JSON.stringify({ seed: FUZZ_SEED, cases: loaded + rejected, loaded, rejected, slowestMs: slowest }));
   });
