@@ -84,6 +84,8 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     c.queryHeads = static_cast<size_t>(integer("queryHeads", 1, format::kMaxQueryHeads));
     if (c.queryHeads % c.kvHeads != 0) throwJs(env, "INVALID_ARGUMENT", "queryHeads must be a multiple of kvHeads");
     c.ropeTheta = readFinite(o.Get("ropeTheta"), "ropeTheta");
+    if (!(c.ropeTheta == 0 || (c.ropeTheta > 1 && c.ropeTheta < 1e12)) || (c.ropeTheta > 0 && c.headDim % 2 != 0))
+      throwJs(env, "INVALID_ARGUMENT", "ropeTheta must be 0 (keys stored as they come) or in (1, 1e12) with an even headDim");
     c.budgetTokens = static_cast<size_t>(integer("budgetTokens", 0, format::kMaxPositions));
     const Napi::Value limit = o.Get("memoryLimitBytes");
     budget_ = std::make_shared<MemoryBudget>(limit.IsUndefined() ? 0 : static_cast<uint64_t>(readInteger(limit, "memoryLimitBytes", 0, kMaxSafeInteger)));
