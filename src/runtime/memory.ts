@@ -79,11 +79,6 @@ export async function measureMemory<T>(fn: () => T | Promise<T>): Promise<Memory
   return measurement;
 }
 
-interface MemoryLimitBinding {
-  setHostMemoryLimit(bytes: number): void;
-  hostMemoryLimit(): number;
-}
-
 /**
  * Caps the host bytes nexusquant's allocator may hold in this process (every cache and quantized
  * tensor together); an allocation that would pass it fails with OUT_OF_MEMORY naming the bytes
@@ -93,11 +88,11 @@ interface MemoryLimitBinding {
 export function setHostMemoryLimit(bytes: number | null): void {
   const value = bytes ?? 0;
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) throw invalidArgument("bytes", "an integer >= 0, or null", bytes);
-  (native() as unknown as MemoryLimitBinding).setHostMemoryLimit(value);
+  native().setHostMemoryLimit(value);
 }
 
 /** The process-wide cap set by setHostMemoryLimit(), or null when there is none. */
 export function hostMemoryLimit(): number | null {
-  const v = (native() as unknown as MemoryLimitBinding).hostMemoryLimit();
+  const v = native().hostMemoryLimit();
   return v === 0 ? null : v;
 }
