@@ -29,6 +29,24 @@ const DecodeTables& decodeTables() {
 const int8_t (*fine4Points())[8] { return e8::hostFine4Table().v; }
 
 namespace {
+inline void point2(uint32_t code, const DecodeTables& t, float p[8]);
+}
+
+const int8_t (*point2x4Table())[8] {
+  static const std::vector<int8_t> table = [] {
+    std::vector<int8_t> x(65536 * 8);
+    const DecodeTables& t = decodeTables();
+    for (uint32_t code = 0; code < 65536; ++code) {
+      float p[8];
+      point2(code, t, p);
+      for (int i = 0; i < 8; ++i) x[code * 8 + i] = static_cast<int8_t>(std::lround(4.0f * p[i]));
+    }
+    return x;
+  }();
+  return reinterpret_cast<const int8_t(*)[8]>(table.data());
+}
+
+namespace {
 
 // Per-rate scale constants (scale = k * RMS of the rotated vector), tuned on i.i.d. Gaussian d = 128
 // by `native/tools/build/codec_check tune 20000` (minimum NMSE on a 0.01 grid; docs/format.md).
