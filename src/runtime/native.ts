@@ -26,8 +26,10 @@ export interface BindingModule {
       driverVersion?: number;
       devices: { name: string; totalMemoryBytes: number; computeCapability: string }[];
     };
-    cpu: { threads: number };
+    cpu: { threads: number; isa: "scalar" | "avx2" | "avx512"; isasSupported: ("scalar" | "avx2" | "avx512")[]; isaNote?: string };
   };
+  /** Dense causal attention with the same kernels and ISA as attention on codes (benchmark baselines). */
+  denseAttention(keys: Float32Array | Uint16Array, values: Float32Array | Uint16Array, kvHeads: number, n: number, d: number, q: Float32Array, qHeads: number, nq: number, scale: number): Float32Array;
   deviceMemoryInfo(device?: number): { freeBytes: number; totalBytes: number };
   memoryStats(): { host: NativeMemorySnapshot; device: NativeMemorySnapshot };
   resetPeakMemory(): void;
