@@ -1,4 +1,5 @@
 import { integrationSuite } from "../commands/bench-integration.js";
+import { attentionSuite } from "./attention.js";
 import { cacheSuite } from "./cache.js";
 import { qualitySuite } from "./quality.js";
 import { codecSuite } from "./codec.js";
@@ -10,7 +11,7 @@ import type { CliCommand } from "../types.js";
  */
 export type BenchSuite = CliCommand;
 
-export const BENCH_SUITES: readonly BenchSuite[] = [codecSuite, cacheSuite, integrationSuite, qualitySuite];
+export const BENCH_SUITES: readonly BenchSuite[] = [codecSuite, cacheSuite, attentionSuite, integrationSuite, qualitySuite];
 
 export function findSuite(name: string): BenchSuite | undefined {
   return BENCH_SUITES.find((s) => s.name === name);

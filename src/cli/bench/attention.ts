@@ -1,0 +1,232 @@
+import { CompressedKVCache } from "../../runtime/cache.js";
+import { floatsToHalfBits } from "../../runtime/half.js";
+import { native } from "../../runtime/native.js";
+import { gaussian, seededRandom } from "../../runtime/synthetic.js";
+import type { CompressionSpec } from "../../format/index.js";
+import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
+import { renderTable, toJson } from "../table.js";
+import type { CliCommand } from "../types.js";
+
+const USAGE = `nexusquant bench attention [--contexts 1k,4k,16k,64k] [--prefill-contexts 1k,4k] [--head-dims 64,128]
+                           [--prefill 256] [--repeats 5] [--json]
+  Time per call of softmax attention, batch 1, 8 KV heads, GQA 4:1 (32 query heads), side by side in
+  one run: decode (1 query per head) at every context, and a causal prefill chunk (--prefill queries
+  at the end of the context) at --prefill-contexts. Cases: dense FP32 and dense FP16 rows through the
+  same fused kernels and SIMD level as the codes (the fair baselines); onnxruntime-node's CPU
+  MatMul/Softmax/MatMul graph on FP32 (what a user would run instead); attention on the codes of
+  K2V2, K3V2, K4V4 (no eviction) and of the eviction presets high, balanced and max. Reports the
+  median time, the bytes of KV the call reads, effective GB/s and the speed ratio to dense FP16.
+`;
+
+const KV_HEADS = 8;
+const GROUP = 4;
+
+export interface AttentionBenchRow {
+  context: number;
+  headDim: number;
+  mode: "decode" | "prefill";
+  queries: number;
+  case: string;
+  medianMs: number | null;
+  bytesRead: number;
+  gbPerSec: number | null;
+  vsDenseF16: number | null;
+  note?: string;
+}
+
+const CODE_CASES: { name: string; preset?: string; spec?: Partial<CompressionSpec> }[] = [
+  { name: "codes K2V2", spec: { keyBits: 2, valueBits: 2, evictFraction: 0 } },
+  { name: "codes K3V2", spec: { keyBits: 3, valueBits: 2, evictFraction: 0 } },
+  { name: "codes K4V4", spec: { keyBits: 4, valueBits: 4, evictFraction: 0 } },
+  { name: "preset high (K3V2, 35% evicted)", preset: "high" },
+  { name: "preset balanced (K2V2, 60% evicted)", preset: "balanced" },
+  { name: "preset max (K2V2, 80% evicted)", preset: "max" },
+];
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+// Round robin over the cases (one call of each per round), so load that comes and goes on a shared
+// machine hits every case alike; the median of each case's rounds is reported.
+async function timeRoundRobin(fns: (() => unknown | Promise<unknown>)[], repeats: number): Promise<number[]> {
+  for (const fn of fns) await fn(); // warm-up: tables, pages, thread pool
+  const t = fns.map(() => [] as number[]);
+  for (let i = 0; i < repeats; i++)
+    for (let c = 0; c < fns.length; c++) {
+      const a = performance.now();
+      await fns[c]!();
+      t[c]!.push(performance.now() - a);
+    }
+  return t.map(median);
+}
+
+function randomRows(count: number, seed: number): Float32Array {
+  const g = gaussian(seededRandom(seed));
+  const x = new Float32Array(count);
+  for (let i = 0; i < x.length; i++) x[i] = g();
+  return x;
+}
+
+type Ort = typeof import("onnxruntime-node");
+
+async function loadOrt(): Promise<Ort | null> {
+  try {
+    return await import("onnxruntime-node");
+  } catch {
+    return null;
+  }
+}
+
+// Q [H, group*nq, d] x K^T [H, d, n] -> scores (+ causal mask) -> softmax -> x V [H, n, d].
+async function ortAttention(ort: Ort, H: number, rows: number, n: number, d: number, scale: number, masked: boolean) {
+  const { GraphBuilder, DataType, onnx } = await import("../../model/onnx-graph.js");
+  const g = new GraphBuilder();
+  const q = g.input("q", DataType.FLOAT, [H, rows, d]);
+  const kt = g.input("kt", DataType.FLOAT, [H, d, n]);
+  const v = g.input("v", DataType.FLOAT, [H, n, d]);
+  let s = g.op("Mul", [g.op("MatMul", [q, kt]), g.float([scale], true)]);
+  if (masked) s = g.op("Add", [s, g.input("mask", DataType.FLOAT, [rows, n])]);
+  g.output("out", g.op("MatMul", [g.op("Softmax", [s], { axis: -1 }), v]), DataType.FLOAT, [H, rows, d]);
+  const model = onnx.ModelProto.create({ irVersion: 8, opsetImport: [{ domain: "", version: 17 }], producerName: "nexusquant-bench", graph: g.graph("attention") });
+  return ort.InferenceSession.create(onnx.ModelProto.encode(model).finish(), { graphOptimizationLevel: "all" });
+}
+
+export async function runAttentionBench(opts: {
+  contexts: number[];
+  prefillContexts: number[];
+  headDims: number[];
+  prefill: number;
+  repeats: number;
+  progress?: (line: string) => void;
+}): Promise<{ rows: AttentionBenchRow[]; ortNote: string }> {
+  const N = native();
+  const ort = await loadOrt();
+  const rows: AttentionBenchRow[] = [];
+  const H = KV_HEADS, qHeads = KV_HEADS * GROUP;
+  const ortNote = ort
+    ? "onnxruntime-node: MatMul/Softmax/MatMul on FP32, K given pre-transposed. Quantized-KV attention (GroupQueryAttention k_quant_type / kv_cache_bit_width) not measured: see bench/results/attention-cpu.md."
+    : "onnxruntime-node could not be loaded: no ORT baseline";
+  for (const d of opts.headDims) {
+    for (const n of [...new Set([...opts.contexts, ...opts.prefillContexts])].sort((a, b) => a - b)) {
+      const keys = randomRows(H * n * d, 1 + n + d);
+      const values = randomRows(H * n * d, 2 + n + d);
+      const keysF16 = floatsToHalfBits(keys), valuesF16 = floatsToHalfBits(values);
+      const modes: ("decode" | "prefill")[] = [];
+      if (opts.contexts.includes(n)) modes.push("decode");
+      if (opts.prefillContexts.includes(n) && opts.prefill <= n) modes.push("prefill");
+      const caches: { name: string; cache: CompressedKVCache }[] = [];
+      for (const c of CODE_CASES) {
+        const cache = new CompressedKVCache({ layers: 1, kvHeads: H, headDim: d, queryHeads: qHeads, preset: c.preset ?? "quant", spec: c.spec });
+        cache.append(0, keys, values);
+        await cache.compress();
+        caches.push({ name: c.name, cache });
+      }
+      let kt: Float32Array | null = null;
+      for (const mode of modes) {
+        const nq = mode === "decode" ? 1 : opts.prefill;
+        const q = randomRows(qHeads * nq * d, 3 + n);
+        const scale = 1 / Math.sqrt(d);
+        const repeats = mode === "decode" ? opts.repeats : Math.max(3, Math.floor(opts.repeats / 2));
+        const cases: { name: string; bytesRead: number; fn: (() => unknown) | null; note?: string; release?: () => Promise<void> }[] = [];
+        const add = (name: string, fn: (() => unknown) | null, bytesRead: number, note?: string, release?: () => Promise<void>) => {
+          cases.push({ name, fn, bytesRead, note, release });
+        };
+        const denseBytes = 2 * H * n * d;
+        add("dense FP32", () => N.denseAttention(keys, values, H, n, d, q, qHeads, nq, scale), 2 * denseBytes * 2);
+        add("dense FP16", () => N.denseAttention(keysF16, valuesF16, H, n, d, q, qHeads, nq, scale), denseBytes * 2);
+        const scoreBytes = H * GROUP * nq * n * 4;
+        if (!ort) add("onnxruntime FP32 (MatMul/Softmax/MatMul)", null, 0, "onnxruntime-node unavailable");
+        else if (scoreBytes > 1 << 30) add("onnxruntime FP32 (MatMul/Softmax/MatMul)", null, 0, `skipped: its score matrix would take ${(scoreBytes / 2 ** 30).toFixed(1)} GiB`);
+        else {
+          if (!kt) {
+            kt = new Float32Array(H * d * n);
+            for (let h = 0; h < H; h++) for (let t = 0; t < n; t++) for (let i = 0; i < d; i++) kt[(h * d + i) * n + t] = keys[(h * n + t) * d + i]!;
+          }
+          const session = await ortAttention(ort, H, GROUP * nq, n, d, scale, nq > 1);
+          const feeds: Record<string, InstanceType<Ort["Tensor"]>> = {
+            // [qHeads][nq][d] is [H][group * nq][d]: a KV head's query heads are consecutive
+            q: new ort.Tensor("float32", q, [H, GROUP * nq, d]),
+            kt: new ort.Tensor("float32", kt, [H, d, n]),
+            v: new ort.Tensor("float32", values, [H, n, d]),
+          };
+          if (nq > 1) {
+            const mask = new Float32Array(GROUP * nq * n);
+            for (let r = 0; r < GROUP * nq; r++) for (let t = n - nq + (r % nq) + 1; t < n; t++) mask[r * n + t] = -Infinity;
+            feeds.mask = new ort.Tensor("float32", mask, [GROUP * nq, n]);
+          }
+          add("onnxruntime FP32 (MatMul/Softmax/MatMul)", () => session.run(feeds), 2 * denseBytes * 2, undefined, () => session.release());
+        }
+        for (const { name, cache } of caches) {
+          const b = cache.stats().bytes;
+          const positions = Int32Array.from({ length: nq }, (_, j) => n - nq + j);
+          add(name, () => cache.attention(0, q, { positions }), b.codes + b.scales + b.positions + b.residual);
+        }
+        const live = cases.filter((c) => c.fn !== null);
+        const times = await timeRoundRobin(live.map((c) => c.fn!), repeats);
+        for (const c of cases) {
+          const ms = c.fn ? times[live.indexOf(c)]! : null;
+          rows.push({ context: n, headDim: d, mode, queries: nq, case: c.name, medianMs: ms, bytesRead: c.bytesRead, gbPerSec: ms === null ? null : c.bytesRead / (ms * 1e6), vsDenseF16: null, note: c.note });
+          opts.progress?.(`${mode} n=${n} d=${d} ${c.name}: ${ms === null ? c.note : ms.toFixed(2) + " ms"}`);
+          await c.release?.();
+        }
+      }
+      for (const { cache } of caches) cache.dispose();
+    }
+  }
+  for (const r of rows) {
+    const base = rows.find((x) => x.context === r.context && x.headDim === r.headDim && x.mode === r.mode && x.case === "dense FP16");
+    if (base?.medianMs && r.medianMs) r.vsDenseF16 = base.medianMs / r.medianMs;
+  }
+  return { rows, ortNote };
+}
+
+function parseList<T>(flag: string, text: string, parse: (flag: string, s: string) => T): T[] {
+  return text.split(",").map((s) => parse(flag, s));
+}
+
+export const attentionSuite: CliCommand = {
+  name: "attention",
+  summary: "attention on codes vs dense FP32/FP16 and onnxruntime, decode and prefill, 1K-64K tokens",
+  usage: USAGE,
+  async run(args, io) {
+    const { values: v } = parseFlags(args, {
+      contexts: { type: "string" },
+      "prefill-contexts": { type: "string" },
+      "head-dims": { type: "string" },
+      prefill: { type: "string" },
+      repeats: { type: "string" },
+      json: { type: "boolean" },
+    });
+    const contexts = parseList("--contexts", v.contexts ?? "1k,4k,16k,64k", parseContext);
+    const prefillContexts = parseList("--prefill-contexts", v["prefill-contexts"] ?? "1k,4k", parseContext);
+    const headDims = parseList("--head-dims", v["head-dims"] ?? "64,128", parsePositiveInt);
+    const prefill = v.prefill ? parsePositiveInt("--prefill", v.prefill) : 256;
+    const repeats = v.repeats ? parsePositiveInt("--repeats", v.repeats) : 5;
+    const { rows, ortNote } = await runAttentionBench({ contexts, prefillContexts, headDims, prefill, repeats, progress: v.json ? undefined : (l) => io.stderr(l + "\n") });
+    const cpu = native().backendInfo().cpu;
+    if (v.json) {
+      io.stdout(toJson({ suite: "attention", kvHeads: KV_HEADS, queryHeads: KV_HEADS * GROUP, batch: 1, threads: cpu.threads, isa: cpu.isa, date: new Date().toISOString(), ortNote, results: rows }));
+      return 0;
+    }
+    io.stdout(`batch 1, ${KV_HEADS} KV heads, GQA ${GROUP}:1, ${cpu.threads} CPU threads, ISA ${cpu.isa}\n${ortNote}\n\n`);
+    io.stdout(
+      renderTable(
+        ["mode", "context", "head_dim", "case", "median ms", "MB read", "GB/s", "vs dense FP16"],
+        rows.map((r) => [
+          r.mode,
+          String(r.context),
+          String(r.headDim),
+          r.case,
+          r.medianMs === null ? (r.note ?? "-") : r.medianMs.toFixed(2),
+          (r.bytesRead / 1e6).toFixed(1),
+          r.gbPerSec === null ? "-" : r.gbPerSec.toFixed(2),
+          r.vsDenseF16 === null ? "-" : r.vsDenseF16.toFixed(2) + "x",
+        ]),
+        ["left", "right", "right", "left", "right", "right", "right", "right"],
+      ),
+    );
+    return 0;
+  },
+};
