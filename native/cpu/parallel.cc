@@ -119,7 +119,10 @@ void parallelFor(size_t n, size_t minChunk, const std::function<void(size_t, siz
     fn(0, n);
     return;
   }
-  const size_t chunk = (n + workers - 1) / workers;
+  // Up to 4 chunks per thread, claimed dynamically: a thread the OS preempts (a busy machine) holds
+  // back one small chunk, not a quarter of the work.
+  const size_t wantedChunks = std::min(maxWorkers, 4 * workers);
+  const size_t chunk = (n + wantedChunks - 1) / wantedChunks;
   const size_t chunks = (n + chunk - 1) / chunk;
   std::vector<std::exception_ptr> errors(chunks);
   const std::function<void(size_t)> job = [&](size_t c) {

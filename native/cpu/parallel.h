@@ -15,8 +15,8 @@ int cpuThreads();
 // Threads the pool really has (workers that started + the caller); starts the pool if needed.
 int poolThreads();
 
-// Calls fn(begin, end) on disjoint chunks covering [0, n). Chunks are at least `minChunk` items, so
-// small jobs run on the calling thread alone. `threads` <= 0 means cpuThreads(). The first exception
+// Calls fn(begin, end) on disjoint chunks covering [0, n) (up to 4 per thread). Chunks are at least
+// `minChunk` items, so small jobs run on the calling thread alone. `threads` <= 0 means cpuThreads(). The first exception
 // a chunk throws is rethrown on the calling thread after every chunk has finished.
 void parallelFor(size_t n, size_t minChunk, const std::function<void(size_t, size_t)>& fn, int threads = 0);
 

@@ -14,7 +14,9 @@ const USAGE = `nexusquant bench attention [--contexts 1k,4k,16k,64k] [--prefill-
   at the end of the context) at --prefill-contexts. Cases: dense FP32 and dense FP16 rows through the
   same fused kernels and SIMD level as the codes (the fair baselines); onnxruntime-node's CPU
   MatMul/Softmax/MatMul graph on FP32 (what a user would run instead); attention on the codes of
-  K2V2, K3V2, K4V4 (no eviction) and of the eviction presets high, balanced and max. Reports the
+  K2V2, K3V2, K4V4 (no eviction) and of the eviction presets high, balanced and max; in decode also
+  onnxruntime's com.microsoft.GroupQueryAttention on an FP32 and an int8 (k_quant_type PER_TENSOR,
+  kv_cache_bit_width 8) past cache. Reports the
   median time, the bytes of KV the call reads, effective GB/s and the speed ratio to dense FP16.
 `;
 
@@ -48,17 +50,26 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-// Round robin over the cases (one call of each per round), so load that comes and goes on a shared
+// Rounds over the cases (one call of each per round, shuffled), so load that comes and goes on a shared
 // machine hits every case alike; the median of each case's rounds is reported.
 async function timeRoundRobin(fns: (() => unknown | Promise<unknown>)[], repeats: number): Promise<number[]> {
   for (const fn of fns) await fn(); // warm-up: tables, pages, thread pool
   const t = fns.map(() => [] as number[]);
-  for (let i = 0; i < repeats; i++)
-    for (let c = 0; c < fns.length; c++) {
+  const rand = seededRandom(repeats);
+  for (let i = 0; i < repeats; i++) {
+    // A fresh order each round: a periodic stall (another process, a throttled time slice) must not
+    // keep landing on the same case.
+    const order = fns.map((_, c) => c);
+    for (let k = order.length - 1; k > 0; k--) {
+      const j = Math.floor(rand() * (k + 1));
+      [order[k], order[j]] = [order[j]!, order[k]!];
+    }
+    for (const c of order) {
       const a = performance.now();
       await fns[c]!();
       t[c]!.push(performance.now() - a);
     }
+  }
   return t.map(median);
 }
 
@@ -70,6 +81,10 @@ function randomRows(count: number, seed: number): Float32Array {
 }
 
 type Ort = typeof import("onnxruntime-node");
+
+// ORT's worker threads spin after each run by default, stealing the cores from whichever case runs
+// next in the round robin; without spinning every case gets the machine alike.
+const ORT_SESSION = { graphOptimizationLevel: "all", extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } } } as const;
 
 async function loadOrt(): Promise<Ort | null> {
   try {
@@ -90,7 +105,42 @@ async function ortAttention(ort: Ort, H: number, rows: number, n: number, d: num
   if (masked) s = g.op("Add", [s, g.input("mask", DataType.FLOAT, [rows, n])]);
   g.output("out", g.op("MatMul", [g.op("Softmax", [s], { axis: -1 }), v]), DataType.FLOAT, [H, rows, d]);
   const model = onnx.ModelProto.create({ irVersion: 8, opsetImport: [{ domain: "", version: 17 }], producerName: "nexusquant-bench", graph: g.graph("attention") });
-  return ort.InferenceSession.create(onnx.ModelProto.encode(model).finish(), { graphOptimizationLevel: "all" });
+  return ort.InferenceSession.create(onnx.ModelProto.encode(model).finish(), ORT_SESSION);
+}
+
+// com.microsoft.GroupQueryAttention decode: one new token on a past cache of n - 1 tokens (BNSH),
+// FP32, or int8 with one scale per tensor (k_quant_type / kv_cache_bit_width). Past and present are
+// separate buffers, as a plain session.run() gives them: ORT copies the past into the present.
+async function ortGqaDecode(ort: Ort, H: number, qHeads: number, past: number, d: number, int8: boolean) {
+  const { GraphBuilder, DataType, onnx } = await import("../../model/onnx-graph.js");
+  const g = new GraphBuilder();
+  const INT8 = onnx.TensorProto.DataType.INT8 as number, INT32 = onnx.TensorProto.DataType.INT32 as number;
+  const cache = (int8 ? INT8 : DataType.FLOAT) as typeof DataType.FLOAT;
+  const inputs = [
+    g.input("q", DataType.FLOAT, [1, 1, qHeads * d]),
+    g.input("k", DataType.FLOAT, [1, 1, H * d]),
+    g.input("v", DataType.FLOAT, [1, 1, H * d]),
+    g.input("past_k", cache, [1, H, past, d]),
+    g.input("past_v", cache, [1, H, past, d]),
+    g.input("seqlens_k", INT32 as typeof DataType.FLOAT, [1]),
+    g.input("total_len", INT32 as typeof DataType.FLOAT, []),
+  ];
+  if (int8) inputs.push("", "", "", "", "", g.input("k_scale", DataType.FLOAT, [1]), g.input("v_scale", DataType.FLOAT, [1]));
+  const [out] = g.opN("GroupQueryAttention", inputs, 3, { num_heads: qHeads, kv_num_heads: H, scale: { float: 1 / Math.sqrt(d) } });
+  const graph = g.graph("gqa");
+  const node = graph.node[graph.node.length - 1]!;
+  node.domain = "com.microsoft";
+  if (int8) {
+    const T = onnx.AttributeProto.AttributeType;
+    node.attribute ??= [];
+    for (const side of ["k", "v"]) node.attribute!.push(onnx.AttributeProto.create({ name: `${side}_quant_type`, type: T.STRING, s: new TextEncoder().encode("PER_TENSOR") }));
+    node.attribute!.push(onnx.AttributeProto.create({ name: "kv_cache_bit_width", type: T.INT, i: 8 }));
+  }
+  graph.output.push(
+    onnx.ValueInfoProto.create({ name: out!, type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: [{ dimValue: 1 }, { dimValue: 1 }, { dimValue: qHeads * d }] } } } }),
+  );
+  const model = onnx.ModelProto.create({ irVersion: 8, opsetImport: [{ domain: "", version: 17 }, { domain: "com.microsoft", version: 1 }], producerName: "nexusquant-bench", graph });
+  return ort.InferenceSession.create(onnx.ModelProto.encode(model).finish(), ORT_SESSION);
 }
 
 export async function runAttentionBench(opts: {
@@ -106,7 +156,7 @@ export async function runAttentionBench(opts: {
   const rows: AttentionBenchRow[] = [];
   const H = KV_HEADS, qHeads = KV_HEADS * GROUP;
   const ortNote = ort
-    ? "onnxruntime-node: MatMul/Softmax/MatMul on FP32, K given pre-transposed. Quantized-KV attention (GroupQueryAttention k_quant_type / kv_cache_bit_width) not measured: see bench/results/attention-cpu.md."
+    ? "onnxruntime-node: MatMul/Softmax/MatMul on FP32, K given pre-transposed. com.microsoft.GroupQueryAttention decode on an FP32 and an int8 (per-tensor scale) past cache, past and present in separate buffers (a plain session.run copies the past every call)."
     : "onnxruntime-node could not be loaded: no ORT baseline";
   for (const d of opts.headDims) {
     for (const n of [...new Set([...opts.contexts, ...opts.prefillContexts])].sort((a, b) => a - b)) {
@@ -158,6 +208,32 @@ export async function runAttentionBench(opts: {
           }
           add("onnxruntime FP32 (MatMul/Softmax/MatMul)", () => session.run(feeds), 2 * denseBytes * 2, undefined, () => session.release());
         }
+        if (ort && mode === "decode") {
+          for (const int8 of [false, true]) {
+            const name = int8 ? "onnxruntime GroupQueryAttention int8 KV (per-tensor)" : "onnxruntime GroupQueryAttention FP32 KV";
+            try {
+              const session = await ortGqaDecode(ort, H, qHeads, n - 1, d, int8);
+              const pastK = int8 ? new Int8Array(H * (n - 1) * d).map((_, i) => Math.round(keys[i]! * 32)) : keys.subarray(0, H * (n - 1) * d);
+              const pastV = int8 ? new Int8Array(H * (n - 1) * d).map((_, i) => Math.round(values[i]! * 32)) : values.subarray(0, H * (n - 1) * d);
+              const feeds: Record<string, InstanceType<Ort["Tensor"]>> = {
+                q: new ort.Tensor("float32", q, [1, 1, qHeads * d]),
+                k: new ort.Tensor("float32", keys.subarray(0, H * d), [1, 1, H * d]),
+                v: new ort.Tensor("float32", values.subarray(0, H * d), [1, 1, H * d]),
+                past_k: new ort.Tensor(int8 ? "int8" : "float32", pastK, [1, H, n - 1, d]),
+                past_v: new ort.Tensor(int8 ? "int8" : "float32", pastV, [1, H, n - 1, d]),
+                seqlens_k: new ort.Tensor("int32", Int32Array.of(n - 1), [1]),
+                total_len: new ort.Tensor("int32", Int32Array.of(n), []),
+              };
+              if (int8) {
+                feeds.k_scale = new ort.Tensor("float32", Float32Array.of(1 / 32), [1]);
+                feeds.v_scale = new ort.Tensor("float32", Float32Array.of(1 / 32), [1]);
+              }
+              add(name, () => session.run(feeds), (int8 ? 1 : 4) * denseBytes, undefined, () => session.release());
+            } catch (e) {
+              add(name, null, 0, `not available: ${String((e as Error).message).split("\n")[0]!.slice(0, 160)}`);
+            }
+          }
+        }
         for (const { name, cache } of caches) {
           const b = cache.stats().bytes;
           const positions = Int32Array.from({ length: nq }, (_, j) => n - nq + j);
@@ -204,7 +280,7 @@ export const attentionSuite: CliCommand = {
     const headDims = parseList("--head-dims", v["head-dims"] ?? "64,128", parsePositiveInt);
     const prefill = v.prefill ? parsePositiveInt("--prefill", v.prefill) : 256;
     const repeats = v.repeats ? parsePositiveInt("--repeats", v.repeats) : 5;
-    const { rows, ortNote } = await runAttentionBench({ contexts, prefillContexts, headDims, prefill, repeats, progress: v.json ? undefined : (l) => io.stderr(l + "\n") });
+    const { rows, ortNote } = await runAttentionBench({ contexts, prefillContexts, headDims, prefill, repeats, progress: (l) => io.stderr(l + "\n") });
     const cpu = native().backendInfo().cpu;
     if (v.json) {
       io.stdout(toJson({ suite: "attention", kvHeads: KV_HEADS, queryHeads: KV_HEADS * GROUP, batch: 1, threads: cpu.threads, isa: cpu.isa, date: new Date().toISOString(), ortNote, results: rows }));
