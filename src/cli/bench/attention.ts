@@ -1,7 +1,8 @@
 import { CompressedKVCache } from "../../runtime/cache.js";
 import { floatsToHalfBits } from "../../runtime/half.js";
 import { native } from "../../runtime/native.js";
-import { gaussian, seededRandom } from "../../runtime/synthetic.js";
+import { gaussian } from "../../runtime/synthetic.js";
+import { seededRandom } from "../../shared/prng.js";
 import type { CompressionSpec } from "../../format/index.js";
 import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
 import { renderTable, toJson } from "../table.js";
