@@ -6,6 +6,7 @@
 
 #include "binding/errors.h"
 #include "binding/register.h"
+#include "cpu/isa.h"
 #include "cpu/parallel.h"
 #if defined(NQ_WITH_CUDA)
 #include "nq_cuda_api.h"
@@ -45,7 +46,13 @@ Napi::Value backendInfo(const Napi::CallbackInfo& info) {
   cuda.Set("devices", devices);
   result.Set("cuda", cuda);
   Napi::Object cpu = Napi::Object::New(env);
-  cpu.Set("threads", cpuThreads());
+  cpu.Set("threads", poolThreads());
+  cpu.Set("isa", isaName(activeIsa()));
+  Napi::Array isas = Napi::Array::New(env);
+  const std::vector<Isa> supported = supportedIsas();
+  for (size_t i = 0; i < supported.size(); ++i) isas.Set(static_cast<uint32_t>(i), isaName(supported[i]));
+  cpu.Set("isasSupported", isas);
+  if (!isaNote().empty()) cpu.Set("isaNote", isaNote());
   result.Set("cpu", cpu);
   return result;
 }

@@ -4,10 +4,47 @@
 #include <cstring>
 #include <vector>
 
+#include "codec_tables.h"
 #include "hadamard.h"
 #include "../../kernels/nq_scale.h"
 
 namespace nq {
+
+const DecodeTables& decodeTables() {
+  static const DecodeTables t = [] {
+    DecodeTables x{};
+    for (int e = 0; e < e8::kAbsEntries; ++e) {
+      const uint32_t entry = e8::kAbsTable[e];
+      for (int i = 0; i < 8; ++i) x.abs[e][i] = static_cast<float>((entry >> (2 * i)) & 3u) + 0.5f;
+      x.parity[e] = static_cast<uint8_t>(e8::absParity(entry));
+    }
+    for (int s = 0; s < 256; ++s)
+      for (int i = 0; i < 8; ++i) x.sign[s][i] = ((s >> i) & 1) ? 0x80000000u : 0u;
+    for (uint32_t k = 0; k < 256; ++k) e8::finePoint(k, 2, x.fine2[k]);
+    return x;
+  }();
+  return t;
+}
+
+const int8_t (*fine4Points())[8] { return e8::hostFine4Table().v; }
+
+namespace {
+inline void point2(uint32_t code, const DecodeTables& t, float p[8]);
+}
+
+const int8_t (*point2x4Table())[8] {
+  static const std::vector<int8_t> table = [] {
+    std::vector<int8_t> x(65536 * 8);
+    const DecodeTables& t = decodeTables();
+    for (uint32_t code = 0; code < 65536; ++code) {
+      float p[8];
+      point2(code, t, p);
+      for (int i = 0; i < 8; ++i) x[code * 8 + i] = static_cast<int8_t>(std::lround(4.0f * p[i]));
+    }
+    return x;
+  }();
+  return reinterpret_cast<const int8_t(*)[8]>(table.data());
+}
 
 namespace {
 
@@ -20,33 +57,6 @@ constexpr float kScaleFactor4 = 1.15f;
 // The input and group clamps (kInputClamp, kGroupClamp) and chooseScale live in kernels/nq_scale.h,
 // shared with the CUDA encoder. Both clamp bounds lie far outside anything a non-saturated scale produces: |y| <= sqrt(headDim) / k, times
 // at most 1.5 when the scale is an FP16 subnormal, < 150.
-
-// Decode tables for the 2-bit stage: |coordinate| per (pattern, i), and the float sign bit per
-// (sign byte, i); a point coordinate is (abs ^ sign) + shift.
-struct DecodeTables {
-  alignas(32) float abs[e8::kAbsEntries][8];
-  alignas(32) uint32_t sign[256][8];
-  uint8_t parity[e8::kAbsEntries];
-  alignas(32) float fine2[256][8];  // 3-bit fine points v(k), m = 2
-};
-
-DecodeTables buildDecodeTables() {
-  DecodeTables t{};
-  for (int e = 0; e < e8::kAbsEntries; ++e) {
-    const uint32_t entry = e8::kAbsTable[e];
-    for (int i = 0; i < 8; ++i) t.abs[e][i] = static_cast<float>((entry >> (2 * i)) & 3u) + 0.5f;
-    t.parity[e] = static_cast<uint8_t>(e8::absParity(entry));
-  }
-  for (int s = 0; s < 256; ++s)
-    for (int i = 0; i < 8; ++i) t.sign[s][i] = ((s >> i) & 1) ? 0x80000000u : 0u;
-  for (uint32_t k = 0; k < 256; ++k) e8::finePoint(k, 2, t.fine2[k]);
-  return t;
-}
-
-const DecodeTables& decodeTables() {
-  static const DecodeTables t = buildDecodeTables();
-  return t;
-}
 
 bool validParams(const CodecParams& p) { return codecSupports(p.headDim, p.bits); }
 

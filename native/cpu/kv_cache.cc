@@ -7,9 +7,11 @@
 #include <numeric>
 #include <string>
 
+#include "cpu/attention.h"
 #include "cpu/codec.h"
 #include "cpu/nq_error.h"
 #include "cpu/parallel.h"
+#include "cpu/scratch.h"
 #include "nq_half.h"
 
 namespace nq {
@@ -35,39 +37,6 @@ void rotateIn(const CacheOptions& o, float* v) { rotateVector(CodecParams{static
 void rotateOut(const CacheOptions& o, float* v) { unrotateVector(CodecParams{static_cast<int>(o.headDim), 2, true, o.seed}, v); }
 
 // ---- small helpers -----------------------------------------------------------------------------
-
-// Transient buffers also go through the accounting allocator (category "scratch").
-template <typename T>
-class Scratch {
- public:
-  explicit Scratch(size_t n) : n_(n) {
-    if (n == 0) return;
-    if (!buf_.allocate(n * sizeof(T), oneCategory(MemCategory::Scratch, n * sizeof(T))))
-      throw NqError("OUT_OF_MEMORY", "could not allocate " + std::to_string(n * sizeof(T)) + " bytes of scratch memory");
-  }
-  T* data() { return reinterpret_cast<T*>(buf_.data()); }
-  T& operator[](size_t i) { return data()[i]; }
-  size_t size() const { return n_; }
-
- private:
-  HostBuffer buf_;
-  size_t n_;
-};
-
-// Eight independent partial sums let the compiler vectorize without -ffast-math.
-inline float dot(const float* a, const float* b, size_t n) {
-  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) s[k] += a[i + k] * b[i + k];
-  float acc = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-  for (; i < n; ++i) acc += a[i] * b[i];
-  return acc;
-}
-
-inline void axpy(float a, const float* x, float* y, size_t n) {
-  for (size_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
 
 struct PageHeader {
   uint32_t slotsUsed, layer, sequence, index;
@@ -464,78 +433,122 @@ void KvCache::compressStore(Store& s, size_t seq, size_t layer, const float* obs
 
 // ---- attention on codes --------------------------------------------------------------------------
 
+namespace {
+
+// The compressed slots of one store, read page by page: lattice points + FP16 scales, rotated domain.
+// With un-RoPE'd storage the keys are decoded to the original domain (RoPE needs each position).
+class CodesSource : public KvSource {
+ public:
+  using KeyDecoder = std::function<void(size_t head, size_t begin, size_t end, float* out)>;
+  CodesSource(const std::vector<HostBuffer>& pages, size_t n, size_t P, size_t d, const format::Spec& spec, const format::PageOffsets& off,
+              KeyDecoder originalKeys)
+      : pages_(pages), n_(n), P_(P), d_(d), spec_(spec), off_(off), originalKeys_(std::move(originalKeys)) {
+    keysRotated = !originalKeys_;
+    valuesRotated = true;
+    kcb_ = format::codeBytesPerVector(d, spec.keyBits);
+    vcb_ = format::codeBytesPerVector(d, spec.valueBits);
+  }
+  size_t tokens() const override { return n_; }
+  size_t blockLimit(size_t t) const override { return P_ - t % P_; }
+  size_t granularity() const override { return P_; }
+  void read(const AttentionOps& ops, size_t head, size_t t, size_t n, const BlockBuffers& buf, KvBlock& out) const override {
+    const uint8_t* page = pages_[t / P_].data();
+    const size_t slot = head * P_ + t % P_;
+    const uint16_t* ks = reinterpret_cast<const uint16_t*>(page + off_.keyScales) + slot;
+    const uint16_t* vs = reinterpret_cast<const uint16_t*>(page + off_.valueScales) + slot;
+    if (format::storesPositions(spec_)) {
+      out.positions = reinterpret_cast<const int32_t*>(page + off_.positions) + slot;
+    } else {
+      for (size_t i = 0; i < n; ++i) buf.positions[i] = static_cast<int32_t>(t + i);
+      out.positions = buf.positions;
+    }
+    if (originalKeys_) {
+      originalKeys_(head, t, t + n, buf.keys);
+      out.keyScales = nullptr;
+    } else {
+      ops.decodePoints(spec_.keyBits, d_, page + off_.keyCodes + slot * kcb_, n, buf.keys);
+      ops.halfToFloat(ks, n, buf.keyScales);
+      out.keyScales = buf.keyScales;
+    }
+    ops.decodePoints(spec_.valueBits, d_, page + off_.valueCodes + slot * vcb_, n, buf.values);
+    ops.halfToFloat(vs, n, buf.valueScales);
+    out.keys = buf.keys;
+    out.values = buf.values;
+    out.valueScales = buf.valueScales;
+  }
+
+ private:
+  const std::vector<HostBuffer>& pages_;
+  size_t n_, P_, d_, kcb_, vcb_;
+  format::Spec spec_;
+  format::PageOffsets off_;
+  KeyDecoder originalKeys_;
+};
+
+// The FP16 residual window [2][H][cap][d], original domain, at consecutive positions from `first`.
+class ResidualSource : public KvSource {
+ public:
+  ResidualSource(const uint16_t* residual, size_t H, size_t cap, size_t n, size_t d, int64_t first)
+      : res_(residual), H_(H), cap_(cap), n_(n), d_(d), first_(first) {}
+  size_t tokens() const override { return n_; }
+  void read(const AttentionOps& ops, size_t head, size_t t, size_t n, const BlockBuffers& buf, KvBlock& out) const override {
+    ops.halfToFloat(res_ + (head * cap_ + t) * d_, n * d_, buf.keys);
+    ops.halfToFloat(res_ + ((H_ + head) * cap_ + t) * d_, n * d_, buf.values);
+    for (size_t i = 0; i < n; ++i) buf.positions[i] = static_cast<int32_t>(first_ + static_cast<int64_t>(t + i));
+    out.keys = buf.keys;
+    out.values = buf.values;
+    out.positions = buf.positions;
+  }
+
+ private:
+  const uint16_t* res_;
+  size_t H_, cap_, n_, d_;
+  int64_t first_;
+};
+
+}  // namespace
+
 void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale, float* out) {
   if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
   Store& s = store(seq, layer);
-  const size_t H = o_.kvHeads, d = o_.headDim, group = qHeads / H;
-  const size_t nc = s.compressed, nr = s.residualCount, total = nc + nr;
-  const size_t firstResidualPos = s.appended - nr;
-  float* accum = o_.scorer == Scorer::Accumulated ? reinterpret_cast<float*>(s.accumulated.data()) : nullptr;
-  // KV heads are independent (each owns its query heads' outputs and its accumulated row): run them in parallel.
-  parallelFor(H, 1, [&](size_t hb, size_t he) {
-  Scratch<float> kRot(nc * d), vRot(nc * d), logits(total), qr(d), acc(d);
-  Scratch<int32_t> pos(total);
-  for (size_t h = hb; h < he; ++h) {
-    // RoPE'd storage: keys stay in the rotated domain and the query is rotated once. Un-RoPE'd storage:
-    // each key needs its own RoPE, which acts in the original domain, so keys are fully decoded.
-    const bool unrope = o_.ropeTheta > 0;
-    if (unrope) decodeKeys(s, h, 0, nc, kRot.data());
-    else decodeSlots(s, true, h, 0, nc, false, kRot.data());
-    decodeSlots(s, false, h, 0, nc, false, vRot.data());
-    for (size_t t = 0; t < nc; ++t) pos[t] = slotPosition(s, h, t);
-    for (size_t r = 0; r < nr; ++r) pos[nc + r] = static_cast<int32_t>(firstResidualPos + r);
-    const uint16_t* resK = reinterpret_cast<const uint16_t*>(s.residual.data()) + (h * s.residualCap) * d;
-    const uint16_t* resV = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((H + h) * s.residualCap) * d;
-    std::vector<float> rowK(d), rowV(d);
-    for (size_t g = 0; g < group; ++g) {
-      const size_t qh = h * group + g;
-      for (size_t j = 0; j < nq; ++j) {
-        const int32_t p = qpos ? qpos[j] : static_cast<int32_t>(s.appended - nq + j);
-        const float* qv = q + (qh * nq + j) * d;
-        std::copy(qv, qv + d, qr.data());
-        rotateIn(o_, qr.data());
-        float mx = -std::numeric_limits<float>::infinity();
-        for (size_t t = 0; t < total; ++t) {
-          if (pos[t] > p) {
-            logits[t] = -std::numeric_limits<float>::infinity();
-            continue;
-          }
-          float l;
-          if (t < nc) {
-            l = dot(unrope ? qv : qr.data(), kRot.data() + t * d, d);
-          } else {
-            for (size_t i = 0; i < d; ++i) rowK[i] = halfToFloat(resK[(t - nc) * d + i]);
-            l = dot(qv, rowK.data(), d);
-          }
-          logits[t] = l * scale;
-          mx = std::max(mx, logits[t]);
-        }
-        float* o = out + (qh * nq + j) * d;
-        std::fill(o, o + d, 0.f);
-        if (mx == -std::numeric_limits<float>::infinity()) continue;  // no visible key: output zeros
-        double sum = 0;
-        for (size_t t = 0; t < total; ++t) {
-          logits[t] = pos[t] > p ? 0.f : std::exp(logits[t] - mx);
-          sum += logits[t];
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        std::fill(acc.data(), acc.data() + d, 0.f);
-        for (size_t t = 0; t < nc; ++t)
-          if (logits[t] != 0.f) axpy(logits[t] * inv, vRot.data() + t * d, acc.data(), d);
-        rotateOut(o_, acc.data());  // one inverse rotation for all compressed values
-        for (size_t r = 0; r < nr; ++r) {
-          const float w = logits[nc + r] * inv;
-          if (w == 0.f) continue;
-          for (size_t i = 0; i < d; ++i) rowV[i] = halfToFloat(resV[r * d + i]);
-          axpy(w, rowV.data(), acc.data(), d);
-        }
-        std::copy(acc.data(), acc.data() + d, o);
-        if (accum)
-          for (size_t t = 0; t < total; ++t) accum[h * s.accCap + t] += logits[t] * inv;
-      }
-    }
+  const size_t H = o_.kvHeads, d = o_.headDim;
+  if (qHeads == 0 || qHeads % H != 0) throw NqError("INVALID_ARGUMENT", "query heads must be a positive multiple of the KV heads");
+  if (nq == 0) return;
+  const size_t nc = s.compressed, nr = s.residualCount;
+  std::vector<int32_t> defaultPos;
+  if (!qpos) {
+    for (size_t j = 0; j < nq; ++j) defaultPos.push_back(static_cast<int32_t>(static_cast<int64_t>(s.appended) - static_cast<int64_t>(nq) + static_cast<int64_t>(j)));
+    qpos = defaultPos.data();
   }
-});
+  // One rotated copy of every query: the codes' keys and values live in the rotated domain.
+  Scratch<float> qRot(qHeads * nq * d);
+  std::copy(q, q + qHeads * nq * d, qRot.data());
+  parallelFor(qHeads * nq, 64, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) rotateIn(o_, qRot.data() + i * d);
+  });
+  const bool unrope = o_.ropeTheta > 0;
+  CodesSource codes(s.pages, nc, static_cast<size_t>(o_.spec.pageTokens), d, o_.spec, off_,
+                    unrope ? CodesSource::KeyDecoder([&](size_t h, size_t b, size_t e, float* rows) { decodeKeys(s, h, b, e, rows); })
+                           : CodesSource::KeyDecoder());
+  ResidualSource residual(reinterpret_cast<const uint16_t*>(s.residual.data()), H, s.residualCap, nr, d,
+                          static_cast<int64_t>(s.appended) - static_cast<int64_t>(nr));
+  residual.slotOffset = nc;
+  AttentionProblem p;
+  p.kvHeads = H;
+  p.group = qHeads / H;
+  p.nq = nq;
+  p.d = d;
+  p.q = q;
+  p.qRot = qRot.data();
+  p.qpos = qpos;
+  p.scale = scale;
+  p.out = out;
+  p.unrotate = [this](float* v) { rotateOut(o_, v); };
+  if (o_.scorer == Scorer::Accumulated) {
+    p.accumulated = reinterpret_cast<float*>(s.accumulated.data());
+    p.accumulatedStride = s.accCap;
+  }
+  fusedAttention(attentionOps(activeIsa()), p, {&codes, &residual});
 }
 
 // ---- dense view ----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@ import { NexusQuantError, invalidArgument } from "../errors.js";
 import { native } from "./native.js";
 
 export type BackendName = "cpu" | "cuda";
+/** SIMD levels of the CPU attention kernels: "scalar" is the portable build (x86-64-v2 on x86). */
+export type CpuIsa = "scalar" | "avx2" | "avx512";
 export type BackendRequest = BackendName | "auto";
 
 export interface CudaDevice {
@@ -20,7 +22,16 @@ export interface BackendInfo {
     driverVersion?: number;
     devices: CudaDevice[];
   };
-  cpu: { threads: number };
+  cpu: {
+    /** Threads CPU work runs on (NEXUSQUANT_THREADS, clamped to the hardware). */
+    threads: number;
+    /** SIMD level of the attention kernels, chosen by cpuid at load (override: NEXUSQUANT_ISA). */
+    isa: CpuIsa;
+    /** Levels this build can run on this CPU, portable first. */
+    isasSupported: CpuIsa[];
+    /** Why NEXUSQUANT_ISA was not honoured, when it was not. */
+    isaNote?: string;
+  };
   /** What `backend: "auto"` resolves to on this machine, and why. */
   auto: { backend: BackendName; reason: string };
 }

@@ -74,6 +74,8 @@ export interface CacheBinding {
   };
   /** Exact attention over dense FP32 K/V ([kvHeads, n, d]); the bench's reference. */
   denseAttentionF32(k: Float32Array, v: Float32Array, kvHeads: number, n: number, d: number, q: Float32Array, qHeads: number, scale: number): Float32Array;
+  /** Dense causal attention [kvHeads][n][d] (FP32 or FP16 bits) with the same fused kernels and ISA as attention on codes (bench baselines). */
+  denseAttention(keys: Float32Array | Uint16Array, values: Float32Array | Uint16Array, kvHeads: number, n: number, d: number, q: Float32Array, qHeads: number, nq: number, scale: number): Float32Array;
 }
 
 /** @internal native/binding/cuda_binding.cc (every function throws BACKEND_UNAVAILABLE without CUDA). */

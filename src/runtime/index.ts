@@ -1,4 +1,4 @@
-export { backendInfo, resolveBackend, type BackendInfo, type BackendName, type BackendRequest, type CudaDevice } from "./backend.js";
+export { backendInfo, resolveBackend, type BackendInfo, type BackendName, type BackendRequest, type CpuIsa, type CudaDevice } from "./backend.js";
 export { memoryStats, measureMemory, setHostMemoryLimit, hostMemoryLimit, type MemoryStats, type MemorySpaceStats, type MemoryMeasurement, type MemoryCategory } from "./memory.js";
 export { quantize, quantizeSync, dequantize, dequantizeSync, type QuantizedTensor, type QuantizeOptions, type DequantizeOptions } from "./codec.js";
 export { CompressedKVCache, type CompressedKVCacheOptions, type CacheStats, type CompressOptions, type DenseLayer } from "./cache.js";
