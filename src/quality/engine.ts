@@ -12,9 +12,10 @@
 import { NexusQuantError } from "../errors.js";
 import type { CompressionSpec } from "../format/index.js";
 import { fp16BytesPerTokenLayer } from "../format/index.js";
-import { buildLlamaOnnx, type LlamaConfig, type LlamaModel } from "../model/index.js";
+import { buildLlamaOnnx, f16ArrayToF32, f32ArrayToF16, type LlamaConfig, type LlamaModel } from "../model/index.js";
 import { CompressedKVCache, halfBitsToFloats, type BackendName } from "../runtime/index.js";
 import { exposeQueries, lastQueries, queryOutputName } from "./queries.js";
+import { DEFAULT_GROUP, kiviKeysInPlace, kiviValuesInPlace, rotatedInPlace, rotationSigns, scalarBitsPerHead, type ScalarSpec } from "./scalar-baselines.js";
 
 type Ort = typeof import("onnxruntime-node");
 type OrtTensor = import("onnxruntime-node").Tensor;
@@ -40,10 +41,13 @@ export interface CacheSetup {
   spec?: Partial<CompressionSpec>;
   compressEvery: number;
   seed?: number;
+  /** A scalar baseline (scalar-baselines.ts) instead of a CompressedKVCache; `preset` is then ignored. */
+  scalar?: ScalarSpec;
 }
 
 export interface RunStats {
-  backend: BackendName | "none";
+  /** "none" for the dense baseline, "harness" for the scalar baselines (TypeScript, bits counted). */
+  backend: BackendName | "none" | "harness";
   tokens: number;
   heldTokens: number;
   baselineBytes: number;
@@ -113,6 +117,11 @@ export class QualityEngine {
 
   /** A conversation that continues `prefill` with the given cache. */
   async startRun(prefill: Prefill, setup: CacheSetup): Promise<KvRun> {
+    if (setup.scalar !== undefined) {
+      const run = new ScalarRun(this, prefill, setup.scalar, setup.compressEvery);
+      run.compress();
+      return run;
+    }
     if (setup.preset === "none") return new DenseRun(this, prefill);
     const run = new CompressedRun(this, prefill, setup);
     await run.compressPrompt();
@@ -272,6 +281,120 @@ class CompressedRun implements KvRun {
 
   dispose(): void {
     this.#cache.dispose();
+  }
+}
+
+/**
+ * A scalar baseline: FP16 K/V per head, quantized-and-dequantized in place at the same moments the
+ * CompressedKVCache compresses (after the prompt, then every `compressEvery` tokens), so both hold the
+ * same FP16 tail between compressions. KIVI quantizes only complete key groups (its FP16 residual is
+ * the incomplete one). Bytes are the true storage: codes + FP16 side data, FP16 for unquantized tokens.
+ */
+class ScalarRun implements KvRun {
+  /** Per layer, per KV head: FP16 bits [capacity, headDim]; the first #length tokens are in use. */
+  #keys: Uint16Array[][];
+  #values: Uint16Array[][];
+  #length: number;
+  #quantized = 0;
+  #sinceCompress = 0;
+  #compressions = 0;
+  readonly #signs: Float32Array;
+
+  constructor(
+    private readonly engine: QualityEngine,
+    prefill: Prefill,
+    private readonly spec: ScalarSpec,
+    private readonly compressEvery: number,
+  ) {
+    const { numLayers, numKvHeads, headDim: d } = engine.config;
+    const n = prefill.length;
+    const capacity = n + 1024;
+    const split = (src: Uint16Array) => Array.from({ length: numKvHeads }, (_, h) => {
+      const out = new Uint16Array(capacity * d);
+      out.set(src.subarray(h * n * d, (h + 1) * n * d));
+      return out;
+    });
+    this.#keys = Array.from({ length: numLayers }, (_, l) => split(prefill.keys[l]!));
+    this.#values = Array.from({ length: numLayers }, (_, l) => split(prefill.values[l]!));
+    this.#length = n;
+    this.#signs = rotationSigns(d);
+  }
+
+  /** Quantizes what the format quantizes now: every new token (rotated), whole key groups (KIVI). */
+  compress(): void {
+    const d = this.engine.config.headDim;
+    const group = this.spec.group ?? DEFAULT_GROUP;
+    const upTo = this.spec.kind === "kivi" ? Math.floor(this.#length / group) * group : this.#length;
+    const count = upTo - this.#quantized;
+    if (count > 0) {
+      for (const [layers, isKey] of [[this.#keys, true], [this.#values, false]] as const) {
+        for (const heads of layers) {
+          for (const bits of heads) {
+            const span = bits.subarray(this.#quantized * d, upTo * d);
+            const x = f16ArrayToF32(span);
+            if (this.spec.kind === "kivi") {
+              if (isKey) kiviKeysInPlace(x, count, d, this.spec.bits, group);
+              else kiviValuesInPlace(x, count, d, this.spec.bits, group);
+            } else {
+              rotatedInPlace(x, count, d, this.spec.bits, this.spec.kind, this.#signs);
+            }
+            span.set(f32ArrayToF16(x));
+          }
+        }
+      }
+      this.#quantized = upTo;
+    }
+    this.#compressions += 1;
+    this.#sinceCompress = 0;
+  }
+
+  async step(token: number): Promise<Float32Array> {
+    const { numLayers, numKvHeads, headDim: d } = this.engine.config;
+    const n = this.#length;
+    const gather = (heads: Uint16Array[]) => {
+      const out = new Uint16Array(numKvHeads * n * d);
+      heads.forEach((h, i) => out.set(h.subarray(0, n * d), i * n * d));
+      return out;
+    };
+    const out = await this.engine.runStep(token, n, this.#keys.map(gather), this.#values.map(gather), false);
+    if ((n + 1) * d > this.#keys[0]![0]!.length) this.#grow();
+    for (let l = 0; l < numLayers; l++) {
+      const pk = out[`present.${l}.key`]!.data as Uint16Array;
+      const pv = out[`present.${l}.value`]!.data as Uint16Array;
+      for (let h = 0; h < numKvHeads; h++) {
+        const at = (h * (n + 1) + n) * d;
+        this.#keys[l]![h]!.set(pk.subarray(at, at + d), n * d);
+        this.#values[l]![h]!.set(pv.subarray(at, at + d), n * d);
+      }
+    }
+    this.#length += 1;
+    this.#sinceCompress += 1;
+    if (this.#sinceCompress >= this.compressEvery) this.compress();
+    return halfBitsToFloats(out.logits!.data as Uint16Array);
+  }
+
+  #grow(): void {
+    const grow = (a: Uint16Array) => {
+      const b = new Uint16Array(a.length * 2);
+      b.set(a);
+      return b;
+    };
+    this.#keys = this.#keys.map((hs) => hs.map(grow));
+    this.#values = this.#values.map((hs) => hs.map(grow));
+  }
+
+  stats(): RunStats {
+    const { numLayers, numKvHeads, headDim: d } = this.engine.config;
+    const heads = numLayers * numKvHeads;
+    const baselineBytes = this.#length * heads * fp16BytesPerTokenLayer(1, d);
+    const fp16Tokens = this.#length - this.#quantized;
+    const bytes = heads * (scalarBitsPerHead(this.spec, this.#quantized, d) / 8 + fp16Tokens * fp16BytesPerTokenLayer(1, d));
+    return { backend: "harness", tokens: this.#length, heldTokens: this.#length, baselineBytes, bytes, ratio: baselineBytes / bytes, compressions: this.#compressions, observedQueries: false };
+  }
+
+  dispose(): void {
+    this.#keys = [];
+    this.#values = [];
   }
 }
 

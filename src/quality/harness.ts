@@ -12,7 +12,7 @@ import { QualityEngine } from "./engine.js";
 import { RANDOM_WEIGHTS_NOTE, type QualityModel } from "./model.js";
 import { measurePerplexity, type PerplexityResult } from "./perplexity.js";
 import { measureRetrieval, type RetrievalResult } from "./retrieval.js";
-import { describeSpec, planVariants, type Variant } from "./variants.js";
+import { describeSpec, EVICTION_SWEEP, planVariants, SCALAR_BASELINE_NAMES, type Variant } from "./variants.js";
 
 export interface QualitySettings {
   prefixes: number[];
@@ -29,21 +29,33 @@ export interface QualitySettings {
   quantOnly?: string[];
   scorers?: ScorerName[];
   scorerPreset: string;
+  /** Scalar baselines (variants.ts SCALAR_BASELINE_NAMES' form); default none. */
+  scalar?: string[];
+  /** Eviction fractions swept at `sweepPreset`'s bits and scorer; default none. */
+  sweep?: number[];
+  sweepPreset?: string;
   perplexity: boolean;
   retrieval: boolean;
 }
 
-/** The issue's sizes, for the trained model (2 CPU cores: most of an hour; see docs/quality.md). */
+/**
+ * Sizes for the trained reference model (models/sotu-llama: 4 layers, hidden 256, trained to 2K
+ * tokens): prefixes 512/1K/1.5K with 256 tokens scored, retrieval at 1K and 2K, every variant group
+ * including the scalar baselines and the eviction sweep (see docs/quality.md for the run time).
+ */
 export const TRAINED_DEFAULTS: QualitySettings = {
-  prefixes: [1024, 2048, 3072],
-  scoreTokens: 512,
+  prefixes: [512, 1024, 1536],
+  scoreTokens: 256,
   texts: 2,
-  contexts: [1024, 2048, 4096],
+  contexts: [1024, 2048],
   depths: [...RETRIEVAL_DEPTHS],
   samplesPerCell: 2,
   seed: 2024,
   compressEvery: DEFAULT_COMPRESS_EVERY,
   scorerPreset: "balanced",
+  scalar: [...SCALAR_BASELINE_NAMES],
+  sweep: [...EVICTION_SWEEP],
+  sweepPreset: "balanced",
   perplexity: true,
   retrieval: true,
 };
@@ -54,6 +66,8 @@ export const TRAINED_DEFAULTS: QualitySettings = {
  */
 export const RANDOM_MODEL_DEFAULTS: QualitySettings = {
   ...TRAINED_DEFAULTS,
+  scalar: [],
+  sweep: [],
   prefixes: [256, 1024],
   scoreTokens: 128,
   texts: 2,
@@ -96,6 +110,8 @@ export interface QualityRow {
   recall: number | null;
   recallDelta: number | null;
   sameAsFp16: number | null;
+  recallByContext: Record<string, number> | null;
+  recallByDepth: Record<string, number> | null;
 }
 
 export interface QualityReport {
@@ -130,6 +146,9 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
     ...(settings.quantOnly !== undefined ? { quantOnly: settings.quantOnly } : {}),
     ...(settings.scorers !== undefined ? { scorers: settings.scorers } : {}),
     scorerPreset: settings.scorerPreset,
+    ...(settings.scalar !== undefined ? { scalar: settings.scalar } : {}),
+    ...(settings.sweep !== undefined ? { sweep: settings.sweep } : {}),
+    ...(settings.sweepPreset !== undefined ? { sweepPreset: settings.sweepPreset } : {}),
   });
   const corpus = options.corpus ?? heldOutSpeeches().map((s) => ({ title: `${s.year} ${s.president}`, text: s.text }));
   const engine = await QualityEngine.create(model.model);
@@ -166,7 +185,7 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
   }
   seconds.total = (performance.now() - started) / 1000;
 
-  const rows = variants.map((v) => combineRow(v, perplexity, retrieval));
+  const rows = variants.map((v) => combineRow(v, perplexity, retrieval, model.model.config.headDim));
   const c = model.model.config;
   const observedScorer =
     engine.queryOutputs !== null
@@ -194,13 +213,13 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
   };
 }
 
-function combineRow(v: Variant, perplexity: PerplexityResult | null, retrieval: RetrievalResult | null): QualityRow {
+function combineRow(v: Variant, perplexity: PerplexityResult | null, retrieval: RetrievalResult | null, headDim: number): QualityRow {
   const p = perplexity?.rows.find((r) => r.variant === v.name && r.prefix === "all");
   const r = retrieval?.rows.find((x) => x.variant === v.name);
   return {
     variant: v.name,
     group: v.group,
-    runs: describeSpec(v.resolved),
+    runs: describeSpec(v.resolved, v.scalar, headDim),
     sameAs: v.sameAs,
     ratio: p?.ratio ?? r?.ratio ?? null,
     deltaPplPercent: p?.deltaPplPercent ?? null,
@@ -210,6 +229,8 @@ function combineRow(v: Variant, perplexity: PerplexityResult | null, retrieval: 
     recall: r?.recall ?? null,
     recallDelta: r?.recallDelta ?? null,
     sameAsFp16: r?.sameAsFp16 ?? null,
+    recallByContext: r?.byContext ?? null,
+    recallByDepth: r?.byDepth ?? null,
   };
 }
 

@@ -21,7 +21,7 @@ let report: QualityReport;
 beforeAll(async () => {
   report = await runQualityBench(tinyQualityModel(), {
     corpus: heldOutCorpus(4),
-    settings: { ...RANDOM_MODEL_DEFAULTS, prefixes: [384], scoreTokens: 24, texts: 1, contexts: [CONTEXT], depths: DEPTHS, samplesPerCell: SAMPLES },
+    settings: { ...RANDOM_MODEL_DEFAULTS, prefixes: [384], scoreTokens: 24, texts: 1, contexts: [CONTEXT], depths: DEPTHS, samplesPerCell: SAMPLES, scalar: ["KIVI-2", "Turbo-4"], sweep: [0.2, 0.6] },
   });
 }, 120_000);
 
@@ -37,6 +37,24 @@ describe("perplexity rows", () => {
     // Aliases share their preset's measurement instead of repeating it.
     expect(report.rows.find((r) => r.variant === "L")!.sameAs).toBe("balanced");
     expect(report.rows.find((r) => r.variant === "K3V2")!.sameAs).toBe("quant");
+  });
+
+  it("scalar baselines and the eviction sweep are measured like the presets, with their true bits", () => {
+    const row = (v: string) => report.perplexity!.rows.find((r) => r.variant === v && r.prefix === "all")!;
+    for (const v of ["KIVI-2", "Turbo-4", "K2V2/evict-20%"]) expect(row(v).klMean, v).toBeGreaterThan(0);
+    for (const v of ["KIVI-2", "Turbo-4"]) expect(row(v).heldFraction, v).toBe(1); // no eviction
+    // 2.5 bits/element once quantized, FP16 for the incomplete KIVI group: between 1× and 16/2.5×.
+    expect(row("KIVI-2").ratio).toBeGreaterThan(2);
+    expect(row("KIVI-2").ratio).toBeLessThan(16 / 2.5);
+    expect(row("Turbo-4").ratio).toBeLessThan(16 / 4.25);
+    expect(row("Turbo-4").klMean).toBeLessThan(row("KIVI-2").klMean);
+    // The sweep's 60% point is balanced itself, measured once.
+    expect(report.rows.find((r) => r.variant === "K2V2/evict-60%")!.sameAs).toBe("balanced");
+    expect(row("K2V2/evict-20%").heldFraction).toBeGreaterThan(row("balanced").heldFraction);
+    const kivi = report.rows.find((r) => r.variant === "KIVI-2")!;
+    expect(kivi.group).toBe("scalar");
+    expect(kivi.runs).toMatch(/2\.50 bits\/element/);
+    expect(Object.keys(kivi.recallByDepth!)).toEqual(DEPTHS.map(String));
   });
 
   it("preset none: a second FP16 run gives ΔPPL exactly 0, KL 0 and the same token choices", () => {
