@@ -74,6 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=1234)
     # Model: sized so that its KV cache looks like a real model's (head_dim 128, GQA 2 KV x 2 query heads).
     p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--tokenizer", default="", help="reuse this tokenizer.json (from an earlier run) instead of training one")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=4)
@@ -356,7 +357,7 @@ def main():
     log(f"corpus: {len(train_texts)} train speeches, {len(heldout_texts)} held-out speeches")
 
     t0 = time.time()
-    tok = train_tokenizer(train_texts, args.vocab_size)
+    tok = bpe.ByteLevelBPE.load(args.tokenizer) if args.tokenizer else train_tokenizer(train_texts, args.vocab_size)
     eot_id = tok.token_to_id(EOT)
     if tok.vocab_size() > args.vocab_size or eot_id != 0:
         raise SystemExit(f"tokenizer has {tok.vocab_size()} tokens and <|endoftext|> = {eot_id}")
@@ -693,10 +694,14 @@ def environment(torch):
 
 def markdown_report(r):
     m, t, v, ret, env = r["model"], r["training"], r["validation"], r["retrieval"], r["environment"]
+    if env.get("gpu", "").startswith("none"):
+        machine = (f"the CPU ({env.get('cpu', '?')}, {env.get('cpu_threads', '?')} torch threads, "
+                   f"torch {env['torch']}, {env.get('platform', '?')})")
+    else:
+        machine = f"{env.get('gpu')} (driver {env.get('driver', '?')}, CUDA {env.get('cuda', '?')}, torch {env['torch']})"
     lines = [
         "# sotu-llama: training report", "",
-        f"Trained {r['date_utc']} on {env.get('gpu')} (driver {env.get('driver', '?')}, CUDA {env.get('cuda', '?')}, "
-        f"torch {env['torch']}) in {r['total_seconds']:.0f} s, with `{r['command']}`.", "",
+        f"Trained {r['date_utc']} on {machine} in {r['total_seconds']:.0f} s, with `{r['command']}`.", "",
         "| | |", "| --- | --- |",
         f"| architecture | Llama: {m['num_hidden_layers']} layers, hidden {m['hidden_size']}, "
         f"{m['num_attention_heads']} query / {m['num_key_value_heads']} KV heads x head_dim {m['head_dim']}, "
@@ -721,6 +726,12 @@ def markdown_report(r):
               "| step | seconds | train loss | answer loss | validation loss | lr |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {h['step']} | {h['seconds']} | {h['train_loss']} | {h['answer_loss']} | {h['val_loss']} | {h['lr']:.2e} |"
               for h in t["history"]]
+    probes = [h for h in t["history"] if "probe_retrieval" in h]
+    if probes:
+        lines += ["", "Retrieval probe at checkpoints (a few held-out samples per context):", "",
+                  "| step | " + " | ".join(probes[0]["probe_retrieval"]) + " |",
+                  "| --- |" + " --- |" * len(probes[0]["probe_retrieval"])]
+        lines += [f"| {h['step']} | " + " | ".join(f"{a:.0%}" for a in h["probe_retrieval"].values()) + " |" for h in probes]
     lines += ["", "Hyper-parameters: `" + json.dumps(r["hyperparameters"]) + "`", ""]
     return "\n".join(lines)
 
