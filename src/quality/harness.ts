@@ -5,7 +5,8 @@
  */
 import { heldOutSpeeches, RETRIEVAL_DEPTHS, type RetrievalKind } from "../data/index.js";
 import { invalidArgument } from "../errors.js";
-import type { ScorerName } from "../format/index.js";
+import { specRatio, type ScorerName } from "../format/index.js";
+import { scalarBitsPerElement } from "./scalar-baselines.js";
 import { DEFAULT_COMPRESS_EVERY } from "../integrations/index.js";
 import { backendInfo } from "../runtime/index.js";
 import { QualityEngine } from "./engine.js";
@@ -103,6 +104,12 @@ export interface QualityRow {
   sameAs: string | null;
   /** Measured ratio (perplexity runs when measured, else retrieval runs). */
   ratio: number | null;
+  /**
+   * The ratio at long context, where fixed costs vanish: the layout code's asymptotic figure for the
+   * lattice cache (specRatio, this model's head_dim and KV heads), 16 / bits per element for a scalar
+   * baseline. It compares the formats at equal footing; `ratio` is what this run's caches really held.
+   */
+  ratioLongContext: number;
   deltaPplPercent: number | null;
   ppl: number | null;
   klMean: number | null;
@@ -185,7 +192,7 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
   }
   seconds.total = (performance.now() - started) / 1000;
 
-  const rows = variants.map((v) => combineRow(v, perplexity, retrieval, model.model.config.headDim));
+  const rows = variants.map((v) => combineRow(v, perplexity, retrieval, model.model.config.headDim, model.model.config.numKvHeads));
   const c = model.model.config;
   const observedScorer =
     engine.queryOutputs !== null
@@ -213,7 +220,7 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
   };
 }
 
-function combineRow(v: Variant, perplexity: PerplexityResult | null, retrieval: RetrievalResult | null, headDim: number): QualityRow {
+function combineRow(v: Variant, perplexity: PerplexityResult | null, retrieval: RetrievalResult | null, headDim: number, kvHeads: number): QualityRow {
   const p = perplexity?.rows.find((r) => r.variant === v.name && r.prefix === "all");
   const r = retrieval?.rows.find((x) => x.variant === v.name);
   return {
@@ -222,6 +229,7 @@ function combineRow(v: Variant, perplexity: PerplexityResult | null, retrieval: 
     runs: describeSpec(v.resolved, v.scalar, headDim),
     sameAs: v.sameAs,
     ratio: p?.ratio ?? r?.ratio ?? null,
+    ratioLongContext: v.scalar !== undefined ? 16 / scalarBitsPerElement(v.scalar, headDim) : v.resolved === null ? 1 : specRatio(v.resolved, headDim, kvHeads),
     deltaPplPercent: p?.deltaPplPercent ?? null,
     ppl: p?.ppl ?? null,
     klMean: p?.klMean ?? null,

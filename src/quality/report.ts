@@ -14,6 +14,7 @@ function cells(row: QualityRow): string[] {
     row.sameAs === null ? row.variant : `${row.variant} (= ${row.sameAs})`,
     row.runs,
     fixed(row.ratio, 2, "×"),
+    fixed(row.ratioLongContext, 2, "×"),
     fixed(row.ppl, 3),
     signed(row.deltaPplPercent, 2, "%"),
     fixed(row.klMean, 4),
@@ -24,7 +25,7 @@ function cells(row: QualityRow): string[] {
   ];
 }
 
-export const TABLE_HEADERS = ["cache", "spec", "ratio", "PPL", "ΔPPL", "KL (nats)", "top-1 = FP16", "recall", "recall vs FP16", "answer = FP16"];
+export const TABLE_HEADERS = ["cache", "spec", "ratio", "long-context ratio", "PPL", "ΔPPL", "KL (nats)", "top-1 = FP16", "recall", "recall vs FP16", "answer = FP16"];
 
 function markdownTable(headers: string[], rows: string[][]): string {
   const line = (c: string[]) => `| ${c.join(" | ")} |`;
