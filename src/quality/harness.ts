@@ -201,6 +201,13 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
   const notes: string[] = [];
   if (!model.trained) notes.push(RANDOM_WEIGHTS_NOTE);
   if (model.tokenizer.kind === "utf8-bytes") notes.push(`Tokens are UTF-8 bytes: ${model.tokenizer.description}.`);
+  const fp16Recall = retrieval?.rows.find((r) => r.variant === "none")?.recall;
+  if (fp16Recall !== undefined && fp16Recall < MIN_USEFUL_FP16_RECALL) {
+    notes.push(
+      `The FP16 cache recalls only ${(100 * fp16Recall).toFixed(0)}% of the retrieval samples (below ${100 * MIN_USEFUL_FP16_RECALL}%): this model cannot retrieve, ` +
+        "so the recall columns say nothing about compression, and the goal \"recall = FP16\" is not judged. `answer = FP16` still shows whether a cache changes the completion.",
+    );
+  }
   notes.push(
     "Ratios are measured from the cache's allocator bytes when the last token was scored; they include the FP16 residual window of " +
       "up to 128 recent tokens and the headers, so short contexts show lower ratios than the long-context figures of `nexusquant presets`.",
@@ -214,7 +221,7 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
     rows,
     perplexity,
     retrieval,
-    goals: checkGoals(rows, model.trained),
+    goals: checkGoals(rows, model.trained, fp16Recall),
     notes,
     seconds,
   };
@@ -242,7 +249,10 @@ function combineRow(v: Variant, perplexity: PerplexityResult | null, retrieval: 
   };
 }
 
-export function checkGoals(rows: readonly QualityRow[], trained: boolean): GoalResult[] {
+/** Below this FP16 recall a model cannot retrieve, and recall comparisons are not judged. */
+export const MIN_USEFUL_FP16_RECALL = 0.5;
+
+export function checkGoals(rows: readonly QualityRow[], trained: boolean, fp16Recall?: number): GoalResult[] {
   const caveat = trained ? "" : " (random weights: meaningless until the trained model exists)";
   return GOALS.map((goal) => {
     const row = rows.find((r) => r.variant === goal.preset);
@@ -254,12 +264,15 @@ export function checkGoals(rows: readonly QualityRow[], trained: boolean): GoalR
     else if (row.deltaPplPercent > goal.maxDeltaPplPercent) misses.push(`ΔPPL ${row.deltaPplPercent.toFixed(2)}% > ${goal.maxDeltaPplPercent}%`);
     if (goal.recallEqualsFp16) {
       if (row.recallDelta === null) misses.push("recall not measured");
+      else if (fp16Recall !== undefined && fp16Recall < MIN_USEFUL_FP16_RECALL) misses.push(`recall not measured (the FP16 cache recalls ${pct(fp16Recall)}: the model cannot retrieve)`);
       else if (row.recallDelta !== 0) misses.push(`recall ${pct(row.recall!)} vs FP16 ${pct(row.recall! - row.recallDelta)}`);
     }
     const measuredPpl = row.deltaPplPercent === null ? "" : `ΔPPL ${row.deltaPplPercent.toFixed(2)}% ≤ ${goal.maxDeltaPplPercent}%`;
     const measuredRecall = goal.recallEqualsFp16 && row.recallDelta === 0 ? ", recall equal to FP16" : "";
-    const status = misses.length === 0 ? "met" : misses.every((m) => m.endsWith("not measured")) ? "not measured" : "missed";
-    return { ...goal, status, detail: (misses.length === 0 ? `${measuredPpl}${measuredRecall}` : misses.join("; ")) + caveat };
+    const onlyUnmeasured = misses.every((m) => m.includes("not measured"));
+    const status = misses.length === 0 ? "met" : onlyUnmeasured ? "not measured" : "missed";
+    const detail = misses.length === 0 ? `${measuredPpl}${measuredRecall}` : onlyUnmeasured && measuredPpl !== "" ? `${measuredPpl}; ${misses.join("; ")}` : misses.join("; ");
+    return { ...goal, status, detail: detail + caveat };
   });
 }
 
