@@ -13,8 +13,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeSafetensors, encodeSafetensors, f16ArrayToF32, f32ArrayToF16, llamaWeightShapes, loadModelDir, toFloat32 } from "../../src/model/index.js";
-import { heldOutSpeeches } from "../../src/data/index.js";
-import { documentIds, loadTokenizerJson } from "../../src/quality/index.js";
+import { heldOutSpeeches } from "../../bench/data/index.js";
+import { documentIds, loadTokenizerJson } from "../../bench/quality/index.js";
 
 const modelDir = fileURLToPath(new URL("../../bench/model/", import.meta.url));
 const referenceDir = fileURLToPath(new URL("../../models/sotu-llama/", import.meta.url));

@@ -5,7 +5,7 @@
  * a Gaussian (Max 1960) on random vectors, as it should once the rotation has made coordinates Gaussian.
  */
 import { describe, expect, it } from "vitest";
-import { Mulberry32 } from "../../src/data/index.js";
+import { Mulberry32 } from "../../src/shared/prng.js";
 import {
   kiviKeysInPlace,
   kiviValuesInPlace,
@@ -17,7 +17,7 @@ import {
   scalarBitsPerHead,
   scalarName,
   walshHadamard,
-} from "../../src/quality/scalar-baselines.js";
+} from "../../bench/quality/scalar-baselines.js";
 
 function gaussian(n: number, seed: number): Float32Array {
   const rng = new Mulberry32(seed);

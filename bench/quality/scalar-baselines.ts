@@ -14,8 +14,8 @@
  *   every rotated unit coordinate (≈ N(0, 1/d)) replaced by the nearest Lloyd–Max level for a
  *   Gaussian. Its bits per element are the lattice codes' exactly: b + 16/d.
  */
-import { invalidArgument } from "../errors.js";
-import { f16ArrayToF32, f32ArrayToF16 } from "../model/index.js";
+import { invalidArgument } from "../../src/errors.js";
+import { f16ArrayToF32, f32ArrayToF16 } from "../../src/shared/half.js";
 
 export type ScalarKind = "kivi" | "hadamard" | "turbo";
 
