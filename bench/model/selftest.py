@@ -12,28 +12,28 @@ import passkey  # noqa: E402
 import train  # noqa: E402
 
 
-class FakeEncoding:
-    def __init__(self, ids):
-        self.ids = ids
-
-
 class WordTokenizer:
-    """Stand-in for tokenizers.Tokenizer: one id per space-separated piece, space attached in front."""
+    """Stand-in for bpe.ByteLevelBPE: one id per space-separated piece, space attached in front."""
 
     def encode(self, text):
-        return FakeEncoding([hash(w) % 1000 + 1 for w in text.replace(" ", "\0 ").split("\0") if w])
+        return [hash(w) % 1000 + 1 for w in text.replace(" ", "\0 ").split("\0") if w]
 
 
 def main():
-    args = train.parse_args(["--out", "/tmp/unused"])
+    args = train.parse_args(["--out", "/tmp/unused", "--recipe", "gpu"])
     total = train.expected_parameters(args)
     assert 15e6 <= total <= 25e6, total
     assert args.head_dim == 128 and args.kv_heads == 2 and 2 <= args.heads // args.kv_heads <= 4
     assert 6 <= args.layers <= 8 and 4096 <= args.vocab_size <= 8192 and args.context == 4096
     assert total * 2 + 2e6 <= 50e6, "fp16 weights plus tokenizer must stay under 50 MB"
     assert args.train_seconds <= 480 and args.deadline_seconds <= 570
-    smoke = train.parse_args(["--out", "/tmp/unused", "--smoke"])
+    smoke = train.parse_args(["--out", "/tmp/unused", "--smoke", "--recipe", "gpu"])
     assert max(smoke.passkey_contexts) <= smoke.context
+    cpu = train.parse_args(["--out", "/tmp/unused", "--recipe", "cpu", "--layers", "5"])
+    assert cpu.head_dim == 64 and cpu.heads == 4 and cpu.kv_heads == 2 and cpu.hidden == 256 and cpu.layers == 5
+    assert cpu.phases == [(512, 0.4), (1024, 0.4), (2048, 0.2)] and train.phase_at(cpu.phases, 0.79) == 1024
+    assert train.phase_at(cpu.phases, 0.81) == 2048 and train.phase_at(cpu.phases, 1.0) == 2048
+    assert train.expected_parameters(cpu) * 2 + 1e6 <= 25e6, "the CPU model must fit the 25 MB asked for in issue 15"
 
     config = train.hf_config(args, 0)
     for key in ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "num_hidden_layers",
@@ -50,7 +50,7 @@ def main():
         assert len(sample["prompt"]) <= 16000 and 0.05 <= sample["depth"] <= 0.95
         ids, a0, a1 = train.retrieval_row_ids(tok, sample, 0)
         assert ids[0] == 0 and ids[-1] == 0 and 0 < a0 < a1 == len(ids) - 1
-        assert ids[a0:a1] == tok.encode(sample["answer"]).ids
+        assert ids[a0:a1] == tok.encode(sample["answer"])
     per_sample_ms = (time.time() - t0) / n * 1e3
 
     report = {

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Train nexusquant's reference model: a small Llama on the State of the Union addresses.
 
-Runs on the GPU machine (PyTorch 2.11, tokenizers, safetensors; no network) in under 10 minutes:
+The same script runs two recipes (--recipe; default: gpu when CUDA is available, else cpu):
 
-    python3 bench/model/train.py --out "$OUT/sotu-llama"          # or: bash bench/model/run-gpu.sh
+    python3 bench/model/train.py --out "$OUT/sotu-llama"          # GPU: or bash bench/model/run-gpu.sh (~9 min)
+    python3 bench/model/train.py --out models/sotu-llama --recipe cpu --train-seconds 3600   # 2 CPU cores
     python3 bench/model/train.py --out /tmp/smoke --smoke          # 1-minute pipeline check, CPU or GPU
+
+Needs only PyTorch (>= 1.13) and numpy: the tokenizer (bpe.py) and the safetensors writer are our own, so
+Debian's python3-torch is enough.
 
 Steps: read data/sotu-{train,heldout}.txt.xz (written by prepare-corpus.ts; whole speeches, held-out =
 years divisible by 10, never trained on) -> train a byte-level BPE tokenizer on the train split -> train
-a Llama (RoPE, RMSNorm, SwiGLU, GQA, head_dim 128) until a wall-clock budget runs out, with ~5% of rows
+a Llama (RoPE, RMSNorm, SwiGLU, GQA) until a wall-clock budget runs out, with ~5% of rows
 replaced by synthetic retrieval samples from passkey.py (the port of bench/data/passkey.ts) whose answer
 tokens carry an extra loss term -> keep the weights with the best validation loss -> write, under --out:
 config.json (Hugging Face LlamaForCausalLM keys), model.safetensors (fp16, HF weight names, embeddings
@@ -32,7 +36,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import corpus  # noqa: E402  (pure Python, next to this file)
+import bpe  # noqa: E402  (pure Python, next to this file)
+import corpus  # noqa: E402
+import safetensors_io  # noqa: E402
 import passkey  # noqa: E402
 
 SCRIPT_START = time.time()
@@ -43,13 +49,32 @@ def log(message):
     print(f"[{time.time() - SCRIPT_START:7.1f}s] {message}", flush=True)
 
 
+# Recipes: the defaults below are the GPU one (H100/H200, ~9 minutes); the CPU one is sized for ~1 hour
+# on 2 cores with OpenBLAS (~1K tokens/s): head_dim 64, 4 query / 2 KV heads, 4 layers, hidden 256,
+# trained at 1K context then a final phase at 2K so that 2K retrieval works.
+# The CPU box is shared, so the budget in tokens is small (~0.5-1M): a short curriculum (512 -> 1K -> 2K),
+# small steps, a high learning rate and a large retrieval share so that copying is learned in time.
+CPU_RECIPE = dict(
+    vocab_size=2048, hidden=256, layers=4, heads=4, kv_heads=2, head_dim=64, intermediate=512, context=2048,
+    phases="512:0.4,1024:0.4,2048:0.2", tokens_per_step=2048, lr=3e-3, warmup_steps=30, dropout=0.0,
+    passkey_fraction=0.25, answer_loss_weight=2.0, train_seconds=3600.0, deadline_seconds=4200.0,
+    reserve_seconds=300.0, eval_every_seconds=120.0, eval_windows=8, patience_evals=1000,
+    passkey_contexts="1024,2048", passkey_per_cell=3, final_val_windows=48, checkpoint_every_seconds=600.0,
+    compile=False, threads=2,
+)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipe", choices=("auto", "gpu", "cpu"), default="auto",
+                   help="default hyper-parameters: gpu (the defaults shown) or cpu (see CPU_RECIPE); "
+                        "auto = gpu when CUDA is available. Explicit options override the recipe.")
     p.add_argument("--out", required=True, help="output directory (the model files land here)")
     p.add_argument("--data-dir", default=os.path.join(HERE, "data"))
     p.add_argument("--seed", type=int, default=1234)
     # Model: sized so that its KV cache looks like a real model's (head_dim 128, GQA 2 KV x 2 query heads).
     p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--tokenizer", default="", help="reuse this tokenizer.json (from an earlier run) instead of training one")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=4)
@@ -58,7 +83,14 @@ def parse_args(argv=None):
     p.add_argument("--intermediate", type=int, default=1024)
     p.add_argument("--rope-theta", type=float, default=10000.0)
     p.add_argument("--rms-eps", type=float, default=1e-5)
-    p.add_argument("--context", type=int, default=4096)
+    p.add_argument("--context", type=int, default=4096, help="longest trained context (RoPE tables, last phase)")
+    p.add_argument("--phases", default="",
+                   help="context curriculum 'T:share,...' (e.g. 1024:0.8,2048:0.2); default: --context throughout")
+    p.add_argument("--tokens-per-step", type=int, default=0,
+                   help="if > 0: batch size = this / the phase's context (constant tokens per step)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--checkpoint-every-seconds", type=float, default=0.0,
+                   help="if > 0: export the current weights this often, so that a killed run leaves a model")
     # Optimisation.
     p.add_argument("--batch-size", type=int, default=16, help="rows of --context tokens per step")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -78,6 +110,8 @@ def parse_args(argv=None):
     p.add_argument("--max-steps", type=int, default=0, help="if > 0: a step-based schedule and stop (deterministic)")
     p.add_argument("--eval-every-seconds", type=float, default=30.0)
     p.add_argument("--eval-windows", type=int, default=16, help="validation windows per periodic evaluation")
+    p.add_argument("--final-val-windows", type=int, default=0,
+                   help="windows of --context tokens for the final validation (0: all of the held-out text)")
     p.add_argument("--patience-evals", type=int, default=5, help="stop after this many evaluations without a new best")
     p.add_argument("--passkey-contexts", default="1024,2048,4096")
     p.add_argument("--passkey-per-cell", type=int, default=6, help="samples per context x depth cell")
@@ -87,18 +121,56 @@ def parse_args(argv=None):
                    help="skip reloading the export with transformers.LlamaForCausalLM to compare logits")
     p.add_argument("--smoke", action="store_true", help="tiny model and budget: checks the pipeline in ~1 minute")
     args = p.parse_args(argv)
+    if args.recipe == "auto":
+        try:
+            import torch
+            args.recipe = "gpu" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            args.recipe = "gpu"
+    if args.recipe == "cpu":
+        p.set_defaults(**CPU_RECIPE)
+        args = p.parse_args(argv)
+        args.recipe = "cpu"
     if args.smoke:
         args.vocab_size, args.hidden, args.layers, args.heads, args.kv_heads = 1024, 128, 2, 2, 1
         args.head_dim, args.intermediate, args.context, args.batch_size = 64, 256, 512, 4
         args.train_seconds, args.deadline_seconds, args.reserve_seconds = 25.0, 240.0, 30.0
         args.eval_every_seconds, args.eval_windows, args.warmup_steps = 10.0, 4, 10
         args.passkey_contexts, args.passkey_per_cell, args.passkey_fraction = "256,512", 1, 0.25
+        args.phases, args.tokens_per_step, args.checkpoint_every_seconds = "256:0.5,512:0.5", 2048, 15.0
     args.passkey_contexts = [int(c) for c in str(args.passkey_contexts).split(",") if c]
     if args.heads % args.kv_heads:
         p.error("--heads must be a multiple of --kv-heads")
     if max(args.passkey_contexts) > args.context:
         p.error("--passkey-contexts must not exceed --context")
+    try:
+        args.phases = parse_phases(args.phases, args.context)
+    except ValueError as e:
+        p.error(str(e))
     return args
+
+
+def parse_phases(text, context):
+    """'1024:0.8,2048:0.2' -> [(1024, 0.8), (2048, 0.2)]: the context of each share of the training time."""
+    if not text:
+        return [(context, 1.0)]
+    phases = []
+    for part in str(text).split(","):
+        t, share = part.split(":")
+        phases.append((int(t), float(share)))
+    if any(t > context or t < 16 for t, _ in phases) or abs(sum(s for _, s in phases) - 1) > 1e-6:
+        raise ValueError(f"--phases {text!r}: contexts must be in [16, --context] and shares must sum to 1")
+    return phases
+
+
+def phase_at(phases, progress):
+    """The context for a point of training (progress in [0, 1])."""
+    edge = 0.0
+    for t, share in phases:
+        edge += share
+        if progress < edge:
+            return t
+    return phases[-1][0]
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -142,7 +214,12 @@ def build_model_classes(torch, nn, F):
             rep = self.heads // self.kv_heads  # KV head j serves query heads j*rep .. j*rep+rep-1 (HF repeat_kv)
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            if hasattr(F, "scaled_dot_product_attention"):
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # torch 1.13 (Debian's): the same maths, written out
+                scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+                causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+                y = torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1) @ v
             return self.o_proj(y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
 
     class MLP(nn.Module):
@@ -232,29 +309,21 @@ def hf_config(c, eot_id):
 # ------------------------------------------------------------------------------------------------ data
 
 def train_tokenizer(texts, vocab_size):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[EOT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    return tok
+    return bpe.ByteLevelBPE(bpe.train_bpe(texts, vocab_size))
 
 
 def token_stream(tok, texts, eot_id):
     ids = []
-    for enc in tok.encode_batch(texts):
+    for text in texts:
         ids.append(eot_id)
-        ids.extend(enc.ids)
+        ids.extend(tok.encode(text))
     return ids
 
 
 def retrieval_row_ids(tok, sample, eot_id):
     """<eot> prompt answer <eot>; returns the ids and the answer's [start, end) positions among them."""
-    prompt = tok.encode(sample["prompt"]).ids
-    answer = tok.encode(sample["answer"]).ids
+    prompt = tok.encode(sample["prompt"])
+    answer = tok.encode(sample["answer"])
     start = 1 + len(prompt)
     return [eot_id] + prompt + answer + [eot_id], start, start + len(answer)
 
@@ -266,13 +335,12 @@ def main():
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-    from safetensors.torch import load_file, save_file
 
     os.makedirs(args.out, exist_ok=True)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and not args.smoke:
+    if device == "cpu" and args.recipe == "gpu" and not args.smoke:
         log("WARNING: no CUDA device; this will be far too slow for the full model (use --smoke to test)")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -289,41 +357,57 @@ def main():
     log(f"corpus: {len(train_texts)} train speeches, {len(heldout_texts)} held-out speeches")
 
     t0 = time.time()
-    tok = train_tokenizer(train_texts, args.vocab_size)
+    tok = bpe.ByteLevelBPE.load(args.tokenizer) if args.tokenizer else train_tokenizer(train_texts, args.vocab_size)
     eot_id = tok.token_to_id(EOT)
-    if tok.get_vocab_size() > args.vocab_size or eot_id != 0:
-        raise SystemExit(f"tokenizer has {tok.get_vocab_size()} tokens and <|endoftext|> = {eot_id}")
+    if tok.vocab_size() > args.vocab_size or eot_id != 0:
+        raise SystemExit(f"tokenizer has {tok.vocab_size()} tokens and <|endoftext|> = {eot_id}")
     tok.save(os.path.join(args.out, "tokenizer.json"))
     train_ids = token_stream(tok, train_texts, eot_id)
     val_ids = token_stream(tok, heldout_texts, eot_id)
     cpt_train = sum(map(len, train_texts)) / (len(train_ids) - len(train_texts))
     cpt_val = sum(map(len, heldout_texts)) / (len(val_ids) - len(heldout_texts))
-    log(f"tokenizer: {tok.get_vocab_size()} tokens in {time.time() - t0:.1f}s; train {len(train_ids):,} tokens "
+    log(f"tokenizer: {tok.vocab_size()} tokens in {time.time() - t0:.1f}s; train {len(train_ids):,} tokens "
         f"({cpt_train:.2f} chars/token), held-out {len(val_ids):,} tokens ({cpt_val:.2f} chars/token)")
     train_stream = torch.tensor(train_ids, dtype=torch.long, device=device)
     val_stream = torch.tensor(val_ids, dtype=torch.long, device=device)
 
-    count_tokens = lambda text: len(tok.encode(text).ids)  # noqa: E731
+    count_tokens = lambda text: len(tok.encode(text))  # noqa: E731
     t0 = time.time()
     suite = passkey.make_retrieval_suite(args.passkey_seed, heldout_texts, args.passkey_per_cell,
                                          contexts=args.passkey_contexts, count_tokens=count_tokens)
     log(f"retrieval evaluation: {len(suite)} held-out samples in {time.time() - t0:.1f}s")
 
     # Model.
+    def export(net, tag):
+        """fp16 weights with HF names (tied lm_head left out: tie_word_embeddings), config, tokenizer config.
+        Written to temporary names and renamed, so that a reader never sees half a file."""
+        tensors = {k: v.detach().to(torch.float16).cpu().numpy() for k, v in net.state_dict().items()
+                   if k != "lm_head.weight"}
+        path = os.path.join(args.out, "model.safetensors")
+        safetensors_io.save(tensors, path + ".tmp", metadata={"format": "pt", "nexusquant": tag})
+        os.replace(path + ".tmp", path)
+        with open(os.path.join(args.out, "config.json"), "w") as f:
+            json.dump(hf_config(args, eot_id), f, indent=2)
+        with open(os.path.join(args.out, "tokenizer_config.json"), "w") as f:
+            json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT, "eos_token": EOT,
+                       "unk_token": None, "add_bos_token": False, "add_eos_token": False,
+                       "model_max_length": args.context, "clean_up_tokenization_spaces": False}, f, indent=2)
+
     LlamaForCausalLM = build_model_classes(torch, nn, F)
     model = LlamaForCausalLM(args).to(device)
     params = count_parameters(model, args)
     assert params["total"] == expected_parameters(args), (params, expected_parameters(args))
     log(f"parameters: {params['total']:,} = embedding {params['embedding']:,} (tied with lm_head) + "
         f"{args.layers} layers x {params['per_layer']:,} + norm {params['final_norm']:,}")
-    if not 15e6 <= params["total"] <= 25e6 and not args.smoke:
+    if not 15e6 <= params["total"] <= 25e6 and args.recipe == "gpu" and not args.smoke:
         log("WARNING: outside the 15-25M parameters asked for in issue 8")
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, args.beta2), eps=1e-8, fused=(device == "cuda"))
+                            lr=args.lr, betas=(0.9, args.beta2), eps=1e-8,
+                            **({"fused": True} if device == "cuda" else {}))
     train_model = model
     if args.compile and device == "cuda":
         try:
@@ -331,19 +415,21 @@ def main():
         except Exception as e:  # noqa: BLE001  (compile is an optimisation; train eagerly without it)
             log(f"torch.compile unavailable ({e!r}); training eagerly")
 
-    T, B = args.context, args.batch_size
+    def batch_for(T):
+        return max(1, args.tokens_per_step // T) if args.tokens_per_step else args.batch_size
+
+    VT = args.phases[0][0]  # periodic validation windows: the first phase's context, comparable throughout
     gen = torch.Generator().manual_seed(args.seed)
     row_rng = random.Random(args.seed)
-    offsets = torch.arange(T + 1)
-    max_chars = int(cpt_train * (T - 2) * 0.92)
     retrieval_rows = 0
 
-    def windows(stream, starts):
-        return stream[(torch.as_tensor(starts)[:, None] + offsets).to(stream.device)]
+    def windows(stream, starts, T):
+        return stream[(torch.as_tensor(starts)[:, None] + torch.arange(T + 1)).to(stream.device)]
 
-    def make_batch():
+    def make_batch(T, B):
         nonlocal retrieval_rows
-        x = windows(train_stream, torch.randint(0, len(train_stream) - T - 1, (B,), generator=gen))
+        max_chars = int(cpt_train * (T - 2) * 0.92)
+        x = windows(train_stream, torch.randint(0, len(train_stream) - T - 1, (B,), generator=gen), T)
         mask = torch.zeros(B, T, dtype=torch.bool)
         n_retrieval = int(B * args.passkey_fraction) + (row_rng.random() < (B * args.passkey_fraction) % 1)
         for r in range(n_retrieval):
@@ -371,8 +457,9 @@ def main():
         return ce.mean(), (ce * weights).sum() / weights.sum().clamp(min=1.0)
 
     @torch.no_grad()
-    def validation_loss(n_windows=None):
+    def validation_loss(n_windows=None, T=VT):
         model.eval()
+        B = batch_for(T)
         last = len(val_stream) - T - 1
         if n_windows is None:
             starts = list(range(0, last + 1, T))  # the whole held-out stream, without overlap
@@ -380,16 +467,16 @@ def main():
             starts = [i * last // max(1, n_windows - 1) for i in range(n_windows)]
         total = 0.0
         for i in range(0, len(starts), B):
-            x = windows(val_stream, starts[i:i + B])
+            x = windows(val_stream, starts[i:i + B], T)
             total += losses(model, x[:, :-1], x[:, 1:])[0].item() * x.size(0)
         model.train()
         return total / len(starts), len(starts) * T
 
     @torch.no_grad()
-    def retrieval_accuracy():
+    def retrieval_accuracy(samples=None):
         model.eval()
         results = []
-        for s in suite:
+        for s in suite if samples is None else samples:
             ids, a0, a1 = retrieval_row_ids(tok, s, eot_id)
             x = torch.tensor(ids[:a1], dtype=torch.long, device=device)[None]
             with amp:
@@ -415,11 +502,17 @@ def main():
         return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * cosine)
 
     # Training loop, bounded by wall clock.
+    if args.threads:
+        torch.set_num_threads(args.threads)
     train_start = time.time()
     stop_at = min(train_start + args.train_seconds, SCRIPT_START + args.deadline_seconds - args.reserve_seconds)
     budget = stop_at - train_start
-    log(f"training for up to {budget:.0f}s: batch {B} x {T} tokens, lr {args.lr}, "
+    log(f"training for up to {budget:.0f}s: phases {args.phases} (context: share of the time), "
+        f"{batch_for(args.phases[0][0])} x {args.phases[0][0]} tokens per step first, lr {args.lr}, "
         f"{args.passkey_fraction:.0%} retrieval rows")
+    next_checkpoint = train_start + args.checkpoint_every_seconds if args.checkpoint_every_seconds > 0 else None
+    probe = suite[::max(1, len(suite) // 8)]  # a retrieval probe at checkpoints, to watch the gate
+    T = None
     history, best = [], {"loss": float("inf"), "step": 0, "state": None}
     step, tokens_seen, next_eval, evals_since_best = 0, 0, train_start + args.eval_every_seconds, 0
     stop_reason = "time budget"
@@ -434,10 +527,16 @@ def main():
         if now >= stop_at:
             break
         progress = step / args.max_steps if args.max_steps else (now - train_start) / budget
+        if phase_at(args.phases, progress) != T:
+            T = phase_at(args.phases, progress)
+            B = batch_for(T)
+            if step:  # a new context: the best-validation choice starts over within this phase
+                best["loss"], evals_since_best = float("inf"), 0
+            log(f"phase: context {T}, batch {B} (step {step})")
         lr = lr_at(step, progress)
         for g in opt.param_groups:
             g["lr"] = lr
-        inputs, targets, mask, n_retrieval = make_batch()
+        inputs, targets, mask, n_retrieval = make_batch(T, B)
         try:
             lm_loss, answer_loss = losses(train_model, inputs, targets, mask)
         except Exception as e:  # noqa: BLE001  (a compile failure surfaces on the first call)
@@ -466,7 +565,7 @@ def main():
             train_loss = run["lm"].item() / max(1, run["n"])
             ans_loss = run["ans"].item() / run["n_ans"] if run["n_ans"] else None
             run = {"lm": torch.zeros((), device=device), "ans": torch.zeros((), device=device), "n": 0, "n_ans": 0}
-            history.append({"step": step, "seconds": round(elapsed, 1), "tokens": tokens_seen, "lr": lr,
+            history.append({"step": step, "seconds": round(elapsed, 1), "tokens": tokens_seen, "lr": lr, "context": T,
                             "train_loss": round(train_loss, 4),
                             "answer_loss": None if ans_loss is None else round(ans_loss, 4),
                             "val_loss": round(val, 4)})
@@ -480,6 +579,13 @@ def main():
                 if evals_since_best >= args.patience_evals:
                     stop_reason = f"no better validation loss in {args.patience_evals} evaluations"
                     break
+            if next_checkpoint is not None and time.time() >= next_checkpoint:
+                export(model, tag=f"checkpoint at step {step}")
+                probe_acc = retrieval_accuracy(probe)
+                history[-1]["probe_retrieval"] = probe_acc["by_context"]
+                log(f"checkpoint written (step {step}); retrieval probe {probe_acc['by_context']} "
+                    f"over {len(probe)} samples")
+                next_checkpoint = time.time() + args.checkpoint_every_seconds
             next_eval = time.time() + args.eval_every_seconds
     train_seconds = time.time() - train_start
     log(f"stopped after {step} steps, {train_seconds:.0f}s ({stop_reason}); best validation loss "
@@ -487,20 +593,11 @@ def main():
     if best["state"] is not None:
         model.load_state_dict(best["state"])
 
-    # The export: fp16, HF names, tied lm_head left out (tie_word_embeddings: true).
-    tensors = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()
-               if k != "lm_head.weight"}
-    save_file(tensors, os.path.join(args.out, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump(hf_config(args, eot_id), f, indent=2)
-    with open(os.path.join(args.out, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT, "eos_token": EOT,
-                   "unk_token": None, "add_bos_token": False, "add_eos_token": False,
-                   "model_max_length": args.context, "clean_up_tokenization_spaces": False}, f, indent=2)
+    export(model, tag=f"final, step {best['step']}")
     # Evaluate what was exported: the model with its weights rounded to fp16.
-    model.load_state_dict({k: v.to(device) for k, v in load_file(os.path.join(args.out, "model.safetensors")).items()},
-                          strict=False)
-    val_loss, val_tokens = validation_loss()
+    loaded, _ = safetensors_io.load(os.path.join(args.out, "model.safetensors"))
+    model.load_state_dict({k: torch.from_numpy(v).float().to(device) for k, v in loaded.items()}, strict=False)
+    val_loss, val_tokens = validation_loss(args.final_val_windows or None, T=args.context)
     retrieval = retrieval_accuracy()
     log(f"held-out: loss {val_loss:.4f}, perplexity {math.exp(val_loss):.2f} over {val_tokens:,} tokens; "
         f"retrieval {retrieval['overall']:.1%} {retrieval['by_context']}")
@@ -509,13 +606,14 @@ def main():
 
     report = {
         "model": hf_config(args, eot_id), "parameters": params,
-        "tokenizer": {"type": "byte-level BPE (tokenizers)", "vocab_size": tok.get_vocab_size(), "eot_id": eot_id,
+        "tokenizer": {"type": "byte-level BPE (bench/model/bpe.py, GPT-2 pre-tokenizer)", "vocab_size": tok.vocab_size(), "eot_id": eot_id,
                       "chars_per_token_train": round(cpt_train, 3), "chars_per_token_heldout": round(cpt_val, 3)},
         "data": {"train_speeches": len(train_texts), "train_tokens": len(train_ids),
                  "heldout_speeches": len(heldout_texts), "heldout_years": [s["year"] for s in heldout_speeches],
                  "heldout_tokens": len(val_ids), "manifest": read_manifest(args.data_dir)},
         "validation": {"loss": round(val_loss, 4), "perplexity": round(math.exp(val_loss), 3), "tokens": val_tokens,
-                       "note": "non-overlapping 4096-token windows of all held-out speeches, fp16 weights"},
+                       "note": (f"{args.final_val_windows} evenly spaced" if args.final_val_windows else "non-overlapping")
+        + f" {args.context}-token windows of the held-out speeches, fp16 weights"},
         "retrieval": retrieval,
         "training": {"steps": step, "tokens_seen": tokens_seen, "epochs": round(tokens_seen / len(train_ids), 2),
                      "seconds": round(train_seconds, 1), "stop_reason": stop_reason, "best_step": best["step"],
@@ -585,20 +683,25 @@ def environment(torch):
             pass
     else:
         env["gpu"] = "none (CPU)"
+    env["cpu_threads"] = torch.get_num_threads()
+    env["cpu"] = platform.processor() or platform.machine()
     try:
-        import tokenizers
-        env["tokenizers"] = tokenizers.__version__
-    except ImportError:
+        env["blas"] = torch.__config__.show().split("BLAS_INFO=")[1].split(",")[0] if "BLAS_INFO=" in torch.__config__.show() else "?"
+    except Exception:  # noqa: BLE001
         pass
     return env
 
 
 def markdown_report(r):
     m, t, v, ret, env = r["model"], r["training"], r["validation"], r["retrieval"], r["environment"]
+    if env.get("gpu", "").startswith("none"):
+        machine = (f"the CPU ({env.get('cpu', '?')}, {env.get('cpu_threads', '?')} torch threads, "
+                   f"torch {env['torch']}, {env.get('platform', '?')})")
+    else:
+        machine = f"{env.get('gpu')} (driver {env.get('driver', '?')}, CUDA {env.get('cuda', '?')}, torch {env['torch']})"
     lines = [
         "# sotu-llama: training report", "",
-        f"Trained {r['date_utc']} on {env.get('gpu')} (driver {env.get('driver', '?')}, CUDA {env.get('cuda', '?')}, "
-        f"torch {env['torch']}) in {r['total_seconds']:.0f} s, with `{r['command']}`.", "",
+        f"Trained {r['date_utc']} on {machine} in {r['total_seconds']:.0f} s, with `{r['command']}`.", "",
         "| | |", "| --- | --- |",
         f"| architecture | Llama: {m['num_hidden_layers']} layers, hidden {m['hidden_size']}, "
         f"{m['num_attention_heads']} query / {m['num_key_value_heads']} KV heads x head_dim {m['head_dim']}, "
@@ -623,6 +726,12 @@ def markdown_report(r):
               "| step | seconds | train loss | answer loss | validation loss | lr |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {h['step']} | {h['seconds']} | {h['train_loss']} | {h['answer_loss']} | {h['val_loss']} | {h['lr']:.2e} |"
               for h in t["history"]]
+    probes = [h for h in t["history"] if "probe_retrieval" in h]
+    if probes:
+        lines += ["", "Retrieval probe at checkpoints (a few held-out samples per context):", "",
+                  "| step | " + " | ".join(probes[0]["probe_retrieval"]) + " |",
+                  "| --- |" + " --- |" * len(probes[0]["probe_retrieval"])]
+        lines += [f"| {h['step']} | " + " | ".join(f"{a:.0%}" for a in h["probe_retrieval"].values()) + " |" for h in probes]
     lines += ["", "Hyper-parameters: `" + json.dumps(r["hyperparameters"]) + "`", ""]
     return "\n".join(lines)
 

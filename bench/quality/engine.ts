@@ -4,19 +4,18 @@
  * variant, then one token per step through either a dense FP16 cache (preset "none") or a
  * CompressedKVCache.
  *
- * Its steps go through withNexusQuant's step adapter (src/integrations/step-adapter.ts) and KV state,
- * so masks, true position_ids, the present → cache path and the compression schedule (after the
- * prompt and every `compressEvery` decode tokens) are the wrapper's own; a test checks the logits
- * agree with it. It adds what the wrapper cannot do: one prefill shared by every variant, and the
- * observed scorer fed the model's own queries, read from extra graph outputs (queries.ts).
+ * It follows withNexusQuant's ORT path step for step (materialized past, an all-ones mask of held +
+ * new slots, true position_ids, compression after the prompt and every `compressEvery` decode tokens;
+ * a test checks the logits agree with it) and adds one thing the wrapper cannot do: it feeds the
+ * observed scorer the model's own queries, read from extra graph outputs (queries.ts).
  */
 import { NexusQuantError } from "../../src/errors.js";
 import type { CompressionSpec } from "../../src/format/index.js";
-import { buildLlamaOnnx, type LlamaConfig, type LlamaModel } from "../../src/model/index.js";
-import type { BackendName } from "../../src/runtime/index.js";
-import { createKvState, type KvLayout, type KvState } from "../../src/integrations/kv-state.js";
-import { absorbPresent, logitsToFloat32, planStep, stepFeeds, type StepPlan } from "../../src/integrations/step-adapter.js";
+import { fp16BytesPerTokenLayer } from "../../src/format/index.js";
+import { buildLlamaOnnx, f16ArrayToF32, f32ArrayToF16, type LlamaConfig, type LlamaModel } from "../../src/model/index.js";
+import { CompressedKVCache, halfBitsToFloats, type BackendName } from "../../src/runtime/index.js";
 import { exposeQueries, lastQueries, queryOutputName } from "./queries.js";
+import { DEFAULT_GROUP, kiviKeysInPlace, kiviValuesInPlace, rotatedInPlace, rotationSigns, scalarBitsPerHead, type ScalarSpec } from "./scalar-baselines.js";
 
 type Ort = typeof import("onnxruntime-node");
 type OrtTensor = import("onnxruntime-node").Tensor;
@@ -42,10 +41,13 @@ export interface CacheSetup {
   spec?: Partial<CompressionSpec>;
   compressEvery: number;
   seed?: number;
+  /** A scalar baseline (scalar-baselines.ts) instead of a CompressedKVCache; `preset` is then ignored. */
+  scalar?: ScalarSpec;
 }
 
 export interface RunStats {
-  backend: BackendName | "none";
+  /** "none" for the dense baseline, "harness" for the scalar baselines (TypeScript, bits counted). */
+  backend: BackendName | "none" | "harness";
   tokens: number;
   heldTokens: number;
   baselineBytes: number;
@@ -93,20 +95,13 @@ export class QualityEngine {
     return new QualityEngine(ort, session, model.config, exposure.outputs, exposure.reason);
   }
 
-  /** The KV layout of this model's graph (batch 1, FP16 K/V). */
-  layout(): KvLayout {
-    const { numLayers, numKvHeads, headDim, numHeads } = this.config;
-    return { layers: numLayers, kvHeads: numKvHeads, headDim, batch: 1, dtype: "float16", queryHeads: numHeads };
-  }
-
   /** Runs `ids` from position 0 with an empty cache. */
   async prefill(ids: readonly number[]): Promise<Prefill> {
     const { numLayers, headDim, numHeads } = this.config;
     const n = ids.length;
     if (n === 0) throw new NexusQuantError("INVALID_ARGUMENT", "prefill needs at least one token", { arg: "ids" });
-    const empty = createKvState(this.layout(), kvOptions({ preset: "none", compressEvery: 1 }));
-    const plan = planStep(empty, new Uint8Array(n).fill(1), n);
-    const out = await this.run(plan, ids, true);
+    const empty = Array.from({ length: numLayers }, () => new Uint16Array(0));
+    const out = await this.#run(ids, 0, empty, empty, true);
     const keys: Uint16Array[] = [];
     const values: Uint16Array[] = [];
     for (let l = 0; l < numLayers; l++) {
@@ -114,7 +109,7 @@ export class QualityEngine {
       keys.push(out[`present.${l}.key`]!.data as Uint16Array);
       values.push(out[`present.${l}.value`]!.data as Uint16Array);
     }
-    const logits = logitsToFloat32(out.logits!.data, "float16");
+    const logits = halfBitsToFloats(out.logits!.data as Uint16Array);
     const vocab = this.config.vocabSize;
     const queries = this.queryOutputs?.map((name) => lastQueries(out[name]!.data as Float32Array, numHeads, n, headDim, OBSERVED_WINDOW)) ?? null;
     return { length: n, keys, values, lastLogits: logits.slice((n - 1) * vocab, n * vocab), queries };
@@ -122,93 +117,284 @@ export class QualityEngine {
 
   /** A conversation that continues `prefill` with the given cache. */
   async startRun(prefill: Prefill, setup: CacheSetup): Promise<KvRun> {
-    const run = new EngineRun(this, prefill, setup);
+    if (setup.scalar !== undefined) {
+      const run = new ScalarRun(this, prefill, setup.scalar, setup.compressEvery);
+      run.compress();
+      return run;
+    }
+    if (setup.preset === "none") return new DenseRun(this, prefill);
+    const run = new CompressedRun(this, prefill, setup);
     await run.compressPrompt();
     return run;
   }
 
-  /** @internal one session call through the step adapter: `ids` (batch 1) with the plan's past, mask and positions. */
-  async run(plan: StepPlan, ids: readonly number[], withQueries: boolean): Promise<Record<string, OrtTensor>> {
+  /** @internal one session call: `ids` at positions start.., past [kvHeads, slots, headDim] per layer. */
+  async #run(ids: readonly number[], start: number, keys: Uint16Array[], values: Uint16Array[], withQueries: boolean): Promise<Record<string, OrtTensor>> {
     const { Tensor } = this.#ort;
-    const feeds = stepFeeds(this.layout(), plan, BigInt64Array.from(ids, BigInt), (type, data, dims) => new Tensor(type, data, dims));
+    const { numLayers, numKvHeads, headDim } = this.config;
+    const n = ids.length;
+    const slots = keys[0]!.length / (numKvHeads * headDim);
+    const feeds: Record<string, OrtTensor> = {
+      input_ids: new Tensor("int64", BigInt64Array.from(ids, BigInt), [1, n]),
+      // Every held slot and every new token is visible; eviction shortened the past, not the mask.
+      attention_mask: new Tensor("int64", new BigInt64Array(slots + n).fill(1n), [1, slots + n]),
+      position_ids: new Tensor("int64", BigInt64Array.from({ length: n }, (_, j) => BigInt(start + j)), [1, n]),
+    };
+    for (let l = 0; l < numLayers; l++) {
+      feeds[`past_key_values.${l}.key`] = new Tensor("float16", keys[l]!, [1, numKvHeads, slots, headDim]);
+      feeds[`past_key_values.${l}.value`] = new Tensor("float16", values[l]!, [1, numKvHeads, slots, headDim]);
+    }
     const fetches = withQueries && this.queryOutputs !== null ? [...this.#kvOutputs, ...this.queryOutputs] : this.#kvOutputs;
     return this.#session.run(feeds, fetches);
   }
+
+  /** @internal used by the runs. */
+  runStep = (token: number, position: number, keys: Uint16Array[], values: Uint16Array[], withQueries: boolean) => this.#run([token], position, keys, values, withQueries);
 
   async dispose(): Promise<void> {
     await this.#session.release();
   }
 }
 
-function kvOptions(setup: CacheSetup) {
-  return {
-    preset: setup.preset,
-    passThrough: setup.preset === "none",
-    backend: "auto" as const,
-    compressEvery: setup.compressEvery,
-    spec: setup.spec ?? {},
-    seed: setup.seed,
-    denseMirror: false,
-  };
+/** The uncompressed baseline: present fed back as the next past, exactly an unwrapped decode loop. */
+class DenseRun implements KvRun {
+  #keys: Uint16Array[];
+  #values: Uint16Array[];
+  #length: number;
+
+  constructor(
+    private readonly engine: QualityEngine,
+    prefill: Prefill,
+  ) {
+    this.#keys = prefill.keys;
+    this.#values = prefill.values;
+    this.#length = prefill.length;
+  }
+
+  async step(token: number): Promise<Float32Array> {
+    const out = await this.engine.runStep(token, this.#length, this.#keys, this.#values, false);
+    const layers = this.engine.config.numLayers;
+    this.#keys = Array.from({ length: layers }, (_, l) => out[`present.${l}.key`]!.data as Uint16Array);
+    this.#values = Array.from({ length: layers }, (_, l) => out[`present.${l}.value`]!.data as Uint16Array);
+    this.#length += 1;
+    return halfBitsToFloats(out.logits!.data as Uint16Array);
+  }
+
+  stats(): RunStats {
+    const c = this.engine.config;
+    const bytes = this.#length * c.numLayers * fp16BytesPerTokenLayer(c.numKvHeads, c.headDim);
+    return { backend: "none", tokens: this.#length, heldTokens: this.#length, baselineBytes: bytes, bytes, ratio: 1, compressions: 0, observedQueries: false };
+  }
+
+  dispose(): void {
+    this.#keys = [];
+    this.#values = [];
+  }
 }
 
-/**
- * One variant continuing a prefill: a dense FP16 cache fed back as is (preset "none", exactly an
- * unwrapped decode loop) or a CompressedKVCache, both withNexusQuant's KV state.
- */
-class EngineRun implements KvRun {
-  readonly #state: KvState;
+class CompressedRun implements KvRun {
+  readonly #cache: CompressedKVCache;
+  readonly #compressEvery: number;
   /** Observed scorer only: per layer, a sliding window of the latest queries [queryHeads, w, headDim]. */
   readonly #queries: Float32Array[] | null;
+  #length: number;
+  #sinceCompress = 0;
+  #compressions = 0;
 
   constructor(
     private readonly engine: QualityEngine,
     prefill: Prefill,
     setup: CacheSetup,
   ) {
-    this.#state = createKvState(engine.layout(), kvOptions(setup));
+    const c = engine.config;
+    this.#cache = new CompressedKVCache({
+      layers: c.numLayers,
+      kvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      queryHeads: c.numHeads,
+      preset: setup.preset,
+      spec: setup.spec ?? {},
+      ...(setup.seed !== undefined ? { seed: setup.seed } : {}),
+    });
+    this.#compressEvery = setup.compressEvery;
     // Without query outputs the observed scorer gets none and the cache falls back to key-key.
-    this.#queries = this.#state.cache?.spec.scorer === "observed" && prefill.queries !== null ? prefill.queries.map((q) => q.slice()) : null;
-    const P = prefill.length;
-    this.#state.absorb({ slots: P, keys: prefill.keys, values: prefill.values }, new Uint8Array(P).fill(1), P);
+    this.#queries = this.#cache.spec.scorer === "observed" && prefill.queries !== null ? prefill.queries.map((q) => q.slice()) : null;
+    for (let l = 0; l < c.numLayers; l++) this.#cache.append(l, prefill.keys[l]!, prefill.values[l]!);
+    this.#length = prefill.length;
   }
 
   async compressPrompt(): Promise<void> {
-    await this.#state.compress(this.#extras());
+    await this.#compress();
   }
 
-  #extras() {
-    return this.#queries === null ? {} : { observedQueries: [this.#queries] };
+  async #compress(): Promise<void> {
+    await this.#cache.compress(this.#queries === null ? {} : { observedQueries: this.#queries });
+    this.#compressions += 1;
+    this.#sinceCompress = 0;
   }
 
   async step(token: number): Promise<Float32Array> {
-    const plan = planStep(this.#state, new Uint8Array([1]), 1);
-    const out = await this.engine.run(plan, [token], this.#queries !== null);
-    absorbPresent(this.#state, plan, out);
-    if (this.#queries !== null) {
-      const c = this.engine.config;
-      for (let l = 0; l < c.numLayers; l++) slideIn(this.#queries[l]!, out[this.engine.queryOutputs![l]!]!.data as Float32Array, c.numHeads, c.headDim);
+    const c = this.engine.config;
+    const keys: Uint16Array[] = [];
+    const values: Uint16Array[] = [];
+    for (let l = 0; l < c.numLayers; l++) {
+      const d = this.#cache.materialize(l, { dtype: "f16" });
+      keys.push(d.keys);
+      values.push(d.values);
     }
-    await this.#state.compressIfDue(1, this.#extras());
-    return logitsToFloat32(out.logits!.data, "float16");
+    const held = keys[0]!.length / (c.numKvHeads * c.headDim);
+    const out = await this.engine.runStep(token, this.#length, keys, values, this.#queries !== null);
+    const d = c.headDim;
+    for (let l = 0; l < c.numLayers; l++) {
+      // Only the new slot (index `held`) of each head goes into the cache.
+      const k = new Uint16Array(c.numKvHeads * d);
+      const v = new Uint16Array(c.numKvHeads * d);
+      const pk = out[`present.${l}.key`]!.data as Uint16Array;
+      const pv = out[`present.${l}.value`]!.data as Uint16Array;
+      for (let h = 0; h < c.numKvHeads; h++) {
+        const at = (h * (held + 1) + held) * d;
+        k.set(pk.subarray(at, at + d), h * d);
+        v.set(pv.subarray(at, at + d), h * d);
+      }
+      this.#cache.append(l, k, v);
+      if (this.#queries !== null) slideIn(this.#queries[l]!, out[this.engine.queryOutputs![l]!]!.data as Float32Array, c.numHeads, d);
+    }
+    this.#length += 1;
+    this.#sinceCompress += 1;
+    if (this.#sinceCompress >= this.#compressEvery) await this.#compress();
+    return halfBitsToFloats(out.logits!.data as Uint16Array);
   }
 
   stats(): RunStats {
-    const s = this.#state.stats();
+    const s = this.#cache.stats();
     return {
       backend: s.backend,
-      tokens: s.tokens,
-      heldTokens: s.heldTokens,
-      baselineBytes: s.baselineKvBytes,
-      bytes: s.compressedKvBytes,
+      tokens: this.#length,
+      heldTokens: this.#cache.tokens(0).held,
+      baselineBytes: s.baselineBytes,
+      bytes: s.bytes.total,
       ratio: s.ratio,
-      compressions: s.compressions,
+      compressions: this.#compressions,
       observedQueries: this.#queries !== null,
     };
   }
 
   dispose(): void {
-    this.#state.dispose();
+    this.#cache.dispose();
+  }
+}
+
+/**
+ * A scalar baseline: FP16 K/V per head, quantized-and-dequantized in place at the same moments the
+ * CompressedKVCache compresses (after the prompt, then every `compressEvery` tokens), so both hold the
+ * same FP16 tail between compressions. KIVI quantizes only complete key groups (its FP16 residual is
+ * the incomplete one). Bytes are the true storage: codes + FP16 side data, FP16 for unquantized tokens.
+ */
+class ScalarRun implements KvRun {
+  /** Per layer, per KV head: FP16 bits [capacity, headDim]; the first #length tokens are in use. */
+  #keys: Uint16Array[][];
+  #values: Uint16Array[][];
+  #length: number;
+  #quantized = 0;
+  #sinceCompress = 0;
+  #compressions = 0;
+  readonly #signs: Float32Array;
+
+  constructor(
+    private readonly engine: QualityEngine,
+    prefill: Prefill,
+    private readonly spec: ScalarSpec,
+    private readonly compressEvery: number,
+  ) {
+    const { numLayers, numKvHeads, headDim: d } = engine.config;
+    const n = prefill.length;
+    const capacity = n + 1024;
+    const split = (src: Uint16Array) => Array.from({ length: numKvHeads }, (_, h) => {
+      const out = new Uint16Array(capacity * d);
+      out.set(src.subarray(h * n * d, (h + 1) * n * d));
+      return out;
+    });
+    this.#keys = Array.from({ length: numLayers }, (_, l) => split(prefill.keys[l]!));
+    this.#values = Array.from({ length: numLayers }, (_, l) => split(prefill.values[l]!));
+    this.#length = n;
+    this.#signs = rotationSigns(d);
+  }
+
+  /** Quantizes what the format quantizes now: every new token (rotated), whole key groups (KIVI). */
+  compress(): void {
+    const d = this.engine.config.headDim;
+    const group = this.spec.group ?? DEFAULT_GROUP;
+    const upTo = this.spec.kind === "kivi" ? Math.floor(this.#length / group) * group : this.#length;
+    const count = upTo - this.#quantized;
+    if (count > 0) {
+      for (const [layers, isKey] of [[this.#keys, true], [this.#values, false]] as const) {
+        for (const heads of layers) {
+          for (const bits of heads) {
+            const span = bits.subarray(this.#quantized * d, upTo * d);
+            const x = f16ArrayToF32(span);
+            if (this.spec.kind === "kivi") {
+              if (isKey) kiviKeysInPlace(x, count, d, this.spec.bits, group);
+              else kiviValuesInPlace(x, count, d, this.spec.bits, group);
+            } else {
+              rotatedInPlace(x, count, d, this.spec.bits, this.spec.kind, this.#signs);
+            }
+            span.set(f32ArrayToF16(x));
+          }
+        }
+      }
+      this.#quantized = upTo;
+    }
+    this.#compressions += 1;
+    this.#sinceCompress = 0;
+  }
+
+  async step(token: number): Promise<Float32Array> {
+    const { numLayers, numKvHeads, headDim: d } = this.engine.config;
+    const n = this.#length;
+    const gather = (heads: Uint16Array[]) => {
+      const out = new Uint16Array(numKvHeads * n * d);
+      heads.forEach((h, i) => out.set(h.subarray(0, n * d), i * n * d));
+      return out;
+    };
+    const out = await this.engine.runStep(token, n, this.#keys.map(gather), this.#values.map(gather), false);
+    if ((n + 1) * d > this.#keys[0]![0]!.length) this.#grow();
+    for (let l = 0; l < numLayers; l++) {
+      const pk = out[`present.${l}.key`]!.data as Uint16Array;
+      const pv = out[`present.${l}.value`]!.data as Uint16Array;
+      for (let h = 0; h < numKvHeads; h++) {
+        const at = (h * (n + 1) + n) * d;
+        this.#keys[l]![h]!.set(pk.subarray(at, at + d), n * d);
+        this.#values[l]![h]!.set(pv.subarray(at, at + d), n * d);
+      }
+    }
+    this.#length += 1;
+    this.#sinceCompress += 1;
+    if (this.#sinceCompress >= this.compressEvery) this.compress();
+    return halfBitsToFloats(out.logits!.data as Uint16Array);
+  }
+
+  #grow(): void {
+    const grow = (a: Uint16Array) => {
+      const b = new Uint16Array(a.length * 2);
+      b.set(a);
+      return b;
+    };
+    this.#keys = this.#keys.map((hs) => hs.map(grow));
+    this.#values = this.#values.map((hs) => hs.map(grow));
+  }
+
+  stats(): RunStats {
+    const { numLayers, numKvHeads, headDim: d } = this.engine.config;
+    const heads = numLayers * numKvHeads;
+    const baselineBytes = this.#length * heads * fp16BytesPerTokenLayer(1, d);
+    const fp16Tokens = this.#length - this.#quantized;
+    const bytes = heads * (scalarBitsPerHead(this.spec, this.#quantized, d) / 8 + fp16Tokens * fp16BytesPerTokenLayer(1, d));
+    return { backend: "harness", tokens: this.#length, heldTokens: this.#length, baselineBytes, bytes, ratio: baselineBytes / bytes, compressions: this.#compressions, observedQueries: false };
+  }
+
+  dispose(): void {
+    this.#keys = [];
+    this.#values = [];
   }
 }
 

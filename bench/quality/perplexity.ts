@@ -123,14 +123,14 @@ export async function measurePerplexity(engine: QualityEngine, tokenizer: Qualit
       await score(REFERENCE, { preset: BASELINE }, (logits) => baseLogits.push(logits));
       for (const v of measured) {
         let i = 0;
-        await score(v.name, { preset: v.preset, spec: v.spec }, (logits, acc) => {
+        await score(v.name, { preset: v.preset, spec: v.spec, ...(v.scalar !== undefined ? { scalar: v.scalar } : {}) }, (logits, acc) => {
           acc.kl += klDivergence(baseLogits[i]!, logits);
           if (argmax(baseLogits[i]!) === argmax(logits)) acc.agree += 1;
           i += 1;
         });
       }
 
-      async function score(name: string, setup: { preset: string; spec?: Variant["spec"] }, compare: (logits: Float32Array, acc: PerplexityAccumulator) => void) {
+      async function score(name: string, setup: { preset: string; spec?: Variant["spec"]; scalar?: Variant["scalar"] }, compare: (logits: Float32Array, acc: PerplexityAccumulator) => void) {
         const acc = accs.get(name)!.get(P)!;
         const run = await engine.startRun(prefill, { ...setup, compressEvery: options.compressEvery, ...(options.seed !== undefined ? { seed: options.seed } : {}) });
         try {

@@ -14,6 +14,7 @@ function cells(row: QualityRow): string[] {
     row.sameAs === null ? row.variant : `${row.variant} (= ${row.sameAs})`,
     row.runs,
     fixed(row.ratio, 2, "×"),
+    fixed(row.ratioLongContext, 2, "×"),
     fixed(row.ppl, 3),
     signed(row.deltaPplPercent, 2, "%"),
     fixed(row.klMean, 4),
@@ -24,7 +25,7 @@ function cells(row: QualityRow): string[] {
   ];
 }
 
-export const TABLE_HEADERS = ["cache", "spec", "ratio", "PPL", "ΔPPL", "KL (nats)", "top-1 = FP16", "recall", "recall vs FP16", "answer = FP16"];
+export const TABLE_HEADERS = ["cache", "spec", "ratio", "long-context ratio", "PPL", "ΔPPL", "KL (nats)", "top-1 = FP16", "recall", "recall vs FP16", "answer = FP16"];
 
 function markdownTable(headers: string[], rows: string[][]): string {
   const line = (c: string[]) => `| ${c.join(" | ")} |`;
@@ -53,6 +54,26 @@ export function qualityMarkdown(report: QualityReport): string {
   }
   out.push("", markdownTable(TABLE_HEADERS, report.rows.map(cells)));
   out.push(`Scorers are compared at ${s.scorerPreset}'s eviction fraction (same held count, so the same ratio). ${report.observedScorer}.`, "");
+  const scalarRows = report.rows.filter((r) => r.group === "scalar");
+  if (scalarRows.length > 0) {
+    out.push(
+      "Scalar baselines (rows KIVI-*, Had-*, Turbo-*) run in the harness: quantized then dequantized at the same moments the cache compresses, " +
+        "their ratio computed from their true storage (codes + FP16 scales/zero points/norms + FP16 tokens not yet quantized), without page or header overhead.",
+      "",
+    );
+  }
+  if (report.retrieval !== null) {
+    const depths = report.retrieval.depths.map(String);
+    const contexts = report.retrieval.contexts.map(String);
+    const measured = report.rows.filter((r) => r.recallByDepth !== null && r.sameAs === null);
+    out.push("## Recall by needle depth and context", "");
+    out.push(
+      markdownTable(
+        ["cache", "ratio", ...depths.map((d) => `${Math.round(Number(d) * 100)}%`), ...contexts.map((c) => `${c} tok`)],
+        measured.map((r) => [r.variant, fixed(r.ratio, 2, "×"), ...depths.map((d) => percent(r.recallByDepth![d] ?? null)), ...contexts.map((c) => percent(r.recallByContext![c] ?? null))]),
+      ),
+    );
+  }
   out.push("## Goals", "");
   out.push(markdownTable(["preset", "goal", "status", "measured"], report.goals.map((g) => [
     g.preset,

@@ -64,6 +64,8 @@ export interface RetrievalRow {
   /** Mean measured ratio at the end of the answer. */
   ratio: number;
   byContext: Record<string, number>;
+  /** Recall per needle depth (the generator's depth, "0.1" … "0.9"). */
+  byDepth: Record<string, number>;
 }
 
 export interface RetrievalResult {
@@ -115,7 +117,7 @@ export async function measureRetrieval(engine: QualityEngine, tokenizer: Quality
     const prefill = await engine.prefill(ids.slice(0, split));
     const answers: Record<string, RetrievalAnswer> = {};
     for (const v of measured) {
-      answers[v.name] = await answer(engine, prefill, ids.slice(split), answerIds, sample, tokenizer, { preset: v.preset, spec: v.spec, compressEvery: options.compressEvery, ...(options.cacheSeed !== undefined ? { seed: options.cacheSeed } : {}) });
+      answers[v.name] = await answer(engine, prefill, ids.slice(split), answerIds, sample, tokenizer, { preset: v.preset, spec: v.spec, ...(v.scalar !== undefined ? { scalar: v.scalar } : {}), compressEvery: options.compressEvery, ...(options.cacheSeed !== undefined ? { seed: options.cacheSeed } : {}) });
       options.onProgress?.(++done, total);
     }
     for (const v of variants) if (v.sameAs !== null) answers[v.name] = answers[v.sameAs]!;
@@ -174,6 +176,8 @@ function summarize(results: readonly RetrievalSampleResult[], variants: readonly
     const answers = results.map((r) => r.answers[v.name]!);
     const byContext: Record<string, number> = {};
     for (const c of [...new Set(results.map((r) => r.context))]) byContext[c] = rate(results.filter((r) => r.context === c).map((r) => r.answers[v.name]!.correct));
+    const byDepth: Record<string, number> = {};
+    for (const d of [...new Set(results.map((r) => r.depth))]) byDepth[d] = rate(results.filter((r) => r.depth === d).map((r) => r.answers[v.name]!.correct));
     const recall = rate(answers.map((a) => a.correct));
     return {
       variant: v.name,
@@ -184,6 +188,7 @@ function summarize(results: readonly RetrievalSampleResult[], variants: readonly
       recallDelta: recall - baseRecall,
       ratio: answers.reduce((sum, a) => sum + a.ratio, 0) / Math.max(1, answers.length),
       byContext,
+      byDepth,
     };
   });
 }

@@ -6,8 +6,9 @@
  */
 import { invalidArgument } from "../../src/errors.js";
 import { DEFAULT_SPEC, PRESET_NAMES, SCORERS, getPreset, validateSpec, type CodeBits, type CompressionSpec, type ScorerName } from "../../src/format/index.js";
+import { parseScalarName, scalarBitsPerElement, scalarName, type ScalarSpec } from "./scalar-baselines.js";
 
-export type VariantGroup = "baseline" | "preset" | "quant-only" | "scorer";
+export type VariantGroup = "baseline" | "preset" | "quant-only" | "scalar" | "scorer" | "sweep";
 
 export interface Variant {
   /** Row name: "none", a preset name, "K2V2", or "<preset>/<scorer>". */
@@ -21,15 +22,30 @@ export interface Variant {
   resolved: Readonly<CompressionSpec> | null;
   /** An earlier variant with the identical resolved spec whose measurement this row shares, or null. */
   sameAs: string | null;
+  /** A scalar baseline (KIVI, rotated uniform, TurboQuant-style) run by the harness instead of the cache. */
+  scalar?: ScalarSpec;
 }
 
 export const BASELINE = "none";
 
 /** K<keyBits>V<valueBits> with no eviction. */
-export const QUANT_ONLY_NAMES: readonly string[] = ["K2V2", "K3V2", "K4V4"];
+export const QUANT_ONLY_NAMES: readonly string[] = ["K2V2", "K3V2", "K3V3", "K4V4"];
 
-/** The scorers of the comparison (the issue's list; "accumulated" needs attention weights the graph does not give). */
+/**
+ * The scalar baselines at the lattice codes' bit widths (scalar-baselines.ts): KIVI 2/4-bit (group 64,
+ * FP16 scale + zero), Hadamard-rotated uniform 2/4-bit, TurboQuant-style 2/3-bit (same bits as K?V?).
+ */
+export const SCALAR_BASELINE_NAMES: readonly string[] = ["KIVI-2", "KIVI-4", "Had-2", "Had-4", "Turbo-2", "Turbo-3"];
+
+/**
+ * The scorers of the comparison. "accumulated" is left out: it ranks tokens by the attention weights
+ * the cache's own attention accumulates, and here the model attends in ONNX Runtime, so the cache never
+ * sees a weight and every token would score 0.
+ */
 export const COMPARED_SCORERS: readonly ScorerName[] = ["keynorm", "key-key", "observed", "random"];
+
+/** Eviction fractions of the sweep (at the sweep preset's bits and scorer): where retrieval breaks. */
+export const EVICTION_SWEEP: readonly number[] = [0, 0.2, 0.35, 0.5, 0.6, 0.7, 0.8];
 
 export interface VariantPlanOptions {
   presets?: readonly string[];
@@ -37,6 +53,12 @@ export interface VariantPlanOptions {
   scorers?: readonly ScorerName[];
   /** The preset whose eviction fraction (and so ratio) the scorers are compared at. Default "balanced". */
   scorerPreset?: string;
+  /** Scalar baselines by name (SCALAR_BASELINE_NAMES' form). Default none. */
+  scalar?: readonly string[];
+  /** Eviction fractions swept at `sweepPreset`'s bits and scorer. Default none. */
+  sweep?: readonly number[];
+  /** Default "balanced". */
+  sweepPreset?: string;
 }
 
 export function parseQuantOnly(name: string): Partial<CompressionSpec> {
@@ -50,6 +72,9 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
   const quantOnly = options.quantOnly ?? QUANT_ONLY_NAMES;
   const scorers = options.scorers ?? COMPARED_SCORERS;
   const scorerPreset = options.scorerPreset ?? "balanced";
+  const scalar = (options.scalar ?? []).map(parseScalarName);
+  const sweepPreset = getPreset(options.sweepPreset ?? "balanced");
+  for (const f of options.sweep ?? []) if (!(typeof f === "number" && f >= 0 && f < 1)) throw invalidArgument("sweep", "eviction fractions in [0, 1)", f);
   for (const s of scorers) if (!SCORERS.includes(s)) throw invalidArgument("scorers", `names from ${SCORERS.join(", ")}`, s);
 
   const specs: Omit<Variant, "resolved" | "sameAs">[] = [
@@ -57,6 +82,12 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     ...presets.map((p) => ({ name: getPreset(p).name, group: "preset" as const, preset: p, spec: {} })),
     ...quantOnly.map((q) => ({ name: q, group: "quant-only" as const, preset: "quant", spec: parseQuantOnly(q) })),
     ...(scorers.length === 0 ? [] : scorers.map((s) => ({ name: `${getPreset(scorerPreset).name}/${s}`, group: "scorer" as const, preset: scorerPreset, spec: { scorer: s } }))),
+    ...(options.sweep ?? []).map((f) => ({
+      name: `K${sweepPreset.spec.keyBits}V${sweepPreset.spec.valueBits}/evict-${Math.round(f * 100)}%`,
+      group: "sweep" as const,
+      preset: sweepPreset.name,
+      spec: { evictFraction: f },
+    })),
   ];
   const byKey = new Map<string, string>();
   const seen = new Set<string>();
@@ -70,11 +101,26 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     if (sameAs === null) byKey.set(key, v.name);
     variants.push({ ...v, resolved, sameAs });
   }
+  // Scalar baselines last: they have no CompressionSpec, so nothing is shared with them.
+  for (const spec of scalar) {
+    const name = scalarName(spec);
+    if (seen.has(name)) continue;
+    seen.add(name);
+    variants.push({ name, group: "scalar", preset: BASELINE, spec: {}, resolved: null, sameAs: null, scalar: spec });
+  }
   return variants;
 }
 
 /** "K3V2, evict 60%, key-key" — what a row runs, for tables. */
-export function describeSpec(spec: Readonly<CompressionSpec> | null): string {
+export function describeSpec(spec: Readonly<CompressionSpec> | null, scalar?: ScalarSpec, headDim = 64): string {
+  if (scalar !== undefined) {
+    const what = {
+      kivi: `KIVI ${scalar.bits}-bit: keys per channel, values per token, group ${scalar.group ?? 64}, FP16 scale + zero`,
+      hadamard: `Hadamard-rotated uniform ${scalar.bits}-bit per vector, FP16 scale + zero`,
+      turbo: `Hadamard-rotated Lloyd–Max ${scalar.bits}-bit per vector, FP16 norm`,
+    }[scalar.kind];
+    return `${what} (${scalarBitsPerElement(scalar, headDim).toFixed(2)} bits/element), no eviction`;
+  }
   if (spec === null) return "FP16, nothing evicted";
   const evict = spec.evictFraction === 0 ? "no eviction" : `evict ${Math.round(spec.evictFraction * 100)}% (${spec.scorer})`;
   return `K${spec.keyBits}V${spec.valueBits}, ${evict}`;

@@ -6,6 +6,7 @@ import { RANDOM_MODEL_DEFAULTS, TRAINED_DEFAULTS, runQualityBench, type QualityR
 import { resolveQualityModel } from "../quality/model.js";
 import { TABLE_HEADERS, qualityMarkdown, qualityPlotSpec } from "../quality/report.js";
 import { parseQuantOnly } from "../quality/variants.js";
+import { parseScalarName } from "../quality/scalar-baselines.js";
 import { parseContext, parseFlags, parsePositiveInt } from "../../src/cli/args.js";
 import { renderSvg } from "../../src/cli/plot.js";
 import { progressBar } from "../../src/cli/progress.js";
@@ -14,23 +15,29 @@ import type { CliCommand } from "../../src/cli/types.js";
 
 const USAGE = `nexusquant bench quality [--model DIR] [--out DIR] [--json] [sizes…]
   Perplexity and retrieval of every cache variant against the FP16 cache of the same model, with the
-  measured compression ratio of each: presets, quantization-only K2V2/K3V2/K4V4, and the eviction
-  scorers at one preset's ratio. Writes quality.json, quality.md and quality.svg to --out.
+  measured compression ratio of each: presets, quantization-only K2V2/K3V2/K3V3/K4V4, scalar baselines
+  at equal bits (KIVI, Hadamard-rotated, TurboQuant-style), the eviction scorers at one preset's
+  ratio, and an eviction sweep. Writes quality.json, quality.md and quality.svg to --out.
   The model: --model DIR (config.json + model.safetensors [+ tokenizer.json]); default
   models/sotu-llama when present, else a built random-weight model (labelled; its numbers only
   check the harness). See docs/quality.md.
 
   --model DIR           model directory
   --out DIR             where the three files go (default bench/results)
-  --prefixes a,b        perplexity prefix lengths (trained default 1k,2k,3k; random model 256,1k)
-  --score N             tokens scored after each prefix (512; random model 128)
+  --prefixes a,b        perplexity prefix lengths (trained default 512,1k,1536; random model 256,1k)
+  --score N             tokens scored after each prefix (256; random model 128)
   --texts N             held-out speeches for perplexity (2)
-  --contexts a,b        retrieval context lengths (1k,2k,4k; random model 512,1k)
+  --contexts a,b        retrieval context lengths (1k,2k; random model 512,1k)
   --depths a,b          needle depths in [0, 1] (0.1,…,0.9; random model 0.1,0.5,0.9)
   --samples N           retrieval samples per context × depth cell (2; random model 1)
   --seed N              retrieval sample seed (2024, the training report's)
   --presets a,b         presets to measure (default every preset)
-  --quant-only a,b      quantization-only variants, K<bits>V<bits> or "none" (K2V2,K3V2,K4V4)
+  --quant-only a,b      quantization-only variants, K<bits>V<bits> or "none" (K2V2,K3V2,K3V3,K4V4)
+  --scalar a,b          scalar baselines KIVI-<b>[/g<n>], Had-<b>, Turbo-<b>, or "none"
+                        (trained default KIVI-2,KIVI-4,Had-2,Had-4,Turbo-2,Turbo-3; random model none)
+  --sweep a,b           eviction fractions swept at --sweep-preset's bits and scorer, or "none"
+                        (trained default 0,0.2,0.35,0.5,0.6,0.7,0.8; random model none)
+  --sweep-preset P      (balanced)
   --scorers a,b         scorers to compare, or "none" (keynorm,key-key,observed,random)
   --scorer-preset P     preset whose ratio the scorers are compared at (balanced)
   --compress-every N    decode tokens between compressions (64, as withNexusQuant)
@@ -41,10 +48,10 @@ const USAGE = `nexusquant bench quality [--model DIR] [--out DIR] [--json] [size
 
 const list = (text: string) => text.split(",").map((s) => s.trim()).filter(Boolean);
 
-function parseDepths(text: string): number[] {
+function parseDepths(text: string, flag = "--depths"): number[] {
   return list(text).map((d) => {
     const value = Number(d);
-    if (!(value >= 0 && value <= 1)) throw invalidArgument("--depths", "numbers in [0, 1]", d);
+    if (!(value >= 0 && value <= 1) || (flag === "--sweep" && value === 1)) throw invalidArgument(flag, flag === "--sweep" ? "numbers in [0, 1)" : "numbers in [0, 1]", d);
     return value;
   });
 }
@@ -85,6 +92,9 @@ export const qualitySuite: CliCommand = {
       "quant-only": { type: "string" },
       scorers: { type: "string" },
       "scorer-preset": { type: "string" },
+      scalar: { type: "string" },
+      sweep: { type: "string" },
+      "sweep-preset": { type: "string" },
       "compress-every": { type: "string" },
       "skip-perplexity": { type: "boolean" },
       "skip-retrieval": { type: "boolean" },
@@ -95,6 +105,10 @@ export const qualitySuite: CliCommand = {
     const quantOnly = values["quant-only"] === undefined ? undefined : values["quant-only"] === "none" ? [] : list(values["quant-only"]);
     quantOnly?.forEach(parseQuantOnly);
     const scorerPreset = values["scorer-preset"] === undefined ? undefined : getPreset(values["scorer-preset"]).name;
+    const scalar = values.scalar === undefined ? undefined : values.scalar === "none" ? [] : list(values.scalar);
+    scalar?.forEach(parseScalarName);
+    const sweep = values.sweep === undefined ? undefined : values.sweep === "none" ? [] : parseDepths(values.sweep, "--sweep");
+    const sweepPreset = values["sweep-preset"] === undefined ? undefined : getPreset(values["sweep-preset"]).name;
     const model = await resolveQualityModel(values.model);
     const defaults = model.trained ? TRAINED_DEFAULTS : RANDOM_MODEL_DEFAULTS;
     const settings: QualitySettings = {
@@ -111,6 +125,9 @@ export const qualitySuite: CliCommand = {
       ...(quantOnly !== undefined ? { quantOnly } : {}),
       ...(values.scorers !== undefined ? { scorers: parseScorers(values.scorers) } : {}),
       ...(scorerPreset !== undefined ? { scorerPreset } : {}),
+      ...(scalar !== undefined ? { scalar } : {}),
+      ...(sweep !== undefined ? { sweep } : {}),
+      ...(sweepPreset !== undefined ? { sweepPreset } : {}),
       perplexity: values["skip-perplexity"] !== true,
       retrieval: values["skip-retrieval"] !== true,
     };
@@ -135,6 +152,7 @@ export const qualitySuite: CliCommand = {
             r.sameAs === null ? r.variant : `${r.variant} (= ${r.sameAs})`,
             r.runs,
             cell(r.ratio, (x) => `${x.toFixed(2)}x`),
+            `${r.ratioLongContext.toFixed(2)}x`,
             cell(r.ppl, (x) => x.toFixed(3)),
             cell(r.deltaPplPercent, (x) => `${x >= 0 ? "+" : ""}${x.toFixed(2)}%`),
             cell(r.klMean, (x) => x.toFixed(4)),
@@ -143,7 +161,7 @@ export const qualitySuite: CliCommand = {
             cell(r.recallDelta, (x) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(0)} pt`),
             cell(r.sameAsFp16, (x) => `${(100 * x).toFixed(0)}%`),
           ]),
-          ["left", "left", "right", "right", "right", "right", "right", "right", "right", "right"],
+          ["left", "left", "right", "right", "right", "right", "right", "right", "right", "right", "right"],
         ),
         "goals:",
         ...report.goals.map((g) => `  ${g.preset.padEnd(9)} ${g.status.toUpperCase().padEnd(12)} ${g.detail}`),
