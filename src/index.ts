@@ -4,3 +4,4 @@ export { NexusQuantError, type NexusQuantErrorCode } from "./errors.js";
 export * from "./format/index.js";
 export * from "./runtime/index.js";
 export * from "./integrations/index.js";
+export { loadModel, type LlamaModel } from "./model/index.js";
