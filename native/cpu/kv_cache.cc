@@ -186,8 +186,10 @@ void KvCache::setResidualCapacity(Store& s, size_t cap) {
 
 void KvCache::growResidual(Store& s, size_t minCap) {
   if (minCap <= s.residualCap) return;
-  size_t cap = std::max<size_t>(s.residualCap * 2, 64);
-  while (cap < minCap) cap *= 2;
+  // Grow by a quarter (not double): before the first compress() the residual is the whole FP16 cache
+  // (preset "none"), and doubling would hold up to 2x the bytes it needs; amortized copying stays O(n).
+  size_t cap = std::max<size_t>(s.residualCap + s.residualCap / 4, 64);
+  cap = std::max(cap, minCap);
   setResidualCapacity(s, cap);
 }
 
@@ -473,7 +475,7 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
   float* accum = o_.scorer == Scorer::Accumulated ? reinterpret_cast<float*>(s.accumulated.data()) : nullptr;
   // KV heads are independent (each owns its query heads' outputs and its accumulated row): run them in parallel.
   parallelFor(H, 1, [&](size_t hb, size_t he) {
-  Scratch<float> kRot(nc * d), vRot(nc * d), logits(total), qr(d), acc(d);
+  Scratch<float> kRot(nc * d), vRot(nc * d), logits(total), qr(d), acc(d), resKf(nr * d), resVf(nr * d);
   Scratch<int32_t> pos(total);
   for (size_t h = hb; h < he; ++h) {
     // RoPE'd storage: keys stay in the rotated domain and the query is rotated once. Un-RoPE'd storage:
@@ -486,7 +488,9 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
     for (size_t r = 0; r < nr; ++r) pos[nc + r] = static_cast<int32_t>(firstResidualPos + r);
     const uint16_t* resK = reinterpret_cast<const uint16_t*>(s.residual.data()) + (h * s.residualCap) * d;
     const uint16_t* resV = reinterpret_cast<const uint16_t*>(s.residual.data()) + ((H + h) * s.residualCap) * d;
-    std::vector<float> rowK(d), rowV(d);
+    // The residual rows are converted once per head, not once per query (a prefill chunk has hundreds).
+    for (size_t i = 0; i < nr * d; ++i) resKf[i] = halfToFloat(resK[i]);
+    for (size_t i = 0; i < nr * d; ++i) resVf[i] = halfToFloat(resV[i]);
     for (size_t g = 0; g < group; ++g) {
       const size_t qh = h * group + g;
       for (size_t j = 0; j < nq; ++j) {
@@ -504,8 +508,7 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
           if (t < nc) {
             l = dot(unrope ? qv : qr.data(), kRot.data() + t * d, d);
           } else {
-            for (size_t i = 0; i < d; ++i) rowK[i] = halfToFloat(resK[(t - nc) * d + i]);
-            l = dot(qv, rowK.data(), d);
+            l = dot(qv, resKf.data() + (t - nc) * d, d);
           }
           logits[t] = l * scale;
           mx = std::max(mx, logits[t]);
@@ -526,8 +529,7 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
         for (size_t r = 0; r < nr; ++r) {
           const float w = logits[nc + r] * inv;
           if (w == 0.f) continue;
-          for (size_t i = 0; i < d; ++i) rowV[i] = halfToFloat(resV[r * d + i]);
-          axpy(w, rowV.data(), acc.data(), d);
+          axpy(w, resVf.data() + r * d, acc.data(), d);
         }
         std::copy(acc.data(), acc.data() + d, o);
         if (accum)

@@ -2,6 +2,7 @@ import { integrationSuite } from "../commands/bench-integration.js";
 import { cacheSuite } from "./cache.js";
 import { qualitySuite } from "./quality.js";
 import { codecSuite } from "./codec.js";
+import { memorySuite } from "./memory.js";
 import type { CliCommand } from "../types.js";
 
 /**
@@ -10,7 +11,7 @@ import type { CliCommand } from "../types.js";
  */
 export type BenchSuite = CliCommand;
 
-export const BENCH_SUITES: readonly BenchSuite[] = [codecSuite, cacheSuite, integrationSuite, qualitySuite];
+export const BENCH_SUITES: readonly BenchSuite[] = [codecSuite, cacheSuite, integrationSuite, qualitySuite, memorySuite];
 
 export function findSuite(name: string): BenchSuite | undefined {
   return BENCH_SUITES.find((s) => s.name === name);
