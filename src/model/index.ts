@@ -15,3 +15,5 @@ export { loadModel, loadModelDir, writeModelDir, isLlamaModel } from "./model-di
 export type { LlamaModel } from "./model-dir.js";
 export { buildDecoderSegments, SEGMENT_NAMES } from "./segment-builder.js";
 export type { BuildSegmentsOptions, DecoderSegments } from "./segment-builder.js";
+export { loadTokenizer } from "./tokenizer.js";
+export type { TextTokenizer } from "./tokenizer.js";
