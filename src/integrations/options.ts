@@ -1,5 +1,5 @@
-import { invalidArgument } from "../errors.js";
-import { SCORERS, getPreset, type CompressionSpec, type ScorerName } from "../format/index.js";
+import { NexusQuantError, invalidArgument } from "../errors.js";
+import { PRESET_NAMES, SCORERS, getPreset, unknownPresetError, type CompressionSpec, type ScorerName } from "../format/index.js";
 import type { BackendRequest } from "../runtime/index.js";
 
 /** Options of `withNexusQuant(model, options)`. */
@@ -64,12 +64,23 @@ export interface ResolvedOptions {
 export const DEFAULT_COMPRESS_EVERY = 64;
 export const DEFAULT_PREFILL_CHUNK = 256;
 
+/** The preset name that wraps a model without compressing (a baseline for comparisons). */
+const PASS_THROUGH = "none";
+
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   if (options === null || typeof options !== "object") throw invalidArgument("options", "an options object", options);
-  const preset = options.preset ?? "balanced";
-  const passThrough = preset === "none";
-  // getPreset throws UNKNOWN_PRESET listing the known names; do it now, not at the first step.
-  if (!passThrough) getPreset(preset);
+  const given = options.preset ?? "balanced";
+  // Preset names are case-insensitive, "none" (pass-through) included.
+  const passThrough = typeof given === "string" && given.toLowerCase() === PASS_THROUGH;
+  const preset = passThrough ? PASS_THROUGH : given;
+  // Check now, not at the first step; the error lists "none" too, which only wrappers accept.
+  if (!passThrough) {
+    try {
+      getPreset(preset);
+    } catch (e) {
+      throw e instanceof NexusQuantError && e.code === "UNKNOWN_PRESET" ? unknownPresetError(String(preset), [...PRESET_NAMES, PASS_THROUGH]) : e;
+    }
+  }
   const backend = options.backend ?? "auto";
   if (backend !== "auto" && backend !== "cpu" && backend !== "cuda") throw invalidArgument("options.backend", '"auto", "cpu" or "cuda"', backend);
   const compressEvery = options.compressEvery ?? DEFAULT_COMPRESS_EVERY;

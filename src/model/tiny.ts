@@ -5,6 +5,7 @@
 import { invalidArgument } from "../errors.js";
 import { llamaWeightShapes, parseLlamaConfig } from "./llama-config.js";
 import type { LlamaModel } from "./model-dir.js";
+import { seededRandom } from "../shared/prng.js";
 import { convertWeights, elementCount, type WeightDtype, type WeightMap } from "./tensor.js";
 
 
@@ -76,14 +77,7 @@ export function createTinyLlama(options: TinyLlamaOptions = {}): LlamaModel {
 
 /** Standard normal samples from a seeded mulberry32 stream (Box-Muller). */
 function gaussian(seed: number): () => number {
-  let state = seed >>> 0;
-  const uniform = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const uniform = seededRandom(seed);
   return () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
 }
 

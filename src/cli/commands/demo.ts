@@ -1,4 +1,6 @@
-import { FidelityMeter, argmax, withNexusQuant, type OrtModuleLike, type OrtSessionLike } from "../../integrations/index.js";
+import { FidelityMeter } from "../../integrations/fidelity.js";
+import { withNexusQuant, type OrtModuleLike, type OrtSessionLike } from "../../integrations/index.js";
+import { argmax } from "../../integrations/sampling.js";
 import { NexusQuantError } from "../../errors.js";
 import { getPreset } from "../../format/index.js";
 import { memoryStats } from "../../runtime/index.js";

@@ -1,11 +1,13 @@
-import { NexusQuantError, invalidArgument } from "../errors.js";
-import { compressedLayout, getPreset, type LayoutBytes } from "../format/index.js";
-import { ARCHITECTURES, architectureFromHfConfig, type Architecture } from "../estimator/index.js";
-import { CompressedKVCache } from "./cache.js";
-import type { BackendName, BackendRequest } from "./backend.js";
-import { measureMemory } from "./memory.js";
-import { syntheticKV } from "./synthetic.js";
-import { checkPositiveInt } from "./validate.js";
+// Above both the estimator (model names, config.json) and the runtime (the cache it measures): the
+// runtime layer imports neither model nor estimator.
+import { NexusQuantError, invalidArgument } from "./errors.js";
+import { compressedLayout, getPreset, type LayoutBytes } from "./format/index.js";
+import { ARCHITECTURES, architectureFromHfConfig, type Architecture } from "./estimator/index.js";
+import { CompressedKVCache } from "./runtime/cache.js";
+import type { BackendName, BackendRequest } from "./runtime/backend.js";
+import { measureMemory } from "./runtime/memory.js";
+import { syntheticKV } from "./runtime/synthetic.js";
+import { checkPositiveInt } from "./runtime/validate.js";
 
 export interface VerifyOptions {
   /** A registry id (see `nexusquant models`) or an Architecture; or pass `config`. */
