@@ -52,5 +52,3 @@ export { verifyCompression, type VerifyOptions, type VerifyResult } from "./veri
 
 export { withNexusQuant, type NexusQuantOptions, type WrappedModel, type NexusQuantSession, type TransformersJsHandle } from "./integrations/index.js";
 
-export { loadModel, type LlamaModel } from "./model/index.js";
-export { type NativeModelSession } from "./integrations/index.js";
