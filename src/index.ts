@@ -51,3 +51,4 @@ export {
 export { verifyCompression, type VerifyOptions, type VerifyResult } from "./verify.js";
 
 export { withNexusQuant, type NexusQuantOptions, type WrappedModel, type NexusQuantSession, type TransformersJsHandle } from "./integrations/index.js";
+

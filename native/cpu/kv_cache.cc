@@ -155,8 +155,10 @@ void KvCache::setResidualCapacity(Store& s, size_t cap) {
 
 void KvCache::growResidual(Store& s, size_t minCap) {
   if (minCap <= s.residualCap) return;
-  size_t cap = std::max<size_t>(s.residualCap * 2, 64);
-  while (cap < minCap) cap *= 2;
+  // Grow by a quarter (not double): before the first compress() the residual is the whole FP16 cache
+  // (preset "none"), and doubling would hold up to 2x the bytes it needs; amortized copying stays O(n).
+  size_t cap = std::max<size_t>(s.residualCap + s.residualCap / 4, 64);
+  cap = std::max(cap, minCap);
   setResidualCapacity(s, cap);
 }
 

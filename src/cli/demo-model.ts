@@ -4,8 +4,9 @@
  */
 import { access, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { NexusQuantError } from "../errors.js";
-import { buildLlamaOnnx, createTinyLlama, loadModelDir, type TinyLlamaOptions } from "../model/index.js";
+import { buildLlamaOnnx, createTinyLlama, loadModel, loadModelDir, loadTokenizer, type LlamaModel, type TextTokenizer, type TinyLlamaOptions } from "../model/index.js";
 
 export interface DemoModel {
   /** What the output calls the model. */
@@ -33,6 +34,43 @@ export function builtModel(options: TinyLlamaOptions = DEMO_TINY): DemoModel {
 }
 
 const exists = (path: string) => access(path).then(() => true, () => false);
+
+/** The trained reference model (bench/model/, trained into models/sotu-llama/), when it is there. */
+export const REFERENCE_MODEL_DIR = fileURLToPath(new URL("../../models/sotu-llama/", import.meta.url));
+
+/** A checkpoint for the native path: weights in memory, its tokenizer when the directory has one. */
+export interface NativeDemoModel {
+  label: string;
+  weights: string;
+  model: LlamaModel;
+  tokenizer: TextTokenizer | undefined;
+}
+
+/** True when DIR holds an exported ONNX graph (run through the ORT-session wrapper), not only safetensors. */
+export async function hasOnnxGraph(dir: string): Promise<boolean> {
+  return (await exists(join(dir, "onnx", "model.onnx"))) || (await exists(join(dir, "model.onnx")));
+}
+
+/** Whether the trained reference model is complete enough to load (config.json + weights). */
+export async function referenceModelAvailable(dir = REFERENCE_MODEL_DIR): Promise<boolean> {
+  return (await exists(join(dir, "config.json"))) && ((await exists(join(dir, "model.safetensors"))) || (await exists(join(dir, "model.safetensors.index.json"))));
+}
+
+export async function nativeModelFromDir(dir: string, label = dir): Promise<NativeDemoModel> {
+  const model = await loadModel(dir);
+  return { label, weights: "checkpoint", model, tokenizer: await loadTokenizer(dir) };
+}
+
+export function builtNativeModel(options: TinyLlamaOptions = DEMO_TINY): NativeDemoModel {
+  const model = createTinyLlama(options);
+  const c = model.config;
+  return {
+    label: `built tiny Llama (layers ${c.numLayers}, hidden ${c.hiddenSize}, heads ${c.numHeads}/${c.numKvHeads} kv, head_dim ${c.headDim}, vocab ${c.vocabSize})`,
+    weights: RANDOM_WEIGHTS,
+    model,
+    tokenizer: undefined,
+  };
+}
 
 /** DIR/onnx/model.onnx or DIR/model.onnx as is; otherwise config.json + safetensors through the builder. */
 export async function modelFromDir(dir: string): Promise<DemoModel> {

@@ -1,5 +1,6 @@
 export { withNexusQuant, type WrappedModel } from "./with-nexusquant.js";
-export { resolveOptions, DEFAULT_COMPRESS_EVERY, type NexusQuantOptions, type ResolvedOptions } from "./options.js";
+export { NativeModelSession, type NativeModelOptions, type NativeStepTimings } from "./native-model.js";
+export { resolveOptions, DEFAULT_COMPRESS_EVERY, DEFAULT_PREFILL_CHUNK, type NexusQuantOptions, type ResolvedOptions } from "./options.js";
 export {
   NexusQuantSession,
   isOrtSession,

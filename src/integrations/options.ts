@@ -39,6 +39,11 @@ export interface NexusQuantOptions {
   ort?: unknown;
   /** ONNX Runtime sessions only: id fed at left-padding slots (masked out, so any valid id). Default 0. */
   padTokenId?: number;
+  /**
+   * Native path (a loaded checkpoint) only: prompt tokens per prefill chunk (default 256). Each chunk
+   * attends to the compressed past plus itself, then is compressed, so the prefill peak is one chunk's.
+   */
+  prefillChunk?: number;
 }
 
 /** The validated form every integration works from. */
@@ -53,9 +58,11 @@ export interface ResolvedOptions {
   denseMirror: boolean;
   ort: unknown;
   padTokenId: number;
+  prefillChunk: number;
 }
 
 export const DEFAULT_COMPRESS_EVERY = 64;
+export const DEFAULT_PREFILL_CHUNK = 256;
 
 /** The preset name that wraps a model without compressing (a baseline for comparisons). */
 const PASS_THROUGH = "none";
@@ -87,6 +94,8 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
   if (options.denseMirror !== undefined && typeof options.denseMirror !== "boolean") throw invalidArgument("options.denseMirror", "a boolean", options.denseMirror);
   const padTokenId = options.padTokenId ?? 0;
   if (!Number.isSafeInteger(padTokenId) || padTokenId < 0) throw invalidArgument("options.padTokenId", "a token id (integer >= 0)", padTokenId);
+  const prefillChunk = options.prefillChunk ?? DEFAULT_PREFILL_CHUNK;
+  if (!Number.isSafeInteger(prefillChunk) || prefillChunk < 1) throw invalidArgument("options.prefillChunk", "a positive integer", prefillChunk);
   return {
     preset,
     passThrough,
@@ -97,5 +106,6 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     denseMirror: options.denseMirror === true,
     ort: options.ort,
     padTokenId,
+    prefillChunk,
   };
 }

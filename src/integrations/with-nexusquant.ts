@@ -2,8 +2,10 @@ import { NexusQuantError, describeValue } from "../errors.js";
 import { resolveOptions, type NexusQuantOptions } from "./options.js";
 import { NexusQuantSession, isOrtSession, type OrtModuleLike, type OrtSessionLike } from "./ort-session.js";
 import { TransformersJsHandle, isTransformersJsModel, type TransformersJsModelLike } from "./transformers-js.js";
+import { NativeModelSession, type OrtRuntimeLike } from "./native-model.js";
+import { isLlamaModel, type LlamaModel } from "../model/model-dir.js";
 
-export type WrappedModel<M> = M extends TransformersJsModelLike ? TransformersJsHandle<M> : NexusQuantSession;
+export type WrappedModel<M> = M extends LlamaModel ? NativeModelSession : M extends TransformersJsModelLike ? TransformersJsHandle<M> : NexusQuantSession;
 
 /**
  * Wraps a model so that its KV cache is held compressed between generation steps.
@@ -11,27 +13,31 @@ export type WrappedModel<M> = M extends TransformersJsModelLike ? TransformersJs
  * - an onnxruntime-node InferenceSession → a NexusQuantSession with generate()/step()/stats();
  * - a transformers.js causal LM → a handle; the model's own generate() now runs compressed, and
  *   dispose() restores it.
+ * - a loaded checkpoint (`await loadModel(dir)`) → a NativeModelSession: the native path, where the
+ *   model's attention reads the compressed cache directly (no dense past at any time).
  *
  * With a callback, the wrapper lives only for the callback and is disposed after it (the model is
  * restored even if the callback throws); the callback's result is returned.
  */
-export async function withNexusQuant<M extends OrtSessionLike | TransformersJsModelLike>(model: M, options?: NexusQuantOptions): Promise<WrappedModel<M>>;
-export async function withNexusQuant<M extends OrtSessionLike | TransformersJsModelLike, R>(
+export async function withNexusQuant<M extends OrtSessionLike | TransformersJsModelLike | LlamaModel>(model: M, options?: NexusQuantOptions): Promise<WrappedModel<M>>;
+export async function withNexusQuant<M extends OrtSessionLike | TransformersJsModelLike | LlamaModel, R>(
   model: M,
   options: NexusQuantOptions | undefined,
   scope: (wrapped: WrappedModel<M>) => Promise<R> | R,
 ): Promise<R>;
 export async function withNexusQuant(model: unknown, options: NexusQuantOptions = {}, scope?: (wrapped: never) => unknown): Promise<unknown> {
   const resolved = resolveOptions(options);
-  let wrapped: NexusQuantSession | TransformersJsHandle;
-  if (isTransformersJsModel(model)) {
+  let wrapped: NexusQuantSession | TransformersJsHandle | NativeModelSession;
+  if (isLlamaModel(model)) {
+    wrapped = await NativeModelSession.create(model, resolved, (await loadOrt(resolved.ort)) as unknown as OrtRuntimeLike);
+  } else if (isTransformersJsModel(model)) {
     wrapped = new TransformersJsHandle(model, resolved);
   } else if (isOrtSession(model)) {
     wrapped = new NexusQuantSession(model, resolved, await loadOrt(resolved.ort));
   } else {
     throw new NexusQuantError(
       "UNSUPPORTED",
-      `withNexusQuant wraps an onnxruntime-node InferenceSession or a transformers.js causal LM (AutoModelForCausalLM); received ${describeValue(model)}.`,
+      `withNexusQuant wraps a loaded checkpoint (loadModel(dir)), an onnxruntime-node InferenceSession or a transformers.js causal LM (AutoModelForCausalLM); received ${describeValue(model)}.`,
     );
   }
   if (scope === undefined) return wrapped;

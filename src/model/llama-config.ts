@@ -20,10 +20,27 @@ export interface LlamaConfig {
   vocabSize: number;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
+  /** Hugging Face model_type: "llama" (also Llama 2/3, SmolLM, TinyLlama), "mistral" or "qwen2". */
+  modelType: LlamaModelType;
+  /** q/k/v projections carry biases (Qwen2 always; Llama with attention_bias). */
+  qkvBias: boolean;
+  /** o_proj carries a bias (Llama with attention_bias). */
+  oBias: boolean;
+  /** Llama 3.1-style RoPE frequency scaling (rope_scaling.rope_type "llama3"), or null. */
+  ropeScaling: Llama3RopeScaling | null;
+}
+
+export type LlamaModelType = "llama" | "mistral" | "qwen2";
+
+export interface Llama3RopeScaling {
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositionEmbeddings: number;
 }
 
 const REQUIRED_KEYS = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"] as const;
-const SUPPORTED_MODEL_TYPES = ["llama"];
+const SUPPORTED_MODEL_TYPES: readonly LlamaModelType[] = ["llama", "mistral", "qwen2"];
 
 function configError(message: string, details?: Record<string, unknown>): NexusQuantError {
   return new NexusQuantError("CONFIG_ERROR", `config.json: ${message}`, details);
@@ -54,11 +71,14 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
   if (missing.length > 0) {
     throw configError(`missing required key${missing.length > 1 ? "s" : ""} ${missing.map((k) => `"${k}"`).join(", ")}`, { missing });
   }
-  if (raw.model_type !== undefined && !SUPPORTED_MODEL_TYPES.includes(raw.model_type as string)) {
-    throw new NexusQuantError("UNSUPPORTED", `config.json: model_type ${JSON.stringify(raw.model_type)} is not a Llama model`, {
-      modelType: raw.model_type,
-    });
+  if (raw.model_type !== undefined && !SUPPORTED_MODEL_TYPES.includes(raw.model_type as LlamaModelType)) {
+    throw new NexusQuantError(
+      "UNSUPPORTED",
+      `config.json: model_type ${JSON.stringify(raw.model_type)} is not a Llama model (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
+      { modelType: raw.model_type },
+    );
   }
+  const modelType = (raw.model_type ?? "llama") as LlamaModelType;
   refuseUnsupported(raw);
 
   const hiddenSize = positiveInt(raw, "hidden_size");
@@ -87,7 +107,46 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
     vocabSize: positiveInt(raw, "vocab_size"),
     maxPositionEmbeddings: positiveInt(raw, "max_position_embeddings", 2048),
     tieWordEmbeddings: tie,
+    modelType,
+    // Qwen2 attention always has q/k/v biases and none on o_proj; Llama's attention_bias puts one on all four.
+    qkvBias: modelType === "qwen2" || raw.attention_bias === true,
+    oBias: modelType !== "qwen2" && raw.attention_bias === true,
+    ropeScaling: parseRopeScaling(raw),
   };
+}
+
+function parseRopeScaling(raw: Record<string, unknown>): Llama3RopeScaling | null {
+  const scaling = raw.rope_scaling as Record<string, unknown> | null | undefined;
+  if (scaling === undefined || scaling === null) return null;
+  const type = scaling.rope_type ?? scaling.type;
+  if (type === "default") return null;
+  const sub = scaling as Record<string, unknown>;
+  return {
+    factor: positiveNumber(sub, "factor", 8),
+    lowFreqFactor: positiveNumber(sub, "low_freq_factor", 1),
+    highFreqFactor: positiveNumber(sub, "high_freq_factor", 4),
+    originalMaxPositionEmbeddings: positiveInt(sub, "original_max_position_embeddings", 8192),
+  };
+}
+
+/**
+ * RoPE inverse frequencies, with Llama 3.1's scaling when the config has it (transformers'
+ * `_compute_llama3_parameters`): long wavelengths divided by `factor`, short ones kept, a smooth blend between.
+ */
+export function ropeInverseFrequencies(config: LlamaConfig): number[] {
+  const half = config.headDim / 2;
+  const inv = Array.from({ length: half }, (_, j) => 1 / config.ropeTheta ** ((2 * j) / config.headDim));
+  const s = config.ropeScaling;
+  if (s === null) return inv;
+  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+  return inv.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    if (wavelen < highWavelen) return f;
+    if (wavelen > lowWavelen) return f / s.factor;
+    const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+    return (1 - smooth) * (f / s.factor) + smooth * f;
+  });
 }
 
 function refuseUnsupported(raw: Record<string, unknown>): void {
@@ -96,18 +155,18 @@ function refuseUnsupported(raw: Record<string, unknown>): void {
   const scaling = raw.rope_scaling as { rope_type?: unknown; type?: unknown } | null | undefined;
   if (scaling !== undefined && scaling !== null) {
     const type = scaling.rope_type ?? scaling.type;
-    if (type !== "default") throw unsupported(`rope_scaling ${JSON.stringify(type)}`);
+    if (type !== "default" && type !== "llama3") throw unsupported(`rope_scaling ${JSON.stringify(type)}`);
   }
-  if (raw.attention_bias === true) throw unsupported("attention_bias");
   if (raw.mlp_bias === true) throw unsupported("mlp_bias");
   if (raw.hidden_act !== undefined && raw.hidden_act !== "silu") throw unsupported(`hidden_act ${JSON.stringify(raw.hidden_act)}`);
 }
 
 /** The inverse of parseLlamaConfig: a config.json object transformers can load. */
 export function llamaConfigToJson(config: LlamaConfig): Record<string, unknown> {
+  const architecture = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM" }[config.modelType];
   return {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
+    architectures: [architecture],
+    model_type: config.modelType,
     hidden_act: "silu",
     hidden_size: config.hiddenSize,
     intermediate_size: config.intermediateSize,
@@ -120,9 +179,18 @@ export function llamaConfigToJson(config: LlamaConfig): Record<string, unknown> 
     vocab_size: config.vocabSize,
     max_position_embeddings: config.maxPositionEmbeddings,
     tie_word_embeddings: config.tieWordEmbeddings,
-    attention_bias: false,
+    ...(config.modelType === "qwen2" ? {} : { attention_bias: config.oBias }),
     mlp_bias: false,
-    rope_scaling: null,
+    rope_scaling:
+      config.ropeScaling === null
+        ? null
+        : {
+            rope_type: "llama3",
+            factor: config.ropeScaling.factor,
+            low_freq_factor: config.ropeScaling.lowFreqFactor,
+            high_freq_factor: config.ropeScaling.highFreqFactor,
+            original_max_position_embeddings: config.ropeScaling.originalMaxPositionEmbeddings,
+          },
   };
 }
 
@@ -138,6 +206,12 @@ export function llamaWeightShapes(config: LlamaConfig): Map<string, number[]> {
     shapes.set(`${p}.self_attn.k_proj.weight`, [numKvHeads * headDim, h]);
     shapes.set(`${p}.self_attn.v_proj.weight`, [numKvHeads * headDim, h]);
     shapes.set(`${p}.self_attn.o_proj.weight`, [h, numHeads * headDim]);
+    if (config.qkvBias) {
+      shapes.set(`${p}.self_attn.q_proj.bias`, [numHeads * headDim]);
+      shapes.set(`${p}.self_attn.k_proj.bias`, [numKvHeads * headDim]);
+      shapes.set(`${p}.self_attn.v_proj.bias`, [numKvHeads * headDim]);
+    }
+    if (config.oBias) shapes.set(`${p}.self_attn.o_proj.bias`, [h]);
     shapes.set(`${p}.post_attention_layernorm.weight`, [h]);
     shapes.set(`${p}.mlp.gate_proj.weight`, [ff, h]);
     shapes.set(`${p}.mlp.up_proj.weight`, [ff, h]);

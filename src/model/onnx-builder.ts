@@ -18,7 +18,7 @@
  */
 import { NexusQuantError } from "../errors.js";
 import { f32ArrayToF16 } from "../shared/half.js";
-import { llamaWeightShapes, type LlamaConfig } from "./llama-config.js";
+import { llamaWeightShapes, ropeInverseFrequencies, type LlamaConfig } from "./llama-config.js";
 import { DataType, GraphBuilder, onnx, type ElemType } from "./onnx-graph.js";
 import { requireWeight, toFloat32, type WeightMap } from "./tensor.js";
 
@@ -29,6 +29,12 @@ export interface BuildLlamaOnnxOptions {
   weights: WeightMap;
   /** Storage and I/O precision; compute is FP32 either way. Default "f32". */
   dtype?: OnnxDtype;
+  /**
+   * With dtype "f32": round new K/V to FP16 values before attention and `present` (I/O stays float32).
+   * This is exactly what a cache holding FP16 K/V computes (the native path's preset "none"), so the
+   * two can be compared at FP32 precision. Default false.
+   */
+  roundKvToF16?: boolean;
 }
 
 export const LLAMA_ONNX_OPSET = 17;
@@ -65,6 +71,7 @@ export function buildLlamaOnnx(options: BuildLlamaOnnxOptions): Uint8Array {
 
   const g = new GraphBuilder();
   const ctx = new LlamaGraph(g, config, weights, dtype);
+  ctx.roundKv = options.roundKvToF16 === true;
   ctx.build();
   if (g.initializerBytes > MAX_INLINE_BYTES) {
     throw new NexusQuantError(
@@ -83,17 +90,23 @@ export function buildLlamaOnnx(options: BuildLlamaOnnxOptions): Uint8Array {
   return onnx.ModelProto.encode(model).finish();
 }
 
-/** Per-build state: the graph, the config and the shared tensors (mask, cos/sin). */
-class LlamaGraph {
+/**
+ * Per-build state: the graph, the config and the shared tensors (mask, cos/sin). The pieces of a
+ * decoder layer are public so that the segment builder (segment-builder.ts) emits the same ops.
+ * @internal
+ */
+export class LlamaGraph {
   private readonly ioType: ElemType;
   private readonly kvGroups: number;
   /** The embedding matrix value, shared by the input Gather and a tied LM head. */
-  private embed = "";
+  embed = "";
+  /** Round new K/V through FP16 (see BuildLlamaOnnxOptions.roundKvToF16). */
+  roundKv = false;
   private readonly presents: [string, string][] = [];
 
   constructor(
-    private readonly g: GraphBuilder,
-    private readonly config: LlamaConfig,
+    readonly g: GraphBuilder,
+    readonly config: LlamaConfig,
     private readonly weights: WeightMap,
     private readonly dtype: OnnxDtype,
   ) {
@@ -139,7 +152,7 @@ class LlamaGraph {
    * time, so the graph has no Transpose nodes on weights. FP16 storage gets a Cast that onnxruntime
    * constant-folds at load.
    */
-  private weight(name: string, transpose: boolean): string {
+  weight(name: string, transpose: boolean): string {
     const tensor = this.weights.get(name)!;
     let values = toFloat32(tensor);
     let dims = tensor.shape;
@@ -164,7 +177,7 @@ class LlamaGraph {
   }
 
   /** x / sqrt(mean(x^2) + eps) * w, as HF LlamaRMSNorm (variance in FP32). */
-  private rmsNorm(x: string, weightName: string): string {
+  rmsNorm(x: string, weightName: string): string {
     const g = this.g;
     const meanSquare = g.op("ReduceMean", [g.op("Mul", [x, x])], { axes: [-1], keepdims: 1 }, "rms_mean_square");
     const rms = g.op("Sqrt", [g.op("Add", [meanSquare, g.float([this.config.rmsNormEps], true)])], {}, "rms");
@@ -196,10 +209,9 @@ class LlamaGraph {
   }
 
   /** cos/sin of position * inv_freq, duplicated to headDim as HF's `cat((freqs, freqs), -1)`: [batch, 1, seq, headDim]. */
-  private rotaryTables(positionIds: string): { cos: string; sin: string } {
+  rotaryTables(positionIds: string): { cos: string; sin: string } {
     const g = this.g;
-    const half = this.config.headDim / 2;
-    const invFreq = Array.from({ length: half }, (_, j) => 1 / this.config.ropeTheta ** ((2 * j) / this.config.headDim));
+    const invFreq = ropeInverseFrequencies(this.config);
     const positions = g.op("Unsqueeze", [g.op("Cast", [positionIds], { to: DataType.FLOAT }), g.int64([2])], {}, "positions"); // [b, s, 1]
     const freqs = g.op("Mul", [positions, g.float(invFreq)], {}, "rope_freqs"); // [b, s, half]
     const angles = g.op("Unsqueeze", [g.op("Concat", [freqs, freqs], { axis: -1 }), g.int64([1])], {}, "rope_angles");
@@ -228,19 +240,12 @@ class LlamaGraph {
     rope: { cos: string; sin: string },
   ): string {
     const g = this.g;
-    const { numKvHeads, headDim } = this.config;
-    const p = `model.layers.${layer}.self_attn`;
-    const project = (name: string) => g.op("MatMul", [x, this.weight(`${p}.${name}.weight`, true)], {}, `layer${layer}_${name}`);
-
-    // q: [b, s, H*d] -> [b, s, kv, groups, d] -> [b, kv, groups, s, d]
-    const q5 = g.op("Transpose", [g.op("Reshape", [project("q_proj"), g.int64([0, 0, numKvHeads, this.kvGroups, headDim])])], { perm: [0, 2, 3, 1, 4] });
-    const cos5 = g.op("Unsqueeze", [rope.cos, g.int64([1])]);
-    const sin5 = g.op("Unsqueeze", [rope.sin, g.int64([1])]);
-    const q = this.applyRope(q5, cos5, sin5);
-    // k, v: [b, s, kv*d] -> [b, kv, s, d]
-    const heads = (v: string) => g.op("Transpose", [g.op("Reshape", [v, g.int64([0, 0, numKvHeads, headDim])])], { perm: [0, 2, 1, 3] });
-    const kNew = this.applyRope(heads(project("k_proj")), rope.cos, rope.sin);
-    const vNew = heads(project("v_proj"));
+    const { headDim } = this.config;
+    const qkv = this.queryKeyValue(layer, x, rope);
+    const q = qkv.q;
+    const throughF16 = (v: string) => g.op("Cast", [g.op("Cast", [v], { to: DataType.FLOAT16 })], { to: DataType.FLOAT });
+    const kNew = this.roundKv && this.dtype === "f32" ? throughF16(qkv.k) : qkv.k;
+    const vNew = this.roundKv && this.dtype === "f32" ? throughF16(qkv.v) : qkv.v;
 
     const presentKey = g.op("Concat", [pastKey, this.toIo(kNew)], { axis: 2 }, `layer${layer}_present_key`);
     const presentValue = g.op("Concat", [pastValue, this.toIo(vNew)], { axis: 2 }, `layer${layer}_present_value`);
@@ -254,11 +259,41 @@ class LlamaGraph {
     const visibleProbs = g.op("Mul", [probs, mask.visible]);
     const context = g.op("MatMul", [visibleProbs, withGroupAxis(presentValue)]); // [b, kv, groups, s, d]
     const merged = g.op("Reshape", [g.op("Transpose", [context], { perm: [0, 3, 1, 2, 4] }), g.int64([0, 0, -1])], {}, `layer${layer}_context`);
-    return g.op("MatMul", [merged, this.weight(`${p}.o_proj.weight`, true)], {}, `layer${layer}_o_proj`);
+    return this.outputProjection(layer, merged);
+  }
+
+  /**
+   * The projections of one layer with RoPE applied: q as [b, kvHeads, groups, s, d] (GQA-grouped),
+   * k and v as [b, kvHeads, s, d]. Biases are added when the checkpoint has them (Qwen2).
+   */
+  queryKeyValue(layer: number, x: string, rope: { cos: string; sin: string }): { q: string; k: string; v: string } {
+    const g = this.g;
+    const { numKvHeads, headDim } = this.config;
+    const p = `model.layers.${layer}.self_attn`;
+    const project = (name: string) => {
+      const product = g.op("MatMul", [x, this.weight(`${p}.${name}.weight`, true)], {}, `layer${layer}_${name}`);
+      return this.config.qkvBias ? g.op("Add", [product, this.weight(`${p}.${name}.bias`, false)], {}, `layer${layer}_${name}_bias`) : product;
+    };
+    // q: [b, s, H*d] -> [b, s, kv, groups, d] -> [b, kv, groups, s, d]
+    const q5 = g.op("Transpose", [g.op("Reshape", [project("q_proj"), g.int64([0, 0, numKvHeads, this.kvGroups, headDim])])], { perm: [0, 2, 3, 1, 4] });
+    const cos5 = g.op("Unsqueeze", [rope.cos, g.int64([1])]);
+    const sin5 = g.op("Unsqueeze", [rope.sin, g.int64([1])]);
+    const q = this.applyRope(q5, cos5, sin5);
+    // k, v: [b, s, kv*d] -> [b, kv, s, d]
+    const heads = (v: string) => g.op("Transpose", [g.op("Reshape", [v, g.int64([0, 0, numKvHeads, headDim])])], { perm: [0, 2, 1, 3] });
+    return { q, k: this.applyRope(heads(project("k_proj")), rope.cos, rope.sin), v: heads(project("v_proj")) };
+  }
+
+  /** o_proj of the merged attention context [b, s, H*d] (with its bias when the checkpoint has one). */
+  outputProjection(layer: number, merged: string): string {
+    const g = this.g;
+    const p = `model.layers.${layer}.self_attn`;
+    const out = g.op("MatMul", [merged, this.weight(`${p}.o_proj.weight`, true)], {}, `layer${layer}_o_proj`);
+    return this.config.oBias ? g.op("Add", [out, this.weight(`${p}.o_proj.bias`, false)], {}, `layer${layer}_o_proj_bias`) : out;
   }
 
   /** down(silu(gate(x)) * up(x)), silu(z) = z * sigmoid(z). */
-  private mlp(layer: number, x: string): string {
+  mlp(layer: number, x: string): string {
     const g = this.g;
     const p = `model.layers.${layer}.mlp`;
     const gate = g.op("MatMul", [x, this.weight(`${p}.gate_proj.weight`, true)], {}, `layer${layer}_gate`);
@@ -271,7 +306,7 @@ class LlamaGraph {
    * Logits via Gemm(transB=1) on [b*s, hidden] so the [vocab, hidden] matrix is used as stored: a tied
    * head reuses the embedding initializer instead of duplicating it transposed.
    */
-  private lmHead(x: string, inputIds: string): string {
+  lmHead(x: string, inputIds: string): string {
     const g = this.g;
     const { hiddenSize, vocabSize, tieWordEmbeddings } = this.config;
     const head = tieWordEmbeddings ? this.embed : this.weight("lm_head.weight", false);

@@ -4,9 +4,9 @@
  * cross-check the graph: two independent implementations of the masking, RoPE and GQA rules in
  * onnx-builder.ts. Written for clarity, not speed (tiny models only).
  */
-import { invalidArgument } from "../errors.js";
+import { NexusQuantError, invalidArgument } from "../errors.js";
 import { f16BitsToNumber, numberToF16Bits } from "../shared/half.js";
-import { llamaWeightShapes, type LlamaConfig } from "./llama-config.js";
+import { llamaWeightShapes, ropeInverseFrequencies, type LlamaConfig } from "./llama-config.js";
 import { requireWeight, toFloat32, type WeightMap } from "./tensor.js";
 
 /** One layer's cache, [batch, kvHeads, length, headDim] row-major. */
@@ -52,10 +52,12 @@ export class LlamaReference {
     weights: WeightMap,
     options: ReferenceOptions = {},
   ) {
+    if (config.qkvBias || config.oBias) {
+      throw new NexusQuantError("UNSUPPORTED", "LlamaReference does not implement attention biases; compare with the ONNX graph instead", { key: "attention_bias" });
+    }
     for (const [name, shape] of llamaWeightShapes(config)) this.w.set(name, toFloat32(requireWeight(weights, name, shape)));
-    const half = config.headDim / 2;
     // Math.fround: the graph stores inv_freq as an FP32 constant.
-    this.invFreq = Float64Array.from({ length: half }, (_, j) => Math.fround(1 / config.ropeTheta ** ((2 * j) / config.headDim)));
+    this.invFreq = Float64Array.from(ropeInverseFrequencies(config), Math.fround);
     this.roundKv = options.kvPrecision === "f16" ? (x) => f16BitsToNumber(numberToF16Bits(x)) : (x) => Math.fround(x);
   }
 

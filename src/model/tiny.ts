@@ -1,20 +1,13 @@
 /**
- * Tiny random-weight Llama models for tests and demos (kilobytes, built in milliseconds), and the
- * model-directory convention shared with real checkpoints: `config.json` + `model.safetensors`
- * (or sharded `model.safetensors.index.json`).
+ * Tiny random-weight Llama models for tests and demos (kilobytes, built in milliseconds). The
+ * model-directory convention (config.json + safetensors) lives in model-dir.ts.
  */
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { NexusQuantError, invalidArgument } from "../errors.js";
-import { llamaConfigToJson, llamaWeightShapes, parseLlamaConfig, type LlamaConfig } from "./llama-config.js";
-import { readSafetensors, writeSafetensors } from "./safetensors.js";
+import { invalidArgument } from "../errors.js";
+import { llamaWeightShapes, parseLlamaConfig } from "./llama-config.js";
+import type { LlamaModel } from "./model-dir.js";
 import { seededRandom } from "../shared/prng.js";
-import { convertWeights, elementCount, requireWeight, type WeightDtype, type WeightMap } from "./tensor.js";
+import { convertWeights, elementCount, type WeightDtype, type WeightMap } from "./tensor.js";
 
-export interface LlamaModel {
-  config: LlamaConfig;
-  weights: WeightMap;
-}
 
 export interface TinyLlamaOptions {
   seed?: number;
@@ -88,54 +81,4 @@ function gaussian(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
 }
 
-export async function writeModelDir(dir: string, model: LlamaModel, metadata: Record<string, string> = {}): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  await writeFile(join(dir, "config.json"), JSON.stringify(llamaConfigToJson(model.config), null, 2) + "\n");
-  await writeSafetensors(join(dir, "model.safetensors"), model.weights, { format: "pt", ...metadata });
-}
-
-/** Reads config.json and the weights, and checks every tensor the config implies is there with its shape. */
-export async function loadModelDir(dir: string): Promise<LlamaModel> {
-  const configText = await readOrExplain(join(dir, "config.json"), dir);
-  let json: unknown;
-  try {
-    json = JSON.parse(configText);
-  } catch (error) {
-    throw new NexusQuantError("CONFIG_ERROR", `${join(dir, "config.json")} is not valid JSON (${(error as Error).message})`);
-  }
-  const config = parseLlamaConfig(json);
-  const weights = await readWeights(dir);
-  for (const [name, shape] of llamaWeightShapes(config)) requireWeight(weights, name, shape);
-  return { config, weights };
-}
-
-async function readWeights(dir: string): Promise<WeightMap> {
-  const single = join(dir, "model.safetensors");
-  try {
-    return (await readSafetensors(single)).tensors;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-  }
-  // Sharded checkpoints: the index maps each tensor name to its shard file.
-  const indexText = await readOrExplain(join(dir, "model.safetensors.index.json"), dir);
-  const index = JSON.parse(indexText) as { weight_map?: Record<string, string> };
-  if (index.weight_map === undefined) {
-    throw new NexusQuantError("CORRUPT_DATA", `${join(dir, "model.safetensors.index.json")} has no "weight_map"`);
-  }
-  const weights: WeightMap = new Map();
-  for (const shard of new Set(Object.values(index.weight_map))) {
-    for (const [name, tensor] of (await readSafetensors(join(dir, shard))).tensors) weights.set(name, tensor);
-  }
-  return weights;
-}
-
-async function readOrExplain(path: string, dir: string): Promise<string> {
-  try {
-    return await readFile(path, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") {
-      throw new NexusQuantError("CONFIG_ERROR", `${path} not found: a model directory needs config.json and model.safetensors`, { dir });
-    }
-    throw error;
-  }
-}
+export { loadModelDir, writeModelDir, type LlamaModel } from "./model-dir.js";

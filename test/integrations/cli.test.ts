@@ -10,7 +10,7 @@ function recorder() {
 describe("nexusquant demo", () => {
   it("--json reports measured memory, speed and fidelity, labelled as random weights", async () => {
     const r = recorder();
-    const code = await runCli(["demo", "--json", "--context", "600", "--max-new-tokens", "8"], r.io);
+    const code = await runCli(["demo", "--json", "--model", "built", "--context", "600", "--max-new-tokens", "8"], r.io);
     expect(r.err.join("")).toBe("");
     expect(code).toBe(0);
     const result = JSON.parse(r.out.join(""));
@@ -24,6 +24,10 @@ describe("nexusquant demo", () => {
     expect(result.baselineKvBytes).toBe((600 + 8) * 4 * 2 * 64 * 2 * 2); // tokens × layers × kvHeads × headDim × (K, V) × FP16
     for (const key of ["tokensPerSecond", "klDivergence", "top1Agreement"]) expect(Number.isFinite(result[key])).toBe(true);
     expect(result.klDivergence).toBeGreaterThan(0);
+    // The native path by default, with the allocator's measured peak of both runs.
+    expect(result.path).toBe("native");
+    expect(result.peakKvBytes.compressed).toBeGreaterThan(0);
+    expect(result.peakKvBytes.compressed).toBeLessThan(result.peakKvBytes.baseline);
   });
 
   it("an unknown preset is a usage error", async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { NexusQuantError } from "../../src/errors.js";
-import { llamaConfigToJson, llamaWeightShapes, parseLlamaConfig } from "../../src/model/index.js";
+import { llamaConfigToJson, llamaWeightShapes, parseLlamaConfig, ropeInverseFrequencies } from "../../src/model/index.js";
 
 // The shape of a real SmolLM2-135M config.json (a Llama-architecture model), trimmed.
 const SMOL = {
@@ -45,6 +45,10 @@ describe("parseLlamaConfig", () => {
       vocabSize: 49152,
       maxPositionEmbeddings: 8192,
       tieWordEmbeddings: true,
+      modelType: "llama",
+      qkvBias: false,
+      oBias: false,
+      ropeScaling: null,
     });
   });
 
@@ -72,15 +76,39 @@ describe("parseLlamaConfig", () => {
     ["an odd head_dim", { ...SMOL, head_dim: 63 }, "CONFIG_ERROR", /must be even/],
     ["a negative epsilon", { ...SMOL, rms_norm_eps: -1 }, "CONFIG_ERROR", /"rms_norm_eps"/],
     ["a non-boolean tie flag", { ...SMOL, tie_word_embeddings: "yes" }, "CONFIG_ERROR", /tie_word_embeddings/],
-    ["llama3 RoPE scaling", { ...SMOL, rope_scaling: { rope_type: "llama3", factor: 8 } }, "UNSUPPORTED", /rope_scaling "llama3"/],
-    ["attention biases", { ...SMOL, attention_bias: true }, "UNSUPPORTED", /attention_bias/],
+    ["yarn RoPE scaling", { ...SMOL, rope_scaling: { rope_type: "yarn", factor: 8 } }, "UNSUPPORTED", /rope_scaling "yarn"/],
+    ["MLP biases", { ...SMOL, mlp_bias: true }, "UNSUPPORTED", /mlp_bias/],
     ["another activation", { ...SMOL, hidden_act: "gelu" }, "UNSUPPORTED", /hidden_act "gelu"/],
-    ["another model type", { ...SMOL, model_type: "qwen2" }, "UNSUPPORTED", /"qwen2" is not a Llama model/],
+    ["another model type", { ...SMOL, model_type: "gpt2" }, "UNSUPPORTED", /"gpt2" is not a Llama model/],
   ];
   it.each(invalid)("refuses %s", (_name, json, code, message) => {
     const error = errorOf(() => parseLlamaConfig(json));
     expect(error.code).toBe(code);
     expect(error.message).toMatch(message);
+  });
+
+  it("reads Qwen2 (q/k/v biases), Llama attention_bias (all four) and Mistral", () => {
+    expect(parseLlamaConfig({ ...SMOL, model_type: "qwen2" })).toMatchObject({ modelType: "qwen2", qkvBias: true, oBias: false });
+    expect(parseLlamaConfig({ ...SMOL, attention_bias: true })).toMatchObject({ modelType: "llama", qkvBias: true, oBias: true });
+    expect(parseLlamaConfig({ ...SMOL, model_type: "mistral" })).toMatchObject({ modelType: "mistral", qkvBias: false });
+    const shapes = llamaWeightShapes(parseLlamaConfig({ ...SMOL, model_type: "qwen2", num_hidden_layers: 1 }));
+    expect(shapes.get("model.layers.0.self_attn.k_proj.bias")).toEqual([192]);
+    expect(shapes.has("model.layers.0.self_attn.o_proj.bias")).toBe(false);
+  });
+
+  it("applies Llama 3.1 RoPE scaling: short wavelengths kept, long ones divided by the factor", () => {
+    const base = parseLlamaConfig(SMOL);
+    const scaled = parseLlamaConfig({
+      ...SMOL,
+      rope_theta: 500000,
+      rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+    });
+    const plain = ropeInverseFrequencies({ ...scaled, ropeScaling: null });
+    const inv = ropeInverseFrequencies(scaled);
+    expect(inv[0]).toBe(plain[0]); // wavelength 2π < 8192/4
+    expect(inv.at(-1)! / plain.at(-1)!).toBeCloseTo(1 / 8, 12); // wavelength far beyond 8192
+    expect(ropeInverseFrequencies(base)).toHaveLength(base.headDim / 2);
+    expect(parseLlamaConfig(llamaConfigToJson(scaled))).toEqual(scaled);
   });
 
   it("refuses a non-object", () => {

@@ -110,8 +110,9 @@ describe("model directories", () => {
     const path = join(dir, "missing-tensor");
     await writeModelDir(path, model);
     const missing = await rejection(loadModelDir(path));
-    expect(missing.code).toBe("INVALID_ARGUMENT");
+    expect(missing.code).toBe("CONFIG_ERROR");
     expect(missing.message).toContain("model.layers.1.mlp.up_proj.weight");
+    expect(missing.details).toMatchObject({ tensor: "model.layers.1.mlp.up_proj.weight" });
   });
 });
 

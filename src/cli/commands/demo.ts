@@ -3,12 +3,27 @@ import { withNexusQuant, type OrtModuleLike, type OrtSessionLike } from "../../i
 import { argmax } from "../../integrations/sampling.js";
 import { NexusQuantError } from "../../errors.js";
 import { getPreset } from "../../format/index.js";
+import { memoryStats } from "../../runtime/index.js";
+import { native } from "../../runtime/native.js";
 import { parseFlags, parseContext, parsePositiveInt } from "../args.js";
-import { BUILT_IN_TEXT, builtModel, byteTokens, modelFromDir, type DemoModel } from "../demo-model.js";
+import {
+  BUILT_IN_TEXT,
+  REFERENCE_MODEL_DIR,
+  builtModel,
+  builtNativeModel,
+  byteTokens,
+  hasOnnxGraph,
+  modelFromDir,
+  nativeModelFromDir,
+  referenceModelAvailable,
+  type DemoModel,
+  type NativeDemoModel,
+} from "../demo-model.js";
 import { formatRatio, renderTable, toJson } from "../table.js";
 import type { CliCommand } from "../types.js";
 
 export interface DemoOptions {
+  /** A checkpoint directory, or "built" for the built random-weight model. Default: models/sotu-llama when present, else built. */
   modelDir?: string;
   preset: string;
   prompt: string;
@@ -41,6 +56,12 @@ export interface DemoResult {
   maxKlDivergence: number;
   top1Agreement: number;
   positions: number;
+  /** "native": segments + attention on the compressed cache; "ort-session": the wrapper around a whole ONNX graph. */
+  path: "native" | "ort-session";
+  /** Native path: peak bytes of nexusquant's accounting allocator during each run (the KV cache and its scratch). */
+  peakKvBytes?: { baseline: number; compressed: number };
+  /** With a tokenizer: the prompt's start and the continuations generated with FP16 K/V and with the compressed cache. */
+  text?: { tokenizer: string; reference: string; compressed: string };
 }
 
 async function loadOrt(): Promise<OrtModuleLike & { InferenceSession: { create(bytes: Uint8Array): Promise<OrtSessionLike> } }> {
@@ -59,7 +80,98 @@ async function loadOrt(): Promise<OrtModuleLike & { InferenceSession: { create(b
 export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   if (options.preset !== "none") getPreset(options.preset); // UNKNOWN_PRESET before any model work
   const ort = await loadOrt();
-  const model: DemoModel = options.modelDir ? await modelFromDir(options.modelDir) : builtModel();
+  const dir = options.modelDir;
+  if (dir !== undefined && dir !== "built" && (await hasOnnxGraph(dir))) return runOrtDemo(options, await modelFromDir(dir), ort);
+  let model: NativeDemoModel;
+  if (dir === "built") model = builtNativeModel();
+  else if (dir !== undefined) model = await nativeModelFromDir(dir);
+  else if (await referenceModelAvailable()) model = await nativeModelFromDir(REFERENCE_MODEL_DIR, "models/sotu-llama (trained reference model)");
+  else model = builtNativeModel();
+  return runNativeDemo(options, model, ort);
+}
+
+/** The allocator's peak while `fn` runs (nexusquant's own bytes: the cache and its scratch). */
+async function allocatorPeak<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  native().resetPeakMemory();
+  const result = await fn();
+  return [result, memoryStats().host.peakBytes];
+}
+
+/**
+ * The native path, twice: greedy generation with preset "none" (FP16 K/V, no eviction), then the same
+ * tokens teacher-forced through the compressed cache, comparing every next-token distribution; with
+ * a tokenizer, a third run generates freely from the compressed cache so its text can be read.
+ */
+async function runNativeDemo(options: DemoOptions, demo: NativeDemoModel, ort: unknown): Promise<DemoResult> {
+  const vocab = demo.model.config.vocabSize;
+  const tokenizer = demo.tokenizer;
+  let prompt: number[];
+  if (tokenizer) {
+    const ids = tokenizer.encode(options.prompt.length > 0 ? options.prompt : BUILT_IN_TEXT);
+    if (ids.length === 0) throw new NexusQuantError("INVALID_ARGUMENT", "The prompt encodes to no tokens; give a non-empty --prompt.", { arg: "--prompt" });
+    const body = Array.from({ length: options.contextTokens - (tokenizer.bosId === null ? 0 : 1) }, (_, i) => ids[i % ids.length]!);
+    prompt = tokenizer.bosId === null ? body : [tokenizer.bosId, ...body];
+  } else {
+    prompt = byteTokens(options.prompt, options.contextTokens, vocab);
+  }
+  const [reference, baselinePeak] = await allocatorPeak(() =>
+    withNexusQuant(demo.model, { preset: "none", ort }, async (w) => {
+      const logits: Float32Array[] = [(await w.step(prompt)).last().slice()];
+      const tokens: number[] = [];
+      const start = performance.now();
+      for (let i = 0; i < options.maxNewTokens; i++) {
+        tokens.push(argmax(logits[i]!));
+        logits.push((await w.step([tokens[i]!])).last().slice());
+      }
+      return { logits, tokens, seconds: (performance.now() - start) / 1000 };
+    }),
+  );
+  const [result, compressedPeak] = await allocatorPeak(() =>
+    withNexusQuant(demo.model, { preset: options.preset, ort }, async (w) => {
+      const meter = new FidelityMeter();
+      const prefillStart = performance.now();
+      meter.add(reference.logits[0]!, (await w.step(prompt)).last());
+      const prefillSeconds = (performance.now() - prefillStart) / 1000;
+      const start = performance.now();
+      for (let i = 0; i < reference.tokens.length; i++) meter.add(reference.logits[i + 1]!, (await w.step([reference.tokens[i]!])).last());
+      const seconds = (performance.now() - start) / 1000;
+      return { stats: w.stats(), fidelity: meter.summary(), prefillSeconds, seconds };
+    }),
+  );
+  let text: DemoResult["text"];
+  if (tokenizer) {
+    const free = await withNexusQuant(demo.model, { preset: options.preset, ort }, (w) => w.generate(prompt, { maxNewTokens: options.maxNewTokens }));
+    text = { tokenizer: tokenizer.description, reference: tokenizer.decode(reference.tokens), compressed: tokenizer.decode(free.tokens[0]!) };
+  }
+  const { stats, fidelity } = result;
+  return {
+    model: demo.label,
+    weights: demo.weights,
+    preset: options.preset,
+    backend: stats.backend,
+    contextTokens: prompt.length,
+    newTokens: reference.tokens.length,
+    baselineKvBytes: stats.baselineKvBytes,
+    compressedKvBytes: stats.compressedKvBytes,
+    ratio: stats.ratio,
+    heldTokens: stats.heldTokens,
+    tokensEvicted: stats.tokensEvicted,
+    tokensPerSecond: reference.tokens.length / result.seconds,
+    baselineTokensPerSecond: reference.tokens.length / reference.seconds,
+    prefillSeconds: result.prefillSeconds,
+    compressSeconds: stats.compressSeconds,
+    klDivergence: fidelity.klDivergence,
+    maxKlDivergence: fidelity.maxKlDivergence,
+    top1Agreement: fidelity.top1Agreement,
+    positions: fidelity.positions,
+    path: "native",
+    peakKvBytes: { baseline: baselinePeak, compressed: compressedPeak },
+    ...(text ? { text } : {}),
+  };
+}
+
+/** A directory with an exported ONNX graph: the ORT-session wrapper (dense past during each step). */
+async function runOrtDemo(options: DemoOptions, model: DemoModel, ort: Awaited<ReturnType<typeof loadOrt>>): Promise<DemoResult> {
   const session = await ort.InferenceSession.create(model.onnx);
   const prompt = byteTokens(options.prompt, options.contextTokens, model.vocab);
 
@@ -104,6 +216,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       maxKlDivergence: fidelity.maxKlDivergence,
       top1Agreement: fidelity.top1Agreement,
       positions: fidelity.positions,
+      path: "ort-session",
     };
   });
 }
@@ -115,18 +228,21 @@ export const demoCommand: CliCommand = {
   summary: "generate with and without a compressed KV cache; measured memory, speed and fidelity",
   usage: `Usage: nexusquant demo [--model DIR] [--preset NAME] [--prompt TEXT] [--context N] [--max-new-tokens N] [--json]
 
-Runs a model twice through onnxruntime-node: greedy generation with an uncompressed cache, then the
-same tokens fed through withNexusQuant (teacher forcing, so both runs are compared position by
-position). Prints the KV memory (FP16 baseline vs bytes the compressed cache holds, measured by its
-allocator), the ratio, decode tokens/s, and fidelity: mean KL divergence of the next-token
-distributions and top-1 agreement against the uncompressed run.
+Runs a model twice on the native path (ONNX segments in onnxruntime-node, attention computed by
+nexusquant on the compressed cache): greedy generation with preset "none" (FP16 K/V), then the same
+tokens fed through the compressed cache (teacher forcing, so both runs are compared position by
+position). Prints the KV memory held and the allocator's measured peak of each run, the ratio,
+decode tokens/s, and fidelity: mean KL divergence of the next-token distributions and top-1
+agreement against the FP16 run. With a tokenizer.json, the text both runs generate is printed too.
 
-Without --model a tiny Llama with RANDOM WEIGHTS is built on the spot (there is no trained
-reference model yet): its memory figures are real, its fidelity says little about trained models.
-Text is fed as UTF-8 bytes (no tokenizer), repeated to --context tokens.
+The model: --model DIR; else models/sotu-llama (the trained reference model) when it is there; else
+a tiny Llama with RANDOM WEIGHTS built on the spot (--model built forces it): its memory figures
+are real, its fidelity says little about trained models. Without a tokenizer, text is fed as UTF-8
+bytes, repeated to --context tokens.
 
 Options:
-  --model DIR            config.json + model.safetensors (built to ONNX), or with onnx/model.onnx
+  --model DIR|built      config.json + model.safetensors (native path); a DIR with onnx/model.onnx
+                         runs through the ORT-session wrapper instead (dense past during each step)
   --preset NAME          compression preset (default balanced; see \`nexusquant presets\`)
   --prompt TEXT          text to repeat into the context (default: a built-in paragraph)
   --context N            prompt tokens (default 1536; e.g. 2k)
@@ -169,8 +285,12 @@ Options:
           ],
           ["left", "right", "right"],
         ),
+        ...(result.peakKvBytes
+          ? [`measured peak (allocator): ${kib(result.peakKvBytes.baseline)} FP16 (none) vs ${kib(result.peakKvBytes.compressed)} ${result.preset}, on the native path (attention reads the codes; no dense past)`]
+          : [`path: ORT-session wrapper (the cache is compressed between steps, dense during each step)`]),
         `fidelity over ${result.positions} positions: mean KL ${result.klDivergence.toFixed(4)} nats (max ${result.maxKlDivergence.toFixed(4)}), top-1 agreement ${(result.top1Agreement * 100).toFixed(1)}%`,
         `compression time: ${result.compressSeconds.toFixed(2)} s (prefill incl. compression ${result.prefillSeconds.toFixed(2)} s)`,
+        ...(result.text ? ["", `FP16 continuation:       ${JSON.stringify(result.text.reference)}`, `${result.preset} continuation: ${JSON.stringify(result.text.compressed)}`] : []),
         "",
       ].join("\n"),
     );

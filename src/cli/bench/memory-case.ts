@@ -1,0 +1,156 @@
+/**
+ * One case of `nexusquant bench memory`, run in its own process so that the OS's peak RSS
+ * (getrusage maxRSS) belongs to that case alone. Invoked as `node memory-case.js '<json spec>'`; prints
+ * one JSON line (MemoryCaseResult) on stdout. Cases:
+ *   ort-plain     whole-model graph (FP16 past I/O) with its own dense past, prefilled in the same chunks
+ *   ort-wrapper   withNexusQuant(session, { preset }) on that graph: compressed between steps, dense during one
+ *   native-<p>    the native path (segments + attention on the codes), preset p ("none" = FP16, no eviction)
+ */
+import { fileURLToPath } from "node:url";
+import { withNexusQuant } from "../../integrations/index.js";
+import { argmax } from "../../integrations/sampling.js";
+import { buildLlamaOnnx, createTinyLlama, type TinyLlamaOptions } from "../../model/index.js";
+import { halfBitsToFloats, memoryStats } from "../../runtime/index.js";
+import { fp16BytesPerTokenLayer } from "../../format/index.js";
+
+export interface MemoryCaseSpec {
+  case: string;
+  prompt: number;
+  decode: number;
+  chunk: number;
+  model: TinyLlamaOptions;
+  /** The ORT wrapper's preset. */
+  wrapperPreset: string;
+}
+
+export interface MemoryCaseResult {
+  case: string;
+  prompt: number;
+  decode: number;
+  peakRssBytes: number;
+  /** Peak of nexusquant's accounting allocator over the whole run (cache + scratch). */
+  allocatorPeakBytes: number;
+  /** KV bytes held at the end: allocator bytes of the cache, or the dense past's bytes for plain ORT. */
+  heldKvBytes: number;
+  /** What FP16 K/V of every token would take. */
+  fp16KvBytes: number;
+  prefillSeconds: number;
+  decodeTokensPerSecond: number;
+  /** Greedy tokens generated (a sanity check that cases agree roughly). */
+  tokens: number[];
+}
+
+function promptIds(length: number, vocab: number): number[] {
+  const text = "A key-value cache remembers every token a language model has read, two vectors per token per layer. ";
+  return Array.from({ length }, (_, i) => text.charCodeAt(i % text.length) % vocab);
+}
+
+type Ort = typeof import("onnxruntime-node");
+
+export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseResult> {
+  const ort = (await import("onnxruntime-node")) as Ort;
+  const model = createTinyLlama(spec.model);
+  const c = model.config;
+  const ids = promptIds(spec.prompt, c.vocabSize);
+  const fp16KvBytes = (spec.prompt + spec.decode) * c.numLayers * fp16BytesPerTokenLayer(c.numKvHeads, c.headDim);
+  let prefillSeconds = 0;
+  let decodeSeconds = 0;
+  let heldKvBytes = 0;
+  const tokens: number[] = [];
+
+  if (spec.case === "ort-plain") {
+    const session = await ort.InferenceSession.create(buildLlamaOnnx({ ...model, dtype: "f16" }));
+    model.weights.clear(); // the session holds its own copy
+    let past: Record<string, InstanceType<Ort["Tensor"]>> = {};
+    for (let l = 0; l < c.numLayers; l++) {
+      for (const kind of ["key", "value"]) past[`past_key_values.${l}.${kind}`] = new ort.Tensor("float16", new Uint16Array(0), [1, c.numKvHeads, 0, c.headDim]);
+    }
+    let position = 0;
+    const run = async (chunk: number[]) => {
+      const total = position + chunk.length;
+      const out = await session.run({
+        input_ids: new ort.Tensor("int64", BigInt64Array.from(chunk.map(BigInt)), [1, chunk.length]),
+        attention_mask: new ort.Tensor("int64", new BigInt64Array(total).fill(1n), [1, total]),
+        position_ids: new ort.Tensor("int64", BigInt64Array.from(chunk.map((_, j) => BigInt(position + j))), [1, chunk.length]),
+        ...past,
+      });
+      position = total;
+      past = {};
+      for (let l = 0; l < c.numLayers; l++) {
+        for (const kind of ["key", "value"]) past[`past_key_values.${l}.${kind}`] = out[`present.${l}.${kind}`]!;
+      }
+      const logits = out.logits!;
+      const vocab = logits.dims[2]!;
+      const bits = logits.data as Uint16Array;
+      const last = new Float32Array(vocab);
+      last.set(halfBitsToFloats(bits.subarray((chunk.length - 1) * vocab, chunk.length * vocab)));
+      return last;
+    };
+    let t = performance.now();
+    let last = new Float32Array(0);
+    for (let s = 0; s < ids.length; s += spec.chunk) last = await run(ids.slice(s, s + spec.chunk));
+    prefillSeconds = (performance.now() - t) / 1000;
+    t = performance.now();
+    for (let i = 0; i < spec.decode; i++) {
+      tokens.push(argmax(last));
+      last = await run([tokens.at(-1)!]);
+    }
+    decodeSeconds = (performance.now() - t) / 1000;
+    heldKvBytes = Object.values(past).reduce((a, x) => a + (x.data as Uint16Array).byteLength, 0);
+  } else if (spec.case === "ort-wrapper") {
+    const session = await ort.InferenceSession.create(buildLlamaOnnx({ ...model, dtype: "f16" }));
+    model.weights.clear();
+    await using w = await withNexusQuant(session, { preset: spec.wrapperPreset, ort });
+    let t = performance.now();
+    let r = await w.step(ids.slice(0, spec.chunk));
+    for (let s = spec.chunk; s < ids.length; s += spec.chunk) r = await w.step(ids.slice(s, s + spec.chunk));
+    prefillSeconds = (performance.now() - t) / 1000;
+    t = performance.now();
+    for (let i = 0; i < spec.decode; i++) {
+      tokens.push(argmax(r.last()));
+      r = await w.step([tokens.at(-1)!]);
+    }
+    decodeSeconds = (performance.now() - t) / 1000;
+    const stats = w.stats();
+    heldKvBytes = stats.compressedKvBytes + stats.denseKvBytes;
+  } else if (spec.case.startsWith("native-")) {
+    const preset = spec.case.slice("native-".length);
+    await using w = await withNexusQuant(model, { preset, prefillChunk: spec.chunk, ort });
+    model.weights.clear();
+    let t = performance.now();
+    let r = await w.step(ids);
+    prefillSeconds = (performance.now() - t) / 1000;
+    t = performance.now();
+    for (let i = 0; i < spec.decode; i++) {
+      tokens.push(argmax(r.last()));
+      r = await w.step([tokens.at(-1)!]);
+    }
+    decodeSeconds = (performance.now() - t) / 1000;
+    heldKvBytes = w.stats().compressedKvBytes;
+  } else {
+    throw new Error(`unknown memory case ${JSON.stringify(spec.case)}`);
+  }
+  return {
+    case: spec.case,
+    prompt: spec.prompt,
+    decode: spec.decode,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    allocatorPeakBytes: memoryStats().host.peakBytes,
+    heldKvBytes,
+    fp16KvBytes,
+    prefillSeconds,
+    decodeTokensPerSecond: spec.decode / decodeSeconds,
+    tokens,
+  };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const spec = JSON.parse(process.argv[2]!) as MemoryCaseSpec;
+  runMemoryCase(spec).then(
+    (result) => process.stdout.write(JSON.stringify(result) + "\n"),
+    (error: unknown) => {
+      process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

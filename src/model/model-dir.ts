@@ -1,0 +1,106 @@
+/**
+ * The model-directory convention shared with real Hugging Face checkpoints: `config.json` +
+ * `model.safetensors` (or sharded: `model.safetensors.index.json` naming the shard of each tensor).
+ * `loadModel(dir)` is the public entry; every failure is a typed error naming the file or tensor.
+ */
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { NexusQuantError } from "../errors.js";
+import { llamaConfigToJson, llamaWeightShapes, parseLlamaConfig, type LlamaConfig } from "./llama-config.js";
+import { readSafetensors, writeSafetensors } from "./safetensors.js";
+import type { WeightMap } from "./tensor.js";
+
+export interface LlamaModel {
+  config: LlamaConfig;
+  weights: WeightMap;
+  /** The directory it was loaded from (absent for models built in memory). */
+  dir?: string;
+}
+
+export async function writeModelDir(dir: string, model: LlamaModel, metadata: Record<string, string> = {}): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "config.json"), JSON.stringify(llamaConfigToJson(model.config), null, 2) + "\n");
+  await writeSafetensors(join(dir, "model.safetensors"), model.weights, { format: "pt", ...metadata });
+}
+
+/** Reads config.json and the weights, and checks every tensor the config implies is there with its shape. */
+export async function loadModelDir(dir: string): Promise<LlamaModel> {
+  const configText = await readOrExplain(join(dir, "config.json"), dir);
+  let json: unknown;
+  try {
+    json = JSON.parse(configText);
+  } catch (error) {
+    throw new NexusQuantError("CONFIG_ERROR", `${join(dir, "config.json")} is not valid JSON (${(error as Error).message})`);
+  }
+  const config = parseLlamaConfig(json);
+  const weights = await readWeights(dir);
+  checkCheckpointTensors(config, weights, dir);
+  return { config, weights, dir };
+}
+
+/**
+ * Loads a Llama-family checkpoint directory (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama; F32, F16
+ * or BF16 weights; tied or untied embeddings) for `withNexusQuant(model, ...)`. An unsupported
+ * architecture is an UNSUPPORTED error naming it; a missing or misshapen tensor is a CONFIG_ERROR naming it.
+ */
+export async function loadModel(dir: string): Promise<LlamaModel> {
+  if (typeof dir !== "string" || dir.length === 0) {
+    throw new NexusQuantError("INVALID_ARGUMENT", `Expected a model directory path for dir but received ${JSON.stringify(dir)}`, { arg: "dir" });
+  }
+  return loadModelDir(dir);
+}
+
+/** A loaded checkpoint (what loadModel returns), told apart from sessions and transformers.js models. */
+export function isLlamaModel(value: unknown): value is LlamaModel {
+  const m = value as Partial<LlamaModel> | null;
+  return typeof m === "object" && m !== null && m.weights instanceof Map && typeof m.config?.numLayers === "number" && typeof m.config.hiddenSize === "number";
+}
+
+function checkCheckpointTensors(config: LlamaConfig, weights: WeightMap, dir: string): void {
+  for (const [name, shape] of llamaWeightShapes(config)) {
+    const tensor = weights.get(name);
+    if (tensor === undefined) {
+      throw new NexusQuantError("CONFIG_ERROR", `${dir}: the checkpoint has no tensor "${name}" (shape [${shape.join(", ")}]) that its config.json implies; is it a complete Llama-family checkpoint?`, {
+        tensor: name,
+        dir,
+      });
+    }
+    if (tensor.shape.length !== shape.length || tensor.shape.some((d, i) => d !== shape[i])) {
+      throw new NexusQuantError("CONFIG_ERROR", `${dir}: tensor "${name}" has shape [${tensor.shape.join(", ")}] but config.json implies [${shape.join(", ")}]`, {
+        tensor: name,
+        dir,
+      });
+    }
+  }
+}
+
+async function readWeights(dir: string): Promise<WeightMap> {
+  const single = join(dir, "model.safetensors");
+  try {
+    return (await readSafetensors(single)).tensors;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+  // Sharded checkpoints: the index maps each tensor name to its shard file.
+  const indexText = await readOrExplain(join(dir, "model.safetensors.index.json"), dir);
+  const index = JSON.parse(indexText) as { weight_map?: Record<string, string> };
+  if (index.weight_map === undefined) {
+    throw new NexusQuantError("CORRUPT_DATA", `${join(dir, "model.safetensors.index.json")} has no "weight_map"`);
+  }
+  const weights: WeightMap = new Map();
+  for (const shard of new Set(Object.values(index.weight_map))) {
+    for (const [name, tensor] of (await readSafetensors(join(dir, shard))).tensors) weights.set(name, tensor);
+  }
+  return weights;
+}
+
+async function readOrExplain(path: string, dir: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new NexusQuantError("CONFIG_ERROR", `${path} not found: a model directory needs config.json and model.safetensors`, { dir });
+    }
+    throw error;
+  }
+}

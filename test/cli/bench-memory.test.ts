@@ -1,0 +1,31 @@
+import { describe, expect, it } from "vitest";
+import { runMemoryCase } from "../../src/cli/bench/memory-case.js";
+import { memoryTargets, type MemoryBenchRow } from "../../src/cli/bench/memory.js";
+
+const tiny = { seed: 1, layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 32, intermediate: 64, vocab: 256 };
+
+describe("bench memory", () => {
+  it("runs a case in-process: plain ORT and the native path agree on greedy tokens with none", async () => {
+    const spec = { prompt: 48, decode: 2, chunk: 32, model: tiny, wrapperPreset: "balanced" };
+    const plain = await runMemoryCase({ ...spec, case: "ort-plain" });
+    const none = await runMemoryCase({ ...spec, case: "native-none" });
+    expect(plain.heldKvBytes).toBe(plain.fp16KvBytes);
+    expect(none.heldKvBytes).toBeGreaterThanOrEqual(none.fp16KvBytes);
+    expect(none.tokens).toEqual(plain.tokens);
+    for (const r of [plain, none]) {
+      expect(r.peakRssBytes).toBeGreaterThan(0);
+      expect(r.decodeTokensPerSecond).toBeGreaterThan(0);
+    }
+    await expect(runMemoryCase({ ...spec, case: "nope" })).rejects.toThrow(/unknown memory case/);
+  });
+
+  it("states each target as MET or MISSED", () => {
+    const row = (c: string, kvShareBytes: number, heldRatio: number, tps: number) =>
+      ({ case: c, prompt: 4096, kvShareBytes, heldRatio, decodeTokensPerSecond: tps }) as MemoryBenchRow;
+    const lines = memoryTargets([row("native-none", 100, 1, 1), row("native-quant", 20, 5, 1), row("native-balanced", 50, 10, 1), row("ort-plain", 0, 1, 2)]);
+    expect(lines.find((l) => l.startsWith("native quant at"))).toMatch(/5\.00x less.*MET$/);
+    expect(lines.find((l) => l.startsWith("native balanced at"))).toMatch(/MISSED$/);
+    expect(lines.find((l) => l.startsWith("native quant decode"))).toMatch(/0\.50x; target >= 0\.8x: MISSED$/);
+    expect(lines.at(-1)).toMatch(/16K-token prompts were not run/);
+  });
+});
