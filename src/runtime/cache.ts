@@ -41,6 +41,12 @@ export interface CompressedKVCacheOptions {
    */
   keyStorage?: "as-is" | "unrope";
   ropeTheta?: number;
+  /**
+   * The most bytes this cache may hold (codes, scales, positions, residual, scratch). An append or
+   * compress that would pass it fails with OUT_OF_MEMORY naming the bytes needed, and leaves the
+   * cache as it was. Default: no per-cache limit (the process-wide one and the system's still apply).
+   */
+  memoryLimitBytes?: number;
 }
 
 export interface CacheStats {
@@ -140,6 +146,10 @@ export class CompressedKVCache {
       this.#handle = existing;
       return;
     }
+    const memoryLimitBytes = options.memoryLimitBytes ?? 0;
+    if (typeof memoryLimitBytes !== "number" || !Number.isSafeInteger(memoryLimitBytes) || memoryLimitBytes < 0) {
+      throw invalidArgument("options.memoryLimitBytes", "an integer >= 0 (bytes; 0 means no limit)", memoryLimitBytes);
+    }
     const Native = native().NativeCache;
     this.#handle = callNative(
       () =>
@@ -156,6 +166,7 @@ export class CompressedKVCache {
           queryHeads: this.queryHeads,
           budgetTokens: this.budgetTokens,
           ropeTheta: this.ropeTheta,
+          memoryLimitBytes,
         }),
     );
   }
@@ -334,7 +345,17 @@ export class CompressedKVCache {
     if (!(buffer instanceof Uint8Array)) throw invalidArgument("buffer", "a Uint8Array", buffer);
     const Native = native().NativeCache;
     const handle = callNative(() => Native.deserialize(buffer));
-    return CompressedKVCache.#fromHandle(handle, buffer);
+    try {
+      return CompressedKVCache.#fromHandle(handle, buffer);
+    } catch (e) {
+      // The native reader checks what the TS constructor checks; should they ever disagree, corrupt
+      // input is still CORRUPT_DATA (one code for it), and the handle's bytes are freed now.
+      handle.dispose();
+      if (e instanceof NexusQuantError && e.code === "INVALID_ARGUMENT") {
+        throw new NexusQuantError("CORRUPT_DATA", `Not a valid serialized CompressedKVCache: ${e.message}`, e.details);
+      }
+      throw e;
+    }
   }
 
   static #fromHandle(handle: NativeCacheHandle, buffer: Uint8Array): CompressedKVCache {
