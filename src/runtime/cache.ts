@@ -105,7 +105,9 @@ export class CompressedKVCache {
   /** The compress() in flight (settles, never rejects), for asyncDispose to wait on. */
   #running: Promise<void> | undefined;
 
-  /** @param existing internal: a native handle from deserialize() that already holds the state. */
+  constructor(options: CompressedKVCacheOptions);
+  /** @internal `existing`: a native handle from deserialize() that already holds the state. */
+  constructor(options: CompressedKVCacheOptions, existing?: NativeCacheHandle);
   constructor(options: CompressedKVCacheOptions, existing?: NativeCacheHandle) {
     if (options === null || typeof options !== "object") throw invalidArgument("options", "a CompressedKVCacheOptions object", options);
     this.layers = checkPositiveInt("options.layers", options.layers);

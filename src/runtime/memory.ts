@@ -1,5 +1,6 @@
 import { invalidArgument } from "../errors.js";
-import { native, type NativeMemorySnapshot } from "./native.js";
+import type { NativeMemorySnapshot } from "./binding.js";
+import { native } from "./native.js";
 
 export type MemoryCategory = "codes" | "scales" | "positions" | "residual" | "headers" | "scratch" | "tensor";
 

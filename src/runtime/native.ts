@@ -7,8 +7,6 @@ import type { BindingModule } from "./binding.js";
 // Plain JS shared with the install script (native/build.mjs); the package ships native/.
 import { prebuiltAddonPath } from "../../native/addon-path.mjs";
 
-export type { BindingModule, NativeMemorySnapshot } from "./binding.js";
-
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 /**
