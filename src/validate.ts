@@ -116,13 +116,15 @@ export function editDistance(a: string, b: string): number {
 
 /**
  * The candidate a misspelt name most likely meant (case-insensitive edit distance at most a third of
- * its length, at least 2), or undefined when nothing is close.
+ * its length, at least 2; or a prefix of it), or undefined when nothing is close.
  */
 export function closestName(name: string, candidates: readonly string[]): string | undefined {
   const lower = name.toLowerCase();
   let best: { name: string; distance: number } | undefined;
   for (const c of candidates) {
-    const distance = editDistance(lower, c.toLowerCase());
+    const other = c.toLowerCase();
+    // A prefix (memoryLimit for memoryLimitBytes) counts as close whatever its length.
+    const distance = other.startsWith(lower) || lower.startsWith(other) ? 1 : editDistance(lower, other);
     if (best === undefined || distance < best.distance) best = { name: c, distance };
   }
   return best && best.distance <= Math.max(2, Math.floor(name.length / 3)) ? best.name : undefined;
