@@ -1,8 +1,11 @@
 import { FidelityMeter, argmax, withNexusQuant, type OrtModuleLike, type OrtSessionLike } from "../../integrations/index.js";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { NexusQuantError } from "../../errors.js";
+import { availableMemory } from "../../runtime/available-memory.js";
 import { getPreset } from "../../format/index.js";
 import { parseFlags, parseContext, parsePositiveInt } from "../args.js";
-import { BUILT_IN_TEXT, builtModel, byteTokens, modelFromDir, type DemoModel } from "../demo-model.js";
+import { BUILT_IN_TEXT, DEMO_TINY, builtModel, byteTokens, modelFromDir, type DemoModel } from "../demo-model.js";
 import { formatRatio, renderTable, toJson } from "../table.js";
 import type { CliCommand } from "../types.js";
 
@@ -51,11 +54,52 @@ async function loadOrt(): Promise<OrtModuleLike & { InferenceSession: { create(b
 }
 
 /**
+ * A lower bound of the bytes onnxruntime allocates to prefill `tokens` prompt tokens in one step: the
+ * f32 attention scores of one layer, heads × tokens × tokens (a 64k-token prompt of the built model
+ * asked for 68,719,476,736 bytes in one allocation), plus the f32 logits of every position.
+ */
+export function demoPrefillBytes(heads: number, tokens: number, vocab: number): number {
+  return heads * tokens * tokens * 4 + tokens * vocab * 4;
+}
+
+/** Heads and vocabulary of the model the demo will run, read before anything is built or loaded. */
+async function demoModelSize(modelDir: string | undefined): Promise<{ heads: number; vocab: number } | undefined> {
+  if (modelDir === undefined) return { heads: DEMO_TINY.heads!, vocab: DEMO_TINY.vocab! };
+  const config = JSON.parse(await readFile(join(modelDir, "config.json"), "utf8").catch(() => "null")) as { num_attention_heads?: unknown; vocab_size?: unknown } | null;
+  const heads = config?.num_attention_heads;
+  const vocab = config?.vocab_size;
+  return typeof heads === "number" && typeof vocab === "number" ? { heads, vocab } : undefined; // modelFromDir reports what is missing
+}
+
+/** OUT_OF_MEMORY at once when the prompt's prefill cannot fit, naming the bytes and the largest context that does. */
+async function checkDemoFits(options: DemoOptions): Promise<void> {
+  const size = await demoModelSize(options.modelDir);
+  if (size === undefined) return;
+  const need = demoPrefillBytes(size.heads, options.contextTokens, size.vocab);
+  const available = availableMemory();
+  if (need <= available.bytes) return;
+  let lo = 0;
+  let hi = options.contextTokens;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (demoPrefillBytes(size.heads, mid, size.vocab) <= available.bytes) lo = mid;
+    else hi = mid;
+  }
+  throw new NexusQuantError(
+    "OUT_OF_MEMORY",
+    `A ${options.contextTokens}-token prompt needs at least ${need} bytes to prefill (the attention scores of ${size.heads} heads, ${size.heads} × ${options.contextTokens}² × 4 bytes, ` +
+      `and the logits) but ${available.bytes} bytes are available (${available.source}). The largest context that fits is ${lo} tokens; lower --context.`,
+    { neededBytes: need, availableBytes: available.bytes, source: available.source, largestContext: lo },
+  );
+}
+
+/**
  * Generates greedily without compression, then replays the same tokens through the compressed cache
  * (teacher forcing) so every next-token distribution is compared at the same position.
  */
 export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   if (options.preset !== "none") getPreset(options.preset); // UNKNOWN_PRESET before any model work
+  await checkDemoFits(options); // OUT_OF_MEMORY in milliseconds, not onnxruntime's "Failed to allocate" later
   const ort = await loadOrt();
   const model: DemoModel = options.modelDir ? await modelFromDir(options.modelDir) : builtModel();
   const session = await ort.InferenceSession.create(model.onnx);
@@ -127,7 +171,9 @@ Options:
   --model DIR            config.json + model.safetensors (built to ONNX), or with onnx/model.onnx
   --preset NAME          compression preset (default balanced; see \`nexusquant presets\`)
   --prompt TEXT          text to repeat into the context (default: a built-in paragraph)
-  --context N            prompt tokens (default 1536; e.g. 2k)
+  --context N            prompt tokens (default 1536; e.g. 2k). The prompt is prefilled in one step,
+                         whose attention scores grow with the square of N: a context that cannot
+                         fit in the available memory is refused at once with OUT_OF_MEMORY
   --max-new-tokens N     decode steps compared (default 48)
   --json                 print a JSON object
 `,
