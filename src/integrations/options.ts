@@ -1,5 +1,5 @@
-import { invalidArgument } from "../errors.js";
-import { SCORERS, getPreset, type CompressionSpec, type ScorerName } from "../format/index.js";
+import { DEFAULT_SPEC, SCORERS, getPreset, validateSpec, type CompressionSpec, type ScorerName } from "../format/index.js";
+import { checkBoolean, checkInt, checkObject, checkOneOf, checkOptionKeys, checkSeed } from "../validate.js";
 import type { BackendRequest } from "../runtime/index.js";
 
 /** Options of `withNexusQuant(model, options)`. */
@@ -57,31 +57,32 @@ export interface ResolvedOptions {
 
 export const DEFAULT_COMPRESS_EVERY = 64;
 
+/** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
+const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId"];
+
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
-  if (options === null || typeof options !== "object") throw invalidArgument("options", "an options object", options);
+  checkObject("options", options);
+  checkOptionKeys("options", options, OPTION_KEYS);
   const preset = options.preset ?? "balanced";
   const passThrough = preset === "none";
   // getPreset throws UNKNOWN_PRESET listing the known names; do it now, not at the first step.
   if (!passThrough) getPreset(preset);
-  const backend = options.backend ?? "auto";
-  if (backend !== "auto" && backend !== "cpu" && backend !== "cuda") throw invalidArgument("options.backend", '"auto", "cpu" or "cuda"', backend);
-  const compressEvery = options.compressEvery ?? DEFAULT_COMPRESS_EVERY;
-  if (!Number.isSafeInteger(compressEvery) || compressEvery < 1) throw invalidArgument("options.compressEvery", "a positive integer", compressEvery);
-  if (options.scorer !== undefined && !SCORERS.includes(options.scorer)) {
-    throw invalidArgument("options.scorer", `one of ${SCORERS.join(", ")}`, options.scorer);
-  }
-  if (options.spec !== undefined && (options.spec === null || typeof options.spec !== "object")) {
-    throw invalidArgument("options.spec", "a partial CompressionSpec object", options.spec);
-  }
-  if (options.denseMirror !== undefined && typeof options.denseMirror !== "boolean") throw invalidArgument("options.denseMirror", "a boolean", options.denseMirror);
-  const padTokenId = options.padTokenId ?? 0;
-  if (!Number.isSafeInteger(padTokenId) || padTokenId < 0) throw invalidArgument("options.padTokenId", "a token id (integer >= 0)", padTokenId);
+  const backend = checkOneOf("options.backend", options.backend ?? "auto", ["auto", "cpu", "cuda"] as const, '"auto", "cpu" or "cuda"');
+  const compressEvery = checkInt("options.compressEvery", options.compressEvery ?? DEFAULT_COMPRESS_EVERY, { min: 1 });
+  if (options.scorer !== undefined) checkOneOf("options.scorer", options.scorer, SCORERS, `one of ${SCORERS.join(", ")}`);
+  if (options.spec !== undefined) checkObject("options.spec", options.spec, "a partial CompressionSpec object");
+  if (options.denseMirror !== undefined) checkBoolean("options.denseMirror", options.denseMirror);
+  if (options.seed !== undefined) checkSeed("options.seed", options.seed);
+  const padTokenId = checkInt("options.padTokenId", options.padTokenId ?? 0, { min: 0 });
+  const spec = { ...(options.spec ?? {}), ...(options.scorer !== undefined ? { scorer: options.scorer } : {}) };
+  // The spec is checked now (misspelt keys, the format's limits), not at the first step.
+  if (!passThrough) validateSpec({ ...DEFAULT_SPEC, ...getPreset(preset).spec, ...spec });
   return {
     preset,
     passThrough,
     backend,
     compressEvery,
-    spec: { ...(options.spec ?? {}), ...(options.scorer !== undefined ? { scorer: options.scorer } : {}) },
+    spec,
     seed: options.seed,
     denseMirror: options.denseMirror === true,
     ort: options.ort,
