@@ -6,14 +6,32 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
+import { prebuiltAddonPath } from "./addon-path.mjs";
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const force = process.argv.includes("--force");
-const addon = join(root, "build", "Release", "nexusquant.node");
+// NEXUSQUANT_BUILD_DIR: used by native/prebuild.mjs to build a CPU-only addon beside a CUDA one.
+const buildDir = process.env.NEXUSQUANT_BUILD_DIR || join(root, "build");
+const addon = join(buildDir, "Release", "nexusquant.node");
+const require = createRequire(import.meta.url);
 
 if (!force && existsSync(addon) && process.env.NEXUSQUANT_REBUILD !== "1") {
   console.log(`nexusquant: native addon already built at ${addon} (npm run build:native rebuilds it)`);
   process.exit(0);
+}
+
+// An installed package ships a CPU-only prebuilt for linux-x64: use it unless a build is asked for
+// (CUDA, or NEXUSQUANT_REBUILD=1), after checking that it loads here (glibc, architecture).
+const prebuilt = prebuiltAddonPath(root);
+const cudaWanted = (process.env.NEXUSQUANT_CUDA ?? "").toUpperCase() === "ON";
+if (!force && !cudaWanted && process.env.NEXUSQUANT_REBUILD !== "1" && existsSync(prebuilt)) {
+  try {
+    require(prebuilt).backendInfo();
+    console.log(`nexusquant: using the prebuilt CPU addon ${prebuilt} (NEXUSQUANT_CUDA=ON npm rebuild nexusquant builds from source, with CUDA)`);
+    process.exit(0);
+  } catch (e) {
+    console.log(`nexusquant: the prebuilt addon does not load here (${e instanceof Error ? e.message : String(e)}); building from source`);
+  }
 }
 
 function has(cmd, args = ["--version"]) {
@@ -41,10 +59,9 @@ if (!["AUTO", "ON", "OFF"].includes(cuda)) {
   console.error(`nexusquant: NEXUSQUANT_CUDA must be AUTO, ON or OFF (got ${JSON.stringify(process.env.NEXUSQUANT_CUDA)})`);
   process.exit(1);
 }
-const require = createRequire(import.meta.url);
 const cmakeJs = join(dirname(require.resolve("cmake-js/package.json")), "bin", "cmake-js");
 // Configure every time (so a changed NEXUSQUANT_CUDA takes effect), then build incrementally.
-const defines = [`--CDNEXUSQUANT_CUDA=${cuda}`];
+const defines = [`--CDNEXUSQUANT_CUDA=${cuda}`, "--out", buildDir];
 if (process.env.CUDAARCHS) defines.push(`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.CUDAARCHS}`);
 const parallel = process.env.NEXUSQUANT_BUILD_JOBS ? ["--parallel", process.env.NEXUSQUANT_BUILD_JOBS] : [];
 console.log(`nexusquant: building native addon (NEXUSQUANT_CUDA=${cuda})`);

@@ -14,8 +14,11 @@ export type NexusQuantErrorCode =
   | "NATIVE_UNAVAILABLE" // the addon could not be loaded
   | "OUT_OF_MEMORY"
   | "DISPOSED" // use after dispose()
+  | "BUSY" // the object is running async work (compress()); await it first
+  | "MODEL_OUTPUT" // a model returned outputs of the wrong shape, count or type
   | "CORRUPT_DATA" // a serialized buffer that fails its checks
-  | "NATIVE_ERROR"; // a failure inside native code (always a message from our own checks)
+  | "NATIVE_ERROR" // a failure inside native code (always a message from our own checks)
+  | "LAB_ONLY"; // a lab tool (bench/) run outside a clone of the repository
 
 export class NexusQuantError extends Error {
   readonly code: NexusQuantErrorCode;

@@ -1,4 +1,4 @@
-"""Reads the corpus files written by bench/model/prepare-corpus.ts (twin of src/data/corpus-file.ts).
+"""Reads the corpus files written by bench/model/prepare-corpus.ts (twin of bench/data/corpus-file.ts).
 
 One record per speech: "# <year>\\t<president>\\t<party>\\n<text>\\n\\n". Pure Python (lzma is built in),
 so it runs on the GPU machine, which has no Node.js and no xz binary.

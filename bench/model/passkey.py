@@ -1,4 +1,4 @@
-"""Synthetic retrieval samples: a line-for-line port of src/data/passkey.ts (read its header comment for
+"""Synthetic retrieval samples: a line-for-line port of bench/data/passkey.ts (read its header comment for
 the format). test/data/passkey-parity.test.ts runs this file against the TypeScript and requires equal
 output, so change both together. Pure Python: train.py imports it on the GPU machine.
 
@@ -29,7 +29,7 @@ FACT_WORDS = (
 
 
 class Mulberry32:
-    """Bit-exact twin of src/data/prng.ts."""
+    """Bit-exact twin of bench/data/prng.ts."""
 
     def __init__(self, seed):
         if not (0 <= seed <= M32):

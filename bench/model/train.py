@@ -9,7 +9,7 @@ Runs on the GPU machine (PyTorch 2.11, tokenizers, safetensors; no network) in u
 Steps: read data/sotu-{train,heldout}.txt.xz (written by prepare-corpus.ts; whole speeches, held-out =
 years divisible by 10, never trained on) -> train a byte-level BPE tokenizer on the train split -> train
 a Llama (RoPE, RMSNorm, SwiGLU, GQA, head_dim 128) until a wall-clock budget runs out, with ~5% of rows
-replaced by synthetic retrieval samples from passkey.py (the port of src/data/passkey.ts) whose answer
+replaced by synthetic retrieval samples from passkey.py (the port of bench/data/passkey.ts) whose answer
 tokens carry an extra loss term -> keep the weights with the best validation loss -> write, under --out:
 config.json (Hugging Face LlamaForCausalLM keys), model.safetensors (fp16, HF weight names, embeddings
 tied), tokenizer.json + tokenizer_config.json, training-report.json and training-report.md (validation

@@ -1,5 +1,5 @@
-import * as vega from "vega";
-import { compile, type TopLevelSpec } from "vega-lite";
+// Types only: vega and vega-lite load in renderSvg, so commands start fast unless they plot.
+import type { TopLevelSpec } from "vega-lite";
 
 export interface MemoryPoint {
   context: number;
@@ -50,6 +50,7 @@ export function memoryPlotSpec(plot: MemoryPlot): TopLevelSpec {
 
 /** Renders through Vega's headless view (no canvas needed for SVG). */
 export async function renderSvg(spec: TopLevelSpec): Promise<string> {
+  const [vega, { compile }] = await Promise.all([import("vega"), import("vega-lite")]);
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: "none" });
   try {
     return await view.toSVG();

@@ -15,7 +15,18 @@ export interface CliCommand {
   summary: string;
   /** Full help text, printed by `nexusquant <name> --help`. */
   usage: string;
+  /** Help that needs loading (the bench suites' options); `--help` prints it instead of `usage`. */
+  loadUsage?(args: string[]): Promise<string>;
   run(args: string[], io: CliIo): Promise<number>;
+}
+
+/**
+ * A command or bench suite in a registry: its name, and its module loaded on demand (the module's
+ * imports are what makes a CLI start slowly, and lab suites exist only in the repository).
+ */
+export interface LazyCommand {
+  name: string;
+  load(): Promise<CliCommand>;
 }
 
 export const EXIT_OK = 0;

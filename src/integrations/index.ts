@@ -14,5 +14,6 @@ export {
 export { TransformersJsHandle, isTransformersJsModel, type TransformersJsModelLike } from "./transformers-js.js";
 export { inspectConvention, type ModelConvention, type SessionMetadataLike } from "./convention.js";
 export type { KvStats, KvDtype } from "./kv-state.js";
-export { createSampler, argmax, type SamplingOptions, type TokenSampler } from "./sampling.js";
-export { klDivergence, FidelityMeter, type FidelitySummary } from "./fidelity.js";
+export type { SamplingOptions } from "./sampling.js";
+// Internal (demo and lab import the modules directly): createSampler/argmax (sampling.ts),
+// klDivergence/FidelityMeter (fidelity.ts).

@@ -100,13 +100,13 @@ const arrayFor = (dtype: KvDtype, length: number): KvArray => (dtype === "float1
 function checkPresent(layout: KvLayout, present: PresentKv, n: number, pastSlots: number): void {
   const { batch, kvHeads, headDim, layers, dtype } = layout;
   if (present.slots !== pastSlots + n) {
-    throw new NexusQuantError("NATIVE_ERROR", `The model returned present tensors of ${present.slots} slots; expected past ${pastSlots} + new ${n}.`);
+    throw new NexusQuantError("MODEL_OUTPUT", `The model returned present tensors of ${present.slots} slots; expected past ${pastSlots} + new ${n}.`);
   }
   const expected = batch * kvHeads * present.slots * headDim;
   for (let l = 0; l < layers; l++) {
     for (const a of [present.keys[l], present.values[l]]) {
       if (a === undefined || a.length !== expected || (dtype === "float16") !== a instanceof Uint16Array) {
-        throw new NexusQuantError("NATIVE_ERROR", `present.${l} has ${a?.length ?? 0} ${a?.constructor.name ?? ""} elements; expected ${expected} (${dtype}).`);
+        throw new NexusQuantError("MODEL_OUTPUT", `present.${l} has ${a?.length ?? 0} ${a?.constructor.name ?? ""} elements; expected ${expected} (${dtype}).`);
       }
     }
   }
@@ -246,7 +246,7 @@ class CompressedKvState implements KvState {
         const d: DenseLayer = dtype === "float16" ? this.#cache.materialize(l, { sequence: b, dtype: "f16" }) : this.#cache.materialize(l, { sequence: b });
         if (l === 0) held[b] = d.tokens;
         else if (held[b] !== d.tokens) {
-          throw new NexusQuantError("NATIVE_ERROR", `Layer ${l} of sequence ${b} holds ${d.tokens} tokens but layer 0 holds ${held[b]}; one attention mask cannot serve both.`);
+          throw new NexusQuantError("UNSUPPORTED", `Layer ${l} of sequence ${b} holds ${d.tokens} tokens but layer 0 holds ${held[b]}; one attention mask cannot serve both.`);
         }
         return d;
       }),

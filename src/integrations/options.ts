@@ -1,4 +1,5 @@
-import { DEFAULT_SPEC, SCORERS, getPreset, validateSpec, type CompressionSpec, type ScorerName } from "../format/index.js";
+import { NexusQuantError } from "../errors.js";
+import { DEFAULT_SPEC, PRESET_NAMES, SCORERS, getPreset, unknownPresetError, validateSpec, type CompressionSpec, type ScorerName } from "../format/index.js";
 import { checkBoolean, checkInt, checkObject, checkOneOf, checkOptionKeys, checkSeed } from "../validate.js";
 import type { BackendRequest } from "../runtime/index.js";
 
@@ -57,16 +58,27 @@ export interface ResolvedOptions {
 
 export const DEFAULT_COMPRESS_EVERY = 64;
 
+/** The preset name that wraps a model without compressing (a baseline for comparisons). */
+const PASS_THROUGH = "none";
+
 /** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
 const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId"];
 
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   checkObject("options", options);
   checkOptionKeys("options", options, OPTION_KEYS);
-  const preset = options.preset ?? "balanced";
-  const passThrough = preset === "none";
-  // getPreset throws UNKNOWN_PRESET listing the known names; do it now, not at the first step.
-  if (!passThrough) getPreset(preset);
+  const given = options.preset ?? "balanced";
+  // Preset names are case-insensitive, "none" (pass-through) included.
+  const passThrough = typeof given === "string" && given.toLowerCase() === PASS_THROUGH;
+  const preset = passThrough ? PASS_THROUGH : given;
+  // Check now, not at the first step; the error lists "none" too, which only wrappers accept.
+  if (!passThrough) {
+    try {
+      getPreset(preset);
+    } catch (e) {
+      throw e instanceof NexusQuantError && e.code === "UNKNOWN_PRESET" ? unknownPresetError(String(preset), [...PRESET_NAMES, PASS_THROUGH]) : e;
+    }
+  }
   const backend = checkOneOf("options.backend", options.backend ?? "auto", ["auto", "cpu", "cuda"] as const, '"auto", "cpu" or "cuda"');
   const compressEvery = checkInt("options.compressEvery", options.compressEvery ?? DEFAULT_COMPRESS_EVERY, { min: 1 });
   if (options.scorer !== undefined) checkOneOf("options.scorer", options.scorer, SCORERS, `one of ${SCORERS.join(", ")}`);

@@ -1,4 +1,5 @@
 import { invalidArgument } from "../errors.js";
+import { seededRandom } from "../shared/prng.js";
 
 export interface SamplingOptions {
   /** 0 (default) = greedy argmax; otherwise logits are divided by it before sampling. */
@@ -22,7 +23,7 @@ export function createSampler(options: SamplingOptions = {}): TokenSampler {
   const topP = options.topP ?? 1;
   if (typeof topP !== "number" || !(topP > 0 && topP <= 1)) throw invalidArgument("topP", "a number in (0, 1]", topP);
   if (temperature === 0) return argmax;
-  const random = mulberry32(options.seed ?? 0);
+  const random = seededRandom(options.seed ?? 0);
   return (logits) => sampleFrom(logits, temperature, topK, topP, random);
 }
 
@@ -54,14 +55,3 @@ function sampleFrom(logits: Float32Array, temperature: number, topK: number, top
   return order[order.length - 1]!;
 }
 
-/** mulberry32: tiny, fast and good enough for sampling; uniform in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

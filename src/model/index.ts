@@ -6,7 +6,7 @@ export { encodeSafetensors, decodeSafetensors, readSafetensors, writeSafetensors
 export type { SafetensorsContents } from "./safetensors.js";
 export { convertWeights, toFloat32 } from "./tensor.js";
 export type { WeightDtype, WeightMap, WeightTensor } from "./tensor.js";
-export { f16ArrayToF32, f32ArrayToF16, bf16ArrayToF32, f32ArrayToBf16 } from "./half.js";
+export { f16ArrayToF32, f32ArrayToF16, bf16ArrayToF32, f32ArrayToBf16 } from "../shared/half.js";
 export { LlamaReference } from "./reference.js";
 export type { ForwardInputs, ForwardOutputs, KvPair, ReferenceOptions } from "./reference.js";
 export { createTinyLlama, writeModelDir, loadModelDir } from "./tiny.js";

@@ -17,7 +17,7 @@
  *   so attention always uses exactly what `present` returns.
  */
 import { NexusQuantError } from "../errors.js";
-import { f32ArrayToF16 } from "./half.js";
+import { f32ArrayToF16 } from "../shared/half.js";
 import { llamaWeightShapes, type LlamaConfig } from "./llama-config.js";
 import { DataType, GraphBuilder, onnx, type ElemType } from "./onnx-graph.js";
 import { requireWeight, toFloat32, type WeightMap } from "./tensor.js";

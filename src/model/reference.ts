@@ -5,7 +5,7 @@
  * onnx-builder.ts. Written for clarity, not speed (tiny models only).
  */
 import { invalidArgument } from "../errors.js";
-import { f16BitsToNumber, numberToF16Bits } from "./half.js";
+import { f16BitsToNumber, numberToF16Bits } from "../shared/half.js";
 import { llamaWeightShapes, type LlamaConfig } from "./llama-config.js";
 import { requireWeight, toFloat32, type WeightMap } from "./tensor.js";
 

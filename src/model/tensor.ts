@@ -4,7 +4,7 @@
  * numbers, so a file read and written back is bit-identical.
  */
 import { invalidArgument } from "../errors.js";
-import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from "./half.js";
+import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from "../shared/half.js";
 
 export type WeightDtype = "F32" | "F16" | "BF16";
 

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import { llamaConfigToJson, llamaWeightShapes, parseLlamaConfig, type LlamaConfig } from "./llama-config.js";
 import { readSafetensors, writeSafetensors } from "./safetensors.js";
+import { seededRandom } from "../shared/prng.js";
 import { convertWeights, elementCount, requireWeight, type WeightDtype, type WeightMap } from "./tensor.js";
 
 export interface LlamaModel {
@@ -83,14 +84,7 @@ export function createTinyLlama(options: TinyLlamaOptions = {}): LlamaModel {
 
 /** Standard normal samples from a seeded mulberry32 stream (Box-Muller). */
 function gaussian(seed: number): () => number {
-  let state = seed >>> 0;
-  const uniform = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const uniform = seededRandom(seed);
   return () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
 }
 

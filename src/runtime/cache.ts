@@ -11,6 +11,7 @@ import {
 } from "../format/index.js";
 import { resolveBackend, type BackendName, type BackendRequest } from "./backend.js";
 import { awaitNative, callNative, native } from "./native.js";
+import type { NativeCacheHandle } from "./binding.js";
 import {
   checkFinite,
   checkFiniteNumber,
@@ -91,23 +92,6 @@ export interface DenseLayer<T extends Float32Array | Uint16Array = Float32Array 
   positions: Int32Array;
 }
 
-/** @internal */
-interface NativeCacheHandle {
-  append(seq: number, layer: number, k: KVData, v: KVData, tokens: number): void;
-  compress(seq: number, layer: number, observed?: (Float32Array | null)[], queryHeads?: number, window?: number): void;
-  compressAsync(seq: number, layer: number, observed?: (Float32Array | null)[], queryHeads?: number, window?: number): Promise<void>;
-  attention(seq: number, layer: number, q: Float32Array, qHeads: number, nq: number, pos: Int32Array | null, scale: number): Float32Array;
-  materialize(seq: number, layer: number, f16: boolean): { tokens: number; keys: Float32Array | Uint16Array; values: Float32Array | Uint16Array; positions: Int32Array };
-  counts(seq: number, layer: number): { tokens: number; appended: number; compressedTokens: number; compressed: boolean };
-  bytes(): CacheStats["bytes"];
-  serialize(): Uint8Array;
-  dispose(): void;
-}
-interface NativeCacheClass {
-  new (options: object): NativeCacheHandle;
-  deserialize(buf: Uint8Array): NativeCacheHandle;
-}
-
 const SCORER_IDS: Record<ScorerName, number> = { keynorm: 0, "key-key": 1, observed: 2, accumulated: 3, random: 4 };
 
 export interface CompressOptions {
@@ -141,6 +125,8 @@ export class CompressedKVCache {
   readonly ropeTheta: number;
   #handle: NativeCacheHandle | undefined;
   #busy = false;
+  /** The compress() in flight (settles, never rejects), for asyncDispose to wait on. */
+  #running: Promise<void> | undefined;
 
   /** @param existing internal: a native handle from deserialize() that already holds the state. */
   constructor(options: CompressedKVCacheOptions, existing?: NativeCacheHandle) {
@@ -185,7 +171,7 @@ export class CompressedKVCache {
       return;
     }
     const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 }); // 0: no per-cache limit
-    const Native = native().NativeCache as NativeCacheClass;
+    const Native = native().NativeCache;
     this.#handle = callNative(
       () =>
         new Native({
@@ -209,7 +195,7 @@ export class CompressedKVCache {
   /** The live native handle; the one not-disposed / not-busy guard. */
   #native(): NativeCacheHandle {
     if (!this.#handle) throw new NexusQuantError("DISPOSED", "This CompressedKVCache has been disposed; create a new one.");
-    if (this.#busy) throw new NexusQuantError("INVALID_ARGUMENT", "This CompressedKVCache is busy with compress(); await it before using the cache.");
+    if (this.#busy) throw new NexusQuantError("BUSY", "This CompressedKVCache is busy with compress(); await it before using the cache.");
     return this.#handle;
   }
 
@@ -248,10 +234,18 @@ export class CompressedKVCache {
     const [observed, window] = this.#observed(options);
     const layer = this.#compressLayer(options);
     this.#busy = true;
-    try {
+    const run = (async () => {
       for (const seq of seqs) await awaitNative(h.compressAsync(seq, layer, observed, this.queryHeads, window));
+    })();
+    this.#running = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    try {
+      await run;
     } finally {
       this.#busy = false;
+      this.#running = undefined;
     }
   }
 
@@ -380,7 +374,7 @@ export class CompressedKVCache {
   /** Rebuilds a cache from serialize()'s bytes; corrupted or truncated input is a CORRUPT_DATA error. */
   static deserialize(buffer: Uint8Array): CompressedKVCache {
     if (!(buffer instanceof Uint8Array)) throw invalidArgument("buffer", "a Uint8Array", buffer);
-    const Native = native().NativeCache as NativeCacheClass;
+    const Native = native().NativeCache;
     const handle = callNative(() => Native.deserialize(buffer));
     return CompressedKVCache.#fromHandle(handle, buffer);
   }
@@ -418,12 +412,18 @@ export class CompressedKVCache {
 
   /** Frees every byte the cache holds. Further use is a DISPOSED error; disposing twice is fine. */
   dispose(): void {
-    if (this.#busy) throw new NexusQuantError("INVALID_ARGUMENT", "Cannot dispose while compress() is running; await it first.");
+    if (this.#busy) throw new NexusQuantError("BUSY", "Cannot dispose while compress() is running; await it first.");
     this.#handle?.dispose();
     this.#handle = undefined;
   }
 
   [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** `await using cache = ...`: waits for a compress() in flight, then disposes. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    while (this.#running) await this.#running;
     this.dispose();
   }
 }

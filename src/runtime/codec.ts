@@ -54,13 +54,7 @@ export interface QuantizedTensor {
 /** Inputs above this many elements go to async work on the thread pool; below, sync is cheaper. */
 const ASYNC_THRESHOLD = 1 << 16;
 
-interface CodecBinding {
-  quantizeSync(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number): ArrayBuffer;
-  quantizeAsync(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number): Promise<ArrayBuffer>;
-  dequantizeSync<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T): T;
-  dequantizeAsync<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T): Promise<T>;
-}
-const binding = () => native() as unknown as CodecBinding;
+const binding = native;
 
 const QUANTIZE_OPTION_KEYS: readonly (keyof QuantizeOptions)[] = ["headDim", "bits", "rotate", "seed"];
 

@@ -12,33 +12,16 @@ import { NexusQuantError, invalidArgument } from "../errors.js";
 import { CODE_BITS, codeBytesPerVector, type CodeBits } from "../format/index.js";
 import { backendInfo } from "./backend.js";
 import type { MemoryCategory } from "./memory.js";
+import type { BindingModule } from "./binding.js";
 import { callNative, native } from "./native.js";
 import { checkBoolean, checkInt, checkKVData, checkObject, checkOneOf, checkOptionKeys, checkSeed, type KVData } from "./validate.js";
 
-/** @internal Native surface of native/binding/cuda_binding.cc. */
-interface CudaBinding {
-  cudaSupport(): { maxCodecHeadDim: number; maxAttentionHeadDim: number; bits: number[]; scorers: string };
-  cudaEncode(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number): { codes: Uint8Array; scales: Uint16Array };
-  cudaDecode<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T, unrotate: boolean): T;
-  cudaAttention(options: object): void;
-  cudaDenseAttention(options: object): Float32Array;
-  cudaScore(options: object): Float32Array;
-  cudaSelect(options: object): Uint32Array;
-  cudaBench(kind: string, options: object): { ms: number[]; bytesRead: number; bytesWritten: number };
-  cudaBufferCreate(bytes: number, category: string, fill?: number): object;
-  cudaBufferDispose(handle: object): void;
-  cudaArenaCreate(bytes: number): object;
-  cudaArenaCarve(handle: object, bytes: number, category: string, count?: number): number;
-  cudaArenaDispose(handle: object): void;
-  deviceMemoryInfo(device?: number): { freeBytes: number; totalBytes: number };
-}
-
-function binding(): CudaBinding {
+function binding(): BindingModule {
   const info = backendInfo();
   if (!info.cuda.available) {
     throw new NexusQuantError("BACKEND_UNAVAILABLE", `CUDA is not available: ${info.cuda.reason ?? "unknown reason"}`, { reason: info.cuda.reason });
   }
-  return native() as unknown as CudaBinding;
+  return native();
 }
 
 /** Why the CUDA functions cannot run here, or undefined when they can. */

@@ -2,6 +2,5 @@ export { backendInfo, resolveBackend, type BackendInfo, type BackendName, type B
 export { memoryStats, measureMemory, type MemoryStats, type MemorySpaceStats, type MemoryMeasurement, type MemoryCategory } from "./memory.js";
 export { quantize, quantizeSync, dequantize, dequantizeSync, type QuantizedTensor, type QuantizeOptions, type DequantizeOptions } from "./codec.js";
 export { CompressedKVCache, type CompressedKVCacheOptions, type CacheStats, type CompressOptions, type DenseLayer } from "./cache.js";
-export { verifyCompression, type VerifyOptions, type VerifyResult } from "./verify.js";
 export { syntheticKV, type SyntheticKVOptions } from "./synthetic.js";
 export { floatToHalfBits, halfBitsToFloat, floatsToHalfBits, halfBitsToFloats } from "./half.js";

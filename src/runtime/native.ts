@@ -3,52 +3,24 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { NexusQuantError, type NexusQuantErrorCode } from "../errors.js";
+import type { BindingModule } from "./binding.js";
+// Plain JS shared with the install script (native/build.mjs); the package ships native/.
+import { prebuiltAddonPath } from "../../native/addon-path.mjs";
 
-/** @internal Shape of a memory snapshot from the addon. */
-export interface NativeMemorySnapshot {
-  byCategory: Record<string, number>;
-  totalBytes: number;
-  peakBytes: number;
-  allocations: number;
-}
-
-/**
- * @internal The native module's surface, declared by hand so that every call site is typed. Grown
- * by each binding file in native/binding/.
- */
-export interface BindingModule {
-  backendInfo(): {
-    cuda: {
-      compiled: boolean;
-      available: boolean;
-      reason?: string;
-      runtimeVersion?: number;
-      driverVersion?: number;
-      devices: { name: string; totalMemoryBytes: number; computeCapability: string }[];
-    };
-    cpu: { threads: number };
-  };
-  deviceMemoryInfo(device?: number): { freeBytes: number; totalBytes: number };
-  memoryStats(): { host: NativeMemorySnapshot; device: NativeMemorySnapshot };
-  resetPeakMemory(): void;
-  hostAvailableBytes(): number;
-  nativeLayout(
-    spec: object,
-    kvHeads: number,
-    headDim: number,
-    tokens: number,
-  ): { keptTokens: number; pages: number; pageBytes: number; pageEnd: number; residualBytes: number; quantizedTensorBytesKey: number };
-  [name: string]: unknown;
-}
+export type { BindingModule, NativeMemorySnapshot } from "./binding.js";
 
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-/** Where the addon may be, in order: an explicit override, then the cmake-js build output. */
+/**
+ * Where the addon may be, in order: an explicit override, then a local build (cmake-js output: from
+ * source, possibly with CUDA), then the CPU-only prebuilt for exactly this platform and architecture.
+ */
 function candidates(): string[] {
   const list: string[] = [];
   if (process.env.NEXUSQUANT_ADDON) list.push(process.env.NEXUSQUANT_ADDON);
   list.push(join(packageRoot, "build", "Release", "nexusquant.node"));
   list.push(join(packageRoot, "build", "Debug", "nexusquant.node"));
+  list.push(prebuiltAddonPath(packageRoot));
   return list;
 }
 
@@ -76,7 +48,8 @@ export function native(): BindingModule {
     "The nexusquant native addon could not be loaded.\n" +
       failures.map((f) => `  - ${f}`).join("\n") +
       "\nPossible fixes:\n" +
-      "  - build it: `npm run build:native` (needs cmake and a C++17 compiler; CUDA is optional)\n" +
+      `  - linux-x64 installs use the prebuilt CPU addon: reinstall the package if ${prebuiltAddonPath(packageRoot)} is missing\n` +
+      "  - build it: `npm rebuild nexusquant`, or `npm run build:native` in a clone (needs cmake and a C++17 compiler; CUDA is optional)\n" +
       "  - build without CUDA if the CUDA build fails: `NEXUSQUANT_CUDA=OFF npm run build:native`\n" +
       "  - point NEXUSQUANT_ADDON at a prebuilt nexusquant.node",
     { tried: failures },

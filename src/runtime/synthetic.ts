@@ -9,6 +9,8 @@
  * Values: smoother — Gaussian noise (std 1) on top of a per-channel random walk over tokens, no
  * outliers; real V caches are closer to isotropic than K.
  */
+import { seededRandom } from "../shared/prng.js";
+
 export interface SyntheticKVOptions {
   kvHeads: number;
   headDim: number;
@@ -22,17 +24,6 @@ export interface SyntheticKVOptions {
   tailDof?: number;
 }
 
-/** mulberry32: tiny, fast, good enough for test data; state in a closure. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function gaussian(rand: () => number): () => number {
   let spare: number | undefined;

@@ -2,9 +2,9 @@ import { existsSync, readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { formatCorpus, parseCorpus, readCorpusFile } from "../../src/data/corpus-file.js";
-import { heldOutSpeeches, trainSpeeches, type Speech } from "../../src/data/sotu.js";
-import { hasXz } from "../../src/data/xz.js";
+import { formatCorpus, parseCorpus, readCorpusFile } from "../../bench/data/corpus-file.js";
+import { heldOutSpeeches, trainSpeeches, type Speech } from "../../bench/data/sotu.js";
+import { hasXz } from "../../bench/data/xz.js";
 
 const dataDir = new URL("../../bench/model/data/", import.meta.url);
 const xzAvailable = hasXz();

@@ -1,12 +1,12 @@
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { makeRetrievalSample, makeRetrievalSuite, type RetrievalKind } from "../../src/data/passkey.js";
-import { Mulberry32, deriveSeed } from "../../src/data/prng.js";
-import { heldOutSpeeches } from "../../src/data/sotu.js";
+import { makeRetrievalSample, makeRetrievalSuite, type RetrievalKind } from "../../bench/data/passkey.js";
+import { Mulberry32, deriveSeed } from "../../src/shared/prng.js";
+import { heldOutSpeeches } from "../../bench/data/sotu.js";
 
 // train.py makes its passkey rows and report with bench/model/passkey.py; it must produce exactly
-// what src/data/passkey.ts produces, or the harness and the training report measure different tasks.
+// what bench/data/passkey.ts produces, or the harness and the training report measure different tasks.
 const script = fileURLToPath(new URL("../../bench/model/passkey.py", import.meta.url));
 const python = spawnSync("python3", ["--version"]).status === 0;
 if (!python) console.warn("SKIPPED: python3 is missing, so passkey.py is not compared with passkey.ts");

@@ -2,9 +2,9 @@ import { describe, expect, it } from "vitest";
 import {
   RETRIEVAL_DEPTHS, approxTokenCount, isCorrectCompletion, makeRetrievalSample, makeRetrievalSuite, splitSentences,
   type RetrievalKind,
-} from "../../src/data/passkey.js";
-import { Mulberry32, deriveSeed } from "../../src/data/prng.js";
-import { heldOutSpeeches } from "../../src/data/sotu.js";
+} from "../../bench/data/passkey.js";
+import { Mulberry32, deriveSeed } from "../../src/shared/prng.js";
+import { heldOutSpeeches } from "../../bench/data/sotu.js";
 
 const filler = heldOutSpeeches().map((s) => s.text);
 const countOccurrences = (text: string, part: string) => text.split(part).length - 1;

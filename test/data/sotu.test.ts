@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { heldOutSpeeches, loadAllSpeeches, splitOfYear, trainSpeeches } from "../../src/data/sotu.js";
+import { heldOutSpeeches, loadAllSpeeches, splitOfYear, trainSpeeches } from "../../bench/data/sotu.js";
 
 describe("State of the Union split", () => {
   const all = loadAllSpeeches();

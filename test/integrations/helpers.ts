@@ -9,7 +9,9 @@ import { buildLlamaOnnx, type LlamaModel, type OnnxDtype } from "../../src/model
 import { tinyModel } from "./fixtures.js";
 
 export { tinyModel, promptTokens } from "./fixtures.js";
-import { FidelityMeter, argmax, type FidelitySummary, type NexusQuantSession } from "../../src/integrations/index.js";
+import { FidelityMeter, type FidelitySummary } from "../../src/integrations/fidelity.js";
+import type { NexusQuantSession } from "../../src/integrations/index.js";
+import { argmax } from "../../src/integrations/sampling.js";
 import { halfBitsToFloats } from "../../src/runtime/index.js";
 
 export { ort };

@@ -14,7 +14,7 @@ import {
   measurePerplexity,
   negativeLogLikelihood,
   planVariants,
-} from "../../src/quality/index.js";
+} from "../../bench/quality/index.js";
 import { heldOutCorpus, tinyQualityModel } from "./fixtures.js";
 
 const quality = tinyQualityModel();

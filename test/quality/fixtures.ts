@@ -1,7 +1,7 @@
 /** A tiny byte-level model and a held-out text, shared by the quality tests. */
-import { heldOutSpeeches } from "../../src/data/index.js";
+import { heldOutSpeeches } from "../../bench/data/index.js";
 import { createTinyLlama } from "../../src/model/index.js";
-import { byteTokenizer, type QualityModel } from "../../src/quality/index.js";
+import { byteTokenizer, type QualityModel } from "../../bench/quality/index.js";
 
 /** head_dim 64 (a multiple of the lattice's 8), GQA 2:1, untied head: small enough for fast decode steps. */
 export function tinyQualityModel(): QualityModel {

@@ -7,9 +7,9 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeRetrievalSuite, splitSentences } from "../../src/data/index.js";
+import { makeRetrievalSuite, splitSentences } from "../../bench/data/index.js";
 import { PRESET_NAMES, getPreset } from "../../src/format/index.js";
-import { RANDOM_MODEL_DEFAULTS, runQualityBench, type QualityReport } from "../../src/quality/index.js";
+import { RANDOM_MODEL_DEFAULTS, runQualityBench, type QualityReport } from "../../bench/quality/index.js";
 import { runCli } from "../../src/cli/run.js";
 import { heldOutCorpus, tinyQualityModel } from "./fixtures.js";
 

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTinyLlama, writeModelDir } from "../../src/model/index.js";
-import { RANDOM_MODEL_DEFAULTS, byteTokenizer, documentIds, loadTokenizerJson, qualityModelFromDir, runQualityBench } from "../../src/quality/index.js";
+import { RANDOM_MODEL_DEFAULTS, byteTokenizer, documentIds, loadTokenizerJson, qualityModelFromDir, runQualityBench } from "../../bench/quality/index.js";
 import { heldOutCorpus } from "./fixtures.js";
 
 /** GPT-2's byte → printable character table, which ByteLevel pre-tokenizers use. */

@@ -350,9 +350,18 @@ describe("CompressedKVCache: bad input leaves the cache unchanged", () => {
   it("compress() runs off the event loop and the cache refuses use meanwhile", async () => {
     const c = make();
     const p = c.compress();
-    expectCode(() => c.stats(), "INVALID_ARGUMENT", /busy/);
+    expectCode(() => c.stats(), "BUSY", /busy/);
     await p;
     expect(c.tokens(0).compressed).toBeGreaterThan(0);
+  });
+
+  it("asyncDispose (await using) waits for a compress() in flight, then frees the cache", async () => {
+    const c = make();
+    const p = c.compress();
+    expectCode(() => c.dispose(), "BUSY", /await it first/);
+    await c[Symbol.asyncDispose]();
+    await p;
+    expectCode(() => c.stats(), "DISPOSED", /dispose/);
   });
 });
 

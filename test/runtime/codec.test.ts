@@ -6,7 +6,8 @@ import { NexusQuantError } from "../../src/errors.js";
 import { expectCode } from "../helpers.js";
 import { quantizedTensorBytes } from "../../src/format/index.js";
 import { dequantize, dequantizeSync, measureMemory, quantize, quantizeSync, floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/index.js";
-import { gaussian, seededRandom } from "../../src/runtime/synthetic.js";
+import { gaussian } from "../../src/runtime/synthetic.js";
+import { seededRandom } from "../../src/shared/prng.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 

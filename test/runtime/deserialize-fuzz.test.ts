@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { NexusQuantError } from "../../src/errors.js";
 import { CompressedKVCache, syntheticKV } from "../../src/runtime/index.js";
-import { seededRandom } from "../../src/runtime/synthetic.js";
+import { seededRandom } from "../../src/shared/prng.js";
 
 // The CRC catches random corruption; these buffers carry a VALID checksum over mutated content, so
 // every field check in kv_cache_io.cc is exercised. Each must load or fail with a typed error —

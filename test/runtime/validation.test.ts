@@ -4,7 +4,8 @@
  * bad values are typed INVALID_ARGUMENT / INVALID_DATA errors, never NATIVE_ERROR.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { CompressedKVCache, dequantizeSync, quantize, quantizeSync, syntheticKV, verifyCompression } from "../../src/runtime/index.js";
+import { CompressedKVCache, dequantizeSync, quantize, quantizeSync, syntheticKV } from "../../src/runtime/index.js";
+import { verifyCompression } from "../../src/verify.js";
 import { DEFAULT_SPEC, FORMAT_LIMITS, compressedLayout, validateSpec, type CompressionSpec } from "../../src/format/index.js";
 import { NexusQuantError } from "../../src/errors.js";
 import { closestName } from "../../src/validate.js";

@@ -4,7 +4,8 @@ import { PRESETS } from "../../format/index.js";
 import { decodeSafetensors, toFloat32 } from "../../model/index.js";
 import { CompressedKVCache } from "../../runtime/cache.js";
 import { native } from "../../runtime/native.js";
-import { gaussian, seededRandom, syntheticKV } from "../../runtime/synthetic.js";
+import { seededRandom } from "../../shared/prng.js";
+import { gaussian, syntheticKV } from "../../runtime/synthetic.js";
 import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
 import { formatRatio, renderTable, toJson } from "../table.js";
 import type { CliCommand } from "../types.js";
@@ -18,8 +19,6 @@ const USAGE = `nexusquant bench cache [--context N] [--head-dim D] [--kv-heads H
   and decode-attention time on the codes against dense FP32 attention over all original tokens.
   Defaults: context 4k, head_dim 128, 8 KV heads, 32 query heads, every preset, 16 queries.
 `;
-
-type DenseAttention = (k: Float32Array, v: Float32Array, kvHeads: number, n: number, d: number, q: Float32Array, qHeads: number, scale: number) => Float32Array;
 
 export interface CacheBenchRow {
   preset: string;
@@ -159,7 +158,7 @@ export const cacheSuite: CliCommand = {
     } else {
       queries = probeQueries(kv.keys, kvHeads, qHeads, n, d, v.queries ? parsePositiveInt("--queries", v.queries) : 16, seed + 1);
     }
-    const dense = (native() as unknown as { denseAttentionF32: DenseAttention }).denseAttentionF32;
+    const dense = native().denseAttentionF32;
     const scale = 1 / Math.sqrt(d);
     const exact = queries.map((q) => dense(kv.keys, kv.values, kvHeads, n, d, q, qHeads, scale));
     const denseMs = timeMs(() => dense(kv.keys, kv.values, kvHeads, n, d, queries[0]!, qHeads, scale), 10);

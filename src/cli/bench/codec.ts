@@ -1,6 +1,7 @@
 import { CODE_BITS } from "../../format/index.js";
 import { native } from "../../runtime/native.js";
-import { gaussian, seededRandom, studentT } from "../../runtime/synthetic.js";
+import { seededRandom } from "../../shared/prng.js";
+import { gaussian, studentT } from "../../runtime/synthetic.js";
 import { parseFlags, parsePositiveInt } from "../args.js";
 import { renderTable, toJson } from "../table.js";
 import type { CliCommand } from "../types.js";
@@ -25,14 +26,6 @@ export interface CodecBenchRow {
   bitsPerElement: number;
   encodeMElemPerSec: number;
   decodeMElemPerSec: number;
-}
-
-interface Bench {
-  codecBenchmark(q: Quantizer, data: Float32Array, headDim: number, bits: number, rotate: boolean, seed: number): {
-    reconstruction: Float32Array;
-    encodeSeconds: number;
-    decodeSeconds: number;
-  };
 }
 
 /** The Shannon bound for a unit-variance Gaussian at `bits` per element: 2^(-2 bits). */
@@ -62,7 +55,7 @@ function nmse(x: Float32Array, y: Float32Array): number {
 }
 
 export function runCodecBench(vectors: number, d: number, seed: number): CodecBenchRow[] {
-  const b = native() as unknown as Bench;
+  const b = native();
   const rows: CodecBenchRow[] = [];
   for (const distribution of ["gaussian", "kv-like"] as Distribution[]) {
     const data = makeData(distribution, vectors, d, seed);

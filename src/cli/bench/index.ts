@@ -1,17 +1,17 @@
-import { integrationSuite } from "../commands/bench-integration.js";
-import { cacheSuite } from "./cache.js";
-import { qualitySuite } from "./quality.js";
-import { codecSuite } from "./codec.js";
-import type { CliCommand } from "../types.js";
+import type { LazyCommand } from "../types.js";
 
 /**
- * A `nexusquant bench <suite>` suite: a CliCommand whose name is the suite name. To add one (codec,
- * cache, quality), write src/cli/bench/<suite>.ts exporting a BenchSuite and append it here.
+ * A `nexusquant bench <suite>` suite: a CliCommand whose name is the suite name.
+ *
+ * The suites here ship with the package: they measure the runtime on the user's own machine. Lab
+ * suites (trained-model quality, the integration benchmark: they need the repository's dev
+ * dependencies and data) are registered in bench/suites/index.ts instead. To add a suite, write
+ * src/cli/bench/<suite>.ts (or bench/suites/<suite>.ts) exporting a BenchSuite and append one line
+ * to the matching list. Each suite's module loads only when that suite runs.
  */
-export type BenchSuite = CliCommand;
+export type { CliCommand as BenchSuite } from "../types.js";
 
-export const BENCH_SUITES: readonly BenchSuite[] = [codecSuite, cacheSuite, integrationSuite, qualitySuite];
-
-export function findSuite(name: string): BenchSuite | undefined {
-  return BENCH_SUITES.find((s) => s.name === name);
-}
+export const BENCH_SUITES: readonly LazyCommand[] = [
+  { name: "codec", load: () => import("./codec.js").then((m) => m.codecSuite) },
+  { name: "cache", load: () => import("./cache.js").then((m) => m.cacheSuite) },
+];

@@ -1,34 +1,69 @@
-import { BENCH_SUITES, findSuite } from "../bench/index.js";
-import type { CliCommand } from "../types.js";
+import { NexusQuantError } from "../../errors.js";
+import { BENCH_SUITES } from "../bench/index.js";
+import { loadLabSuites } from "../bench/lab.js";
+import type { CliCommand, CliIo, LazyCommand } from "../types.js";
 
-function usage(): string {
-  const width = Math.max(...BENCH_SUITES.map((s) => s.name.length));
+const SHORT_USAGE = `Usage: nexusquant bench <suite> [options]
+  Run \`nexusquant bench --help\` for the suites and their options.
+`;
+
+/** The package's suites, then the lab's when this is a clone of the repository. */
+async function allSuites(): Promise<{ suites: LazyCommand[]; labReason?: string }> {
+  const lab = await loadLabSuites();
+  return lab.available ? { suites: [...BENCH_SUITES, ...lab.suites] } : { suites: [...BENCH_SUITES], labReason: lab.reason };
+}
+
+async function usage(): Promise<string> {
+  const { suites, labReason } = await allSuites();
+  const loaded = await Promise.all(suites.map((s) => s.load()));
+  const width = Math.max(...loaded.map((s) => s.name.length));
   return [
     "Usage: nexusquant bench <suite> [options]",
     "",
     "Suites:",
-    ...BENCH_SUITES.map((s) => `  ${s.name.padEnd(width)}  ${s.summary}`),
+    ...loaded.map((s) => `  ${s.name.padEnd(width)}  ${s.summary}`),
+    ...(labReason ? ["", `Lab suites (quality, integration, …) run from a clone of the repository: ${labReason}.`] : []),
     "",
     "Every suite takes --json. Options of each suite:",
     "",
-    ...BENCH_SUITES.map((s) => s.usage),
+    ...loaded.map((s) => s.usage),
   ].join("\n");
 }
 
-/** Dispatches to the suites registered in src/cli/bench/index.ts. */
+async function suiteUsage(args: string[]): Promise<string> {
+  const name = args[0];
+  const suite = name === undefined ? undefined : (await allSuites()).suites.find((s) => s.name === name);
+  return suite ? (await suite.load()).usage : usage();
+}
+
+async function run(args: string[], io: CliIo): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined) {
+    io.stderr(`nexusquant bench: name a suite\n\n${await usage()}`);
+    return 2;
+  }
+  const { suites, labReason } = await allSuites();
+  const suite = suites.find((s) => s.name === name);
+  if (suite === undefined) {
+    if (labReason !== undefined) {
+      throw new NexusQuantError(
+        "LAB_ONLY",
+        `bench suite ${JSON.stringify(name)} is not one of this package's suites (${BENCH_SUITES.map((s) => s.name).join(", ")}). ` +
+          `The lab suites live in the repository's bench/ folder, and ${labReason}: clone the repository, run npm ci, and run it there.`,
+        { suite: name },
+      );
+    }
+    io.stderr(`nexusquant bench: unknown suite ${JSON.stringify(name)}\n\n${await usage()}`);
+    return 2;
+  }
+  return (await suite.load()).run(rest, io);
+}
+
+/** Dispatches to the suites registered in src/cli/bench/index.ts and bench/suites/index.ts. */
 export const benchCommand: CliCommand = {
   name: "bench",
-  summary: "benchmark suites (integration, …); --json for machine-readable results",
-  get usage() {
-    return usage();
-  },
-  async run(args, io) {
-    const [name, ...rest] = args;
-    const suite = name === undefined ? undefined : findSuite(name);
-    if (suite === undefined) {
-      io.stderr(`nexusquant bench: ${name === undefined ? "name a suite" : `unknown suite ${JSON.stringify(name)}`}\n\n${usage()}`);
-      return 2;
-    }
-    return suite.run(rest, io);
-  },
+  summary: "benchmark suites (codec, cache; lab suites from a repository clone); --json for machine-readable results",
+  usage: SHORT_USAGE,
+  loadUsage: suiteUsage,
+  run,
 };

@@ -1,6 +1,8 @@
-import { FidelityMeter, argmax, withNexusQuant, type OrtModuleLike, type OrtSessionLike } from "../../integrations/index.js";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { FidelityMeter } from "../../integrations/fidelity.js";
+import { withNexusQuant, type OrtModuleLike, type OrtSessionLike } from "../../integrations/index.js";
+import { argmax } from "../../integrations/sampling.js";
 import { NexusQuantError } from "../../errors.js";
 import { availableMemory } from "../../runtime/available-memory.js";
 import { getPreset } from "../../format/index.js";

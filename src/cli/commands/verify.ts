@@ -1,5 +1,5 @@
 import { PRESET_NAMES } from "../../format/index.js";
-import { verifyCompression, type VerifyResult } from "../../runtime/verify.js";
+import { verifyCompression, type VerifyResult } from "../../verify.js";
 import type { BackendRequest } from "../../runtime/backend.js";
 import { invalidArgument } from "../../errors.js";
 import { parseBytes, parseContext, parseFlags, parsePositiveInt } from "../args.js";

@@ -1,16 +1,16 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { invalidArgument } from "../../errors.js";
-import { SCORERS, getPreset, type ScorerName } from "../../format/index.js";
-import { RANDOM_MODEL_DEFAULTS, TRAINED_DEFAULTS, runQualityBench, type QualityReport, type QualitySettings } from "../../quality/harness.js";
-import { resolveQualityModel } from "../../quality/model.js";
-import { TABLE_HEADERS, qualityMarkdown, qualityPlotSpec } from "../../quality/report.js";
-import { parseQuantOnly } from "../../quality/variants.js";
-import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
-import { renderSvg } from "../plot.js";
-import { progressBar } from "../progress.js";
-import { renderTable, toJson } from "../table.js";
-import type { CliCommand } from "../types.js";
+import { invalidArgument } from "../../src/errors.js";
+import { SCORERS, getPreset, type ScorerName } from "../../src/format/index.js";
+import { RANDOM_MODEL_DEFAULTS, TRAINED_DEFAULTS, runQualityBench, type QualityReport, type QualitySettings } from "../quality/harness.js";
+import { resolveQualityModel } from "../quality/model.js";
+import { TABLE_HEADERS, qualityMarkdown, qualityPlotSpec } from "../quality/report.js";
+import { parseQuantOnly } from "../quality/variants.js";
+import { parseContext, parseFlags, parsePositiveInt } from "../../src/cli/args.js";
+import { renderSvg } from "../../src/cli/plot.js";
+import { progressBar } from "../../src/cli/progress.js";
+import { renderTable, toJson } from "../../src/cli/table.js";
+import type { CliCommand } from "../../src/cli/types.js";
 
 const USAGE = `nexusquant bench quality [--model DIR] [--out DIR] [--json] [sizes…]
   Perplexity and retrieval of every cache variant against the FP16 cache of the same model, with the

@@ -4,8 +4,8 @@
  * are identical (K3V2 is `quant`; L is `balanced`; the key-key scorer row is the preset itself) are
  * measured once and reported with `sameAs`, so no number is computed twice or copied by hand.
  */
-import { invalidArgument } from "../errors.js";
-import { DEFAULT_SPEC, PRESET_NAMES, SCORERS, getPreset, validateSpec, type CodeBits, type CompressionSpec, type ScorerName } from "../format/index.js";
+import { invalidArgument } from "../../src/errors.js";
+import { DEFAULT_SPEC, PRESET_NAMES, SCORERS, getPreset, validateSpec, type CodeBits, type CompressionSpec, type ScorerName } from "../../src/format/index.js";
 
 export type VariantGroup = "baseline" | "preset" | "quant-only" | "scorer";
 

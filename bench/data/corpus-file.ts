@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { NexusQuantError, invalidArgument } from "../errors.js";
+import { NexusQuantError, invalidArgument } from "../../src/errors.js";
 import { compareSpeeches, type Speech } from "./sotu.js";
 import { xzDecompress } from "./xz.js";
 

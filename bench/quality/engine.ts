@@ -9,11 +9,11 @@
  * a test checks the logits agree with it) and adds one thing the wrapper cannot do: it feeds the
  * observed scorer the model's own queries, read from extra graph outputs (queries.ts).
  */
-import { NexusQuantError } from "../errors.js";
-import type { CompressionSpec } from "../format/index.js";
-import { fp16BytesPerTokenLayer } from "../format/index.js";
-import { buildLlamaOnnx, type LlamaConfig, type LlamaModel } from "../model/index.js";
-import { CompressedKVCache, halfBitsToFloats, type BackendName } from "../runtime/index.js";
+import { NexusQuantError } from "../../src/errors.js";
+import type { CompressionSpec } from "../../src/format/index.js";
+import { fp16BytesPerTokenLayer } from "../../src/format/index.js";
+import { buildLlamaOnnx, type LlamaConfig, type LlamaModel } from "../../src/model/index.js";
+import { CompressedKVCache, halfBitsToFloats, type BackendName } from "../../src/runtime/index.js";
 import { exposeQueries, lastQueries, queryOutputName } from "./queries.js";
 
 type Ort = typeof import("onnxruntime-node");

@@ -1,5 +1,5 @@
-import { NexusQuantError, invalidArgument } from "../errors.js";
-import { Mulberry32, deriveSeed } from "./prng.js";
+import { NexusQuantError, invalidArgument } from "../../src/errors.js";
+import { Mulberry32, deriveSeed } from "../../src/shared/prng.js";
 
 /**
  * Synthetic retrieval samples: a fact (a 5-digit pass key, or a secret word for a named thing) stated

@@ -6,7 +6,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { NexusQuantError } from "../errors.js";
+import { NexusQuantError } from "../../src/errors.js";
 
 export interface QualityTokenizer {
   /** "tokenizer.json" or "utf8-bytes". */

@@ -36,6 +36,15 @@ export class Mulberry32 {
   }
 }
 
+/**
+ * A uniform [0, 1) stream from a Mulberry32 seeded with `seed` taken modulo 2^32 (any number works, so
+ * callers can mix seeds arithmetically): the one seeded generator of synthetic data, weights, sampling.
+ */
+export function seededRandom(seed: number): () => number {
+  const rng = new Mulberry32(seed >>> 0);
+  return () => rng.nextFloat();
+}
+
 /** An independent seed for item `index` of a family seeded with `base` (same formula in passkey.py). */
 export function deriveSeed(base: number, index: number): number {
   if (!Number.isInteger(base) || base < 0 || base > 0xffffffff) {

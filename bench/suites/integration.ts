@@ -4,14 +4,14 @@
  * own work (materializing dense past from the compressed cache, building feeds, absorbing present,
  * compressing — amortized over the steps); a plain feed-present-back loop is timed as well.
  */
-import { getPreset } from "../../format/index.js";
-import { NexusQuantError } from "../../errors.js";
-import { withNexusQuant, type OrtModuleLike, type OrtSessionLike, type OrtTensorLike } from "../../integrations/index.js";
-import type { TinyLlamaOptions } from "../../model/index.js";
-import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
-import { RANDOM_WEIGHTS, builtModel, byteTokens, BUILT_IN_TEXT } from "../demo-model.js";
-import { renderTable, toJson } from "../table.js";
-import type { CliCommand } from "../types.js";
+import { getPreset } from "../../src/format/index.js";
+import { NexusQuantError } from "../../src/errors.js";
+import { withNexusQuant, type OrtModuleLike, type OrtSessionLike, type OrtTensorLike } from "../../src/integrations/index.js";
+import type { TinyLlamaOptions } from "../../src/model/index.js";
+import { parseContext, parseFlags, parsePositiveInt } from "../../src/cli/args.js";
+import { RANDOM_WEIGHTS, builtModel, byteTokens, BUILT_IN_TEXT } from "../../src/cli/demo-model.js";
+import { renderTable, toJson } from "../../src/cli/table.js";
+import type { CliCommand } from "../../src/cli/types.js";
 
 /** Overhead budget from the issue: wrapper work ≤ 10% of the ORT step. */
 const TARGET = 0.1;

@@ -4,10 +4,10 @@
  * checked against what was measured. One run of the model per prompt; everything else is the cache.
  */
 import { heldOutSpeeches, RETRIEVAL_DEPTHS, type RetrievalKind } from "../data/index.js";
-import { invalidArgument } from "../errors.js";
-import type { ScorerName } from "../format/index.js";
-import { DEFAULT_COMPRESS_EVERY } from "../integrations/index.js";
-import { backendInfo } from "../runtime/index.js";
+import { invalidArgument } from "../../src/errors.js";
+import type { ScorerName } from "../../src/format/index.js";
+import { DEFAULT_COMPRESS_EVERY } from "../../src/integrations/index.js";
+import { backendInfo } from "../../src/runtime/index.js";
 import { QualityEngine } from "./engine.js";
 import { RANDOM_WEIGHTS_NOTE, type QualityModel } from "./model.js";
 import { measurePerplexity, type PerplexityResult } from "./perplexity.js";

@@ -1,13 +1,15 @@
-import { NexusQuantError, invalidArgument } from "../errors.js";
-import { FORMAT_LIMITS, compressedLayout, getPreset, type LayoutBytes } from "../format/index.js";
-import { ARCHITECTURES, architectureFromHfConfig, type Architecture } from "../estimator/index.js";
-import { availableMemory } from "./available-memory.js";
-import { CompressedKVCache } from "./cache.js";
-import { backendInfo, resolveBackend, type BackendName, type BackendRequest } from "./backend.js";
-import { measureMemory } from "./memory.js";
-import { syntheticKV } from "./synthetic.js";
+// Above both the estimator (model names, config.json) and the runtime (the cache it measures): the
+// runtime layer imports neither model nor estimator.
+import { NexusQuantError, invalidArgument } from "./errors.js";
+import { FORMAT_LIMITS, compressedLayout, getPreset, type LayoutBytes } from "./format/index.js";
+import { ARCHITECTURES, architectureFromHfConfig, type Architecture } from "./estimator/index.js";
+import { availableMemory } from "./runtime/available-memory.js";
+import { CompressedKVCache } from "./runtime/cache.js";
+import { backendInfo, resolveBackend, type BackendName, type BackendRequest } from "./runtime/backend.js";
+import { measureMemory } from "./runtime/memory.js";
+import { syntheticKV } from "./runtime/synthetic.js";
 import { checkInt, checkObject, checkOptionKeys, checkSeed } from "./validate.js";
-import { largestFittingContext, verifyChunkTokens, verifyWorkingSet } from "./working-set.js";
+import { largestFittingContext, verifyChunkTokens, verifyWorkingSet } from "./runtime/working-set.js";
 
 export interface VerifyOptions {
   /** A registry id (see `nexusquant models`) or an Architecture; or pass `config`. */

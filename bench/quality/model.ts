@@ -6,7 +6,7 @@
 import { access } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createTinyLlama, loadModelDir, type LlamaModel, type TinyLlamaOptions } from "../model/index.js";
+import { createTinyLlama, loadModelDir, type LlamaModel, type TinyLlamaOptions } from "../../src/model/index.js";
 import { byteTokenizer, loadTokenizerJson, type QualityTokenizer } from "./tokenizer.js";
 
 export interface QualityModel {

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { NexusQuantError } from "../errors.js";
+import { NexusQuantError } from "../../src/errors.js";
 
 /**
  * Node's zlib has no xz, so the system `xz` binary does the work. xz is chosen because the GPU machine

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Packaging check: what a user gets from `npm install nexusquant`. Packs the repository (prepack puts
+# the prebuilt CPU addon in), installs the tarball into an empty project with production dependencies
+# only (npm cache first; onnxruntime-node linked in as the optional peer the demo runs on),
+# and runs the CLI and an import of every export path there, asserting real output. Prints the
+# tarball and installed sizes. Exit 0 when every check passed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export ONNXRUNTIME_NODE_INSTALL=skip
+
+check() { echo "pack-check: $*"; }
+die() { echo "pack-check FAILED: $*" >&2; exit 1; }
+
+# Lifecycle output (prepack builds the addon, prepare compiles TypeScript) goes to the log; npm pack
+# prints the tarball's name last.
+npm pack --pack-destination "$work" > "$work/pack.log" 2>&1 || { tail -30 "$work/pack.log" >&2; die "npm pack failed"; }
+tarball=$(tail -1 "$work/pack.log")
+[ -f "$work/$tarball" ] || { tail -30 "$work/pack.log" >&2; die "npm pack wrote no tarball"; }
+size=$(stat -c %s "$work/$tarball")
+tar -tvzf "$work/$tarball" > "$work/contents.txt"
+entries=$(wc -l < "$work/contents.txt")
+unpacked=$(awk '{ s += $3 } END { print s }' "$work/contents.txt")
+for f in dist/index.js dist/cli/main.js prebuilds/linux-x64/nexusquant.node native/build.mjs native/addon-path.mjs CMakeLists.txt; do
+  grep -q " package/$f\$" "$work/contents.txt" || die "$f is missing from the tarball"
+done
+! grep -qE " package/(bench|test|src|models|build)/" "$work/contents.txt" || die "lab, source or build files in the tarball: $(grep -E " package/(bench|test|src|models|build)/" "$work/contents.txt" | head -3)"
+grep -E " package/dist/cli/main.js$" "$work/contents.txt" | grep -q "^-rwx" || die "dist/cli/main.js is not executable in the tarball"
+check "tarball $tarball: $((size / 1024)) KiB packed, $((unpacked / 1024)) KiB unpacked, $entries files"
+
+mkdir "$work/app"
+cd "$work/app"
+echo '{ "name": "pack-check-app", "private": true, "type": "module" }' > package.json
+# Production dependencies only, from the npm cache where it has them (the registry otherwise: npm ci
+# caches tarballs, not the package metadata an install by range needs).
+npm install --prefer-offline --omit=dev --no-audit --no-fund "$work/$tarball" > "$work/install.log" 2>&1 || { tail -30 "$work/install.log" >&2; die "npm install of the tarball failed (production dependencies)"; }
+# The demo runs on the optional peer onnxruntime-node (~100 MB): linked from the repository's copy
+# rather than downloaded again.
+ln -s "$repo/node_modules/onnxruntime-node" node_modules/onnxruntime-node
+[ ! -e node_modules/nexusquant/build ] || die "the install built the addon instead of using the prebuilt"
+check "installed: nexusquant $(du -sk node_modules/nexusquant | cut -f1) KiB, with its production dependencies $(du -sk node_modules | cut -f1) KiB (onnxruntime-node, linked, not counted)"
+
+npx --no-install nexusquant estimate --model llama-3.1-8b --context 128k --preset balanced --json > estimate.json || die "nexusquant estimate"
+node -e '
+  const r = JSON.parse(require("fs").readFileSync("estimate.json", "utf8"));
+  // llama-3.1-8b: 32 layers x 8 KV heads x 128 dims x 2 (K,V) x 2 bytes = 131,072 bytes per token.
+  if (r.kvBytesPerToken !== 131072 || r.kvCacheBytes !== 131072 * 131072) throw new Error("wrong FP16 figures: " + JSON.stringify(r).slice(0, 300));
+  if (r.preset !== "balanced" || !(r.compressedBytes > 0 && r.compressedBytes < r.kvCacheBytes / 10)) throw new Error("no balanced compression: " + JSON.stringify(r).slice(0, 300));
+' || die "estimate output"
+check "estimate --json ok"
+
+npx --no-install nexusquant demo --context 256 --max-new-tokens 4 --json > demo.json || die "nexusquant demo"
+node -e '
+  const r = JSON.parse(require("fs").readFileSync("demo.json", "utf8"));
+  if (!(r.compressedKvBytes > 0 && r.baselineKvBytes > r.compressedKvBytes && r.ratio > 1)) throw new Error("demo: no measured compression: " + JSON.stringify(r).slice(0, 300));
+  if (r.newTokens !== 4) throw new Error("demo: expected 4 new tokens, got " + r.newTokens);' || die "demo output"
+check "demo --json ok"
+
+set +e
+npx --no-install nexusquant bench quality > lab.out 2> lab.err
+lab=$?
+set -e
+[ "$lab" -eq 1 ] && grep -q "clone the repository" lab.err || die "bench quality outside the repository: expected exit 1 and a LAB_ONLY message, got $lab: $(cat lab.err)"
+check "bench quality outside the repository: exit 1, LAB_ONLY"
+
+cat > imports.mjs <<'JS'
+import assert from "node:assert/strict";
+const root = await import("nexusquant");
+assert.equal(root.kvBytesPerToken(root.ARCHITECTURES["llama-3.1-8b"]), 131072);
+assert.ok(root.compressedLayout({ layers: 1, kvHeads: 8, headDim: 128, tokens: 4096 }, root.PRESETS.balanced.spec).ratio > 1);
+const q = await root.quantize(new Float32Array(128 * 4).map((_, i) => Math.sin(i)), { headDim: 128, bits: 2 });
+assert.equal(q.codes.length, 4 * 32);
+assert.equal(root.backendInfo().cpu.threads > 0, true);
+const estimator = await import("nexusquant/estimator");
+assert.equal(typeof estimator.planCapacity, "function");
+const format = await import("nexusquant/format");
+assert.ok(format.PRESET_NAMES.includes("balanced"));
+const runtime = await import("nexusquant/runtime");
+assert.equal(runtime.halfBitsToFloats(runtime.floatsToHalfBits(new Float32Array([1.5])))[0], 1.5);
+const integrations = await import("nexusquant/integrations");
+assert.equal(typeof integrations.withNexusQuant, "function");
+const model = await import("nexusquant/model");
+assert.ok(model.buildLlamaOnnx(model.createTinyLlama({ seed: 1 })).length > 1000);
+const pkg = await import("nexusquant/package.json", { with: { type: "json" } });
+assert.equal(pkg.default.name, "nexusquant");
+console.log("imports ok: " + Object.keys(root).length + " root exports");
+JS
+node imports.mjs || die "imports of the export paths"
+check "every export path imports and works"
+echo "pack-check: all passed"
