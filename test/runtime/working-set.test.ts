@@ -14,7 +14,7 @@ import { native } from "../../src/runtime/native.js";
 describe("verifyCompression's planned peak", () => {
   it("covers the allocator's measured peak, within 2x, for several presets and contexts", async () => {
     const n = native() as unknown as { resetPeakMemory(): void; memoryStats(): { host: { totalBytes: number; peakBytes: number } } };
-    const arch = { id: "t", name: "t", source: "test", layers: 1, attentionHeads: 8, kvHeads: 4, headDim: 128, hiddenSize: 1024, attention: "gqa" as const, notes: [] };
+    const arch = { id: "t", name: "t", source: "test", layers: 2, attentionHeads: 8, kvHeads: 4, headDim: 128, hiddenSize: 1024, attention: "gqa" as const, notes: [] };
     for (const preset of ["quant", "balanced"]) {
       for (const context of [100, 1500]) {
         n.resetPeakMemory();
