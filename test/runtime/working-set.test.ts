@@ -16,7 +16,7 @@ describe("verifyCompression's planned peak", () => {
     const n = native() as unknown as { resetPeakMemory(): void; memoryStats(): { host: { totalBytes: number; peakBytes: number } } };
     const arch = { id: "t", name: "t", source: "test", layers: 2, attentionHeads: 8, kvHeads: 4, headDim: 128, hiddenSize: 1024, attention: "gqa" as const, notes: [] };
     for (const preset of ["quant", "balanced"]) {
-      for (const context of [100, 1500]) {
+      for (const context of [100, 1000]) {
         n.resetPeakMemory();
         const before = n.memoryStats().host.totalBytes;
         const r = await verifyCompression({ model: arch, context, preset, backend: "cpu" });
