@@ -21,6 +21,16 @@ constexpr size_t kFp16Bytes = 2;
 constexpr size_t kPageHeaderBytes = 16;
 constexpr size_t kQuantizedTensorHeaderBytes = 32;
 
+// Ranges the format supports; the binding and deserialize() refuse anything outside them, so no
+// size computed from a spec can overflow (and src/format validates against the same figures).
+constexpr int64_t kMaxPositions = 2147483647;      // token positions are int32
+constexpr int64_t kMaxWindowTokens = 1 << 30;      // sinkTokens, recentWindow (their sum fits int32)
+constexpr int64_t kMaxResidualWindow = 1 << 20;    // FP16 residual slots per (sequence, layer)
+constexpr int64_t kMaxPageTokens = 1 << 16;        // token slots per page
+constexpr int64_t kMaxHeads = 4096;                // kvHeads
+constexpr int64_t kMaxQueryHeads = 1 << 16;        // queryHeads (a multiple of kvHeads)
+constexpr int64_t kMaxStores = 1 << 24;            // batch x layers
+
 struct Spec {
   int keyBits;
   int valueBits;
@@ -68,7 +78,9 @@ NQ_FMT_HD constexpr size_t residualBytes(size_t kvHeads, size_t headDim, const S
 // floor(evictable * evictFraction). Same rounding as keptTokenCount in layout.ts.
 inline size_t keptTokenCount(size_t tokens, const Spec& s) {
   if (s.evictFraction == 0.0) return tokens;
-  const size_t protectedTokens = tokens < static_cast<size_t>(s.sinkTokens + s.recentWindow) ? tokens : static_cast<size_t>(s.sinkTokens + s.recentWindow);
+  // Summed in size_t: two int fields near INT_MAX must not overflow (a corrupted header could hold them).
+  const size_t window = static_cast<size_t>(s.sinkTokens) + static_cast<size_t>(s.recentWindow);
+  const size_t protectedTokens = tokens < window ? tokens : window;
   const size_t evictable = tokens - protectedTokens;
   // floor(evictable * f) computed in double exactly as JS does (both IEEE-754 binary64).
   const double evicted = static_cast<double>(evictable) * s.evictFraction;

@@ -5,6 +5,7 @@
 
 namespace {
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new nq::AddonData());  // deleted by N-API when this environment ends
   nq::registerBackend(env, exports);
   nq::registerMemory(env, exports);
   nq::registerFormat(env, exports);

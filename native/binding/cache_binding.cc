@@ -1,30 +1,33 @@
 // NativeCache: the JS handle of a KvCache. TypeScript (src/runtime/cache.ts) validates arguments;
-// this layer converts typed arrays, runs the work (compress also as async work off the event loop),
-// and turns NqError into JS errors with a `code`.
+// this layer converts typed arrays (refusing integers it cannot represent and lengths that do not
+// match), runs the work (compress also as async work off the event loop), and turns every C++
+// exception into a JS error with a `code`. Each cache charges its bytes to its own MemoryBudget
+// (optional memoryLimitBytes) and reports them to V8 as external memory, so that a cache dropped
+// without dispose() is collected as soon as its native size warrants, not when the JS heap fills.
+#include <cmath>
 #include <memory>
 #include <string>
 
+#include "binding/args.h"
 #include "binding/errors.h"
 #include "binding/register.h"
 #include "cpu/dense_attention.h"
 #include "cpu/kv_cache.h"
+#include "cpu/codec.h"
 #include "cpu/nq_error.h"
+#include "memory/allocator.h"
 
 namespace nq {
 namespace {
 
-template <typename F>
-auto guarded(Napi::Env env, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const NqError& e) {
-    throw makeJsError(env, e.code, e.what());
-  } catch (const std::bad_alloc&) {
-    throw makeJsError(env, "OUT_OF_MEMORY", "out of host memory");
-  }
-}
+size_t argSize(const Napi::CallbackInfo& info, size_t i, const char* what, int64_t max = kMaxSafeInteger) { return readSize(info[i], what, max); }
 
-size_t argSize(const Napi::CallbackInfo& info, size_t i) { return static_cast<size_t>(info[i].As<Napi::Number>().Int64Value()); }
+template <typename T>
+T typedArray(const Napi::Value& v, napi_typedarray_type type, const char* what, const char* expected) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throwJs(v.Env(), "INVALID_ARGUMENT", std::string("Expected a ") + expected + " for " + what + " but received " + describeJs(v));
+  return v.As<T>();
+}
 
 class NativeCache : public Napi::ObjectWrap<NativeCache> {
  public:
@@ -34,36 +37,69 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
                         InstanceMethod<&NativeCache::compressAsync>("compressAsync"), InstanceMethod<&NativeCache::attention>("attention"),
                         InstanceMethod<&NativeCache::materialize>("materialize"), InstanceMethod<&NativeCache::counts>("counts"),
                         InstanceMethod<&NativeCache::bytes>("bytes"), InstanceMethod<&NativeCache::serialize>("serialize"),
-                        InstanceMethod<&NativeCache::dispose>("dispose"), StaticMethod<&NativeCache::deserialize>("deserialize")});
+                        InstanceMethod<&NativeCache::dispose>("dispose"), InstanceMethod<&NativeCache::heldBytes>("heldBytes"),
+                        StaticMethod<&NativeCache::deserialize>("deserialize")});
   }
+
+  // What deserialize() hands the constructor through an External: the loaded cache and the budget
+  // its bytes were charged to.
+  struct Loaded {
+    std::unique_ptr<KvCache> cache;
+    std::shared_ptr<MemoryBudget> budget;
+  };
 
   explicit NativeCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCache>(info) {
     Napi::Env env = info.Env();
     if (info[0].IsExternal()) {  // from deserialize()
-      cache_.reset(info[0].As<Napi::External<KvCache>>().Data());
+      Loaded* loaded = info[0].As<Napi::External<Loaded>>().Data();
+      budget_ = std::move(loaded->budget);
+      cache_ = std::move(loaded->cache);
+      reportExternal(env);
       return;
     }
+    if (!info[0].IsObject()) throwJs(env, "INVALID_ARGUMENT", "Expected a cache options object");
     Napi::Object o = info[0].As<Napi::Object>();
-    auto num = [&](const char* k) { return o.Get(k).As<Napi::Number>(); };
+    auto integer = [&](const char* k, int64_t min, int64_t max) { return readInteger(o.Get(k), k, min, max); };
     CacheOptions c;
-    c.batch = num("batch").Uint32Value();
-    c.layers = num("layers").Uint32Value();
-    c.kvHeads = num("kvHeads").Uint32Value();
-    c.headDim = num("headDim").Uint32Value();
-    c.spec = format::Spec{num("keyBits").Int32Value(), num("valueBits").Int32Value(), num("evictFraction").DoubleValue(),
-                          num("sinkTokens").Int32Value(), num("recentWindow").Int32Value(), num("residualWindow").Int32Value(),
-                          num("pageTokens").Int32Value()};
-    c.scorer = static_cast<Scorer>(num("scorer").Int32Value());
-    c.seed = num("seed").Uint32Value();
-    c.scorerWindow = num("scorerWindow").Uint32Value();
-    c.poolKernel = num("poolKernel").Uint32Value();
-    c.queryHeads = num("queryHeads").Uint32Value();
-    c.ropeTheta = num("ropeTheta").DoubleValue();
-    c.budgetTokens = static_cast<size_t>(num("budgetTokens").Int64Value());
-    guarded(env, [&] { cache_ = std::make_unique<KvCache>(c); });
+    c.batch = static_cast<size_t>(integer("batch", 1, format::kMaxStores));
+    c.layers = static_cast<size_t>(integer("layers", 1, format::kMaxStores));
+    if (c.batch * c.layers > static_cast<size_t>(format::kMaxStores))
+      throwJs(env, "INVALID_ARGUMENT", "batch × layers must be at most " + std::to_string(format::kMaxStores));
+    c.kvHeads = static_cast<size_t>(integer("kvHeads", 1, format::kMaxHeads));
+    c.headDim = static_cast<size_t>(integer("headDim", 8, kMaxHeadDim));
+    c.spec = format::Spec{static_cast<int>(integer("keyBits", 2, 4)),
+                          static_cast<int>(integer("valueBits", 2, 4)),
+                          readFinite(o.Get("evictFraction"), "evictFraction"),
+                          static_cast<int>(integer("sinkTokens", 0, format::kMaxWindowTokens)),
+                          static_cast<int>(integer("recentWindow", 0, format::kMaxWindowTokens)),
+                          static_cast<int>(integer("residualWindow", 0, format::kMaxResidualWindow)),
+                          static_cast<int>(integer("pageTokens", 8, format::kMaxPageTokens))};
+    if (!(c.spec.evictFraction >= 0 && c.spec.evictFraction < 1)) throwJs(env, "INVALID_ARGUMENT", "evictFraction must be in [0, 1)");
+    if (c.spec.pageTokens % 8 != 0 || !codecSupports(static_cast<int>(c.headDim), c.spec.keyBits) || !codecSupports(static_cast<int>(c.headDim), c.spec.valueBits))
+      throwJs(env, "UNSUPPORTED", "pageTokens must be a multiple of 8 and headDim/bits a size the codec supports");
+    c.scorer = static_cast<Scorer>(integer("scorer", 0, static_cast<int64_t>(Scorer::Random)));
+    c.seed = static_cast<uint32_t>(integer("seed", 0, 0xFFFFFFFFll));
+    c.scorerWindow = static_cast<size_t>(integer("scorerWindow", 1, format::kMaxPositions));
+    c.poolKernel = static_cast<size_t>(integer("poolKernel", 1, format::kMaxPositions));
+    c.queryHeads = static_cast<size_t>(integer("queryHeads", 1, format::kMaxQueryHeads));
+    if (c.queryHeads % c.kvHeads != 0) throwJs(env, "INVALID_ARGUMENT", "queryHeads must be a multiple of kvHeads");
+    c.ropeTheta = readFinite(o.Get("ropeTheta"), "ropeTheta");
+    if (!(c.ropeTheta == 0 || (c.ropeTheta > 1 && c.ropeTheta < 1e12)) || (c.ropeTheta > 0 && c.headDim % 2 != 0))
+      throwJs(env, "INVALID_ARGUMENT", "ropeTheta must be 0 (keys stored as they come) or in (1, 1e12) with an even headDim");
+    c.budgetTokens = static_cast<size_t>(integer("budgetTokens", 0, format::kMaxPositions));
+    const Napi::Value limit = o.Get("memoryLimitBytes");
+    budget_ = std::make_shared<MemoryBudget>(limit.IsUndefined() ? 0 : static_cast<uint64_t>(readInteger(limit, "memoryLimitBytes", 0, kMaxSafeInteger)));
+    guarded(env, [&] {
+      BudgetScope scope(budget_.get());
+      cache_ = std::make_unique<KvCache>(c);
+    });
+    reportExternal(env);
   }
 
-  static Napi::FunctionReference* constructor;
+  ~NativeCache() override {
+    cache_.reset();
+    reportExternal(Env());
+  }
 
  private:
   KvCache& cache(Napi::Env env) {
@@ -72,16 +108,47 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     return *cache_;
   }
 
+  // Runs f on the JS thread with this cache's budget charged, errors typed, and V8 told the new size.
+  template <typename F>
+  auto run(Napi::Env env, F&& f) -> decltype(f()) {
+    struct Report {
+      NativeCache* self;
+      Napi::Env env;
+      ~Report() { self->reportExternal(env); }
+    } report{this, env};
+    BudgetScope scope(budget_.get());
+    return guarded(env, std::forward<F>(f));
+  }
+
+  // Tells V8 how many native bytes this object holds, as a difference from what it was told last.
+  // The C call, not Napi::MemoryManagement: this also runs in destructors, where nothing may throw.
+  void reportExternal(napi_env env) noexcept {
+    const int64_t now = cache_ && budget_ ? static_cast<int64_t>(budget_->live()) : 0;
+    int64_t total = 0;
+    if (now != reported_ && napi_adjust_external_memory(env, now - reported_, &total) == napi_ok) reported_ = now;
+  }
+
   Napi::Value append(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     KvCache& c = cache(env);
-    const size_t seq = argSize(info, 0), layer = argSize(info, 1), tokens = argSize(info, 4);
-    Napi::TypedArray k = info[2].As<Napi::TypedArray>(), v = info[3].As<Napi::TypedArray>();
-    guarded(env, [&] {
-      if (k.TypedArrayType() == napi_float32_array)
-        c.append(seq, layer, k.As<Napi::Float32Array>().Data(), v.As<Napi::Float32Array>().Data(), tokens);
-      else
-        c.appendF16(seq, layer, k.As<Napi::Uint16Array>().Data(), v.As<Napi::Uint16Array>().Data(), tokens);
+    const size_t seq = argSize(info, 0, "sequence"), layer = argSize(info, 1, "layer"), tokens = argSize(info, 4, "tokens");
+    const auto& o = c.options();
+    if (seq >= o.batch || layer >= o.layers) throwJs(env, "INVALID_ARGUMENT", "sequence or layer out of range");
+    const bool f32 = info[2].IsTypedArray() && info[2].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array;
+    Napi::TypedArray k = f32 ? Napi::TypedArray(typedArray<Napi::Float32Array>(info[2], napi_float32_array, "keys", "Float32Array"))
+                             : Napi::TypedArray(typedArray<Napi::Uint16Array>(info[2], napi_uint16_array, "keys", "Float32Array or Uint16Array"));
+    Napi::TypedArray v = f32 ? Napi::TypedArray(typedArray<Napi::Float32Array>(info[3], napi_float32_array, "values", "Float32Array"))
+                             : Napi::TypedArray(typedArray<Napi::Uint16Array>(info[3], napi_uint16_array, "values", "Uint16Array"));
+    if (tokens > static_cast<size_t>(kMaxSafeInteger) / (o.kvHeads * o.headDim) || k.ElementLength() != o.kvHeads * tokens * o.headDim ||
+        v.ElementLength() != k.ElementLength())
+      throwJs(env, "INVALID_ARGUMENT", "keys and values must both hold kvHeads × tokens × headDim elements");
+    // Positions are int32: refuse the append that would take this store past them.
+    if (tokens > static_cast<size_t>(format::kMaxPositions) - c.appended(seq, layer))
+      throwJs(env, "INVALID_ARGUMENT", "this append would take the sequence past " + std::to_string(format::kMaxPositions) +
+                                           " tokens, the most that int32 positions address; start a new cache");
+    run(env, [&] {
+      if (f32) c.append(seq, layer, k.As<Napi::Float32Array>().Data(), v.As<Napi::Float32Array>().Data(), tokens);
+      else c.appendF16(seq, layer, k.As<Napi::Uint16Array>().Data(), v.As<Napi::Uint16Array>().Data(), tokens);
     });
     return env.Undefined();
   }
@@ -92,22 +159,30 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     long layer = -1;  // -1: every layer
     std::vector<std::vector<float>> observed;
   };
-  static CompressArgs compressArgs(const Napi::CallbackInfo& info) {
+  static CompressArgs compressArgs(const Napi::CallbackInfo& info, const CacheOptions& o) {
+    Napi::Env env = info.Env();
     CompressArgs a;
-    a.seq = argSize(info, 0);
-    a.layer = static_cast<long>(info[1].As<Napi::Number>().Int64Value());
+    a.seq = argSize(info, 0, "sequence");
+    a.layer = static_cast<long>(readInteger(info[1], "layer", -1, static_cast<int64_t>(o.layers) - 1));
+    if (a.seq >= o.batch) throwJs(env, "INVALID_ARGUMENT", "sequence out of range");
     if (info.Length() > 2 && info[2].IsArray()) {
       Napi::Array arr = info[2].As<Napi::Array>();
+      a.queryHeads = argSize(info, 3, "queryHeads");
+      a.window = argSize(info, 4, "window");
+      if (a.queryHeads != o.queryHeads || a.window > static_cast<size_t>(format::kMaxPositions))
+        throwJs(env, "INVALID_ARGUMENT", "observed queries must be laid out [queryHeads, window, headDim] with the cache's queryHeads");
+      if (arr.Length() > o.layers) throwJs(env, "INVALID_ARGUMENT", "more observed-query entries than layers");
       a.observed.resize(arr.Length());
       for (uint32_t i = 0; i < arr.Length(); ++i) {
         Napi::Value e = arr.Get(i);
-        if (e.IsTypedArray()) {
-          Napi::Float32Array f = e.As<Napi::Float32Array>();
-          a.observed[i].assign(f.Data(), f.Data() + f.ElementLength());
-        }
+        if (e.IsNull() || e.IsUndefined()) continue;
+        Napi::Float32Array f = typedArray<Napi::Float32Array>(e, napi_float32_array, "observed queries", "Float32Array");
+        if (f.ElementLength() != a.queryHeads * a.window * o.headDim)
+          throwJs(env, "INVALID_ARGUMENT", "observed queries of layer " + std::to_string(i) + " must hold queryHeads × window × headDim elements");
+        for (size_t j = 0; j < f.ElementLength(); ++j)
+          if (!std::isfinite(f[j])) throwJs(env, "INVALID_DATA", "observed queries of layer " + std::to_string(i) + " hold a non-finite value");
+        a.observed[i].assign(f.Data(), f.Data() + f.ElementLength());
       }
-      a.queryHeads = argSize(info, 3);
-      a.window = argSize(info, 4);
     }
     return a;
   }
@@ -120,8 +195,8 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   Napi::Value compress(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     KvCache& c = cache(env);
-    CompressArgs a = compressArgs(info);
-    guarded(env, [&] { runCompress(c, a); });
+    CompressArgs a = compressArgs(info, c.options());
+    run(env, [&] { runCompress(c, a); });
     return env.Undefined();
   }
 
@@ -133,23 +208,19 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     }
     Napi::Promise promise() { return deferred_.Promise(); }
     void Execute() override {
-      try {
-        runCompress(*owner_->cache_, args_);
-      } catch (const NqError& e) {
-        code_ = e.code;
-        SetError(e.what());
-      } catch (const std::bad_alloc&) {
-        code_ = "OUT_OF_MEMORY";
-        SetError("out of host memory");
-      }
+      BudgetScope scope(owner_->budget_.get());
+      failure_ = catchAll([&] { runCompress(*owner_->cache_, args_); });
     }
     void OnOK() override {
       owner_->busy_ = false;
-      deferred_.Resolve(Env().Undefined());
+      owner_->reportExternal(Env());
+      if (failure_) deferred_.Reject(makeJsError(Env(), failure_.code, failure_.message).Value());
+      else deferred_.Resolve(Env().Undefined());
     }
     void OnError(const Napi::Error& e) override {
       owner_->busy_ = false;
-      deferred_.Reject(makeJsError(Env(), code_, e.Message()).Value());
+      owner_->reportExternal(Env());
+      deferred_.Reject(makeJsError(Env(), "NATIVE_ERROR", e.Message()).Value());
     }
 
    private:
@@ -157,13 +228,13 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     CompressArgs args_;
     Napi::Promise::Deferred deferred_;
     Napi::ObjectReference ref_;
-    const char* code_ = "NATIVE_ERROR";
+    NativeFailure failure_;
   };
 
   Napi::Value compressAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    cache(env);
-    auto* worker = new CompressWorker(env, this, compressArgs(info));
+    KvCache& c = cache(env);
+    auto* worker = new CompressWorker(env, this, compressArgs(info, c.options()));
     busy_ = true;
     Napi::Promise p = worker->promise();
     worker->Queue();
@@ -173,13 +244,31 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   Napi::Value attention(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     KvCache& c = cache(env);
-    const size_t seq = argSize(info, 0), layer = argSize(info, 1);
-    Napi::Float32Array q = info[2].As<Napi::Float32Array>();
-    const size_t qHeads = argSize(info, 3), nq = argSize(info, 4);
-    const int32_t* qpos = info[5].IsTypedArray() ? info[5].As<Napi::Int32Array>().Data() : nullptr;
-    const float scale = info[6].As<Napi::Number>().FloatValue();
+    const auto& o = c.options();
+    const size_t seq = argSize(info, 0, "sequence"), layer = argSize(info, 1, "layer");
+    if (seq >= o.batch || layer >= o.layers) throwJs(env, "INVALID_ARGUMENT", "sequence or layer out of range");
+    Napi::Float32Array q = typedArray<Napi::Float32Array>(info[2], napi_float32_array, "queries", "Float32Array");
+    const size_t qHeads = argSize(info, 3, "queryHeads", format::kMaxQueryHeads), nq = argSize(info, 4, "query count", format::kMaxPositions);
+    if (qHeads == 0 || qHeads % o.kvHeads != 0 || q.ElementLength() != qHeads * nq * o.headDim)
+      throwJs(env, "INVALID_ARGUMENT", "queries must be laid out [queryHeads, nq, headDim] with queryHeads a multiple of kvHeads");
+    const int32_t* qpos = nullptr;
+    if (info[5].IsTypedArray()) {
+      Napi::Int32Array p = typedArray<Napi::Int32Array>(info[5], napi_int32_array, "positions", "Int32Array");
+      if (p.ElementLength() != nq) throwJs(env, "INVALID_ARGUMENT", "positions must hold one entry per query");
+      qpos = p.Data();
+    }
+    // The kernel works in float: a scale beyond float's range (1e300) would turn every logit into
+    // +-Inf and the output into NaN.
+    const double scale64 = readFinite(info[6], "scale");
+    const float scale = static_cast<float>(scale64);
+    if (!std::isfinite(scale) || (scale == 0 && scale64 != 0))
+      throwJs(env, "INVALID_ARGUMENT", "Expected a scale within float32 range for attention but received " + describeJs(info[6]));
     Napi::Float32Array out = Napi::Float32Array::New(env, q.ElementLength());
-    guarded(env, [&] { c.attention(seq, layer, q.Data(), qHeads, nq, qpos, scale, out.Data()); });
+    run(env, [&] { c.attention(seq, layer, q.Data(), qHeads, nq, qpos, scale, out.Data()); });
+    for (size_t i = 0; i < out.ElementLength(); ++i)
+      if (!std::isfinite(out[i]))
+        throwJs(env, "INVALID_DATA", "attention produced a non-finite output (the logits overflowed float32: scale × q·k is too large); "
+                                     "lower the scale or check the queries");
     return out;
   }
 
@@ -187,7 +276,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   Napi::Value materialize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     KvCache& c = cache(env);
-    const size_t seq = argSize(info, 0), layer = argSize(info, 1);
+    const size_t seq = argSize(info, 0, "sequence"), layer = argSize(info, 1, "layer");
     const bool f16 = info.Length() > 2 && info[2].ToBoolean().Value();
     const auto& o = c.options();
     if (seq >= o.batch || layer >= o.layers) throwJs(env, "INVALID_ARGUMENT", "sequence or layer out of range");
@@ -208,7 +297,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
       v = vv;
     }
     auto p = Napi::Int32Array::New(env, o.kvHeads * n);
-    guarded(env, [&] { c.materializeInto(seq, layer, f16, kp, vp, p.Data()); });
+    run(env, [&] { c.materializeInto(seq, layer, f16, kp, vp, p.Data()); });
     Napi::Object r = Napi::Object::New(env);
     r.Set("tokens", static_cast<double>(n));
     r.Set("keys", k);
@@ -221,7 +310,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   Napi::Value counts(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     KvCache& c = cache(env);
-    const size_t seq = argSize(info, 0), layer = argSize(info, 1);
+    const size_t seq = argSize(info, 0, "sequence"), layer = argSize(info, 1, "layer");
     const auto& o = c.options();
     if (seq >= o.batch || layer >= o.layers) throwJs(env, "INVALID_ARGUMENT", "sequence or layer out of range");
     Napi::Object r = Napi::Object::New(env);
@@ -246,38 +335,61 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     return r;
   }
 
+  // heldBytes() -> { live, limit, reported }: bytes charged to this cache's budget, its limit
+  // (0: none) and what V8 was last told.
+  Napi::Value heldBytes(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("live", static_cast<double>(budget_ ? budget_->live() : 0));
+    r.Set("limit", static_cast<double>(budget_ ? budget_->limit() : 0));
+    r.Set("reported", static_cast<double>(reported_));
+    return r;
+  }
+
   Napi::Value serialize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::vector<uint8_t> bytes = guarded(env, [&] { return cache(env).serialize(); });
+    KvCache& c = cache(env);
+    std::vector<uint8_t> bytes = guarded(env, [&] { return c.serialize(); });
     Napi::Uint8Array out = Napi::Uint8Array::New(env, bytes.size());
     std::copy(bytes.begin(), bytes.end(), out.Data());
     return out;
   }
 
+  // deserialize(buf, memoryLimitBytes?) -> NativeCache
   static Napi::Value deserialize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
-    auto* c = guarded(env, [&] { return new KvCache(KvCache::deserialize(buf.Data(), buf.ByteLength())); });
-    return constructor->New({Napi::External<KvCache>::New(env, c)});
+    Napi::Uint8Array buf = typedArray<Napi::Uint8Array>(info[0], napi_uint8_array, "buffer", "Uint8Array");
+    Loaded loaded;
+    const uint64_t limit = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<uint64_t>(readInteger(info[1], "memoryLimitBytes", 0, kMaxSafeInteger)) : 0;
+    loaded.budget = std::make_shared<MemoryBudget>(limit);
+    guarded(env, [&] {
+      BudgetScope scope(loaded.budget.get());
+      loaded.cache = std::make_unique<KvCache>(KvCache::deserialize(buf.Data(), buf.ByteLength()));
+    });
+    return addonData(env).nativeCache.New({Napi::External<Loaded>::New(env, &loaded)});
   }
 
   Napi::Value dispose(const Napi::CallbackInfo& info) {
     if (busy_) throwJs(info.Env(), "INVALID_ARGUMENT", "cannot dispose while an async compress() is running; await it first");
     cache_.reset();
+    reportExternal(info.Env());
     return info.Env().Undefined();
   }
 
+  // Declared before cache_: the cache's buffers return their bytes to the budget when it is destroyed.
+  std::shared_ptr<MemoryBudget> budget_;
   std::unique_ptr<KvCache> cache_;
+  int64_t reported_ = 0;  // bytes V8 was told this object holds
   bool busy_ = false;
 };
-
-Napi::FunctionReference* NativeCache::constructor = nullptr;
 
 // denseAttentionF32(keys, values, kvHeads, n, d, q, qHeads, scale) -> Float32Array [qHeads][d]
 Napi::Value denseAttention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Float32Array k = info[0].As<Napi::Float32Array>(), v = info[1].As<Napi::Float32Array>(), q = info[5].As<Napi::Float32Array>();
-  const size_t kvHeads = argSize(info, 2), n = argSize(info, 3), d = argSize(info, 4), qHeads = argSize(info, 6);
+  const size_t kvHeads = argSize(info, 2, "kvHeads"), n = argSize(info, 3, "tokens"), d = argSize(info, 4, "headDim"), qHeads = argSize(info, 6, "queryHeads");
+  if (kvHeads == 0 || d == 0 || kvHeads > static_cast<size_t>(format::kMaxHeads) || d > static_cast<size_t>(kMaxHeadDim) || n > static_cast<size_t>(format::kMaxPositions))
+    throwJs(env, "INVALID_ARGUMENT", "denseAttentionF32: shape out of range");
   if (k.ElementLength() != kvHeads * n * d || v.ElementLength() != k.ElementLength() || q.ElementLength() != qHeads * d || qHeads % kvHeads != 0)
     throwJs(env, "INVALID_ARGUMENT", "denseAttentionF32: array lengths do not match the shape");
   Napi::Float32Array out = Napi::Float32Array::New(env, qHeads * d);
@@ -289,7 +401,7 @@ Napi::Value denseAttention(const Napi::CallbackInfo& info) {
 
 void registerCache(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = NativeCache::define(env);
-  NativeCache::constructor = new Napi::FunctionReference(Napi::Persistent(cls));
+  addonData(env).nativeCache = Napi::Persistent(cls);
   exports.Set("NativeCache", cls);
   exports.Set("denseAttentionF32", Napi::Function::New(env, denseAttention, "denseAttentionF32"));
 }

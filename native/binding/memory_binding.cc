@@ -1,4 +1,5 @@
 // memoryStats(): live bytes by category from the accounting allocator, for host and device.
+#include "binding/args.h"
 #include "binding/register.h"
 #include "memory/allocator.h"
 
@@ -34,12 +35,22 @@ Napi::Value hostAvailable(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(hostAvailableBytes()));
 }
 
+// setHostMemoryLimit(bytes): 0 removes the process-wide limit.
+Napi::Value setHostLimit(const Napi::CallbackInfo& info) {
+  setHostMemoryLimit(static_cast<uint64_t>(readInteger(info[0], "bytes", 0, kMaxSafeInteger)));
+  return info.Env().Undefined();
+}
+
+Napi::Value hostLimit(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(hostMemoryLimit())); }
+
 }  // namespace
 
 void registerMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("memoryStats", Napi::Function::New(env, memoryStats, "memoryStats"));
   exports.Set("resetPeakMemory", Napi::Function::New(env, resetPeakMemory, "resetPeakMemory"));
   exports.Set("hostAvailableBytes", Napi::Function::New(env, hostAvailable, "hostAvailableBytes"));
+  exports.Set("setHostMemoryLimit", Napi::Function::New(env, setHostLimit, "setHostMemoryLimit"));
+  exports.Set("hostMemoryLimit", Napi::Function::New(env, hostLimit, "hostMemoryLimit"));
 }
 
 }  // namespace nq

@@ -3,6 +3,15 @@
 #include <napi.h>
 
 namespace nq {
+
+// State the addon keeps per JS environment (main thread and each worker_thread load the addon
+// separately): set once in addon.cc with Env::SetInstanceData, freed with the environment. Never a
+// static: a static JS reference created by one environment is invalid in every other.
+struct AddonData {
+  Napi::FunctionReference nativeCache;  // the NativeCache class, for deserialize()
+};
+inline AddonData& addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
 void registerBackend(Napi::Env env, Napi::Object exports);
 void registerMemory(Napi::Env env, Napi::Object exports);
 void registerFormat(Napi::Env env, Napi::Object exports);

@@ -84,8 +84,8 @@ CategoryBytes pageSplit(const format::PageOffsets& off) {
 }
 
 [[noreturn]] void oom(const char* what, size_t bytes) {
-  throw NqError("OUT_OF_MEMORY", std::string("could not allocate ") + std::to_string(bytes) + " bytes for " + what +
-                                     " (host memory available: " + std::to_string(hostAvailableBytes()) + " bytes)");
+  throw NqError("OUT_OF_MEMORY", std::string("could not allocate ") + std::to_string(bytes) + " bytes for " + what + ": the limit was " +
+                                     allocationFailureReason() + "; dispose caches, raise the limit or use a smaller context");
 }
 
 }  // namespace

@@ -1,11 +1,15 @@
 // KvCache serialization: "NQKV", a version, the options, every (sequence, layer) store, and a CRC32
 // of everything before it. deserialize() checks the checksum, the declared sizes and every field
 // before allocating, so a truncated or corrupted buffer is a CORRUPT_DATA error, never a crash.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
 #include "cpu/kv_cache.h"
+#include "cpu/codec.h"
 #include "cpu/nq_error.h"
+#include "nq_half.h"
 
 namespace nq {
 namespace {
@@ -111,7 +115,7 @@ std::vector<uint8_t> KvCache::serialize() const {
 
 KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
   Reader r{data, size};
-  if (size < 16) r.corrupt("the buffer is only " + std::to_string(size) + " bytes");
+  if (!data || size < 16) r.corrupt("the buffer is only " + std::to_string(size) + " bytes");
   if (r.get<uint32_t>("magic") != kMagic) r.corrupt("bad magic (expected \"NQKV\")");
   const uint32_t version = r.get<uint32_t>("version");
   if (version != kVersion) r.corrupt("unsupported version " + std::to_string(version) + " (this build reads version " + std::to_string(kVersion) + ")");
@@ -140,51 +144,106 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
   o.queryHeads = r.get<uint32_t>("queryHeads");
   o.budgetTokens = r.get<uint64_t>("budgetTokens");
   o.ropeTheta = r.get<double>("ropeTheta");
+  // Every field within the range the format supports (kernels/nq_format.h), and consistent with the
+  // rules the TypeScript constructor applies, so that anything this accepts also loads there.
   auto bitsOk = [](int b) { return b >= 2 && b <= 4; };
-  if (o.batch == 0 || o.layers == 0 || o.kvHeads == 0 || o.headDim == 0 || o.headDim % 8 != 0 || !bitsOk(o.spec.keyBits) ||
-      !bitsOk(o.spec.valueBits) || scorer > static_cast<uint8_t>(Scorer::Random) || !(o.spec.evictFraction >= 0 && o.spec.evictFraction < 1) ||
-      o.spec.pageTokens <= 0 || o.spec.pageTokens % 8 != 0 || o.batch * o.layers > (1u << 24) || o.queryHeads == 0 || !(o.ropeTheta >= 0 && o.ropeTheta < 1e12) || (o.ropeTheta > 0 && o.headDim % 2 != 0) || o.queryHeads % o.kvHeads != 0 || o.headDim > 4096 || o.kvHeads > 4096)
-    r.corrupt("invalid cache options in the header");
+  auto within = [](uint64_t v, int64_t lo, int64_t hi) { return v >= static_cast<uint64_t>(lo) && v <= static_cast<uint64_t>(hi); };
+  if (!within(o.batch, 1, format::kMaxStores) || !within(o.layers, 1, format::kMaxStores) || o.batch * o.layers > static_cast<uint64_t>(format::kMaxStores))
+    r.corrupt("invalid batch or layer count in the header");
+  if (!within(o.kvHeads, 1, format::kMaxHeads) || !bitsOk(o.spec.keyBits) || !bitsOk(o.spec.valueBits) ||
+      !codecSupports(static_cast<int>(std::min<size_t>(o.headDim, 1 << 20)), o.spec.keyBits) ||
+      !codecSupports(static_cast<int>(std::min<size_t>(o.headDim, 1 << 20)), o.spec.valueBits))
+    r.corrupt("invalid head count, head size or bits in the header");
+  if (!within(o.queryHeads, 1, format::kMaxQueryHeads) || o.queryHeads % o.kvHeads != 0) r.corrupt("invalid queryHeads in the header");
+  if (scorer > static_cast<uint8_t>(Scorer::Random) || !(o.spec.evictFraction >= 0 && o.spec.evictFraction < 1))
+    r.corrupt("invalid scorer or evictFraction in the header");
+  if (!within(o.spec.pageTokens, 8, format::kMaxPageTokens) || o.spec.pageTokens % 8 != 0 || !within(o.spec.residualWindow, 0, format::kMaxResidualWindow) ||
+      !within(o.spec.recentWindow, 0, format::kMaxWindowTokens) || !within(o.spec.sinkTokens, o.spec.evictFraction > 0 ? 1 : 0, format::kMaxWindowTokens))
+    r.corrupt("invalid page size or token windows in the header");
+  if (o.scorerWindow == 0 || o.poolKernel == 0 || o.poolKernel % 2 == 0 || o.scorerWindow > static_cast<size_t>(format::kMaxPositions) ||
+      o.poolKernel > static_cast<size_t>(format::kMaxPositions))
+    r.corrupt("invalid scorer window or pool kernel in the header");
+  if (o.budgetTokens > 0 && (o.spec.evictFraction == 0 || o.budgetTokens > static_cast<uint64_t>(format::kMaxPositions) ||
+                             o.budgetTokens < static_cast<uint64_t>(o.spec.sinkTokens) + static_cast<uint64_t>(o.spec.recentWindow)))
+    r.corrupt("invalid token budget in the header");
+  if (!(o.ropeTheta == 0 || (o.ropeTheta > 1 && o.ropeTheta < 1e12)) || (o.ropeTheta > 0 && o.headDim % 2 != 0)) r.corrupt("invalid ropeTheta in the header");
   o.scorer = static_cast<Scorer>(scorer);
+
+  // The smallest store takes 25 bytes (its counters): check the count against the bytes present
+  // before creating the stores, so a mutated batch or layer count costs nothing.
+  constexpr size_t kStoreHeaderBytes = 3 * 8 + 1;
+  const size_t stores = o.batch * o.layers;
+  if (stores > (r.n - r.at) / kStoreHeaderBytes) r.corrupt("the header declares " + std::to_string(stores) + " stores but the data is too short for them");
 
   KvCache c(o);
   const size_t H = o.kvHeads, d = o.headDim, P = static_cast<size_t>(o.spec.pageTokens);
+  const bool positions = format::storesPositions(o.spec);
   for (size_t i = 0; i < c.stores_.size(); ++i) {
     Store& s = c.stores_[i];
     const size_t seq = i / o.layers, layer = i % o.layers;
-    s.appended = r.get<uint64_t>("token count");
-    s.compressed = r.get<uint64_t>("compressed count");
-    s.residualCount = r.get<uint64_t>("residual count");
-    s.compressedOnce = r.get<uint8_t>("state") != 0;
-    if (s.compressed + s.residualCount > s.appended || s.appended > (uint64_t{1} << 40)) r.corrupt("a store holds more tokens than were appended");
-    if (s.residualCount > r.n - r.at) r.corrupt("truncated residual window");
-    const size_t pages = (s.compressed + P - 1) / P;
+    const uint64_t appended = r.get<uint64_t>("token count"), compressed = r.get<uint64_t>("compressed count"),
+                   residualCount = r.get<uint64_t>("residual count");
+    const bool compressedOnce = r.get<uint8_t>("state") != 0;
+    // Positions are int32: nothing beyond kMaxPositions can have been appended.
+    if (appended > static_cast<uint64_t>(format::kMaxPositions) || compressed > appended || residualCount > appended - compressed)
+      r.corrupt("a store holds more tokens than were appended, or more than int32 positions allow");
+    if (!positions && compressed + residualCount != appended) r.corrupt("a store without eviction holds fewer tokens than were appended");
     // Bound every size by the bytes actually present before allocating anything.
-    if (pages > (r.n - r.at) / c.pageBytes_) r.corrupt("truncated page data");
+    const size_t left = r.n - r.at;
+    const size_t pages = (compressed + P - 1) / P;
+    if (pages > left / c.pageBytes_) r.corrupt("truncated page data");
+    const size_t resRowBytes = 2 * H * d * 2;  // one token of K and V, every head, FP16
+    if (residualCount > (left - pages * c.pageBytes_) / resRowBytes) r.corrupt("truncated residual window");
+    const size_t held = compressed + residualCount;
+    if (o.scorer == Scorer::Accumulated && held > (left - pages * c.pageBytes_ - residualCount * resRowBytes) / (H * 4))
+      r.corrupt("truncated accumulated scores");
+    s.appended = appended;
+    s.compressed = compressed;
+    s.compressedOnce = compressedOnce;
+
     for (size_t p = 0; p < pages; ++p) {
       HostBuffer page = c.newPage(seq, layer, p);
       std::memcpy(page.data(), r.take(c.pageBytes_, "a page"), c.pageBytes_);
       s.pages.push_back(std::move(page));
     }
-    for (size_t t = 0; t < s.compressed && format::storesPositions(o.spec); ++t)
+    for (size_t t = 0; t < s.compressed; ++t) {
+      const uint8_t* page = s.pages[t / P].data();
       for (size_t h = 0; h < H; ++h) {
-        const int32_t pos = c.slotPosition(s, h, t);
-        if (pos < 0 || static_cast<size_t>(pos) >= s.appended) r.corrupt("a token position is out of range");
+        if (positions) {
+          const int32_t pos = c.slotPosition(s, h, t);
+          if (pos < 0 || static_cast<size_t>(pos) >= s.appended) r.corrupt("a token position is out of range");
+        }
+        uint16_t ks, vs;
+        std::memcpy(&ks, page + c.off_.keyScales + (h * P + t % P) * 2, 2);
+        std::memcpy(&vs, page + c.off_.valueScales + (h * P + t % P) * 2, 2);
+        if (halfIsNonFinite(ks) || halfIsNonFinite(vs)) r.corrupt("a code scale is not finite");
       }
-    const size_t resBytes = 2 * H * s.residualCount * d * 2;
-    if (resBytes > r.n - r.at) r.corrupt("truncated residual window");
-    const size_t count = s.residualCount;
-    s.residualCount = 0;  // nothing to carry over into the new buffer
-    c.setResidualCapacity(s, s.compressedOnce ? std::max<size_t>(o.spec.residualWindow, count) : count);
-    s.residualCount = count;
+    }
+    // The residual's capacity: its window once compressed (what the live cache held), else its count.
+    c.setResidualCapacity(s, s.compressedOnce ? std::max<size_t>(o.spec.residualWindow, residualCount) : residualCount);
+    s.residualCount = residualCount;
     for (size_t kv = 0; kv < 2; ++kv)
-      for (size_t h = 0; h < H; ++h)
-        std::memcpy(s.residual.data() + ((kv * H + h) * s.residualCap) * d * 2, r.take(s.residualCount * d * 2, "the residual window"),
-                    s.residualCount * d * 2);
+      for (size_t h = 0; h < H; ++h) {
+        const size_t bytes = s.residualCount * d * 2;
+        const uint8_t* src = r.take(bytes, "the residual window");
+        for (size_t e = 0; e < bytes / 2; ++e) {
+          uint16_t v;
+          std::memcpy(&v, src + 2 * e, 2);
+          if (halfIsNonFinite(v)) r.corrupt("the residual window holds a non-finite FP16 value");
+        }
+        if (bytes > 0) std::memcpy(s.residual.data() + ((kv * H + h) * s.residualCap) * d * 2, src, bytes);
+      }
     if (o.scorer == Scorer::Accumulated) {
-      const size_t held = s.compressed + s.residualCount;
       c.ensureAccumulated(s, std::max<size_t>(held, 1));
-      for (size_t h = 0; h < H; ++h) std::memcpy(s.accumulated.data() + h * s.accCap * 4, r.take(held * 4, "accumulated scores"), held * 4);
+      for (size_t h = 0; h < H; ++h) {
+        const uint8_t* src = r.take(held * 4, "accumulated scores");
+        for (size_t e = 0; e < held; ++e) {
+          float v;
+          std::memcpy(&v, src + 4 * e, 4);
+          if (!std::isfinite(v)) r.corrupt("an accumulated score is not finite");
+        }
+        if (held > 0) std::memcpy(s.accumulated.data() + h * s.accCap * 4, src, held * 4);
+      }
     }
   }
   if (r.at != r.n) r.corrupt(std::to_string(r.n - r.at) + " unexpected trailing bytes");

@@ -29,6 +29,7 @@ class MemoryCounters {
  public:
   void add(const CategoryBytes& split, int64_t sign);
   MemorySnapshot snapshot() const;
+  int64_t total() const { return total_.load(std::memory_order_relaxed); }
   void resetPeak();
 
  private:
@@ -41,10 +42,49 @@ class MemoryCounters {
 MemoryCounters& counters(MemSpace space);
 
 // Host allocations, 64-byte aligned (cache lines; also what AVX loads like). Returns nullptr when
-// the request cannot be met (larger than the host's available memory, or malloc failure); the caller
-// turns that into OUT_OF_MEMORY. `split` says how the bytes divide into categories (sums to bytes).
+// the request cannot be met, and records why for allocationFailureReason(); the caller turns that
+// into OUT_OF_MEMORY. Refused when: the process-wide limit (setHostMemoryLimit) would be passed by
+// live + bytes; or the system cannot hold it (MemAvailable and the cgroup's memory.max, read again
+// after every 64 MiB allocated, so the check is cumulative without a syscall per small allocation);
+// or malloc fails. `split` says how the bytes divide into categories (sums to bytes).
 void* hostAllocate(size_t bytes, const CategoryBytes& split);
 void hostRelease(void* ptr, const CategoryBytes& split);
+
+// Why the last failed allocation on this thread was refused, e.g. "the cache's memoryLimitBytes
+// (1048576 bytes; 1040000 held)". Meant to follow "could not allocate N bytes for X".
+const char* allocationFailureReason();
+
+// A process-wide cap on live host bytes through the allocator; 0 removes it.
+void setHostMemoryLimit(uint64_t bytes);
+uint64_t hostMemoryLimit();
+
+// What one owner (a cache) may hold: live bytes charged to it and an optional limit (0: none).
+// Allocations made through HostBuffer on a thread inside a BudgetScope are charged to its budget
+// and returned to it when released; the budget must outlive every buffer charged to it.
+class MemoryBudget {
+ public:
+  explicit MemoryBudget(uint64_t limitBytes = 0) : limit_(limitBytes) {}
+  uint64_t live() const { return live_.load(std::memory_order_relaxed); }
+  uint64_t limit() const { return limit_; }
+  bool tryCharge(size_t bytes);  // false (nothing charged) when live + bytes would pass the limit
+  void release(size_t bytes) { live_.fetch_sub(bytes, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> live_{0};
+  uint64_t limit_;
+};
+
+// Routes this thread's HostBuffer allocations to `budget` while in scope (nests; null: none).
+class BudgetScope {
+ public:
+  explicit BudgetScope(MemoryBudget* budget);
+  ~BudgetScope();
+  BudgetScope(const BudgetScope&) = delete;
+  BudgetScope& operator=(const BudgetScope&) = delete;
+
+ private:
+  MemoryBudget* previous_;
+};
 inline CategoryBytes oneCategory(MemCategory c, size_t bytes) {
   CategoryBytes s{};
   s[static_cast<int>(c)] = bytes;
@@ -52,8 +92,10 @@ inline CategoryBytes oneCategory(MemCategory c, size_t bytes) {
 }
 size_t sumBytes(const CategoryBytes& split);
 
-// MemAvailable from /proc/meminfo (0 when unknown). Used to refuse impossible requests up front
-// instead of letting the kernel's overcommit kill the process later.
+// What the system lets this process still allocate: the smaller of MemAvailable (/proc/meminfo) and
+// the cgroup's headroom (v2 memory.max - memory.current, or v1 limit_in_bytes - usage_in_bytes,
+// over the cgroup and its ancestors); 0 when unknown. Used to refuse impossible requests up front
+// instead of letting the kernel's overcommit (or the container's OOM killer) end the process later.
 uint64_t hostAvailableBytes();
 
 // An owning host buffer that returns its bytes to the counters when destroyed.
@@ -77,6 +119,7 @@ class HostBuffer {
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
   CategoryBytes split_{};
+  MemoryBudget* budget_ = nullptr;  // the budget charged for these bytes, if any
 };
 
 }  // namespace nq

@@ -23,6 +23,9 @@ export interface BackendBinding {
   memoryStats(): { host: NativeMemorySnapshot; device: NativeMemorySnapshot };
   resetPeakMemory(): void;
   hostAvailableBytes(): number;
+  /** Process-wide cap on the allocator's host bytes (0: none). */
+  setHostMemoryLimit(bytes: number): void;
+  hostMemoryLimit(): number;
   nativeLayout(
     spec: object,
     kvHeads: number,
@@ -59,13 +62,15 @@ export interface NativeCacheHandle {
   bytes(): { codes: number; scales: number; positions: number; residual: number; headers: number; scratch: number; total: number };
   serialize(): Uint8Array;
   dispose(): void;
+  /** Bytes this cache holds through the allocator, its memoryLimitBytes (0: none) and what was reported to V8. */
+  heldBytes(): { live: number; limit: number; reported: number };
 }
 
 /** @internal native/binding/cache_binding.cc: the cache class and the dense FP32 attention reference. */
 export interface CacheBinding {
   NativeCache: {
     new (options: object): NativeCacheHandle;
-    deserialize(buf: Uint8Array): NativeCacheHandle;
+    deserialize(buf: Uint8Array, memoryLimitBytes?: number): NativeCacheHandle;
   };
   /** Exact attention over dense FP32 K/V ([kvHeads, n, d]); the bench's reference. */
   denseAttentionF32(k: Float32Array, v: Float32Array, kvHeads: number, n: number, d: number, q: Float32Array, qHeads: number, scale: number): Float32Array;

@@ -376,7 +376,17 @@ export class CompressedKVCache {
     if (!(buffer instanceof Uint8Array)) throw invalidArgument("buffer", "a Uint8Array", buffer);
     const Native = native().NativeCache;
     const handle = callNative(() => Native.deserialize(buffer));
-    return CompressedKVCache.#fromHandle(handle, buffer);
+    try {
+      return CompressedKVCache.#fromHandle(handle, buffer);
+    } catch (e) {
+      // The native reader checks what the TS constructor checks; should they ever disagree, corrupt
+      // input is still CORRUPT_DATA (one code for it), and the handle's bytes are freed now.
+      handle.dispose();
+      if (e instanceof NexusQuantError && e.code === "INVALID_ARGUMENT") {
+        throw new NexusQuantError("CORRUPT_DATA", `Not a valid serialized CompressedKVCache: ${e.message}`, e.details);
+      }
+      throw e;
+    }
   }
 
   static #fromHandle(handle: NativeCacheHandle, buffer: Uint8Array): CompressedKVCache {

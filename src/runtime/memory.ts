@@ -1,3 +1,4 @@
+import { invalidArgument } from "../errors.js";
 import { native, type NativeMemorySnapshot } from "./native.js";
 
 export type MemoryCategory = "codes" | "scales" | "positions" | "residual" | "headers" | "scratch" | "tensor";
@@ -76,4 +77,22 @@ export async function measureMemory<T>(fn: () => T | Promise<T>): Promise<Memory
     measurement.cudaMemGetInfo = { usedBefore: cudaBefore, usedAfter: cudaAfter, delta: cudaAfter - cudaBefore };
   }
   return measurement;
+}
+
+/**
+ * Caps the host bytes nexusquant's allocator may hold in this process (every cache and quantized
+ * tensor together); an allocation that would pass it fails with OUT_OF_MEMORY naming the bytes
+ * needed. `null` (or 0) removes the cap. Independent of this, allocations are refused when the system
+ * (MemAvailable, or the container's cgroup memory.max) cannot hold them.
+ */
+export function setHostMemoryLimit(bytes: number | null): void {
+  const value = bytes ?? 0;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) throw invalidArgument("bytes", "an integer >= 0, or null", bytes);
+  native().setHostMemoryLimit(value);
+}
+
+/** The process-wide cap set by setHostMemoryLimit(), or null when there is none. */
+export function hostMemoryLimit(): number | null {
+  const v = native().hostMemoryLimit();
+  return v === 0 ? null : v;
 }

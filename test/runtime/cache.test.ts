@@ -333,19 +333,8 @@ describe("CompressedKVCache: bad input leaves the cache unchanged", () => {
     expectCode(() => c.serialize(), "DISPOSED");
   });
 
-  it("a context larger than memory is OUT_OF_MEMORY, not a crash", () => {
-    const c = cache({ layers: 1, kvHeads: 64, headDim: 128, preset: "balanced" });
-    // ~1.1e9 tokens of FP16 staging would be far beyond this machine: rejected before allocating.
-    const one = new Float32Array(64 * 128 * 4096);
-    let threw: unknown;
-    try {
-      for (let i = 0; i < 100000; i++) c.append(0, one, one);
-    } catch (e) {
-      threw = e;
-    }
-    expect(threw).toBeInstanceOf(NexusQuantError);
-    expect((threw as NexusQuantError).code).toBe("OUT_OF_MEMORY");
-  }, 120_000);
+  // "a context larger than memory is OUT_OF_MEMORY" lives in memory-limit.test.ts: it is tested
+  // against a configured limit, so it no longer fills the host's RAM to find the edge.
 
   it("compress() runs off the event loop and the cache refuses use meanwhile", async () => {
     const c = make();
