@@ -1,13 +1,15 @@
 // Above both the estimator (model names, config.json) and the runtime (the cache it measures): the
 // runtime layer imports neither model nor estimator.
 import { NexusQuantError, invalidArgument } from "./errors.js";
-import { compressedLayout, getPreset, type LayoutBytes } from "./format/index.js";
+import { FORMAT_LIMITS, compressedLayout, getPreset, type LayoutBytes } from "./format/index.js";
 import { ARCHITECTURES, architectureFromHfConfig, type Architecture } from "./estimator/index.js";
+import { availableMemory } from "./runtime/available-memory.js";
 import { CompressedKVCache } from "./runtime/cache.js";
-import type { BackendName, BackendRequest } from "./runtime/backend.js";
+import { backendInfo, resolveBackend, type BackendName, type BackendRequest } from "./runtime/backend.js";
 import { measureMemory } from "./runtime/memory.js";
 import { syntheticKV } from "./runtime/synthetic.js";
-import { checkPositiveInt } from "./runtime/validate.js";
+import { checkInt, checkObject, checkOptionKeys, checkSeed } from "./validate.js";
+import { largestFittingContext, verifyChunkTokens, verifyWorkingSet } from "./runtime/working-set.js";
 
 export interface VerifyOptions {
   /** A registry id (see `nexusquant models`) or an Architecture; or pass `config`. */
@@ -23,7 +25,17 @@ export interface VerifyOptions {
   seed?: number;
   /** Called after each layer is filled and compressed. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Bytes the run may use at its peak (the cache plus the working set of the layer being compressed).
+   * Default: what the machine has available (MemAvailable and the cgroup's memory.max). A run that
+   * needs more is refused at once with OUT_OF_MEMORY, before anything is allocated.
+   */
+  memoryLimitBytes?: number;
 }
+
+const VERIFY_OPTION_KEYS: readonly (keyof VerifyOptions)[] = [
+  "model", "config", "context", "preset", "batch", "backend", "kv", "seed", "onProgress", "memoryLimitBytes",
+];
 
 export interface VerifyResult {
   backend: BackendName;
@@ -47,6 +59,12 @@ export interface VerifyResult {
   /** Process RSS delta (informational, noisy). */
   rssDelta: number;
   seconds: number;
+  /** Peak bytes the run was expected to need (layout + working set), checked before it started. */
+  plannedPeakBytes: number;
+  /** The part of plannedPeakBytes the accounting allocator holds (the rest is the JS input chunks). */
+  plannedNativePeakBytes: number;
+  /** Things the config parser flagged (e.g. a misspelt key): see Architecture.warnings. */
+  warnings?: string[];
 }
 
 function resolveArchitecture(options: VerifyOptions): Architecture {
@@ -65,21 +83,30 @@ function resolveArchitecture(options: VerifyOptions): Architecture {
  * with the preset, and compares the bytes the allocator holds with the layout's estimate.
  */
 export async function verifyCompression(options: VerifyOptions): Promise<VerifyResult> {
+  checkObject("options", options, "a VerifyOptions object");
+  checkOptionKeys("options", options, VERIFY_OPTION_KEYS);
   const arch = resolveArchitecture(options);
   if (arch.attention === "mla") {
     throw new NexusQuantError("UNSUPPORTED", `${arch.id} uses multi-head latent attention (one latent vector per token, not K and V); the compressed cache covers K/V caches only.`);
   }
-  const context = checkPositiveInt("options.context", options.context);
-  const batch = checkPositiveInt("options.batch", options.batch ?? 1);
+  const context = checkInt("options.context", options.context, { min: 1, max: FORMAT_LIMITS.maxSequenceTokens, maxName: "positions are int32" });
+  const batch = checkInt("options.batch", options.batch ?? 1, { min: 1, max: FORMAT_LIMITS.maxBatch, maxName: "FORMAT_LIMITS.maxBatch" });
+  const seed = options.seed === undefined ? undefined : checkSeed("options.seed", options.seed);
+  const limit = options.memoryLimitBytes === undefined ? undefined : checkInt("options.memoryLimitBytes", options.memoryLimitBytes, { min: 1 });
+  if (options.onProgress !== undefined && typeof options.onProgress !== "function") throw invalidArgument("options.onProgress", "a function", options.onProgress);
   const preset = getPreset(options.preset);
   const { layers, kvHeads, headDim } = { layers: arch.layers, kvHeads: arch.kvHeads, headDim: arch.headDim };
   const shape = { layers, kvHeads, headDim, tokens: context, batch };
   const layout = compressedLayout(shape, preset.spec);
+  const planned = checkFits(shape, preset.spec, limit, resolveBackend(options.backend ?? "auto", false));
   const started = performance.now();
-  const chunk = Math.max(1, Math.min(context, Math.floor((64 << 20) / (kvHeads * headDim * 4)))); // ≤ 64 MB of f32 per append
+  const chunk = verifyChunkTokens(kvHeads, headDim, context); // ≤ 64 MB of f32 per append
   let cache: CompressedKVCache | undefined;
   const m = await measureMemory(async () => {
-    cache = new CompressedKVCache({ layers, kvHeads, headDim, batch, preset: options.preset, backend: options.backend, queryHeads: arch.attentionHeads, seed: options.seed });
+    cache = new CompressedKVCache({
+      layers, kvHeads, headDim, batch, preset: options.preset, backend: options.backend, queryHeads: arch.attentionHeads, seed,
+      ...(limit === undefined ? {} : { memoryLimitBytes: limit }),
+    });
     for (let layer = 0; layer < layers; layer++) {
       for (let seq = 0; seq < batch; seq++) {
         if (options.kv) {
@@ -88,7 +115,7 @@ export async function verifyCompression(options: VerifyOptions): Promise<VerifyR
         } else {
           for (let start = 0; start < context; start += chunk) {
             const n = Math.min(chunk, context - start);
-            const { keys, values } = syntheticKV({ kvHeads, headDim, tokens: n, startPosition: start, seed: (options.seed ?? 1) + layer * 131 + seq });
+            const { keys, values } = syntheticKV({ kvHeads, headDim, tokens: n, startPosition: start, seed: (seed ?? 1) + layer * 131 + seq });
             cache.append(layer, keys, values, { sequence: seq });
           }
         }
@@ -116,7 +143,35 @@ export async function verifyCompression(options: VerifyOptions): Promise<VerifyR
     exact: m.delta === layout.bytes.total,
     rssDelta: m.rssDelta,
     seconds: (performance.now() - started) / 1000,
+    plannedPeakBytes: planned.totalBytes,
+    plannedNativePeakBytes: planned.layoutBytes + planned.transientBytes,
   };
+  if (arch.warnings?.length) result.warnings = [...arch.warnings];
   if (m.cudaMemGetInfo) result.cudaMemGetInfoDelta = m.cudaMemGetInfo.delta;
   return result;
+}
+
+/**
+ * Refuses, before any allocation, a run whose peak (layout + working set) exceeds the memory it may
+ * use: the caller's limit and what the machine has (MemAvailable, cgroup memory.max). The error names
+ * the bytes needed and the largest context that fits. Returns the planned peak by part.
+ */
+function checkFits(shape: { layers: number; kvHeads: number; headDim: number; tokens: number; batch: number }, spec: Parameters<typeof verifyWorkingSet>[1], limit: number | undefined, backend: BackendName): ReturnType<typeof verifyWorkingSet> {
+  const threads = backendInfo().cpu.threads;
+  const need = verifyWorkingSet(shape, spec, threads);
+  // The CUDA backend holds the cache on the device; its host side is staging only. Check the host
+  // bound on the CPU backend, and a caller's explicit limit everywhere.
+  const machine = backend === "cpu" ? availableMemory() : undefined;
+  const candidates = [...(limit === undefined ? [] : [{ bytes: limit, source: "memoryLimitBytes" }]), ...(machine ? [machine] : [])];
+  const bound = candidates.sort((a, b) => a.bytes - b.bytes)[0];
+  if (bound === undefined || need.totalBytes <= bound.bytes) return need;
+  const fits = largestFittingContext(shape, spec, threads, bound.bytes, shape.tokens);
+  throw new NexusQuantError(
+    "OUT_OF_MEMORY",
+    `This run needs ${need.totalBytes} bytes at its peak (${need.layoutBytes} for the compressed cache + ${need.transientBytes} while a layer is ` +
+      `staged in FP16 and compressed + ${need.inputBytes} of input chunks) but ${bound.bytes} bytes are available (${bound.source}). ` +
+      (fits > 0 ? `The largest context that fits is ${fits} tokens` : "Not even one token fits") +
+      ` at batch ${shape.batch}; lower the context or the batch${bound.source === "memoryLimitBytes" ? ", or raise the memory limit" : ""}.`,
+    { neededBytes: need.totalBytes, layoutBytes: need.layoutBytes, transientBytes: need.transientBytes, inputBytes: need.inputBytes, availableBytes: bound.bytes, source: bound.source, largestContext: fits },
+  );
 }

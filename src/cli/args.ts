@@ -11,11 +11,25 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
 
 /**
  * util.parseArgs in strict mode, with its errors (unknown flag, missing value) turned into
- * INVALID_ARGUMENT so that runCli reports them as usage errors (exit 2).
+ * INVALID_ARGUMENT so that runCli reports them as usage errors (exit 2). A value that starts with a
+ * dash and a digit (`--context -5`) is taken as the flag's value, so that its own check says what is
+ * wrong with it, instead of parseArgs's "argument is ambiguous".
  */
 export function parseFlags<O extends Options>(args: string[], options: O, allowPositionals = false): ParsedFlags<O> {
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    const name = arg.startsWith("--") ? arg.slice(2) : undefined;
+    if (name !== undefined && options[name]?.type === "string" && next !== undefined && /^-\.?\d/.test(next)) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else {
+      joined.push(arg);
+    }
+  }
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals }) as unknown as ParsedFlags<O>;
+    return parseArgs({ args: joined, options, strict: true, allowPositionals }) as unknown as ParsedFlags<O>;
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     throw new NexusQuantError("INVALID_ARGUMENT", message, { arg: "argv" });
@@ -52,5 +66,27 @@ export function parseParameterCount(flag: string, text: string): number {
   const scale: Record<string, number> = { "": 1, k: 1e3, m: 1e6, b: 1e9, t: 1e12 };
   const value = m ? Math.round(Number(m[1]) * scale[m[2]!.toLowerCase()]!) : Number.NaN;
   if (!Number.isSafeInteger(value) || value < 1) throw invalidArgument(flag, "a parameter count such as 8b, 70b or 124m", text);
+  return value;
+}
+
+const BYTE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12,
+  kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+};
+
+/**
+ * A byte count: an integer, or with a unit, decimal (KB MB GB TB, powers of 1000) or binary (KiB MiB
+ * GiB TiB, powers of 1024). A bare "g" or "m" is refused: which one it means is exactly the
+ * ambiguity the units avoid.
+ */
+export function parseBytes(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = m ? BYTE_UNITS[m[2]!.toLowerCase()] : undefined;
+  const value = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw invalidArgument(flag, "a byte count such as 4GiB, 512MiB, 8GB or 1000000 (GB = 10^9, GiB = 2^30)", text);
+  }
   return value;
 }

@@ -9,7 +9,8 @@ export async function loadConfig(path: string, parameters: number | undefined): 
   try {
     text = await readFile(path, "utf8");
   } catch (e) {
-    throw new NexusQuantError("CONFIG_ERROR", `Cannot read --config ${path}: ${(e as Error).message}`, { key: "(file)" });
+    // A path that does not lead to a readable file is a usage error (exit 2), like an unknown model id.
+    throw new NexusQuantError("INVALID_ARGUMENT", `Cannot read --config ${path}: ${(e as Error).message}. Pass the path of a Hugging Face config.json.`, { arg: "--config" });
   }
   let json: unknown;
   try {

@@ -32,6 +32,11 @@ export interface Architecture {
   mla?: { kvLoraRank: number; qkRopeHeadDim: number };
   /** Decisions the parser made that a reader should know about (ignored keys, defaults). */
   notes: string[];
+  /**
+   * Things in a config.json that are probably mistakes, such as a misspelt key (`num_key_value_head`)
+   * whose absence changed the result. The CLI prints them on stderr and returns them in --json.
+   */
+  warnings?: string[];
 }
 
 /** Values one token adds to the cache of one (full-attention) layer. */

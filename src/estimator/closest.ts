@@ -1,18 +1,7 @@
-/** Levenshtein distance, for "did you mean" lists on unknown ids. */
-export function editDistance(a: string, b: string): number {
-  const prev = new Array<number>(b.length + 1);
-  for (let j = 0; j <= b.length; j++) prev[j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = prev[j]!;
-      prev[j] = Math.min(up + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return prev[b.length]!;
-}
+import { editDistance } from "../validate.js";
+
+/** Levenshtein distance (defined in src/validate.ts, with the other "did you mean" helpers). */
+export { editDistance };
 
 /**
  * The known ids closest to `query`: smallest edit distance first; ids that contain the query (or are

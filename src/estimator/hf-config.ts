@@ -1,4 +1,5 @@
 import { NexusQuantError, describeValue } from "../errors.js";
+import { editDistance } from "../validate.js";
 import type { Architecture, AttentionKind } from "./architecture.js";
 
 /** Identity of a parsed config; everything optional, since a bare config.json carries none of it. */
@@ -49,7 +50,8 @@ function readInt(cfg: Json, keys: readonly string[], required: boolean): { key: 
     found ??= { key, value };
   }
   if (!found && required) {
-    throw configError(keys[0]!, `missing (also looked for ${keys.slice(1).join(", ") || "no synonyms"})`);
+    const typo = misspeltKey(cfg, keys);
+    throw configError(keys[0]!, `missing (also looked for ${keys.slice(1).join(", ") || "no synonyms"})${typo ? `; the config has ${typo.found}: did you mean ${typo.meant}?` : ""}`);
   }
   return found;
 }
@@ -60,6 +62,41 @@ const HIDDEN_KEYS = ["hidden_size", "n_embd", "d_model"] as const;
 /** Explicit KV-head counts (Llama/Mistral/Qwen/Gemma/Phi; Falcon; ChatGLM). */
 const KV_HEAD_KEYS = ["num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num"] as const;
 const CONTEXT_KEYS = ["max_position_embeddings", "n_positions", "n_ctx", "seq_length"] as const;
+
+/**
+ * A key of the config that looks like a misspelling of one of `keys` (none of which is present): edit
+ * distance 1, or 2 for keys of 16+ characters, so that real neighbours such as DeepSeek's v_head_dim
+ * (2 from head_dim) are not flagged.
+ */
+function misspeltKey(cfg: Json, keys: readonly string[]): { found: string; meant: string } | undefined {
+  if (keys.some((k) => present(cfg, k))) return undefined;
+  for (const found of Object.keys(cfg)) {
+    for (const meant of keys) {
+      const d = editDistance(found, meant);
+      if (d > 0 && d <= (meant.length >= 16 ? 2 : 1)) return { found, meant };
+    }
+  }
+  return undefined;
+}
+
+/** Optional keys whose absence changes the result, and what the parser does without them. */
+const OPTIONAL_KEY_GROUPS: readonly { keys: readonly string[]; without: string }[] = [
+  { keys: KV_HEAD_KEYS, without: "multi-head attention is assumed (KV heads = attention heads), which overstates the cache of a GQA/MQA model" },
+  { keys: ["head_dim"], without: "head_dim is taken as hidden_size / num_attention_heads" },
+  { keys: CONTEXT_KEYS, without: "the model's maximum context is unknown" },
+  { keys: ["sliding_window", "use_sliding_window", "layer_types", "sliding_window_pattern"], without: "no sliding-window layers are counted" },
+  { keys: ["kv_lora_rank"], without: "the model is not treated as multi-head latent attention" },
+];
+
+/** Warnings for misspelt optional keys (e.g. num_key_value_head), which would otherwise be silently ignored. */
+function misspellingWarnings(cfg: Json): string[] {
+  const warnings: string[] = [];
+  for (const group of OPTIONAL_KEY_GROUPS) {
+    const typo = misspeltKey(cfg, group.keys);
+    if (typo) warnings.push(`config.json has ${typo.found}, which nexusquant does not read: did you mean ${typo.meant}? Without it ${group.without}.`);
+  }
+  return warnings;
+}
 
 /**
  * Builds an Architecture from a Hugging Face `config.json` object. Multimodal configs are read from
@@ -121,6 +158,8 @@ export function architectureFromHfConfig(json: unknown, meta: HfConfigMeta = {})
   if (maxContext !== undefined) arch.maxContext = maxContext;
   if (slidingWindow) arch.slidingWindow = slidingWindow;
   if (mla) arch.mla = mla;
+  const warnings = misspellingWarnings(cfg);
+  if (warnings.length > 0) arch.warnings = warnings;
   return arch;
 }
 

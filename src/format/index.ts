@@ -1,3 +1,4 @@
 export * from "./spec.js";
 export * from "./layout.js";
 export * from "./presets.js";
+export * from "./limits.js";

@@ -1,4 +1,6 @@
 import { invalidArgument } from "../errors.js";
+import { checkInt, checkObject, checkOptionKeys } from "../validate.js";
+import { FORMAT_LIMITS } from "./limits.js";
 import type { CodeBits, CompressionSpec } from "./spec.js";
 import { validateSpec } from "./spec.js";
 
@@ -97,23 +99,28 @@ export function residualBytes(kvHeads: number, headDim: number, spec: Compressio
   return 2 * kvHeads * spec.residualWindow * headDim * FP16_BYTES;
 }
 
+const SHAPE_KEYS = ["layers", "kvHeads", "headDim", "tokens", "batch"] as const;
+
+/** Checks a CacheShape against the format's limits; returns the batch and each sequence's tokens. */
 export function validateShape(shape: CacheShape): { batch: number; tokens: number[] } {
-  if (shape === null || typeof shape !== "object") throw invalidArgument("shape", "a CacheShape object", shape);
-  positiveInt("shape.layers", shape.layers);
-  positiveInt("shape.kvHeads", shape.kvHeads);
-  positiveInt("shape.headDim", shape.headDim);
+  checkObject("shape", shape, "a CacheShape object");
+  checkOptionKeys("shape", shape, SHAPE_KEYS);
+  const L = FORMAT_LIMITS;
+  checkInt("shape.layers", shape.layers, { min: 1, max: L.maxLayers, maxName: "FORMAT_LIMITS.maxLayers" });
+  checkInt("shape.kvHeads", shape.kvHeads, { min: 1, max: L.maxHeads, maxName: "FORMAT_LIMITS.maxHeads" });
+  checkInt("shape.headDim", shape.headDim, { min: GROUP_SIZE, max: L.maxHeadDim, maxName: "FORMAT_LIMITS.maxHeadDim" });
   if (shape.headDim % GROUP_SIZE !== 0) throw invalidArgument("shape.headDim", "a multiple of 8", shape.headDim);
+  const tokenRange = { min: 0, max: L.maxSequenceTokens, maxName: "positions are int32" };
   let tokens: number[];
   if (Array.isArray(shape.tokens)) {
     if (shape.tokens.length === 0) throw invalidArgument("shape.tokens", "a non-empty array", shape.tokens);
     if (shape.batch !== undefined && shape.batch !== shape.tokens.length) {
       throw invalidArgument("shape.batch", `${shape.tokens.length} (the length of shape.tokens)`, shape.batch);
     }
-    tokens = shape.tokens.map((t, i) => nonNegativeInt(`shape.tokens[${i}]`, t));
+    tokens = shape.tokens.map((t, i) => checkInt(`shape.tokens[${i}]`, t, tokenRange));
   } else {
-    const batch = shape.batch ?? 1;
-    positiveInt("shape.batch", batch);
-    tokens = new Array<number>(batch).fill(nonNegativeInt("shape.tokens", shape.tokens));
+    const batch = checkInt("shape.batch", shape.batch ?? 1, { min: 1, max: L.maxBatch, maxName: "FORMAT_LIMITS.maxBatch" });
+    tokens = new Array<number>(batch).fill(checkInt("shape.tokens", shape.tokens, tokenRange));
   }
   return { batch: tokens.length, tokens };
 }
@@ -170,13 +177,4 @@ export function asymptoticBytesPerTokenLayer(kvHeads: number, headDim: number, s
 /** FP16 bytes per token of one layer: 2 · kvHeads · headDim · 2. */
 export function fp16BytesPerTokenLayer(kvHeads: number, headDim: number): number {
   return 2 * kvHeads * headDim * FP16_BYTES;
-}
-
-function positiveInt(arg: string, v: unknown): number {
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) throw invalidArgument(arg, "a positive integer", v);
-  return v;
-}
-function nonNegativeInt(arg: string, v: unknown): number {
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw invalidArgument(arg, "an integer >= 0", v);
-  return v;
 }

@@ -1,4 +1,6 @@
 import { NexusQuantError, invalidArgument } from "../errors.js";
+import { checkFiniteNumber, checkInt, checkObject, checkOneOf, checkOptionKeys } from "../validate.js";
+import { FORMAT_LIMITS } from "./limits.js";
 
 /** Bits per element of a lattice code. Each 8-element group stores one code of `bits` bytes. */
 export type CodeBits = 2 | 3 | 4;
@@ -35,28 +37,31 @@ export const DEFAULT_SPEC: Readonly<CompressionSpec> = Object.freeze({
   pageTokens: 64,
 });
 
-/** Checks every field, returning a frozen copy; throws INVALID_ARGUMENT naming the bad field. */
+const SPEC_KEYS: readonly (keyof CompressionSpec)[] = Object.keys(DEFAULT_SPEC) as (keyof CompressionSpec)[];
+
+/**
+ * Checks every field against the ranges the format supports (FORMAT_LIMITS), returning a frozen copy;
+ * throws INVALID_ARGUMENT naming the bad field and its limit. Unknown keys (typos such as
+ * `evictFracton`) are refused with the closest field name.
+ */
 export function validateSpec(spec: CompressionSpec): Readonly<CompressionSpec> {
-  if (spec === null || typeof spec !== "object") throw invalidArgument("spec", "a CompressionSpec object", spec);
+  checkObject("spec", spec, "a CompressionSpec object");
+  checkOptionKeys("spec", spec, SPEC_KEYS);
   const { keyBits, valueBits, evictFraction, sinkTokens, recentWindow, scorer, residualWindow, pageTokens } = spec;
-  if (!CODE_BITS.includes(keyBits)) throw invalidArgument("spec.keyBits", "2, 3 or 4", keyBits);
-  if (!CODE_BITS.includes(valueBits)) throw invalidArgument("spec.valueBits", "2, 3 or 4", valueBits);
-  if (typeof evictFraction !== "number" || !(evictFraction >= 0 && evictFraction < 1)) {
-    throw invalidArgument("spec.evictFraction", "a number in [0, 1)", evictFraction);
+  checkOneOf("spec.keyBits", keyBits, CODE_BITS, "2, 3 or 4");
+  checkOneOf("spec.valueBits", valueBits, CODE_BITS, "2, 3 or 4");
+  checkFiniteNumber("spec.evictFraction", evictFraction, { min: 0, max: 1, maxExclusive: true });
+  const L = FORMAT_LIMITS;
+  checkInt("spec.sinkTokens", sinkTokens, { min: evictFraction > 0 ? 1 : 0, max: L.maxSequenceTokens, maxName: "positions are int32" });
+  checkInt("spec.recentWindow", recentWindow, { min: 0, max: L.maxSequenceTokens, maxName: "positions are int32" });
+  if (sinkTokens + recentWindow > L.maxSequenceTokens) {
+    throw invalidArgument("spec.sinkTokens + spec.recentWindow", `at most ${L.maxSequenceTokens} (positions are int32)`, sinkTokens + recentWindow);
   }
-  checkCount("spec.sinkTokens", sinkTokens, evictFraction > 0 ? 1 : 0);
-  checkCount("spec.recentWindow", recentWindow, 0);
-  if (!SCORERS.includes(scorer)) throw invalidArgument("spec.scorer", `one of ${SCORERS.join(", ")}`, scorer);
-  checkCount("spec.residualWindow", residualWindow, 0);
-  checkCount("spec.pageTokens", pageTokens, 8);
+  checkOneOf("spec.scorer", scorer, SCORERS, `one of ${SCORERS.join(", ")}`);
+  checkInt("spec.residualWindow", residualWindow, { min: 0, max: L.maxResidualWindow, maxName: "FORMAT_LIMITS.maxResidualWindow" });
+  checkInt("spec.pageTokens", pageTokens, { min: 8, max: L.maxPageTokens, maxName: "FORMAT_LIMITS.maxPageTokens" });
   if (pageTokens % 8 !== 0) throw invalidArgument("spec.pageTokens", "a multiple of 8", pageTokens);
   return Object.freeze({ ...spec });
-}
-
-function checkCount(arg: string, value: unknown, min: number): void {
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
-    throw invalidArgument(arg, `an integer >= ${min}`, value);
-  }
 }
 
 /** Thrown for names that are not presets; lists the closest ones. */

@@ -1,5 +1,6 @@
-import { NexusQuantError, invalidArgument } from "../errors.js";
-import { PRESET_NAMES, SCORERS, getPreset, unknownPresetError, type CompressionSpec, type ScorerName } from "../format/index.js";
+import { NexusQuantError } from "../errors.js";
+import { DEFAULT_SPEC, PRESET_NAMES, SCORERS, getPreset, unknownPresetError, validateSpec, type CompressionSpec, type ScorerName } from "../format/index.js";
+import { checkBoolean, checkInt, checkObject, checkOneOf, checkOptionKeys, checkSeed } from "../validate.js";
 import type { BackendRequest } from "../runtime/index.js";
 
 /** Options of `withNexusQuant(model, options)`. */
@@ -67,8 +68,12 @@ export const DEFAULT_PREFILL_CHUNK = 256;
 /** The preset name that wraps a model without compressing (a baseline for comparisons). */
 const PASS_THROUGH = "none";
 
+/** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
+const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk"];
+
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
-  if (options === null || typeof options !== "object") throw invalidArgument("options", "an options object", options);
+  checkObject("options", options);
+  checkOptionKeys("options", options, OPTION_KEYS);
   const given = options.preset ?? "balanced";
   // Preset names are case-insensitive, "none" (pass-through) included.
   const passThrough = typeof given === "string" && given.toLowerCase() === PASS_THROUGH;
@@ -81,27 +86,23 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
       throw e instanceof NexusQuantError && e.code === "UNKNOWN_PRESET" ? unknownPresetError(String(preset), [...PRESET_NAMES, PASS_THROUGH]) : e;
     }
   }
-  const backend = options.backend ?? "auto";
-  if (backend !== "auto" && backend !== "cpu" && backend !== "cuda") throw invalidArgument("options.backend", '"auto", "cpu" or "cuda"', backend);
-  const compressEvery = options.compressEvery ?? DEFAULT_COMPRESS_EVERY;
-  if (!Number.isSafeInteger(compressEvery) || compressEvery < 1) throw invalidArgument("options.compressEvery", "a positive integer", compressEvery);
-  if (options.scorer !== undefined && !SCORERS.includes(options.scorer)) {
-    throw invalidArgument("options.scorer", `one of ${SCORERS.join(", ")}`, options.scorer);
-  }
-  if (options.spec !== undefined && (options.spec === null || typeof options.spec !== "object")) {
-    throw invalidArgument("options.spec", "a partial CompressionSpec object", options.spec);
-  }
-  if (options.denseMirror !== undefined && typeof options.denseMirror !== "boolean") throw invalidArgument("options.denseMirror", "a boolean", options.denseMirror);
-  const padTokenId = options.padTokenId ?? 0;
-  if (!Number.isSafeInteger(padTokenId) || padTokenId < 0) throw invalidArgument("options.padTokenId", "a token id (integer >= 0)", padTokenId);
-  const prefillChunk = options.prefillChunk ?? DEFAULT_PREFILL_CHUNK;
-  if (!Number.isSafeInteger(prefillChunk) || prefillChunk < 1) throw invalidArgument("options.prefillChunk", "a positive integer", prefillChunk);
+  const backend = checkOneOf("options.backend", options.backend ?? "auto", ["auto", "cpu", "cuda"] as const, '"auto", "cpu" or "cuda"');
+  const compressEvery = checkInt("options.compressEvery", options.compressEvery ?? DEFAULT_COMPRESS_EVERY, { min: 1 });
+  if (options.scorer !== undefined) checkOneOf("options.scorer", options.scorer, SCORERS, `one of ${SCORERS.join(", ")}`);
+  if (options.spec !== undefined) checkObject("options.spec", options.spec, "a partial CompressionSpec object");
+  if (options.denseMirror !== undefined) checkBoolean("options.denseMirror", options.denseMirror);
+  if (options.seed !== undefined) checkSeed("options.seed", options.seed);
+  const padTokenId = checkInt("options.padTokenId", options.padTokenId ?? 0, { min: 0 });
+  const spec = { ...(options.spec ?? {}), ...(options.scorer !== undefined ? { scorer: options.scorer } : {}) };
+  // The spec is checked now (misspelt keys, the format's limits), not at the first step.
+  if (!passThrough) validateSpec({ ...DEFAULT_SPEC, ...getPreset(preset).spec, ...spec });
+  const prefillChunk = checkInt("options.prefillChunk", options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, { min: 1 });
   return {
     preset,
     passThrough,
     backend,
     compressEvery,
-    spec: { ...(options.spec ?? {}), ...(options.scorer !== undefined ? { scorer: options.scorer } : {}) },
+    spec,
     seed: options.seed,
     denseMirror: options.denseMirror === true,
     ort: options.ort,

@@ -5,13 +5,28 @@ import {
   getPreset,
   validateSpec,
   fp16BytesPerTokenLayer,
+  FORMAT_LIMITS,
   type CompressionSpec,
   type ScorerName,
 } from "../format/index.js";
 import { resolveBackend, type BackendName, type BackendRequest } from "./backend.js";
 import { awaitNative, callNative, native } from "./native.js";
 import type { NativeCacheHandle } from "./binding.js";
-import { checkFloat32, checkIndex, checkKVData, checkPositiveInt, fromTensor, type KVData, type TfjsTensorLike } from "./validate.js";
+import {
+  checkFinite,
+  checkFiniteNumber,
+  checkFloat32,
+  checkIndex,
+  checkInt,
+  checkKVData,
+  checkObject,
+  checkOneOf,
+  checkOptionKeys,
+  checkSeed,
+  fromTensor,
+  type KVData,
+  type TfjsTensorLike,
+} from "./validate.js";
 
 export interface CompressedKVCacheOptions {
   layers: number;
@@ -48,6 +63,14 @@ export interface CompressedKVCacheOptions {
    */
   memoryLimitBytes?: number;
 }
+
+/** Every key of CompressedKVCacheOptions: others are refused (strict options). */
+const CACHE_OPTION_KEYS: readonly (keyof CompressedKVCacheOptions)[] = [
+  "layers", "kvHeads", "headDim", "batch", "queryHeads", "preset", "spec", "backend", "seed", "scorerWindow",
+  "poolKernel", "budgetTokens", "keyStorage", "ropeTheta", "memoryLimitBytes",
+];
+const COMPRESS_OPTION_KEYS: readonly (keyof CompressOptions)[] = ["sequence", "layer", "observedQueries"];
+const ATTENTION_OPTION_KEYS = ["sequence", "scale", "positions"] as const;
 
 export interface CacheStats {
   backend: BackendName;
@@ -109,17 +132,21 @@ export class CompressedKVCache {
   /** @internal `existing`: a native handle from deserialize() that already holds the state. */
   constructor(options: CompressedKVCacheOptions, existing?: NativeCacheHandle);
   constructor(options: CompressedKVCacheOptions, existing?: NativeCacheHandle) {
-    if (options === null || typeof options !== "object") throw invalidArgument("options", "a CompressedKVCacheOptions object", options);
-    this.layers = checkPositiveInt("options.layers", options.layers);
-    this.kvHeads = checkPositiveInt("options.kvHeads", options.kvHeads);
-    this.headDim = checkPositiveInt("options.headDim", options.headDim);
+    checkObject("options", options, "a CompressedKVCacheOptions object");
+    checkOptionKeys("options", options, CACHE_OPTION_KEYS);
+    const L = FORMAT_LIMITS;
+    this.layers = checkInt("options.layers", options.layers, { min: 1, max: L.maxLayers, maxName: "FORMAT_LIMITS.maxLayers" });
+    this.kvHeads = checkInt("options.kvHeads", options.kvHeads, { min: 1, max: L.maxHeads, maxName: "FORMAT_LIMITS.maxHeads" });
+    this.headDim = checkInt("options.headDim", options.headDim, { min: 8, max: L.maxHeadDim, maxName: "FORMAT_LIMITS.maxHeadDim" });
     if (this.headDim % 8 !== 0) throw invalidArgument("options.headDim", "a multiple of 8 (lattice groups are 8 elements)", this.headDim);
-    this.batch = checkPositiveInt("options.batch", options.batch ?? 1);
-    this.queryHeads = checkPositiveInt("options.queryHeads", options.queryHeads ?? this.kvHeads);
+    this.batch = checkInt("options.batch", options.batch ?? 1, { min: 1, max: L.maxBatch, maxName: "FORMAT_LIMITS.maxBatch" });
+    this.queryHeads = checkInt("options.queryHeads", options.queryHeads ?? this.kvHeads, { min: 1, max: L.maxHeads, maxName: "FORMAT_LIMITS.maxHeads" });
     if (this.queryHeads % this.kvHeads !== 0) throw invalidArgument("options.queryHeads", `a multiple of kvHeads (${this.kvHeads})`, this.queryHeads);
     const base = getPreset(options.preset ?? "balanced").spec;
+    if (options.spec !== undefined) checkObject("options.spec", options.spec, "a partial CompressionSpec object");
     this.spec = validateSpec({ ...DEFAULT_SPEC, ...base, ...(options.spec ?? {}) });
-    this.budgetTokens = options.budgetTokens === undefined ? 0 : checkPositiveInt("options.budgetTokens", options.budgetTokens);
+    this.budgetTokens =
+      options.budgetTokens === undefined ? 0 : checkInt("options.budgetTokens", options.budgetTokens, { min: 1, max: L.maxSequenceTokens, maxName: "positions are int32" });
     if (this.budgetTokens > 0) {
       if (this.spec.evictFraction === 0) {
         throw invalidArgument("options.budgetTokens", "a spec that evicts (evictFraction > 0), since a budget evicts tokens", this.budgetTokens);
@@ -128,8 +155,7 @@ export class CompressedKVCache {
         throw invalidArgument("options.budgetTokens", `at least sinkTokens + recentWindow (${this.spec.sinkTokens + this.spec.recentWindow})`, this.budgetTokens);
       }
     }
-    this.keyStorage = options.keyStorage ?? "as-is";
-    if (this.keyStorage !== "as-is" && this.keyStorage !== "unrope") throw invalidArgument("options.keyStorage", '"as-is" or "unrope"', options.keyStorage);
+    this.keyStorage = checkOneOf("options.keyStorage", options.keyStorage ?? "as-is", ["as-is", "unrope"] as const, '"as-is" or "unrope"');
     if (this.keyStorage === "unrope") {
       const theta = options.ropeTheta;
       if (typeof theta !== "number" || !Number.isFinite(theta) || theta <= 1) throw invalidArgument("options.ropeTheta", 'the model\'s rope_theta (> 1) with keyStorage "unrope"', theta);
@@ -137,19 +163,16 @@ export class CompressedKVCache {
     } else {
       this.ropeTheta = 0;
     }
-    const seed = options.seed ?? 0x5eed;
-    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw invalidArgument("options.seed", "a uint32", seed);
-    const poolKernel = options.poolKernel ?? 7;
-    if (!Number.isInteger(poolKernel) || poolKernel < 1 || poolKernel % 2 === 0) throw invalidArgument("options.poolKernel", "an odd integer >= 1", poolKernel);
+    const seed = checkSeed("options.seed", options.seed ?? 0x5eed);
+    const poolKernel = checkInt("options.poolKernel", options.poolKernel ?? 7, { min: 1, max: L.maxPoolKernel, maxName: "FORMAT_LIMITS.maxPoolKernel" });
+    if (poolKernel % 2 === 0) throw invalidArgument("options.poolKernel", "an odd integer", poolKernel);
+    const scorerWindow = checkInt("options.scorerWindow", options.scorerWindow ?? 32, { min: 1, max: L.maxScorerWindow, maxName: "FORMAT_LIMITS.maxScorerWindow" });
     this.backend = resolveBackend(options.backend ?? "auto", false);
     if (existing) {
       this.#handle = existing;
       return;
     }
-    const memoryLimitBytes = options.memoryLimitBytes ?? 0;
-    if (typeof memoryLimitBytes !== "number" || !Number.isSafeInteger(memoryLimitBytes) || memoryLimitBytes < 0) {
-      throw invalidArgument("options.memoryLimitBytes", "an integer >= 0 (bytes; 0 means no limit)", memoryLimitBytes);
-    }
+    const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 }); // 0: no per-cache limit
     const Native = native().NativeCache;
     this.#handle = callNative(
       () =>
@@ -161,7 +184,7 @@ export class CompressedKVCache {
           ...this.spec,
           scorer: SCORER_IDS[this.spec.scorer],
           seed,
-          scorerWindow: checkPositiveInt("options.scorerWindow", options.scorerWindow ?? 32),
+          scorerWindow,
           poolKernel,
           queryHeads: this.queryHeads,
           budgetTokens: this.budgetTokens,
@@ -189,6 +212,7 @@ export class CompressedKVCache {
    */
   append(layer: number, keysIn: KVData | TfjsTensorLike, valuesIn: KVData | TfjsTensorLike, options: { sequence?: number } = {}): void {
     const h = this.#native();
+    checkOptionKeys("options", checkObject("options", options), ["sequence"]);
     const keys = fromTensor("keys", keysIn);
     const values = fromTensor("values", valuesIn);
     checkIndex("layer", layer, this.layers);
@@ -207,6 +231,7 @@ export class CompressedKVCache {
   /** Applies the spec (score → evict → quantize) to the given sequence, or all; runs off the event loop. */
   async compress(options: CompressOptions = {}): Promise<void> {
     const h = this.#native();
+    checkOptionKeys("options", checkObject("options", options), COMPRESS_OPTION_KEYS);
     const seqs = this.#compressTargets(options);
     const [observed, window] = this.#observed(options);
     const layer = this.#compressLayer(options);
@@ -229,6 +254,7 @@ export class CompressedKVCache {
   /** compress() on the calling thread, for small caches and tests. */
   compressSync(options: CompressOptions = {}): void {
     const h = this.#native();
+    checkOptionKeys("options", checkObject("options", options), COMPRESS_OPTION_KEYS);
     const [observed, window] = this.#observed(options);
     const layer = this.#compressLayer(options);
     for (const seq of this.#compressTargets(options)) callNative(() => h.compress(seq, layer, observed, this.queryHeads, window));
@@ -254,6 +280,7 @@ export class CompressedKVCache {
       if (qIn === null || qIn === undefined) return null;
       const q = fromTensor(`options.observedQueries[${layer}]`, qIn);
       checkFloat32(`options.observedQueries[${layer}]`, q);
+      checkFinite(`options.observedQueries[${layer}]`, q);
       const per = this.queryHeads * this.headDim;
       if (q.length % per !== 0) throw invalidArgument(`options.observedQueries[${layer}].length`, `a multiple of queryHeads × headDim = ${per}`, q.length);
       const w = q.length / per;
@@ -271,6 +298,7 @@ export class CompressedKVCache {
    */
   attention(layer: number, queriesIn: Float32Array | TfjsTensorLike, options: { sequence?: number; scale?: number; positions?: Int32Array } = {}): Float32Array {
     const h = this.#native();
+    checkOptionKeys("options", checkObject("options", options), ATTENTION_OPTION_KEYS);
     const queries = fromTensor("queries", queriesIn);
     checkIndex("layer", layer, this.layers);
     const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
@@ -278,11 +306,8 @@ export class CompressedKVCache {
     const per = this.queryHeads * this.headDim;
     if (queries.length % per !== 0) throw invalidArgument("queries.length", `a multiple of queryHeads × headDim = ${per}`, queries.length);
     const nq = queries.length / per;
-    for (let i = 0; i < queries.length; i++) {
-      if (!Number.isFinite(queries[i]!)) throw new NexusQuantError("INVALID_DATA", `queries[${i}] is not finite`, { index: i });
-    }
-    const scale = options.scale ?? 1 / Math.sqrt(this.headDim);
-    if (typeof scale !== "number" || !Number.isFinite(scale)) throw invalidArgument("options.scale", "a finite number", scale);
+    checkFinite("queries", queries);
+    const scale = checkFiniteNumber("options.scale", options.scale ?? 1 / Math.sqrt(this.headDim));
     let positions: Int32Array | null = null;
     if (options.positions !== undefined) {
       if (!(options.positions instanceof Int32Array) || options.positions.length !== nq) {
@@ -290,7 +315,15 @@ export class CompressedKVCache {
       }
       positions = options.positions;
     }
-    return callNative(() => h.attention(seq, layer, queries, this.queryHeads, nq, positions, scale));
+    const out = callNative(() => h.attention(seq, layer, queries, this.queryHeads, nq, positions, scale));
+    // Finite inputs can still overflow the logits (scale · q·k beyond the float range): say so
+    // rather than hand back NaN.
+    for (let i = 0; i < out.length; i++) {
+      if (!Number.isFinite(out[i]!)) {
+        throw new NexusQuantError("INVALID_DATA", `attention overflowed (scale ${scale} × q·k beyond the float range); use the model's scale (default 1/sqrt(headDim))`, { arg: "options.scale" });
+      }
+    }
+    return out;
   }
 
   /** Dense K/V of one layer and sequence (dequantized codes + the residual), for runtimes that need dense past tensors. */
@@ -298,10 +331,10 @@ export class CompressedKVCache {
   materialize(layer: number, options: { sequence?: number; dtype: "f16" }): DenseLayer<Uint16Array>;
   materialize(layer: number, options: { sequence?: number; dtype?: "f32" | "f16" } = {}): DenseLayer {
     const h = this.#native();
+    checkOptionKeys("options", checkObject("options", options), ["sequence", "dtype"]);
     checkIndex("layer", layer, this.layers);
     const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
-    const dtype = options.dtype ?? "f32";
-    if (dtype !== "f32" && dtype !== "f16") throw invalidArgument("options.dtype", '"f32" or "f16"', dtype);
+    const dtype = checkOneOf("options.dtype", options.dtype ?? "f32", ["f32", "f16"] as const, '"f32" or "f16"');
     return callNative(() => h.materialize(seq, layer, dtype === "f16"));
   }
 

@@ -1,7 +1,27 @@
 import { NexusQuantError, invalidArgument } from "../errors.js";
-import { CODE_BITS, QUANTIZED_TENSOR_HEADER_BYTES, codeBytesPerVector, quantizedTensorBytes, type CodeBits } from "../format/index.js";
+import {
+  CODE_BITS,
+  FORMAT_LIMITS,
+  GROUP_SIZE,
+  QUANTIZED_TENSOR_HEADER_BYTES,
+  codeBytesPerVector,
+  quantizedTensorBytes,
+  type CodeBits,
+} from "../format/index.js";
 import { awaitNative, callNative, native } from "./native.js";
-import { checkKVData, fromTensor, type KVData, type TfjsTensorLike } from "./validate.js";
+import {
+  checkBoolean,
+  checkFiniteWithin,
+  checkInt,
+  checkKVData,
+  checkObject,
+  checkOneOf,
+  checkOptionKeys,
+  checkSeed,
+  fromTensor,
+  type KVData,
+  type TfjsTensorLike,
+} from "./validate.js";
 
 export interface QuantizeOptions {
   headDim: number;
@@ -36,19 +56,27 @@ const ASYNC_THRESHOLD = 1 << 16;
 
 const binding = native;
 
+const QUANTIZE_OPTION_KEYS: readonly (keyof QuantizeOptions)[] = ["headDim", "bits", "rotate", "seed"];
+
+function checkHeadDim(arg: string, headDim: unknown): number {
+  checkInt(arg, headDim, { min: GROUP_SIZE, max: FORMAT_LIMITS.maxHeadDim, maxName: "FORMAT_LIMITS.maxHeadDim" });
+  if ((headDim as number) % GROUP_SIZE !== 0) throw invalidArgument(arg, "a multiple of 8 (lattice groups are 8 elements)", headDim);
+  return headDim as number;
+}
+
 function checkOptions(data: unknown, options: QuantizeOptions): { headDim: number; bits: CodeBits; rotate: boolean; seed: number } {
-  if (options === null || typeof options !== "object") throw invalidArgument("options", "{ headDim, bits }", options);
+  checkObject("options", options, "{ headDim, bits }");
+  checkOptionKeys("options", options, QUANTIZE_OPTION_KEYS);
   checkKVData("data", data);
-  const { headDim, bits } = options;
-  if (typeof headDim !== "number" || !Number.isInteger(headDim) || headDim < 8 || headDim % 8 !== 0 || headDim > 8192) {
-    throw invalidArgument("options.headDim", "a multiple of 8 between 8 and 8192", headDim);
-  }
-  if (!CODE_BITS.includes(bits)) throw invalidArgument("options.bits", "2, 3 or 4", bits);
+  const headDim = checkHeadDim("options.headDim", options.headDim);
+  const bits = checkOneOf("options.bits", options.bits, CODE_BITS, "2, 3 or 4");
   if (data.length % headDim !== 0) throw invalidArgument("data.length", `a multiple of headDim (${headDim})`, data.length);
-  const rotate = options.rotate ?? true;
-  if (typeof rotate !== "boolean") throw invalidArgument("options.rotate", "a boolean", rotate);
-  const seed = options.seed ?? 0;
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw invalidArgument("options.seed", "a uint32", seed);
+  const rotate = checkBoolean("options.rotate", options.rotate ?? true);
+  const seed = checkSeed("options.seed", options.seed ?? 0);
+  // The cache refuses values beyond the FP16 range (it holds FP16); so does quantize, whose one FP16
+  // scale per vector would otherwise saturate and clamp such vectors silently. FP16 input cannot
+  // exceed it; NaN/Inf in either dtype is refused by the native codec, naming the vector.
+  if (data instanceof Float32Array) checkFiniteWithin("data", data, FORMAT_LIMITS.maxAbsValue, headDim);
   return { headDim, bits, rotate, seed };
 }
 
@@ -91,13 +119,18 @@ function checkTensor(q: QuantizedTensor): void {
   if (q === null || typeof q !== "object" || !(q.codes instanceof Uint8Array) || !(q.scales instanceof Uint16Array)) {
     throw invalidArgument("q", "a QuantizedTensor from quantize()", q);
   }
-  if (!CODE_BITS.includes(q.bits)) throw invalidArgument("q.bits", "2, 3 or 4", q.bits);
+  checkOneOf("q.bits", q.bits, CODE_BITS, "2, 3 or 4");
+  checkHeadDim("q.headDim", q.headDim);
+  checkBoolean("q.rotate", q.rotate);
+  checkSeed("q.seed", q.seed);
+  checkInt("q.vectors", q.vectors);
   if (q.scales.length !== q.vectors || q.codes.length !== q.vectors * codeBytesPerVector(q.headDim, q.bits)) {
     throw new NexusQuantError("INVALID_ARGUMENT", "q.codes/q.scales lengths do not match q.vectors, q.headDim and q.bits");
   }
 }
 
 function outputFor<T extends Float32Array | Uint16Array>(q: QuantizedTensor, options: DequantizeOptions<T>): T {
+  checkOptionKeys("options", checkObject("options", options), ["dtype", "out"]);
   const n = q.vectors * q.headDim;
   const dtype = options.dtype ?? (options.out instanceof Uint16Array ? "f16" : "f32");
   if (dtype !== "f32" && dtype !== "f16") throw invalidArgument("options.dtype", '"f32" or "f16"', dtype);

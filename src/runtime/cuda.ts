@@ -14,7 +14,7 @@ import { backendInfo } from "./backend.js";
 import type { MemoryCategory } from "./memory.js";
 import type { BindingModule } from "./binding.js";
 import { callNative, native } from "./native.js";
-import { checkKVData, type KVData } from "./validate.js";
+import { checkBoolean, checkInt, checkKVData, checkObject, checkOneOf, checkOptionKeys, checkSeed, type KVData } from "./validate.js";
 
 function binding(): BindingModule {
   const info = backendInfo();
@@ -53,15 +53,14 @@ export interface CudaCodecOptions {
 }
 
 function codecOptions(o: CudaCodecOptions): Required<CudaCodecOptions> {
-  if (o === null || typeof o !== "object") throw invalidArgument("options", "{ headDim, bits }", o);
-  if (!Number.isInteger(o.headDim) || o.headDim < 8 || o.headDim % 8 !== 0 || o.headDim > 1024) {
-    throw invalidArgument("options.headDim", "a multiple of 8 between 8 and 1024", o.headDim);
-  }
-  if (!CODE_BITS.includes(o.bits)) throw invalidArgument("options.bits", "2, 3 or 4", o.bits);
-  const rotate = o.rotate ?? true;
-  if (typeof rotate !== "boolean") throw invalidArgument("options.rotate", "a boolean", rotate);
-  const seed = o.seed ?? 0;
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw invalidArgument("options.seed", "a uint32", seed);
+  checkObject("options", o, "{ headDim, bits }");
+  checkOptionKeys("options", o, ["headDim", "bits", "rotate", "seed"]);
+  // The CUDA encoder's own ceiling (one thread block per vector), below FORMAT_LIMITS.maxHeadDim.
+  checkInt("options.headDim", o.headDim, { min: 8, max: 1024, maxName: "the CUDA codec's limit" });
+  if (o.headDim % 8 !== 0) throw invalidArgument("options.headDim", "a multiple of 8", o.headDim);
+  checkOneOf("options.bits", o.bits, CODE_BITS, "2, 3 or 4");
+  const rotate = checkBoolean("options.rotate", o.rotate ?? true);
+  const seed = checkSeed("options.seed", o.seed ?? 0);
   return { headDim: o.headDim, bits: o.bits, rotate, seed };
 }
 
@@ -131,10 +130,7 @@ export interface CudaAttentionOptions {
   sequences: CudaAttentionSequence[];
 }
 
-const posInt = (arg: string, v: unknown, min = 1): number => {
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min) throw invalidArgument(arg, `an integer >= ${min}`, v);
-  return v;
-};
+const posInt = (arg: string, v: unknown, min = 1): number => checkInt(arg, v, { min });
 
 function checkLength(arg: string, a: ArrayLike<unknown> | undefined, n: number, what: string): void {
   if (a === undefined || a.length !== n) throw invalidArgument(arg, `${what} of length ${n}`, a);

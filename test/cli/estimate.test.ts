@@ -156,10 +156,13 @@ describe("estimate errors", () => {
     expect(r.stderr).toMatch(/--params/);
   });
 
-  it("an unreadable or invalid config is a failure (exit 1)", async () => {
+  it("a missing --config file is a usage error (exit 2); an invalid config is a failure (exit 1)", async () => {
     const bad = join(tmp, "bad.json");
     writeFileSync(bad, "{ not json");
-    expect((await cli("estimate", "--config", join(tmp, "missing.json"))).code).toBe(1);
+    const missing = await cli("estimate", "--config", join(tmp, "missing.json"));
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/Cannot read --config .*missing\.json/);
+    expect(missing.stderr).toMatch(/--help/);
     const r = await cli("estimate", "--config", bad);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/not valid JSON/);
@@ -168,6 +171,30 @@ describe("estimate errors", () => {
     const r2 = await cli("estimate", "--config", incomplete, "--context", "10");
     expect(r2.code).toBe(1);
     expect(r2.stderr).toMatch(/num_attention_heads/);
+  });
+
+  it("a misspelt config key is a warning on stderr and in --json", async () => {
+    const typo = join(tmp, "typo.json");
+    writeFileSync(typo, JSON.stringify({ num_hidden_layers: 32, num_attention_heads: 32, hidden_size: 4096, num_key_value_head: 8 }));
+    const r = await cli("estimate", "--config", typo, "--context", "8k", "--json");
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/warning: config.json has num_key_value_head.*did you mean num_key_value_heads\?/);
+    const out = JSON.parse(r.stdout) as { warnings?: string[] };
+    expect(out.warnings).toHaveLength(1);
+    expect(out.warnings![0]).toMatch(/num_key_value_heads/);
+    // A correct config has no warnings.
+    const good = join(tmp, "good.json");
+    writeFileSync(good, JSON.stringify({ num_hidden_layers: 32, num_attention_heads: 32, hidden_size: 4096, num_key_value_heads: 8 }));
+    const g = await cli("estimate", "--config", good, "--context", "8k", "--json");
+    expect(g.stderr).toBe("");
+    expect((JSON.parse(g.stdout) as { warnings?: string[] }).warnings).toBeUndefined();
+  });
+
+  it("a negative --context is a clear usage error, not parseArgs's 'ambiguous'", async () => {
+    const r = await cli("estimate", "--model", "llama-3.1-8b", "--context", "-5");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/positive whole number of tokens.* for --context but received "-5"/);
+    expect(r.stderr).not.toMatch(/ambiguous/);
   });
 });
 

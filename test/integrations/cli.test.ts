@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { runCli } from "../../src/cli/run.js";
+import { demoPrefillBytes } from "../../src/cli/commands/demo.js";
+import { DEMO_TINY } from "../../src/cli/demo-model.js";
 
 function recorder() {
   const out: string[] = [];
@@ -16,7 +18,7 @@ describe("nexusquant demo", () => {
     const result = JSON.parse(r.out.join(""));
     expect(result.weights).toBe("random weights (no trained reference model yet)");
     expect(result.preset).toBe("balanced");
-    expect(result.contextTokens).toBe(600);
+    expect(result.contextTokens).toBe(320);
     expect(result.positions).toBe(9);
     expect(result.tokensEvicted).toBeGreaterThan(0);
     expect(result.compressedKvBytes).toBeLessThan(result.baselineKvBytes);
@@ -28,6 +30,18 @@ describe("nexusquant demo", () => {
     expect(result.path).toBe("native");
     expect(result.peakKvBytes.compressed).toBeGreaterThan(0);
     expect(result.peakKvBytes.compressed).toBeLessThan(result.peakKvBytes.baseline);
+  });
+
+  it("a context whose prefill cannot fit is OUT_OF_MEMORY at once, naming the bytes and the largest context", async () => {
+    // onnxruntime failed on exactly this allocation for a 64k prompt of the built model.
+    expect(demoPrefillBytes(DEMO_TINY.heads!, 65536, DEMO_TINY.vocab!) - 65536 * DEMO_TINY.vocab! * 4).toBe(68_719_476_736);
+    const r = recorder();
+    const started = performance.now();
+    // Native path (chunked prefill): the FP16 baseline K/V of 100M tokens, 2,048 bytes each, is 215 GB.
+    expect(await runCli(["demo", "--model", "built", "--context", "100m"], r.io)).toBe(1);
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect(r.err.join("")).toMatch(/needs at least \d{12} bytes for the FP16 baseline.*largest context that fits is \d+ tokens/);
+    expect(r.out.join("")).toBe("");
   });
 
   it("an unknown preset is a usage error", async () => {

@@ -64,7 +64,9 @@ describe("quantize / dequantize", () => {
   });
 
   it("is deterministic across runs, thread counts, sync/async and f32/f16 input", async () => {
-    const x = gaussianData(20000, 128, 3);
+    // 4,000 vectors (512k elements): above the async threshold and split across threads, small enough
+    // for a loaded 2-core machine.
+    const x = gaussianData(4000, 128, 3);
     const a = quantizeSync(x, { headDim: 128, bits: 2, seed: 9 });
     const b = await quantize(x, { headDim: 128, bits: 2, seed: 9 });
     const saved = process.env.NEXUSQUANT_THREADS;
@@ -130,7 +132,8 @@ describe("quantize / dequantize", () => {
   });
 
   it("async quantize keeps the event loop responsive", async () => {
-    const x = gaussianData(60000, 128, 6);
+    // 8,000 vectors: tens of milliseconds of encoding at least, many 1 ms timer ticks if the loop is free.
+    const x = gaussianData(8000, 128, 6);
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
     await quantize(x, { headDim: 128, bits: 3 });

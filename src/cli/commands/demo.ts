@@ -1,13 +1,17 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { FidelityMeter } from "../../integrations/fidelity.js";
 import { withNexusQuant, type OrtModuleLike, type OrtSessionLike } from "../../integrations/index.js";
 import { argmax } from "../../integrations/sampling.js";
 import { NexusQuantError } from "../../errors.js";
+import { availableMemory } from "../../runtime/available-memory.js";
 import { getPreset } from "../../format/index.js";
 import { memoryStats } from "../../runtime/index.js";
 import { native } from "../../runtime/native.js";
 import { parseFlags, parseContext, parsePositiveInt } from "../args.js";
 import {
   BUILT_IN_TEXT,
+  DEMO_TINY,
   REFERENCE_MODEL_DIR,
   builtModel,
   builtNativeModel,
@@ -74,14 +78,79 @@ async function loadOrt(): Promise<OrtModuleLike & { InferenceSession: { create(b
 }
 
 /**
+ * A lower bound of the bytes onnxruntime allocates to prefill `tokens` prompt tokens in one step: the
+ * f32 attention scores of one layer, heads × tokens × tokens (a 64k-token prompt of the built model
+ * asked for 68,719,476,736 bytes in one allocation), plus the f32 logits of every position.
+ */
+export function demoPrefillBytes(heads: number, tokens: number, vocab: number): number {
+  return heads * tokens * tokens * 4 + tokens * vocab * 4;
+}
+
+/** Heads and vocabulary of the model the demo will run, read before anything is built or loaded. */
+async function demoModelSize(modelDir: string | undefined): Promise<{ heads: number; vocab: number } | undefined> {
+  if (modelDir === undefined) return { heads: DEMO_TINY.heads!, vocab: DEMO_TINY.vocab! };
+  const config = JSON.parse(await readFile(join(modelDir, "config.json"), "utf8").catch(() => "null")) as { num_attention_heads?: unknown; vocab_size?: unknown } | null;
+  const heads = config?.num_attention_heads;
+  const vocab = config?.vocab_size;
+  return typeof heads === "number" && typeof vocab === "number" ? { heads, vocab } : undefined; // modelFromDir reports what is missing
+}
+
+/** OUT_OF_MEMORY at once when the prompt's prefill cannot fit, naming the bytes and the largest context that does. */
+async function checkDemoFits(options: DemoOptions): Promise<void> {
+  const size = await demoModelSize(options.modelDir);
+  if (size === undefined) return;
+  const need = demoPrefillBytes(size.heads, options.contextTokens, size.vocab);
+  const available = availableMemory();
+  if (need <= available.bytes) return;
+  let lo = 0;
+  let hi = options.contextTokens;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (demoPrefillBytes(size.heads, mid, size.vocab) <= available.bytes) lo = mid;
+    else hi = mid;
+  }
+  throw new NexusQuantError(
+    "OUT_OF_MEMORY",
+    `A ${options.contextTokens}-token prompt needs at least ${need} bytes to prefill (the attention scores of ${size.heads} heads, ${size.heads} × ${options.contextTokens}² × 4 bytes, ` +
+      `and the logits) but ${available.bytes} bytes are available (${available.source}). The largest context that fits is ${lo} tokens; lower --context.`,
+    { neededBytes: need, availableBytes: available.bytes, source: available.source, largestContext: lo },
+  );
+}
+
+/**
+ * The native path prefills in chunks, so what grows with the context is the FP16 K/V of the baseline
+ * run (preset "none"): layers × kvHeads × headDim × (K, V) × 2 bytes per token. OUT_OF_MEMORY at once
+ * when that cannot fit, naming the bytes and the largest context that does.
+ */
+function checkNativeDemoFits(options: DemoOptions, demo: NativeDemoModel): void {
+  const c = demo.model.config;
+  const perToken = c.numLayers * c.numKvHeads * c.headDim * 2 * 2;
+  const tokens = options.contextTokens + options.maxNewTokens;
+  const need = perToken * tokens;
+  const available = availableMemory();
+  if (need <= available.bytes) return;
+  const largest = Math.max(0, Math.floor(available.bytes / perToken) - options.maxNewTokens);
+  throw new NexusQuantError(
+    "OUT_OF_MEMORY",
+    `A ${options.contextTokens}-token prompt needs at least ${need} bytes for the FP16 baseline run's K/V (${perToken} bytes per token) ` +
+      `but ${available.bytes} bytes are available (${available.source}). The largest context that fits is ${largest} tokens; lower --context.`,
+    { neededBytes: need, availableBytes: available.bytes, source: available.source, largestContext: largest },
+  );
+}
+
+/**
  * Generates greedily without compression, then replays the same tokens through the compressed cache
  * (teacher forcing) so every next-token distribution is compared at the same position.
  */
 export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   if (options.preset !== "none") getPreset(options.preset); // UNKNOWN_PRESET before any model work
-  const ort = await loadOrt();
   const dir = options.modelDir;
-  if (dir !== undefined && dir !== "built" && (await hasOnnxGraph(dir))) return runOrtDemo(options, await modelFromDir(dir), ort);
+  if (dir !== undefined && dir !== "built" && (await hasOnnxGraph(dir))) {
+    await checkDemoFits(options); // OUT_OF_MEMORY in milliseconds, not onnxruntime's "Failed to allocate" later
+    const ort = await loadOrt();
+    return runOrtDemo(options, await modelFromDir(dir), ort);
+  }
+  const ort = await loadOrt();
   let model: NativeDemoModel;
   if (dir === "built") model = builtNativeModel();
   else if (dir !== undefined) model = await nativeModelFromDir(dir);
@@ -103,6 +172,7 @@ async function allocatorPeak<T>(fn: () => Promise<T>): Promise<[T, number]> {
  * a tokenizer, a third run generates freely from the compressed cache so its text can be read.
  */
 async function runNativeDemo(options: DemoOptions, demo: NativeDemoModel, ort: unknown): Promise<DemoResult> {
+  checkNativeDemoFits(options, demo);
   const vocab = demo.model.config.vocabSize;
   const tokenizer = demo.tokenizer;
   let prompt: number[];
@@ -245,7 +315,9 @@ Options:
                          runs through the ORT-session wrapper instead (dense past during each step)
   --preset NAME          compression preset (default balanced; see \`nexusquant presets\`)
   --prompt TEXT          text to repeat into the context (default: a built-in paragraph)
-  --context N            prompt tokens (default 1536; e.g. 2k)
+  --context N            prompt tokens (default 1536; e.g. 2k). A context whose FP16 baseline K/V
+                         (native path) or one-step prefill scores (ORT-session path) cannot fit in
+                         the available memory is refused at once with OUT_OF_MEMORY
   --max-new-tokens N     decode steps compared (default 48)
   --json                 print a JSON object
 `,

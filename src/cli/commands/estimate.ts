@@ -177,6 +177,10 @@ export const estimateCommand: CliCommand = {
       kvCacheBytes: batch * perSession,
     };
     if (arch.notes.length) result.notes = arch.notes;
+    if (arch.warnings?.length) {
+      result.warnings = arch.warnings;
+      for (const w of arch.warnings) io.stderr(`nexusquant estimate: warning: ${w}\n`);
+    }
     const layout = req.preset ? presetCacheLayout(arch, context, req.preset) : undefined;
     if (layout) {
       result.preset = layout.preset;

@@ -2,7 +2,7 @@ import { PRESET_NAMES } from "../../format/index.js";
 import { verifyCompression, type VerifyResult } from "../../verify.js";
 import type { BackendRequest } from "../../runtime/backend.js";
 import { invalidArgument } from "../../errors.js";
-import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
+import { parseBytes, parseContext, parseFlags, parsePositiveInt } from "../args.js";
 import { resolveModelFlags } from "../model-arg.js";
 import { progressBar } from "../progress.js";
 import { formatInt, formatRatio, renderTable, toJson } from "../table.js";
@@ -23,11 +23,16 @@ Options:
   --batch N           sequences (default 1)
   --backend B         auto (default), cpu or cuda
   --seed N            synthetic data seed (default 1)
+  --memory-limit B    refuse a run whose peak would pass B bytes (4GiB, 512MiB, 8GB); default: the
+                      memory available (MemAvailable and the cgroup's memory.max)
   --json              print a JSON array of results
   --help              this text
 
 Memory: the CPU backend holds one layer in FP16 while it compresses it (layers are filled and
-compressed one at a time), so the peak is one FP16 layer plus the compressed cache.
+compressed one at a time), so the peak is one FP16 layer plus the compressed cache. That peak is
+computed before anything is allocated; a run that would not fit fails at once with OUT_OF_MEMORY,
+naming the bytes it needs and the largest context that fits. Progress goes to stderr (a bar on a
+terminal, plain lines otherwise).
 `;
 
 export const verifyCommand: CliCommand = {
@@ -43,6 +48,7 @@ export const verifyCommand: CliCommand = {
       batch: { type: "string" },
       backend: { type: "string" },
       seed: { type: "string" },
+      "memory-limit": { type: "string" },
       json: { type: "boolean" },
     });
     const arch = await resolveModelFlags(v.model, v.config);
@@ -51,12 +57,14 @@ export const verifyCommand: CliCommand = {
     const context = parseContext("--context", v.context);
     const batch = v.batch === undefined ? 1 : parsePositiveInt("--batch", v.batch);
     const seed = v.seed === undefined ? 1 : parsePositiveInt("--seed", v.seed);
+    const memoryLimit = v["memory-limit"] === undefined ? undefined : parseBytes("--memory-limit", v["memory-limit"]);
     const backend = (v.backend ?? "auto") as BackendRequest;
     if (!["auto", "cpu", "cuda"].includes(backend)) throw invalidArgument("--backend", "auto, cpu or cuda", v.backend);
+    for (const w of arch.warnings ?? []) io.stderr(`nexusquant verify: warning: ${w}\n`);
     const results: VerifyResult[] = [];
     for (const preset of v.preset.split(",").map((p) => p.trim())) {
-      const progress = v.json ? undefined : progressBar(io, `${preset}: layers`);
-      results.push(await verifyCompression({ model: arch, context, preset, batch, backend, seed, onProgress: progress }));
+      const onProgress = progressBar(io, `${preset}: layers`);
+      results.push(await verifyCompression({ model: arch, context, preset, batch, backend, seed, onProgress, ...(memoryLimit === undefined ? {} : { memoryLimitBytes: memoryLimit }) }));
     }
     if (v.json) {
       io.stdout(toJson(results));
