@@ -18,7 +18,7 @@ describe("nexusquant demo", () => {
     const result = JSON.parse(r.out.join(""));
     expect(result.weights).toBe("random weights (no trained reference model yet)");
     expect(result.preset).toBe("balanced");
-    expect(result.contextTokens).toBe(320);
+    expect(result.contextTokens).toBe(600);
     expect(result.positions).toBe(9);
     expect(result.tokensEvicted).toBeGreaterThan(0);
     expect(result.compressedKvBytes).toBeLessThan(result.baselineKvBytes);
