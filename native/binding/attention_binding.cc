@@ -48,7 +48,7 @@ Napi::Value denseAttention(const Napi::CallbackInfo& info) {
   p.scale = info[8].As<Napi::Number>().FloatValue();
   p.out = out.Data();
   try {
-    fusedAttention(attentionOps(activeIsa()), p, {&src});
+    fusedAttention(attentionOps(activeIsa(), d), p, {&src});
   } catch (const NqError& e) {
     throwJs(env, e.code, e.what());
   }

@@ -9,7 +9,12 @@
 
 namespace nq {
 
-const AttentionOps& attentionOps(Isa isa) {
+const AttentionOps& attentionOps(Isa isa, size_t headDim) {
+  // The vector loops step through a row by whole registers: AVX-512 (16 floats) is used only when
+  // head_dim is a multiple of 16, else AVX2 (8 floats; every head_dim the format allows is a multiple
+  // of 8). ASan caught 16-float loads past the end of a head_dim-8 query.
+  if (isa == Isa::Avx512 && headDim % 16 != 0) isa = Isa::Avx2;
+  if (isa == Isa::Avx2 && headDim % 8 != 0) isa = Isa::Scalar;
   const AttentionOps* ops = isa == Isa::Avx512 ? attentionOpsAvx512() : isa == Isa::Avx2 ? attentionOpsAvx2() : nullptr;
   return ops ? *ops : *attentionOpsScalar();
 }

@@ -24,7 +24,8 @@ struct AttentionOps {
   void (*expInPlace)(float* x, size_t n);
 };
 
-const AttentionOps& attentionOps(Isa isa);
+// The ops of `isa`, or of a narrower level when head_dim is not a multiple of its register width.
+const AttentionOps& attentionOps(Isa isa, size_t headDim);
 
 // Defined by each attention_ops_<isa>.cc (null when the level is not compiled in).
 const AttentionOps* attentionOpsScalar();

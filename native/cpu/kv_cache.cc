@@ -550,7 +550,7 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
     p.accumulated = reinterpret_cast<float*>(s.accumulated.data());
     p.accumulatedStride = s.accCap;
   }
-  fusedAttention(attentionOps(activeIsa()), p, {&codes, &residual});
+  fusedAttention(attentionOps(activeIsa(), o_.headDim), p, {&codes, &residual});
 }
 
 // ---- dense view ----------------------------------------------------------------------------------

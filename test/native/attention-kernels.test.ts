@@ -21,11 +21,11 @@ interface Case {
   residual?: [Float32Array, Float32Array];  // appended after compress()
 }
 
-// Lengths 1..1000+, head_dim 64/96/128, GQA 1/2/4/8, residual on/off, evicting and non-evicting
+// Lengths 1..1000+, head_dim 8/24/40/64/96/128, GQA 1/2/4/8, residual on/off, evicting and non-evicting
 // specs, decode and causal chunks (including queries in the middle of the context).
 function buildCases(): Case[] {
   const lengths = [1, 7, 17, 33, 97, 1100];
-  const dims = [64, 96, 128];
+  const dims = [64, 96, 128, 8, 24, 40]; // 8, 24, 40: not a multiple of the AVX-512 width
   const groups = [1, 2, 4, 8];
   const cases: Case[] = [];
   let seed = 1;
