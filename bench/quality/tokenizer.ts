@@ -4,9 +4,8 @@
  * `@huggingface/transformers` (tokenizer only: its ONNX runtime is never used here); without one the
  * harness feeds UTF-8 bytes, which needs a vocabulary of at least 256 and says so in the report.
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { NexusQuantError } from "../../src/errors.js";
+import { loadTokenizer } from "../../src/model/tokenizer.js";
 
 export interface QualityTokenizer {
   /** "tokenizer.json" or "utf8-bytes". */
@@ -37,43 +36,19 @@ export function byteTokenizer(vocab: number): QualityTokenizer {
   };
 }
 
-/** tokenizer.json (+ tokenizer_config.json when present) from `dir`, or undefined when there is none. */
+/**
+ * tokenizer.json (+ tokenizer_config.json when present) from `dir`, or undefined when there is none.
+ * Read by the product's loader (src/model/tokenizer.ts); the harness adds its kind and describes the
+ * document-start token it puts first.
+ */
 export async function loadTokenizerJson(dir: string): Promise<QualityTokenizer | undefined> {
-  let jsonText: string;
-  try {
-    jsonText = await readFile(join(dir, "tokenizer.json"), "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw error;
-  }
-  const configText = await readFile(join(dir, "tokenizer_config.json"), "utf8").catch(() => "{}");
-  let tokenizerJson: unknown;
-  let tokenizerConfig: unknown;
-  try {
-    tokenizerJson = JSON.parse(jsonText);
-    tokenizerConfig = JSON.parse(configText);
-  } catch (error) {
-    throw new NexusQuantError("CONFIG_ERROR", `${join(dir, "tokenizer.json")} or tokenizer_config.json is not valid JSON (${(error as Error).message})`);
-  }
-  let transformers: typeof import("@huggingface/transformers");
-  try {
-    transformers = await import("@huggingface/transformers");
-  } catch (error) {
-    throw new NexusQuantError(
-      "BACKEND_UNAVAILABLE",
-      `${join(dir, "tokenizer.json")} needs @huggingface/transformers to be read (${(error as Error).message}); install it, or remove tokenizer.json to fall back to UTF-8 bytes.`,
-    );
-  }
-  // The constructor takes the parsed files directly: no hub or cache-path resolution for a local dir.
-  const tokenizer = new transformers.PreTrainedTokenizer(tokenizerJson, tokenizerConfig);
-  const bos = tokenizer.get_vocab().get(DOCUMENT_START_TOKEN);
+  const tokenizer = await loadTokenizer(dir);
+  if (tokenizer === undefined) return undefined;
+  const bos = tokenizer.bosId;
   return {
+    ...tokenizer,
     kind: "tokenizer.json",
-    description: `${join(dir, "tokenizer.json")} (${tokenizer.get_vocab().size} tokens), documents start with ${bos === undefined ? "no special token" : `${DOCUMENT_START_TOKEN} = ${bos}`}`,
-    bosId: bos ?? null,
-    // The training convention: the tokenizer adds no special tokens itself; the harness puts bosId first.
-    encode: (text) => tokenizer.encode(text, { add_special_tokens: false }),
-    decode: (ids) => tokenizer.decode([...ids], { skip_special_tokens: true }),
+    description: `${tokenizer.description}, documents start with ${bos === null ? "no special token" : `${DOCUMENT_START_TOKEN} = ${bos}`}`,
   };
 }
 
