@@ -101,6 +101,13 @@ def parse_args(argv=None):
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--dropout", type=float, default=0.1, help="residual dropout while training (not in the export)")
     p.add_argument("--passkey-fraction", type=float, default=0.05, help="share of rows that are retrieval samples")
+    p.add_argument("--repeat-fraction", type=float, default=0.0,
+                   help="share of rows that repeat a span of speech text (a copy task that makes induction heads, "
+                        "which retrieval needs, form early)")
+    p.add_argument("--repeat-span", default="16,0",
+                   help="min,max tokens of a copy row's repeated span (max 0: half the row)")
+    p.add_argument("--init", default="",
+                   help="start from the weights of this model directory (its config must match; its tokenizer is used)")
     p.add_argument("--answer-loss-weight", type=float, default=1.0,
                    help="extra loss on the answer tokens of retrieval rows (they are ~0.1%% of their row)")
     # Budget: training stops at --train-seconds, and early enough that the script ends by --deadline-seconds.
@@ -139,6 +146,10 @@ def parse_args(argv=None):
         args.passkey_contexts, args.passkey_per_cell, args.passkey_fraction = "256,512", 1, 0.25
         args.phases, args.tokens_per_step, args.checkpoint_every_seconds = "256:0.5,512:0.5", 2048, 15.0
     args.passkey_contexts = [int(c) for c in str(args.passkey_contexts).split(",") if c]
+    if args.init and not args.tokenizer:
+        args.tokenizer = os.path.join(args.init, "tokenizer.json")
+    if not 0 <= args.passkey_fraction + args.repeat_fraction <= 1:
+        p.error("--passkey-fraction + --repeat-fraction must be in [0, 1]")
     if args.heads % args.kv_heads:
         p.error("--heads must be a multiple of --kv-heads")
     if max(args.passkey_contexts) > args.context:
@@ -320,6 +331,35 @@ def token_stream(tok, texts, eot_id):
     return ids
 
 
+def repeated_span_row(train_ids, length, rng, eot_id, device, span=(16, 0)):
+    """A copy-task row: a span of speech text (span[0] to span[1] tokens, or half the row) written again and again, separated by
+    <eot>. Every repeat after the first is predictable only by looking back, which is what passkey retrieval
+    needs; small models trained on prose alone form that circuit late."""
+    import torch
+    hi = span[1] or length // 2 - 1
+    span_len = rng.randint(span[0], max(span[0], min(hi, length // 2 - 1)))
+    start = rng.randrange(0, len(train_ids) - span_len)
+    unit = list(train_ids[start:start + span_len]) + [eot_id]
+    row = (unit * (length // len(unit) + 1))[:length]
+    return torch.tensor(row, dtype=torch.long, device=device)
+
+
+def init_model(model, args, torch):
+    """Load --init's weights (fp16 safetensors, tied lm_head left out) into the freshly built model."""
+    with open(os.path.join(args.init, "config.json")) as f:
+        cfg = json.load(f)
+    want = {"hidden_size": args.hidden, "num_hidden_layers": args.layers, "num_attention_heads": args.heads,
+            "num_key_value_heads": args.kv_heads, "intermediate_size": args.intermediate, "vocab_size": args.vocab_size}
+    wrong = {k: (cfg.get(k), v) for k, v in want.items() if cfg.get(k) != v}
+    if wrong:
+        raise SystemExit(f"--init {args.init}: its config differs from this run's (theirs, ours): {wrong}")
+    loaded, _ = safetensors_io.load(os.path.join(args.init, "model.safetensors"))
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v).float() for k, v in loaded.items()}, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise SystemExit(f"--init {args.init}: missing {missing}, unexpected {unexpected}")
+    log(f"initialized from {args.init} ({len(loaded)} tensors)")
+
+
 def retrieval_row_ids(tok, sample, eot_id):
     """<eot> prompt answer <eot>; returns the ids and the answer's [start, end) positions among them."""
     prompt = tok.encode(sample["prompt"])
@@ -397,6 +437,8 @@ def main():
     model = LlamaForCausalLM(args).to(device)
     params = count_parameters(model, args)
     assert params["total"] == expected_parameters(args), (params, expected_parameters(args))
+    if args.init:
+        init_model(model, args, torch)
     log(f"parameters: {params['total']:,} = embedding {params['embedding']:,} (tied with lm_head) + "
         f"{args.layers} layers x {params['per_layer']:,} + norm {params['final_norm']:,}")
     if not 15e6 <= params["total"] <= 25e6 and args.recipe == "gpu" and not args.smoke:
@@ -444,6 +486,10 @@ def main():
             ids = ids + train_ids[fill_start:fill_start + T + 1 - len(ids)]  # pack the rest with speech text
             x[r] = torch.tensor(ids, dtype=torch.long, device=x.device)
             mask[r, a0 - 1:a1 - 1] = True  # target t predicts token t+1
+        n_repeat = int(B * args.repeat_fraction) + (row_rng.random() < (B * args.repeat_fraction) % 1)
+        for r in range(n_retrieval, min(B, n_retrieval + n_repeat)):
+            x[r] = repeated_span_row(train_ids, T + 1, row_rng, eot_id, x.device,
+                                     tuple(int(v) for v in args.repeat_span.split(",")))
         return x[:, :-1], x[:, 1:], mask.to(x.device), n_retrieval
 
     def losses(net, inputs, targets, mask=None):
@@ -509,7 +555,8 @@ def main():
     budget = stop_at - train_start
     log(f"training for up to {budget:.0f}s: phases {args.phases} (context: share of the time), "
         f"{batch_for(args.phases[0][0])} x {args.phases[0][0]} tokens per step first, lr {args.lr}, "
-        f"{args.passkey_fraction:.0%} retrieval rows")
+        f"{args.passkey_fraction:.0%} retrieval rows, {args.repeat_fraction:.0%} copy rows"
+        + (f", from {args.init}" if args.init else ""))
     next_checkpoint = train_start + args.checkpoint_every_seconds if args.checkpoint_every_seconds > 0 else None
     probe = suite[::max(1, len(suite) // 8)]  # a retrieval probe at checkpoints, to watch the gate
     T = None
