@@ -70,8 +70,22 @@ NQ_FMT_HD constexpr PageOffsets pageOffsets(size_t kvHeads, size_t headDim, cons
   return o;
 }
 
+// FP16 residual slots held once `tokens` have been appended since the last compress(): the next power
+// of two, capped at the window (0 when nothing waits). Decode appends then grow it in O(log window)
+// copies and it never holds more than twice the tokens it waits with. Same rule as layout.ts.
+NQ_FMT_HD constexpr size_t residualCapacity(size_t tokens, const Spec& s) {
+  const size_t window = static_cast<size_t>(s.residualWindow);
+  if (tokens == 0 || window == 0) return 0;
+  size_t cap = 1;
+  while (cap < tokens && cap < window) cap *= 2;
+  return cap < window ? cap : window;
+}
+
+// Bytes of an FP16 residual (K and V) of one sequence and layer with `slots` token slots.
+NQ_FMT_HD constexpr size_t residualSlotBytes(size_t kvHeads, size_t headDim, size_t slots) { return 2 * kvHeads * slots * headDim * kFp16Bytes; }
+// The most the residual ever holds: its whole window.
 NQ_FMT_HD constexpr size_t residualBytes(size_t kvHeads, size_t headDim, const Spec& s) {
-  return 2 * kvHeads * static_cast<size_t>(s.residualWindow) * headDim * kFp16Bytes;
+  return residualSlotBytes(kvHeads, headDim, static_cast<size_t>(s.residualWindow));
 }
 
 // Tokens kept after eviction: sinks and the recent window always; of the evictable rest, all but

@@ -27,6 +27,7 @@ Napi::Value nativeLayout(const Napi::CallbackInfo& info) {
   r.Set("pageBytes", static_cast<double>(format::pageBytes(kvHeads, headDim, s)));
   r.Set("pageEnd", static_cast<double>(off.end));
   r.Set("residualBytes", static_cast<double>(format::residualBytes(kvHeads, headDim, s)));
+  r.Set("residualCapacity", static_cast<double>(format::residualCapacity(tokens, s)));
   r.Set("quantizedTensorBytesKey", static_cast<double>(format::quantizedTensorBytes(tokens, headDim, s.keyBits)));
   return r;
 }

@@ -157,9 +157,8 @@ void KvCache::growResidual(Store& s, size_t minCap) {
   if (minCap <= s.residualCap) return;
   // Grow by a quarter (not double): before the first compress() the residual is the whole FP16 cache
   // (preset "none"), and doubling would hold up to 2x the bytes it needs; amortized copying stays O(n).
-  size_t cap = std::max<size_t>(s.residualCap + s.residualCap / 4, 64);
-  cap = std::max(cap, minCap);
-  setResidualCapacity(s, cap);
+  // No floor: a few tokens get a few slots, so an uncompressed cache never holds more than 1.25x FP16.
+  setResidualCapacity(s, std::max(s.residualCap + s.residualCap / 4, minCap));
 }
 
 void KvCache::ensureAccumulated(Store& s, size_t slots) {
@@ -198,13 +197,18 @@ void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_
   size_t done = 0;
   while (done < count) {
     size_t room;
+    const size_t window = static_cast<size_t>(o_.spec.residualWindow);
     if (!s.compressedOnce) {
       growResidual(s, s.residualCount + (count - done));
       room = count - done;
-    } else if (s.residualCap == 0) {
+    } else if (window == 0) {
       setResidualCapacity(s, count - done);  // no residual window: quantize straight away
       room = count - done;
     } else {
+      // The window grows with the tokens waiting in it (powers of two up to its size), so a short
+      // prompt's compressed cache does not carry a whole empty FP16 window.
+      const size_t cap = format::residualCapacity(std::min(window, s.residualCount + (count - done)), o_.spec);
+      if (cap > s.residualCap) setResidualCapacity(s, cap);
       room = s.residualCap - s.residualCount;
     }
     const size_t take = std::min(room, count - done);
@@ -223,9 +227,9 @@ void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_
     s.appended += take;
     done += take;
     ensureAccumulated(s, s.compressed + s.residualCount);
-    if (s.compressedOnce && s.residualCount == s.residualCap) {
+    if (s.compressedOnce && s.residualCount >= (window == 0 ? s.residualCap : window)) {
       flushResidual(s, layer, seq, /*evictToBudget=*/true);
-      if (o_.spec.residualWindow == 0) setResidualCapacity(s, 0);
+      if (window == 0) setResidualCapacity(s, 0);
     }
   }
 }
@@ -296,7 +300,7 @@ void KvCache::compressStore(Store& s, size_t seq, size_t layer, const float* obs
   if (target == total) {  // nothing to evict: quantize the residual onto the pages
     s.compressedOnce = true;
     if (nr > 0) flushResidual(s, layer, seq, /*evictToBudget=*/false);  // already within budget
-    if (s.residualCap != static_cast<size_t>(o_.spec.residualWindow)) setResidualCapacity(s, o_.spec.residualWindow);
+    setResidualCapacity(s, 0);  // empty now: appends grow it again (format::residualCapacity)
     return;
   }
 
@@ -430,7 +434,7 @@ void KvCache::compressStore(Store& s, size_t seq, size_t layer, const float* obs
   s.compressed = target;
   s.residualCount = 0;
   s.compressedOnce = true;
-  if (s.residualCap != static_cast<size_t>(o_.spec.residualWindow)) setResidualCapacity(s, o_.spec.residualWindow);
+  setResidualCapacity(s, 0);  // empty now: appends grow it again (format::residualCapacity)
 }
 
 // ---- attention on codes --------------------------------------------------------------------------

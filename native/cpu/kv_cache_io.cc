@@ -219,8 +219,9 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
         if (halfIsNonFinite(ks) || halfIsNonFinite(vs)) r.corrupt("a code scale is not finite");
       }
     }
-    // The residual's capacity: its window once compressed (what the live cache held), else its count.
-    c.setResidualCapacity(s, s.compressedOnce ? std::max<size_t>(o.spec.residualWindow, residualCount) : residualCount);
+    // The residual's capacity: what the growth rule gives for the tokens waiting once compressed (a
+    // live cache that already flushed a full window may hold more, up to the window), else its count.
+    c.setResidualCapacity(s, s.compressedOnce ? std::max(format::residualCapacity(residualCount, o.spec), residualCount) : residualCount);
     s.residualCount = residualCount;
     for (size_t kv = 0; kv < 2; ++kv)
       for (size_t h = 0; h < H; ++h) {

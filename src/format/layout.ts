@@ -14,8 +14,9 @@ import { validateSpec } from "./spec.js";
  *     [header 16 B][K codes H·P·kc][V codes H·P·vc][K scales H·P·2][V scales H·P·2][positions H·P·4]?
  *   (H = kvHeads, P = pageTokens, kc = headDim·keyBits/8, vc = headDim·valueBits/8; positions only
  *   when the spec evicts, since without eviction a slot's position is its index)
- *   plus an FP16 residual buffer for K and V of `residualWindow` tokens (capacity, allocated with the
- *   sequence).
+ *   plus an FP16 residual buffer for K and V of the tokens appended since the last compression, which
+ *   grows with them (residualCapacity: powers of two up to `residualWindow`) and is empty right after
+ *   a compression, so a short prompt does not carry a whole empty window.
  */
 export const PAGE_HEADER_BYTES = 16;
 export const SCALE_BYTES = 2; // one FP16 scale per head vector
@@ -94,9 +95,25 @@ export function pageBytes(kvHeads: number, headDim: number, spec: CompressionSpe
   return PAGE_HEADER_BYTES + slots * perSlot;
 }
 
-/** FP16 residual buffer (K and V) of one sequence and layer. */
-export function residualBytes(kvHeads: number, headDim: number, spec: CompressionSpec): number {
-  return 2 * kvHeads * spec.residualWindow * headDim * FP16_BYTES;
+/**
+ * Token slots of the FP16 residual once `tokens` have been appended since the last compression: the
+ * next power of two, capped at `residualWindow` (0 when nothing waits). Appends grow it in
+ * O(log window) copies and it never holds more than twice the tokens waiting in it.
+ */
+export function residualCapacity(tokens: number, spec: Pick<CompressionSpec, "residualWindow">): number {
+  const window = spec.residualWindow;
+  if (tokens <= 0 || window === 0) return 0;
+  let cap = 1;
+  while (cap < tokens && cap < window) cap *= 2;
+  return Math.min(cap, window);
+}
+
+/**
+ * FP16 residual buffer (K and V) of one sequence and layer: by default its largest size (the whole
+ * window); with `tokens`, its size once that many tokens were appended since the last compression.
+ */
+export function residualBytes(kvHeads: number, headDim: number, spec: CompressionSpec, tokens = spec.residualWindow): number {
+  return 2 * kvHeads * residualCapacity(tokens, spec) * headDim * FP16_BYTES;
 }
 
 const SHAPE_KEYS = ["layers", "kvHeads", "headDim", "tokens", "batch"] as const;
@@ -140,7 +157,7 @@ export function compressedLayout(shape: CacheShape, spec: CompressionSpec): Comp
     codes: slots * (codeBytesPerVector(headDim, s.keyBits) + codeBytesPerVector(headDim, s.valueBits)),
     scales: slots * 2 * SCALE_BYTES,
     positions: storesPositions(s) ? slots * POSITION_BYTES : 0,
-    residual: tokens.length * layers * residualBytes(kvHeads, headDim, s),
+    residual: 0, // right after compression the residual is empty (it grows with later appends)
     headers: pages * PAGE_HEADER_BYTES,
     total: 0,
   };

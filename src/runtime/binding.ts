@@ -31,7 +31,7 @@ export interface BackendBinding {
     kvHeads: number,
     headDim: number,
     tokens: number,
-  ): { keptTokens: number; pages: number; pageBytes: number; pageEnd: number; residualBytes: number; quantizedTensorBytesKey: number };
+  ): { keptTokens: number; pages: number; pageBytes: number; pageEnd: number; residualBytes: number; residualCapacity: number; quantizedTensorBytesKey: number };
 }
 
 /** @internal native/binding/codec_binding.cc: the CPU codec, its support list and the codec benchmark. */

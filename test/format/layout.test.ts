@@ -24,7 +24,7 @@ describe("compressedLayout", () => {
     expect(l.bytes.scales).toBe(1024 * 4);
     expect(l.bytes.positions).toBe(0);
     expect(l.bytes.headers).toBe(4 * 16);
-    expect(l.bytes.residual).toBe(2 * 2 * 4 * 16 * 128 * 2);
+    expect(l.bytes.residual).toBe(0); // right after compression the residual is empty; it grows with appends
     expect(l.bytes.total).toBe(l.bytes.codes + l.bytes.scales + l.bytes.headers + l.bytes.residual);
     expect(l.baselineBytes).toBe(2 * 2 * 4 * 100 * 128 * 2);
   });

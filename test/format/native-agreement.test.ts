@@ -7,6 +7,7 @@ import {
   pageBytes,
   quantizedTensorBytes,
   residualBytes,
+  residualCapacity,
   type CompressionSpec,
 } from "../../src/format/index.js";
 import { native } from "../../src/runtime/native.js";
@@ -39,6 +40,7 @@ describe("native layout mirror agrees with src/format", () => {
           expect(r.pageBytes).toBe(pageBytes(kvHeads, headDim, s));
           expect(r.pageEnd).toBe(r.pageBytes);
           expect(r.residualBytes).toBe(residualBytes(kvHeads, headDim, s));
+          expect(r.residualCapacity).toBe(residualCapacity(tokens, s));
           expect(r.pages).toBe(compressedLayout({ layers: 1, kvHeads, headDim, tokens }, s).pagesPerLayer[0]);
           expect(r.quantizedTensorBytesKey).toBe(quantizedTensorBytes(tokens, headDim, s.keyBits));
           checked++;

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { CompressedKVCache, syntheticKV, memoryStats, measureMemory } from "../../src/runtime/index.js";
-import { compressedLayout, keptTokenCount, getPreset } from "../../src/format/index.js";
+import { compressedLayout, keptTokenCount, getPreset, residualBytes } from "../../src/format/index.js";
 import { NexusQuantError } from "../../src/errors.js";
 import { expectCode } from "../helpers.js";
 import { floatsToHalfBits } from "../../src/runtime/half.js";
@@ -232,6 +232,39 @@ describe("CompressedKVCache: batches, appends, budget, bytes", () => {
       expect(memoryStats().host.totalBytes).toBe(before - layout.bytes.total);
     });
   }
+});
+
+describe("CompressedKVCache: short contexts (the FP16 residual grows with the tokens)", () => {
+  // One 64-slot page is a fixed cost: below ~9-13 tokens (head_dim 128) it outweighs FP16, see README.
+  for (const preset of ["quant", "high", "asym", "balanced", "max", "S", "M", "XL"]) {
+    it(`${preset}: ratio >= 1 from 16 tokens, and allocator == layout while decode appends grow the residual`, () => {
+      const shape = { layers: 1, kvHeads: 2, headDim: 128 };
+      const c = cache({ ...shape, preset });
+      const kv = syntheticKV({ kvHeads: 2, headDim: 128, tokens: 16, seed: 3 });
+      c.append(0, kv.keys, kv.values);
+      c.compressSync();
+      const st = c.stats();
+      expect(st.ratio).toBeGreaterThanOrEqual(1);
+      const layout = compressedLayout({ ...shape, tokens: 16 }, c.spec);
+      expect(st.bytes.total).toBe(layout.bytes.total);
+      for (let t = 1; t <= 40; t++) {
+        const one = syntheticKV({ kvHeads: 2, headDim: 128, tokens: 1, startPosition: 15 + t, seed: t });
+        c.append(0, one.keys, one.values);
+        expect(c.stats().bytes.residual).toBe(residualBytes(2, 128, c.spec, t));
+        expect(c.stats().bytes.total).toBe(layout.bytes.total + residualBytes(2, 128, c.spec, t));
+      }
+    });
+  }
+
+  it("an uncompressed cache holds at most 1.25x its FP16 bytes, from the first token", () => {
+    const c = cache({ layers: 1, kvHeads: 2, headDim: 64, preset: "balanced" });
+    for (let t = 0; t < 300; t++) {
+      const one = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 1, startPosition: t, seed: t });
+      c.append(0, one.keys, one.values);
+      const st = c.stats();
+      expect(st.bytes.total).toBeLessThanOrEqual(1.25 * st.baselineBytes + 2 * 2 * 64 * 2);
+    }
+  });
 });
 
 describe("CompressedKVCache: serialization", () => {
