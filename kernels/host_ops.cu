@@ -153,8 +153,8 @@ CudaStatus hostAttention(const HostAttentionArgs& a, StreamHandle stream) {
     const size_t n = s.compressed, pages = (n + P - 1) / P;
     for (size_t pg = 0; pg < pages; ++pg) {
       std::fill(page.begin(), page.end(), 0);
-      const uint32_t header[4] = {static_cast<uint32_t>(std::min(P, n - pg * P)), 0u, static_cast<uint32_t>(b), static_cast<uint32_t>(pg)};
-      std::memcpy(page.data(), header, sizeof header);
+      const format::PageHeader header{static_cast<uint32_t>(std::min(P, n - pg * P)), 0u, static_cast<uint32_t>(b), static_cast<uint32_t>(pg)};
+      std::memcpy(page.data(), &header, sizeof header);
       for (size_t h = 0; h < H; ++h)
         for (size_t j = 0; j < P && pg * P + j < n; ++j) {
           const size_t t = pg * P + j, slot = h * P + j, src = h * n + t;

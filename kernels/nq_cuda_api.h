@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "memory/allocator.h"
+#include "nq_format.h"
 
 namespace nq::cuda {
 
@@ -125,7 +126,7 @@ CudaStatus fillDevice(void* dst, int byteValue, size_t bytes, StreamHandle strea
 // What the CUDA backend supports (the TS API and the tests read this list):
 // encode/decode: headDim a multiple of 8 in [8, kCudaMaxHeadDim], bits 2/3/4, FP16 or FP32.
 // attention on codes: headDim a multiple of 8 in [8, 256], any GQA group (passes of 4 query heads).
-constexpr int kCudaMaxHeadDim = 1024;
+constexpr int kCudaMaxHeadDim = 1024;  // below format::kMaxHeadDim: one thread block per vector
 constexpr int kCudaMaxAttentionHeadDim = 256;
 bool codecSupported(int headDim, int bits);
 bool attentionSupported(int headDim, int keyBits, int valueBits);
@@ -225,7 +226,7 @@ CudaStatus launchDenseAttention(const DenseAttentionLaunch& a);
 // Scores [kvHeads][tokens] from dense f32 keys [kvHeads][tokens][headDim] (un-rotated), as
 // native/cpu/scoring.h: keynorm (-||k||), key-key (window proxy queries = last keys), observed
 // (queries [queryHeads][window][headDim], GQA-summed, then max-pooled over `pool`).
-enum class CudaScorer { KeyNorm = 0, KeyKey = 1, Observed = 2 };
+using CudaScorer = format::Scorer;  // the CUDA scorers: KeyNorm, KeyKey, Observed
 struct ScoreLaunch {
   CudaScorer scorer = CudaScorer::KeyKey;
   int kvHeads = 1, tokens = 0, headDim = 128;

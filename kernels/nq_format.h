@@ -30,6 +30,54 @@ constexpr int64_t kMaxPageTokens = 1 << 16;        // token slots per page
 constexpr int64_t kMaxHeads = 4096;                // kvHeads
 constexpr int64_t kMaxQueryHeads = 1 << 16;        // queryHeads (a multiple of kvHeads)
 constexpr int64_t kMaxStores = 1 << 24;            // batch x layers
+constexpr int kMaxHeadDim = 8192;                  // head vector length, a multiple of kGroupSize
+
+// Eviction scorers, by the id the binding, the CUDA scorer launch and the serialized header use
+// (src/format/spec.ts SCORER_IDS). CUDA implements KeyNorm, KeyKey and Observed.
+enum class Scorer : uint8_t { KeyNorm = 0, KeyKey = 1, Observed = 2, Accumulated = 3, Random = 4 };
+constexpr int kScorerCount = 5;
+
+// The first kPageHeaderBytes of every page (CPU pages and CUDA pages alike).
+struct PageHeader {
+  uint32_t slotsUsed, layer, sequence, index;
+};
+static_assert(sizeof(PageHeader) == kPageHeaderBytes, "the page header is 16 bytes");
+
+// Fixed header of a standalone QuantizedTensor (docs/format.md):
+// [header][scales: vectors x 2 B][codes: vectors x headDim*bits/8 B].
+constexpr char kQuantizedTensorMagic[5] = "NQQT";
+constexpr uint16_t kQuantizedTensorVersion = 1;
+struct QuantizedTensorHeader {
+  char magic[4];     // "NQQT"
+  uint16_t version;  // kQuantizedTensorVersion
+  uint8_t bits;      // 2, 3, 4
+  uint8_t flags;     // bit 0: rotated
+  uint32_t headDim;
+  uint32_t seed;
+  uint64_t vectors;
+  uint8_t reserved[8];
+};
+static_assert(sizeof(QuantizedTensorHeader) == kQuantizedTensorHeaderBytes, "the tensor header is 32 bytes");
+
+// Header of a serialized cache ("NQKV", docs/cache.md): the options the cache was created with, then
+// every (sequence, layer) store, then a CRC32 of everything before it. Written and read as this struct
+// (natural alignment, no padding: the static_asserts pin every offset), little-endian hosts only.
+constexpr uint32_t kSerializedMagic = 0x564B514Eu;  // "NQKV" little-endian
+constexpr uint32_t kSerializedVersion = 1;
+struct SerializedCacheHeader {
+  uint32_t magic, version;
+  uint32_t batch, layers, kvHeads, headDim;
+  uint8_t keyBits, valueBits, scorer, padding;
+  uint8_t evictFraction[8];  // a double, stored unaligned (offset 28)
+  uint32_t sinkTokens, recentWindow, residualWindow, pageTokens;
+  uint32_t seed, scorerWindow, poolKernel, queryHeads;
+  uint8_t budgetTokens[8];  // uint64 at offset 68
+  uint8_t ropeTheta[8];     // double at offset 76
+};
+static_assert(sizeof(SerializedCacheHeader) == 84 && offsetof(SerializedCacheHeader, evictFraction) == 28 &&
+                  offsetof(SerializedCacheHeader, sinkTokens) == 36 && offsetof(SerializedCacheHeader, queryHeads) == 64 &&
+                  offsetof(SerializedCacheHeader, budgetTokens) == 68 && offsetof(SerializedCacheHeader, ropeTheta) == 76,
+              "the serialized header keeps version 1's byte offsets");
 
 struct Spec {
   int keyBits;

@@ -22,6 +22,13 @@ constexpr float kInputClamp = 1.2676506e30f;  // 2^100
 constexpr float kGroupClamp = 1024.0f;
 constexpr uint16_t kMaxFiniteHalf = 0x7BFFu;  // 65504
 
+// scale = scaleFactor(bits) * RMS of the rotated vector. Tuned for minimum NMSE on Gaussian d = 128
+// vectors by `native/tools/build/codec_check tune 20000` (0.01 grid; docs/format.md).
+constexpr float kScaleFactor2 = 0.95f;
+constexpr float kScaleFactor3 = 1.05f;
+constexpr float kScaleFactor4 = 1.15f;
+NQ_SCALE_HD constexpr float scaleFactor(int bits) { return bits == 2 ? kScaleFactor2 : (bits == 3 ? kScaleFactor3 : kScaleFactor4); }
+
 // FP16 scale of a rotated vector: factor * RMS, rounded to nearest even, saturated at 65504.
 NQ_SCALE_HD uint16_t chooseScale(const float* v, int n, float factor) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};

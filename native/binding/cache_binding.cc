@@ -38,7 +38,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
                         InstanceMethod<&NativeCache::materialize>("materialize"), InstanceMethod<&NativeCache::counts>("counts"),
                         InstanceMethod<&NativeCache::bytes>("bytes"), InstanceMethod<&NativeCache::serialize>("serialize"),
                         InstanceMethod<&NativeCache::dispose>("dispose"), InstanceMethod<&NativeCache::heldBytes>("heldBytes"),
-                        StaticMethod<&NativeCache::deserialize>("deserialize")});
+                        InstanceMethod<&NativeCache::options>("options"), StaticMethod<&NativeCache::deserialize>("deserialize")});
   }
 
   // What deserialize() hands the constructor through an External: the loaded cache and the budget
@@ -77,7 +77,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     if (!(c.spec.evictFraction >= 0 && c.spec.evictFraction < 1)) throwJs(env, "INVALID_ARGUMENT", "evictFraction must be in [0, 1)");
     if (c.spec.pageTokens % 8 != 0 || !codecSupports(static_cast<int>(c.headDim), c.spec.keyBits) || !codecSupports(static_cast<int>(c.headDim), c.spec.valueBits))
       throwJs(env, "UNSUPPORTED", "pageTokens must be a multiple of 8 and headDim/bits a size the codec supports");
-    c.scorer = static_cast<Scorer>(integer("scorer", 0, static_cast<int64_t>(Scorer::Random)));
+    c.scorer = static_cast<Scorer>(integer("scorer", 0, format::kScorerCount - 1));
     c.seed = static_cast<uint32_t>(integer("seed", 0, 0xFFFFFFFFll));
     c.scorerWindow = static_cast<size_t>(integer("scorerWindow", 1, format::kMaxPositions));
     c.poolKernel = static_cast<size_t>(integer("poolKernel", 1, format::kMaxPositions));
@@ -303,6 +303,34 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     r.Set("keys", k);
     r.Set("values", v);
     r.Set("positions", p);
+    return r;
+  }
+
+  // options() -> the options the cache was created with, in the shape the constructor takes (scorer
+  // as its id): how a deserialized cache tells TypeScript what it holds.
+  Napi::Value options(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const CacheOptions& o = cache(env).options();
+    Napi::Object r = Napi::Object::New(env);
+    auto set = [&](const char* k, double v) { r.Set(k, v); };
+    set("batch", static_cast<double>(o.batch));
+    set("layers", static_cast<double>(o.layers));
+    set("kvHeads", static_cast<double>(o.kvHeads));
+    set("headDim", static_cast<double>(o.headDim));
+    set("keyBits", o.spec.keyBits);
+    set("valueBits", o.spec.valueBits);
+    set("evictFraction", o.spec.evictFraction);
+    set("sinkTokens", o.spec.sinkTokens);
+    set("recentWindow", o.spec.recentWindow);
+    set("residualWindow", o.spec.residualWindow);
+    set("pageTokens", o.spec.pageTokens);
+    set("scorer", static_cast<double>(o.scorer));
+    set("seed", o.seed);
+    set("scorerWindow", static_cast<double>(o.scorerWindow));
+    set("poolKernel", static_cast<double>(o.poolKernel));
+    set("queryHeads", static_cast<double>(o.queryHeads));
+    set("budgetTokens", static_cast<double>(o.budgetTokens));
+    set("ropeTheta", o.ropeTheta);
     return r;
   }
 

@@ -27,18 +27,7 @@
 namespace nq {
 namespace {
 
-// Fixed 32-byte header of a standalone QuantizedTensor (docs/format.md).
-struct TensorHeader {
-  char magic[4];        // "NQQT"
-  uint16_t version;     // 1
-  uint8_t bits;         // 2, 3, 4
-  uint8_t flags;        // bit 0: rotated
-  uint32_t headDim;
-  uint32_t seed;
-  uint64_t vectors;
-  uint8_t reserved[8];
-};
-static_assert(sizeof(TensorHeader) == format::kQuantizedTensorHeaderBytes, "the tensor header is 32 bytes");
+using TensorHeader = format::QuantizedTensorHeader;
 
 constexpr size_t kMinVectorsPerThread = 256;
 
@@ -82,8 +71,8 @@ struct QuantizeJob {
       (void)r;  // finiteness was checked above
     });
     TensorHeader h{};
-    std::memcpy(h.magic, "NQQT", 4);
-    h.version = 1;
+    std::memcpy(h.magic, format::kQuantizedTensorMagic, 4);
+    h.version = format::kQuantizedTensorVersion;
     h.bits = static_cast<uint8_t>(params.bits);
     h.flags = params.rotate ? 1 : 0;
     h.headDim = static_cast<uint32_t>(params.headDim);

@@ -1,8 +1,13 @@
 // Exposes the C++ layout mirror (kernels/nq_format.h) so a test can assert it agrees with
 // src/format/layout.ts byte for byte.
+#include <cstddef>
+#include <cstring>
+#include <string>
+
 #include "binding/errors.h"
 #include "binding/register.h"
 #include "nq_format.h"
+#include "nq_scale.h"
 
 namespace nq {
 namespace {
@@ -32,10 +37,65 @@ Napi::Value nativeLayout(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// formatInfo() -> every constant of kernels/nq_format.h (and the scale factors of nq_scale.h), named
+// as src/format names them, for test/format/native-agreement.test.ts to compare field by field.
+Napi::Value formatInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto object = [&](std::initializer_list<std::pair<const char*, double>> fields) {
+    Napi::Object o = Napi::Object::New(env);
+    for (const auto& [k, v] : fields) o.Set(k, v);
+    return o;
+  };
+  using format::PageHeader;
+  using format::QuantizedTensorHeader;
+  using format::SerializedCacheHeader;
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("groupSize", static_cast<double>(format::kGroupSize));
+  r.Set("scaleBytes", static_cast<double>(format::kScaleBytes));
+  r.Set("positionBytes", static_cast<double>(format::kPositionBytes));
+  r.Set("fp16Bytes", static_cast<double>(format::kFp16Bytes));
+  r.Set("pageHeader", object({{"bytes", sizeof(PageHeader)},
+                              {"slotsUsed", offsetof(PageHeader, slotsUsed)},
+                              {"layer", offsetof(PageHeader, layer)},
+                              {"sequence", offsetof(PageHeader, sequence)},
+                              {"index", offsetof(PageHeader, index)}}));
+  Napi::Object qt = object({{"bytes", sizeof(QuantizedTensorHeader)},
+                            {"version", format::kQuantizedTensorVersion},
+                            {"versionOffset", offsetof(QuantizedTensorHeader, version)},
+                            {"bitsOffset", offsetof(QuantizedTensorHeader, bits)},
+                            {"flagsOffset", offsetof(QuantizedTensorHeader, flags)},
+                            {"headDimOffset", offsetof(QuantizedTensorHeader, headDim)},
+                            {"seedOffset", offsetof(QuantizedTensorHeader, seed)},
+                            {"vectorsOffset", offsetof(QuantizedTensorHeader, vectors)}});
+  qt.Set("magic", std::string(format::kQuantizedTensorMagic, 4));
+  r.Set("quantizedTensorHeader", qt);
+  char serializedMagic[4];
+  std::memcpy(serializedMagic, &format::kSerializedMagic, 4);
+  Napi::Object sh = object({{"bytes", sizeof(SerializedCacheHeader)}, {"version", format::kSerializedVersion}});
+  sh.Set("magic", std::string(serializedMagic, 4));
+  r.Set("serializedHeader", sh);
+  Napi::Object scorers = Napi::Object::New(env);
+  const std::pair<const char*, format::Scorer> ids[] = {{"keynorm", format::Scorer::KeyNorm},
+                                                        {"key-key", format::Scorer::KeyKey},
+                                                        {"observed", format::Scorer::Observed},
+                                                        {"accumulated", format::Scorer::Accumulated},
+                                                        {"random", format::Scorer::Random}};
+  static_assert(sizeof(ids) / sizeof(ids[0]) == format::kScorerCount, "every scorer is named");
+  for (const auto& [name, id] : ids) scorers.Set(name, static_cast<double>(id));
+  r.Set("scorerIds", scorers);
+  r.Set("scaleFactors", object({{"2", scaleFactor(2)}, {"3", scaleFactor(3)}, {"4", scaleFactor(4)}}));
+  r.Set("limits", object({{"maxHeadDim", format::kMaxHeadDim},
+                          {"maxHeads", static_cast<double>(format::kMaxHeads)},
+                          {"maxSequenceTokens", static_cast<double>(format::kMaxPositions)},
+                          {"maxAbsValue", halfToFloat(kMaxFiniteHalf)}}));
+  return r;
+}
+
 }  // namespace
 
 void registerFormat(Napi::Env env, Napi::Object exports) {
   exports.Set("nativeLayout", Napi::Function::New(env, nativeLayout, "nativeLayout"));
+  exports.Set("formatInfo", Napi::Function::New(env, formatInfo, "formatInfo"));
 }
 
 }  // namespace nq

@@ -48,13 +48,7 @@ const int8_t (*point2x4Table())[8] {
 
 namespace {
 
-// Per-rate scale constants (scale = k * RMS of the rotated vector), tuned on i.i.d. Gaussian d = 128
-// by `native/tools/build/codec_check tune 20000` (minimum NMSE on a 0.01 grid; docs/format.md).
-constexpr float kScaleFactor2 = 0.95f;
-constexpr float kScaleFactor3 = 1.05f;
-constexpr float kScaleFactor4 = 1.15f;
-
-// The input and group clamps (kInputClamp, kGroupClamp) and chooseScale live in kernels/nq_scale.h,
+// The per-rate scale factors, the input and group clamps (kInputClamp, kGroupClamp) and chooseScale live in kernels/nq_scale.h,
 // shared with the CUDA encoder. Both clamp bounds lie far outside anything a non-saturated scale produces: |y| <= sqrt(headDim) / k, times
 // at most 1.5 when the scale is an FP16 subnormal, < 150.
 
@@ -213,8 +207,6 @@ bool codecSupports(int headDim, int bits) {
 }
 
 size_t codeBytesPerVector(const CodecParams& p) { return static_cast<size_t>(p.headDim / 8) * static_cast<size_t>(p.bits); }
-
-float scaleFactor(int bits) { return bits == 2 ? kScaleFactor2 : (bits == 3 ? kScaleFactor3 : kScaleFactor4); }
 
 const e8::EncodeTables& e8EncodeTables() {
   static const e8::EncodeTables t = [] {

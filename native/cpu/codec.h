@@ -8,7 +8,9 @@
 #include <cstdint>
 
 #include "../../kernels/nq_e8_encode.h"
+#include "../../kernels/nq_format.h"
 #include "../../kernels/nq_half.h"
+#include "../../kernels/nq_scale.h"  // scaleFactor(bits): the scale is scaleFactor(bits) * RMS of the rotated vector
 
 namespace nq {
 
@@ -26,16 +28,13 @@ struct EncodeResult {
   size_t badVector;  // with NonFinite: index of the first vector holding NaN or Inf
 };
 
-constexpr int kMaxHeadDim = 8192;
+constexpr int kMaxHeadDim = format::kMaxHeadDim;
 
 // The support list: which (headDim, bits) the codec handles.
 bool codecSupports(int headDim, int bits);
 
 // Bytes of codes per vector: headDim / 8 * bits.
 size_t codeBytesPerVector(const CodecParams& p);
-
-// The scale is scaleFactor(bits) * RMS of the rotated vector, rounded to FP16.
-float scaleFactor(int bits);
 
 // Encodes vectors [begin, end) of `in` (row-major, headDim values per vector). Vector i writes
 // codes[i * codeBytesPerVector ...] and scales[i] (FP16 bits). Every vector of the range is checked

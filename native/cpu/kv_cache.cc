@@ -38,10 +38,7 @@ void rotateOut(const CacheOptions& o, float* v) { unrotateVector(CodecParams{sta
 
 // ---- small helpers -----------------------------------------------------------------------------
 
-struct PageHeader {
-  uint32_t slotsUsed, layer, sequence, index;
-};
-static_assert(sizeof(PageHeader) == format::kPageHeaderBytes, "page header is 16 bytes");
+using format::PageHeader;
 
 CategoryBytes pageSplit(const format::PageOffsets& off) {
   CategoryBytes s{};

@@ -1,4 +1,4 @@
-// KvCache serialization: "NQKV", a version, the options, every (sequence, layer) store, and a CRC32
+// KvCache serialization: format::SerializedCacheHeader (kernels/nq_format.h: "NQKV", a version, the options), every (sequence, layer) store, and a CRC32
 // of everything before it. deserialize() checks the checksum, the declared sizes and every field
 // before allocating, so a truncated or corrupted buffer is a CORRUPT_DATA error, never a crash.
 #include <algorithm>
@@ -13,9 +13,6 @@
 
 namespace nq {
 namespace {
-
-constexpr uint32_t kMagic = 0x564B514Eu;  // "NQKV" little-endian
-constexpr uint32_t kVersion = 1;
 
 uint32_t crc32(const uint8_t* p, size_t n) {
   static uint32_t table[256];
@@ -75,27 +72,29 @@ struct Reader {
 
 std::vector<uint8_t> KvCache::serialize() const {
   Writer w;
-  w.put(kMagic);
-  w.put(kVersion);
-  w.put<uint32_t>(static_cast<uint32_t>(o_.batch));
-  w.put<uint32_t>(static_cast<uint32_t>(o_.layers));
-  w.put<uint32_t>(static_cast<uint32_t>(o_.kvHeads));
-  w.put<uint32_t>(static_cast<uint32_t>(o_.headDim));
-  w.put<uint8_t>(static_cast<uint8_t>(o_.spec.keyBits));
-  w.put<uint8_t>(static_cast<uint8_t>(o_.spec.valueBits));
-  w.put<uint8_t>(static_cast<uint8_t>(o_.scorer));
-  w.put<uint8_t>(0);
-  w.put<double>(o_.spec.evictFraction);
-  w.put<uint32_t>(static_cast<uint32_t>(o_.spec.sinkTokens));
-  w.put<uint32_t>(static_cast<uint32_t>(o_.spec.recentWindow));
-  w.put<uint32_t>(static_cast<uint32_t>(o_.spec.residualWindow));
-  w.put<uint32_t>(static_cast<uint32_t>(o_.spec.pageTokens));
-  w.put<uint32_t>(o_.seed);
-  w.put<uint32_t>(static_cast<uint32_t>(o_.scorerWindow));
-  w.put<uint32_t>(static_cast<uint32_t>(o_.poolKernel));
-  w.put<uint32_t>(static_cast<uint32_t>(o_.queryHeads));
-  w.put<uint64_t>(o_.budgetTokens);
-  w.put<double>(o_.ropeTheta);
+  format::SerializedCacheHeader h{};
+  h.magic = format::kSerializedMagic;
+  h.version = format::kSerializedVersion;
+  h.batch = static_cast<uint32_t>(o_.batch);
+  h.layers = static_cast<uint32_t>(o_.layers);
+  h.kvHeads = static_cast<uint32_t>(o_.kvHeads);
+  h.headDim = static_cast<uint32_t>(o_.headDim);
+  h.keyBits = static_cast<uint8_t>(o_.spec.keyBits);
+  h.valueBits = static_cast<uint8_t>(o_.spec.valueBits);
+  h.scorer = static_cast<uint8_t>(o_.scorer);
+  std::memcpy(h.evictFraction, &o_.spec.evictFraction, 8);
+  h.sinkTokens = static_cast<uint32_t>(o_.spec.sinkTokens);
+  h.recentWindow = static_cast<uint32_t>(o_.spec.recentWindow);
+  h.residualWindow = static_cast<uint32_t>(o_.spec.residualWindow);
+  h.pageTokens = static_cast<uint32_t>(o_.spec.pageTokens);
+  h.seed = o_.seed;
+  h.scorerWindow = static_cast<uint32_t>(o_.scorerWindow);
+  h.poolKernel = static_cast<uint32_t>(o_.poolKernel);
+  h.queryHeads = static_cast<uint32_t>(o_.queryHeads);
+  const uint64_t budget = o_.budgetTokens;
+  std::memcpy(h.budgetTokens, &budget, 8);
+  std::memcpy(h.ropeTheta, &o_.ropeTheta, 8);
+  w.put(h);
   const size_t H = o_.kvHeads, d = o_.headDim;
   for (const Store& s : stores_) {
     w.put<uint64_t>(s.appended);
@@ -116,34 +115,39 @@ std::vector<uint8_t> KvCache::serialize() const {
 KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
   Reader r{data, size};
   if (!data || size < 16) r.corrupt("the buffer is only " + std::to_string(size) + " bytes");
-  if (r.get<uint32_t>("magic") != kMagic) r.corrupt("bad magic (expected \"NQKV\")");
-  const uint32_t version = r.get<uint32_t>("version");
-  if (version != kVersion) r.corrupt("unsupported version " + std::to_string(version) + " (this build reads version " + std::to_string(kVersion) + ")");
+  format::SerializedCacheHeader h;
+  std::memcpy(&h.magic, data, 4);
+  if (h.magic != format::kSerializedMagic) r.corrupt("bad magic (expected \"NQKV\")");
+  std::memcpy(&h.version, data + 4, 4);
+  if (h.version != format::kSerializedVersion)
+    r.corrupt("unsupported version " + std::to_string(h.version) + " (this build reads version " + std::to_string(format::kSerializedVersion) + ")");
   uint32_t stored;
   std::memcpy(&stored, data + size - 4, 4);
   if (crc32(data, size - 4) != stored) r.corrupt("checksum mismatch (the data was modified or truncated)");
   r.n = size - 4;
+  h = r.get<format::SerializedCacheHeader>("the header");
 
   CacheOptions o;
-  o.batch = r.get<uint32_t>("batch");
-  o.layers = r.get<uint32_t>("layers");
-  o.kvHeads = r.get<uint32_t>("kvHeads");
-  o.headDim = r.get<uint32_t>("headDim");
-  o.spec.keyBits = r.get<uint8_t>("keyBits");
-  o.spec.valueBits = r.get<uint8_t>("valueBits");
-  const uint8_t scorer = r.get<uint8_t>("scorer");
-  r.get<uint8_t>("padding");
-  o.spec.evictFraction = r.get<double>("evictFraction");
-  o.spec.sinkTokens = static_cast<int>(r.get<uint32_t>("sinkTokens"));
-  o.spec.recentWindow = static_cast<int>(r.get<uint32_t>("recentWindow"));
-  o.spec.residualWindow = static_cast<int>(r.get<uint32_t>("residualWindow"));
-  o.spec.pageTokens = static_cast<int>(r.get<uint32_t>("pageTokens"));
-  o.seed = r.get<uint32_t>("seed");
-  o.scorerWindow = r.get<uint32_t>("scorerWindow");
-  o.poolKernel = r.get<uint32_t>("poolKernel");
-  o.queryHeads = r.get<uint32_t>("queryHeads");
-  o.budgetTokens = r.get<uint64_t>("budgetTokens");
-  o.ropeTheta = r.get<double>("ropeTheta");
+  o.batch = h.batch;
+  o.layers = h.layers;
+  o.kvHeads = h.kvHeads;
+  o.headDim = h.headDim;
+  o.spec.keyBits = h.keyBits;
+  o.spec.valueBits = h.valueBits;
+  const uint8_t scorer = h.scorer;
+  std::memcpy(&o.spec.evictFraction, h.evictFraction, 8);
+  o.spec.sinkTokens = static_cast<int>(h.sinkTokens);
+  o.spec.recentWindow = static_cast<int>(h.recentWindow);
+  o.spec.residualWindow = static_cast<int>(h.residualWindow);
+  o.spec.pageTokens = static_cast<int>(h.pageTokens);
+  o.seed = h.seed;
+  o.scorerWindow = h.scorerWindow;
+  o.poolKernel = h.poolKernel;
+  o.queryHeads = h.queryHeads;
+  uint64_t budget;
+  std::memcpy(&budget, h.budgetTokens, 8);
+  o.budgetTokens = budget;
+  std::memcpy(&o.ropeTheta, h.ropeTheta, 8);
   // Every field within the range the format supports (kernels/nq_format.h), and consistent with the
   // rules the TypeScript constructor applies, so that anything this accepts also loads there.
   auto bitsOk = [](int b) { return b >= 2 && b <= 4; };
@@ -155,7 +159,7 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
       !codecSupports(static_cast<int>(std::min<size_t>(o.headDim, 1 << 20)), o.spec.valueBits))
     r.corrupt("invalid head count, head size or bits in the header");
   if (!within(o.queryHeads, 1, format::kMaxQueryHeads) || o.queryHeads % o.kvHeads != 0) r.corrupt("invalid queryHeads in the header");
-  if (scorer > static_cast<uint8_t>(Scorer::Random) || !(o.spec.evictFraction >= 0 && o.spec.evictFraction < 1))
+  if (scorer >= format::kScorerCount || !(o.spec.evictFraction >= 0 && o.spec.evictFraction < 1))
     r.corrupt("invalid scorer or evictFraction in the header");
   if (!within(o.spec.pageTokens, 8, format::kMaxPageTokens) || o.spec.pageTokens % 8 != 0 || !within(o.spec.residualWindow, 0, format::kMaxResidualWindow) ||
       !within(o.spec.recentWindow, 0, format::kMaxWindowTokens) || !within(o.spec.sinkTokens, o.spec.evictFraction > 0 ? 1 : 0, format::kMaxWindowTokens))

@@ -5,9 +5,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../../kernels/nq_format.h"
+
 namespace nq {
 
-enum class Scorer : int { KeyNorm = 0, KeyKey = 1, Observed = 2, Accumulated = 3, Random = 4 };
+using Scorer = format::Scorer;  // ids in kernels/nq_format.h
 
 struct ScoreShape {
   size_t kvHeads;

@@ -27,6 +27,36 @@ export const QUANTIZED_TENSOR_HEADER_BYTES = 32;
 /** Elements per lattice group; a group's code takes `bits` bytes. */
 export const GROUP_SIZE = 8;
 
+/** The page header: four uint32 fields at these byte offsets (format::PageHeader). */
+export const PAGE_HEADER_FIELDS = Object.freeze({ slotsUsed: 0, layer: 4, sequence: 8, index: 12 });
+
+/**
+ * The standalone QuantizedTensor header (format::QuantizedTensorHeader, docs/format.md): magic,
+ * version and the byte offset of each field; scales follow the header, then the codes.
+ */
+export const QUANTIZED_TENSOR_HEADER = Object.freeze({
+  magic: "NQQT",
+  version: 1,
+  versionOffset: 4,
+  bitsOffset: 6,
+  flagsOffset: 7,
+  headDimOffset: 8,
+  seedOffset: 12,
+  vectorsOffset: 16,
+});
+
+/**
+ * A serialized CompressedKVCache starts with this header (format::SerializedCacheHeader): magic,
+ * version and the options the cache was created with; the native reader returns those options.
+ */
+export const SERIALIZED_CACHE_HEADER = Object.freeze({ magic: "NQKV", version: 1, bytes: 84 });
+
+/**
+ * The encoder's scale per vector is ENCODER_SCALE_FACTORS[bits] × the RMS of the rotated vector,
+ * rounded to FP16 (kernels/nq_scale.h; tuned in docs/format.md). Decoders need only the stored scale.
+ */
+export const ENCODER_SCALE_FACTORS: Readonly<Record<CodeBits, number>> = Object.freeze({ 2: 0.95, 3: 1.05, 4: 1.15 });
+
 export interface CacheShape {
   layers: number;
   kvHeads: number;

@@ -5,7 +5,7 @@
  * messages and docs read them from here.
  */
 export const FORMAT_LIMITS = Object.freeze({
-  /** Head vector length: a multiple of 8 up to the codec's kMaxHeadDim (native/cpu/codec.h). */
+  /** Head vector length: a multiple of 8 up to format::kMaxHeadDim (kernels/nq_format.h). */
   maxHeadDim: 8192,
   /** KV heads, and query heads, per layer. Real models have at most a few hundred. */
   maxHeads: 4096,

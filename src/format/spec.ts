@@ -8,6 +8,16 @@ export const CODE_BITS: readonly CodeBits[] = [2, 3, 4];
 
 export type ScorerName = "keynorm" | "key-key" | "observed" | "accumulated" | "random";
 export const SCORERS: readonly ScorerName[] = ["keynorm", "key-key", "observed", "accumulated", "random"];
+/**
+ * Each scorer's id in native code: the cache binding, the CUDA scorer launch and the serialized
+ * header (format::Scorer in kernels/nq_format.h; the agreement test compares them).
+ */
+export const SCORER_IDS: Readonly<Record<ScorerName, number>> = Object.freeze({ keynorm: 0, "key-key": 1, observed: 2, accumulated: 3, random: 4 });
+
+/** The scorer named by a native id (the inverse of SCORER_IDS); undefined for an unknown id. */
+export function scorerFromId(id: number): ScorerName | undefined {
+  return SCORERS.find((name) => SCORER_IDS[name] === id);
+}
 
 /** A complete description of how a cache is compressed. Presets are named instances of it. */
 export interface CompressionSpec {

@@ -32,6 +32,32 @@ export interface BackendBinding {
     headDim: number,
     tokens: number,
   ): { keptTokens: number; pages: number; pageBytes: number; pageEnd: number; residualBytes: number; residualCapacity: number; quantizedTensorBytesKey: number };
+  /** Every constant of kernels/nq_format.h (and nq_scale.h's scale factors), named as src/format names them. */
+  formatInfo(): NativeFormatInfo;
+}
+
+/** @internal What formatInfo() returns; test/format/native-agreement.test.ts compares it with src/format. */
+export interface NativeFormatInfo {
+  groupSize: number;
+  scaleBytes: number;
+  positionBytes: number;
+  fp16Bytes: number;
+  pageHeader: { bytes: number; slotsUsed: number; layer: number; sequence: number; index: number };
+  quantizedTensorHeader: {
+    bytes: number;
+    magic: string;
+    version: number;
+    versionOffset: number;
+    bitsOffset: number;
+    flagsOffset: number;
+    headDimOffset: number;
+    seedOffset: number;
+    vectorsOffset: number;
+  };
+  serializedHeader: { bytes: number; magic: string; version: number };
+  scorerIds: Record<string, number>;
+  scaleFactors: Record<string, number>;
+  limits: { maxHeadDim: number; maxHeads: number; maxSequenceTokens: number; maxAbsValue: number };
 }
 
 /** @internal native/binding/codec_binding.cc: the CPU codec, its support list and the codec benchmark. */
@@ -61,9 +87,33 @@ export interface NativeCacheHandle {
   counts(seq: number, layer: number): { tokens: number; appended: number; compressedTokens: number; compressed: boolean };
   bytes(): { codes: number; scales: number; positions: number; residual: number; headers: number; scratch: number; total: number };
   serialize(): Uint8Array;
+  /** The options the cache was created with (for a deserialized one: read from its header), scorer as its id. */
+  options(): NativeCacheOptions;
   dispose(): void;
   /** Bytes this cache holds through the allocator, its memoryLimitBytes (0: none) and what was reported to V8. */
   heldBytes(): { live: number; limit: number; reported: number };
+}
+
+/** @internal The options object NativeCache takes and options() returns (memoryLimitBytes only goes in). */
+export interface NativeCacheOptions {
+  batch: number;
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  keyBits: number;
+  valueBits: number;
+  evictFraction: number;
+  sinkTokens: number;
+  recentWindow: number;
+  residualWindow: number;
+  pageTokens: number;
+  scorer: number;
+  seed: number;
+  scorerWindow: number;
+  poolKernel: number;
+  queryHeads: number;
+  budgetTokens: number;
+  ropeTheta: number;
 }
 
 /** @internal native/binding/cache_binding.cc: the cache class and the dense FP32 attention reference. */

@@ -1,17 +1,18 @@
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import {
   DEFAULT_SPEC,
-  SCORERS,
+  SCORER_IDS,
+  scorerFromId,
   getPreset,
   validateSpec,
   fp16BytesPerTokenLayer,
   FORMAT_LIMITS,
+  type CodeBits,
   type CompressionSpec,
-  type ScorerName,
 } from "../format/index.js";
 import { resolveBackend, type BackendName, type BackendRequest } from "./backend.js";
 import { awaitNative, callNative, native } from "./native.js";
-import type { NativeCacheHandle } from "./binding.js";
+import type { NativeCacheHandle, NativeCacheOptions } from "./binding.js";
 import {
   checkFinite,
   checkFiniteNumber,
@@ -92,7 +93,30 @@ export interface DenseLayer<T extends Float32Array | Uint16Array = Float32Array 
   positions: Int32Array;
 }
 
-const SCORER_IDS: Record<ScorerName, number> = { keynorm: 0, "key-key": 1, observed: 2, accumulated: 3, random: 4 };
+/**
+ * The options a cache was created with, every default resolved: `new CompressedKVCache(c.options)`
+ * builds a cache of the same format, and `CompressedKVCache.deserialize(c.serialize()).options`
+ * equals `c.options` (memoryLimitBytes aside: a limit of the process, not of the data).
+ */
+export interface ResolvedCacheOptions {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  batch: number;
+  queryHeads: number;
+  /** The full spec (the preset's, with any overrides applied). */
+  spec: Readonly<CompressionSpec>;
+  seed: number;
+  scorerWindow: number;
+  poolKernel: number;
+  /** 0: no budget. */
+  budgetTokens: number;
+  keyStorage: "as-is" | "unrope";
+  /** 0 unless keyStorage is "unrope". */
+  ropeTheta: number;
+  /** Present when the cache was created with a per-cache limit (not serialized). */
+  memoryLimitBytes?: number;
+}
 
 export interface CompressOptions {
   /** Compress one sequence; default all. */
@@ -123,6 +147,8 @@ export class CompressedKVCache {
   readonly budgetTokens: number;
   readonly keyStorage: "as-is" | "unrope";
   readonly ropeTheta: number;
+  /** Everything this cache was created with, defaults resolved (see ResolvedCacheOptions). */
+  readonly options: Readonly<ResolvedCacheOptions>;
   #handle: NativeCacheHandle | undefined;
   #busy = false;
   /** The compress() in flight (settles, never rejects), for asyncDispose to wait on. */
@@ -168,30 +194,49 @@ export class CompressedKVCache {
     if (poolKernel % 2 === 0) throw invalidArgument("options.poolKernel", "an odd integer", poolKernel);
     const scorerWindow = checkInt("options.scorerWindow", options.scorerWindow ?? 32, { min: 1, max: L.maxScorerWindow, maxName: "FORMAT_LIMITS.maxScorerWindow" });
     this.backend = resolveBackend(options.backend ?? "auto", false);
+    const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 }); // 0: no per-cache limit
+    this.options = Object.freeze({
+      layers: this.layers,
+      kvHeads: this.kvHeads,
+      headDim: this.headDim,
+      batch: this.batch,
+      queryHeads: this.queryHeads,
+      spec: this.spec,
+      seed,
+      scorerWindow,
+      poolKernel,
+      budgetTokens: this.budgetTokens,
+      keyStorage: this.keyStorage,
+      ropeTheta: this.ropeTheta,
+      ...(memoryLimitBytes > 0 ? { memoryLimitBytes } : {}),
+    });
     if (existing) {
       this.#handle = existing;
       return;
     }
-    const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 }); // 0: no per-cache limit
     const Native = native().NativeCache;
-    this.#handle = callNative(
-      () =>
-        new Native({
-          batch: this.batch,
-          layers: this.layers,
-          kvHeads: this.kvHeads,
-          headDim: this.headDim,
-          ...this.spec,
-          scorer: SCORER_IDS[this.spec.scorer],
-          seed,
-          scorerWindow,
-          poolKernel,
-          queryHeads: this.queryHeads,
-          budgetTokens: this.budgetTokens,
-          ropeTheta: this.ropeTheta,
-          memoryLimitBytes,
-        }),
-    );
+    const nativeOptions: NativeCacheOptions & { memoryLimitBytes: number } = {
+      batch: this.batch,
+      layers: this.layers,
+      kvHeads: this.kvHeads,
+      headDim: this.headDim,
+      keyBits: this.spec.keyBits,
+      valueBits: this.spec.valueBits,
+      evictFraction: this.spec.evictFraction,
+      sinkTokens: this.spec.sinkTokens,
+      recentWindow: this.spec.recentWindow,
+      residualWindow: this.spec.residualWindow,
+      pageTokens: this.spec.pageTokens,
+      scorer: SCORER_IDS[this.spec.scorer],
+      seed,
+      scorerWindow,
+      poolKernel,
+      queryHeads: this.queryHeads,
+      budgetTokens: this.budgetTokens,
+      ropeTheta: this.ropeTheta,
+      memoryLimitBytes,
+    };
+    this.#handle = callNative(() => new Native(nativeOptions));
   }
 
   /** The live native handle; the one not-disposed / not-busy guard. */
@@ -373,13 +418,16 @@ export class CompressedKVCache {
     return callNative(() => h.serialize());
   }
 
-  /** Rebuilds a cache from serialize()'s bytes; corrupted or truncated input is a CORRUPT_DATA error. */
+  /**
+   * Rebuilds a cache from serialize()'s bytes; corrupted or truncated input is a CORRUPT_DATA error.
+   * The result's `options` are the options the original was created with (read from the header).
+   */
   static deserialize(buffer: Uint8Array): CompressedKVCache {
     if (!(buffer instanceof Uint8Array)) throw invalidArgument("buffer", "a Uint8Array", buffer);
     const Native = native().NativeCache;
     const handle = callNative(() => Native.deserialize(buffer));
     try {
-      return CompressedKVCache.#fromHandle(handle, buffer);
+      return CompressedKVCache.#fromHandle(handle);
     } catch (e) {
       // The native reader checks what the TS constructor checks; should they ever disagree, corrupt
       // input is still CORRUPT_DATA (one code for it), and the handle's bytes are freed now.
@@ -391,33 +439,34 @@ export class CompressedKVCache {
     }
   }
 
-  static #fromHandle(handle: NativeCacheHandle, buffer: Uint8Array): CompressedKVCache {
-    // The options sit at fixed offsets of the header (written by native/cpu/kv_cache_io.cc).
-    const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-    const kvHeads = view.getUint32(16, true);
-    const scorer = SCORERS.find((name) => SCORER_IDS[name] === view.getUint8(26))!;
-    const budget = Number(view.getBigUint64(68, true));
-    const ropeTheta = view.getFloat64(76, true);
+  static #fromHandle(handle: NativeCacheHandle): CompressedKVCache {
+    // The native reader returns the options from the header it checked (kernels/nq_format.h
+    // SerializedCacheHeader); the constructor re-checks them against src/format.
+    const o = handle.options();
+    const scorer = scorerFromId(o.scorer);
+    if (scorer === undefined) throw new NexusQuantError("CORRUPT_DATA", `Not a valid serialized CompressedKVCache: unknown scorer id ${o.scorer}`);
     const options: CompressedKVCacheOptions = {
-      batch: view.getUint32(8, true),
-      layers: view.getUint32(12, true),
-      kvHeads,
-      headDim: view.getUint32(20, true),
-      queryHeads: view.getUint32(64, true),
+      batch: o.batch,
+      layers: o.layers,
+      kvHeads: o.kvHeads,
+      headDim: o.headDim,
+      queryHeads: o.queryHeads,
       spec: {
-        keyBits: view.getUint8(24) as 2 | 3 | 4,
-        valueBits: view.getUint8(25) as 2 | 3 | 4,
+        keyBits: o.keyBits as CodeBits,
+        valueBits: o.valueBits as CodeBits,
         scorer,
-        evictFraction: view.getFloat64(28, true),
-        sinkTokens: view.getUint32(36, true),
-        recentWindow: view.getUint32(40, true),
-        residualWindow: view.getUint32(44, true),
-        pageTokens: view.getUint32(48, true),
+        evictFraction: o.evictFraction,
+        sinkTokens: o.sinkTokens,
+        recentWindow: o.recentWindow,
+        residualWindow: o.residualWindow,
+        pageTokens: o.pageTokens,
       },
-      seed: view.getUint32(52, true),
+      seed: o.seed,
+      scorerWindow: o.scorerWindow,
+      poolKernel: o.poolKernel,
       backend: "cpu",
-      ...(budget > 0 ? { budgetTokens: budget } : {}),
-      ...(ropeTheta > 0 ? { keyStorage: "unrope" as const, ropeTheta } : {}),
+      ...(o.budgetTokens > 0 ? { budgetTokens: o.budgetTokens } : {}),
+      ...(o.ropeTheta > 0 ? { keyStorage: "unrope" as const, ropeTheta: o.ropeTheta } : {}),
     };
     return new CompressedKVCache(options, handle);
   }

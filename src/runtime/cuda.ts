@@ -9,7 +9,7 @@
  * and `details.freeBytes`. Nothing GPU-side here has run on a GPU yet: see docs/cuda.md.
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
-import { CODE_BITS, codeBytesPerVector, type CodeBits } from "../format/index.js";
+import { CODE_BITS, SCORER_IDS, codeBytesPerVector, type CodeBits } from "../format/index.js";
 import { backendInfo } from "./backend.js";
 import type { MemoryCategory } from "./memory.js";
 import type { BindingModule } from "./binding.js";
@@ -232,7 +232,8 @@ export function cudaDenseAttention(o: CudaDenseAttentionOptions): Float32Array {
   return callNative(() => binding().cudaDenseAttention({ ...o, scale: o.scale ?? 1 / Math.sqrt(d), splitTokens: o.splitTokens ?? 0, out }));
 }
 
-const CUDA_SCORERS = { keynorm: 0, "key-key": 1, observed: 2 } as const;
+/** The scorers the CUDA backend implements, by their native ids (SCORER_IDS in src/format). */
+const CUDA_SCORERS = { keynorm: SCORER_IDS.keynorm, "key-key": SCORER_IDS["key-key"], observed: SCORER_IDS.observed } as const;
 export type CudaScorerName = keyof typeof CUDA_SCORERS;
 
 export interface CudaScoreOptions {

@@ -1,7 +1,21 @@
 import { describe, expect, it } from "vitest";
 import {
+  CODE_BITS,
   DEFAULT_SPEC,
+  ENCODER_SCALE_FACTORS,
+  FORMAT_LIMITS,
+  FP16_BYTES,
+  GROUP_SIZE,
+  PAGE_HEADER_BYTES,
+  PAGE_HEADER_FIELDS,
+  POSITION_BYTES,
   PRESETS,
+  QUANTIZED_TENSOR_HEADER,
+  QUANTIZED_TENSOR_HEADER_BYTES,
+  SCALE_BYTES,
+  SCORERS,
+  SCORER_IDS,
+  SERIALIZED_CACHE_HEADER,
   compressedLayout,
   keptTokenCount,
   pageBytes,
@@ -48,5 +62,45 @@ describe("native layout mirror agrees with src/format", () => {
       }
     }
     expect(checked).toBe(specs.length * shapes.length * tokenCounts.length);
+  });
+});
+
+// formatInfo() reads every constant from kernels/nq_format.h (and nq_scale.h); each must equal the
+// src/format definition, so that changing either side alone fails here.
+describe("formatInfo() agrees with src/format field by field", () => {
+  const info = native().formatInfo();
+
+  it("sizes", () => {
+    expect(info.groupSize).toBe(GROUP_SIZE);
+    expect(info.scaleBytes).toBe(SCALE_BYTES);
+    expect(info.positionBytes).toBe(POSITION_BYTES);
+    expect(info.fp16Bytes).toBe(FP16_BYTES);
+  });
+
+  it("the page header", () => {
+    expect(info.pageHeader).toEqual({ bytes: PAGE_HEADER_BYTES, ...PAGE_HEADER_FIELDS });
+  });
+
+  it("the QuantizedTensor header", () => {
+    expect(info.quantizedTensorHeader).toEqual({ bytes: QUANTIZED_TENSOR_HEADER_BYTES, ...QUANTIZED_TENSOR_HEADER });
+  });
+
+  it("the serialized cache header", () => {
+    expect(info.serializedHeader).toEqual(SERIALIZED_CACHE_HEADER);
+  });
+
+  it("scorer ids", () => {
+    expect(info.scorerIds).toEqual(SCORER_IDS);
+    expect(Object.keys(info.scorerIds).sort()).toEqual([...SCORERS].sort());
+  });
+
+  it("encoder scale factors (float32 in C++)", () => {
+    expect(Object.keys(info.scaleFactors).map(Number)).toEqual([...CODE_BITS]);
+    for (const bits of CODE_BITS) expect(info.scaleFactors[bits]).toBe(Math.fround(ENCODER_SCALE_FACTORS[bits]));
+  });
+
+  it("limits", () => {
+    for (const [key, value] of Object.entries(info.limits)) expect([key, value]).toEqual([key, FORMAT_LIMITS[key as keyof typeof FORMAT_LIMITS]]);
+    expect(Object.keys(info.limits).sort()).toEqual(["maxAbsValue", "maxHeadDim", "maxHeads", "maxSequenceTokens"]);
   });
 });
