@@ -8,7 +8,7 @@ import { NexusQuantError, invalidArgument } from "../errors.js";
 import type { CompressedKVCache } from "../runtime/index.js";
 import type { KvStats } from "./kv-state.js";
 import { createSampler, type SamplingOptions } from "./sampling.js";
-import { toTokenRows, type StepEngine, type StepResult, type StepTimings, type TokenRows } from "./step-adapter.js";
+import { toTokenRows, type StepEngine, type StepResult, type TokenRows } from "./step-adapter.js";
 
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate per row (default 32). */
@@ -30,15 +30,15 @@ export interface GenerateResult {
   stats: KvStats;
 }
 
-export class DecodeHandle {
-  readonly #engine: StepEngine;
+export class DecodeHandle<E extends StepEngine = StepEngine> {
+  readonly #engine: E;
   /** Per row: the last generated token, not yet fed to the model (fed first by generate({ continue })). */
   #pending: (number | undefined)[] = [];
   /** What runs now (a step or a generate), for the BUSY message; undefined when idle. */
   #running: string | undefined;
   #disposed = false;
 
-  constructor(engine: StepEngine) {
+  constructor(engine: E) {
     this.#engine = engine;
   }
 
@@ -113,8 +113,9 @@ export class DecodeHandle {
     return this.#engine.stats();
   }
 
-  timings(): StepTimings {
-    return this.#engine.timings();
+  /** Where the time of the steps went (the engine's breakdown; cumulative since the last reset()). */
+  timings(): ReturnType<E["timings"]> {
+    return this.#engine.timings() as ReturnType<E["timings"]>;
   }
 
   /** Drops the conversation (and frees its cache); the next step starts a new one. */
@@ -138,8 +139,16 @@ export class DecodeHandle {
     this.dispose();
   }
 
+  /** Like dispose(), and waits for what the engine releases asynchronously (e.g. the native path's ONNX sessions). */
   async [Symbol.asyncDispose](): Promise<void> {
-    this.dispose();
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (this.#running === undefined) await this.#releaseEngine();
+  }
+
+  async #releaseEngine(): Promise<void> {
+    if (this.#engine.disposeAsync !== undefined) await this.#engine.disposeAsync();
+    else this.#engine.dispose();
   }
 
   #resetNow(): void {

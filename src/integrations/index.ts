@@ -1,5 +1,5 @@
 export { withNexusQuant, type WrappedModel } from "./with-nexusquant.js";
-export { NativeModelSession, type NativeModelOptions, type NativeStepTimings } from "./native-model.js";
+export { NativeModelSession, NativeStepEngine, type NativeModelOptions, type NativeStepTimings } from "./native-model.js";
 export { resolveOptions, DEFAULT_COMPRESS_EVERY, DEFAULT_PREFILL_CHUNK, type NexusQuantOptions, type ResolvedOptions } from "./options.js";
 export {
   NexusQuantSession,

@@ -15,10 +15,11 @@ import { buildDecoderSegments, SEGMENT_NAMES } from "../model/segment-builder.js
 import type { LlamaConfig } from "../model/llama-config.js";
 import type { LlamaModel } from "../model/model-dir.js";
 import { CompressedKVCache } from "../runtime/index.js";
-import type { KvStats } from "./kv-state.js";
+import { DecodeHandle } from "./decode-handle.js";
+import { emptyKvStats, type KvStats } from "./kv-state.js";
 import type { ResolvedOptions } from "./options.js";
-import type { GenerateOptions, GenerateResult, OrtTensorLike, StepResult } from "./ort-session.js";
-import { createSampler } from "./sampling.js";
+import type { OrtTensorLike } from "./ort-session.js";
+import { stepResult, toTokenRows, zeroTimings, type StepEngine, type StepResult, type StepTimings, type TokenRows } from "./step-adapter.js";
 
 /** The parts of onnxruntime-node the native path uses: Tensor and InferenceSession.create. */
 export interface OrtRuntimeLike {
@@ -31,25 +32,33 @@ interface SegmentSessionLike {
 }
 
 export interface NativeModelOptions {
-  /** "last" (default): logits of the last position only. "all": every position (tests, quality harness). */
+  /**
+   * "last" (default): logits of the last position only. "all": every position of every chunk
+   * ([batch, tokens, vocab]), for tests and harnesses that score a prefill chunk position by position.
+   */
   logits?: "last" | "all";
 }
 
-/** Where the time of the native steps went (seconds, cumulative since the last reset()). */
-export interface NativeStepTimings {
-  steps: number;
+/**
+ * Where the time of the native steps went (seconds, cumulative since the last reset()). `runSeconds`
+ * is the time inside the ONNX segments (= segmentSeconds); the native path never materializes a past,
+ * so `pastSeconds` and `absorbSeconds` stay 0.
+ */
+export interface NativeStepTimings extends StepTimings {
   /** Inside the ONNX segments (embeddings, norms, projections, RoPE, MLP, LM head). */
   segmentSeconds: number;
   /** Appending K/V to the cache and attention on the codes. */
   attentionSeconds: number;
-  compressSeconds: number;
-  totalSeconds: number;
 }
 
-const zeroTimings = (): NativeStepTimings => ({ steps: 0, segmentSeconds: 0, attentionSeconds: 0, compressSeconds: 0, totalSeconds: 0 });
+const zeroNativeTimings = (): NativeStepTimings => ({ ...zeroTimings(), segmentSeconds: 0, attentionSeconds: 0 });
 
-/** A loaded checkpoint whose decoder reads the compressed cache directly. Same handle shape as the ORT wrapper. */
-export class NativeModelSession {
+/**
+ * The StepEngine of the native path: the segments, the cache of the current conversation and its
+ * true lengths. DecodeHandle drives it (generate, BUSY/DISPOSED, lifecycle), as it drives the ORT
+ * wrapper's engine.
+ */
+export class NativeStepEngine implements StepEngine {
   readonly config: LlamaConfig;
   readonly options: Readonly<ResolvedOptions>;
   readonly logitsMode: "last" | "all";
@@ -57,14 +66,12 @@ export class NativeModelSession {
   #segments: SegmentSessionLike[];
   #cache: CompressedKVCache | undefined;
   #lengths: number[] = [];
-  #pending: (number | undefined)[] = [];
   #sinceCompress = 0;
   #compressions = 0;
   #compressSeconds = 0;
-  #timings = zeroTimings();
-  #disposed = false;
+  #timings = zeroNativeTimings();
 
-  private constructor(config: LlamaConfig, options: ResolvedOptions, ort: OrtRuntimeLike, segments: SegmentSessionLike[], logits: "last" | "all") {
+  constructor(config: LlamaConfig, options: ResolvedOptions, ort: OrtRuntimeLike, segments: SegmentSessionLike[], logits: "last" | "all") {
     this.config = config;
     this.options = options;
     this.#ort = ort;
@@ -72,39 +79,36 @@ export class NativeModelSession {
     this.logitsMode = logits;
   }
 
-  /** Builds the segments and loads them into onnxruntime (the weights are copied into the sessions). */
-  static async create(model: LlamaModel, options: ResolvedOptions, ort: OrtRuntimeLike, native: NativeModelOptions = {}): Promise<NativeModelSession> {
-    if (typeof ort?.InferenceSession?.create !== "function") {
-      throw new NexusQuantError("INVALID_ARGUMENT", "The native path needs the onnxruntime-node module (with InferenceSession) for options.ort", { arg: "options.ort" });
-    }
-    const { config } = model;
-    if (config.headDim % 8 !== 0) {
-      throw new NexusQuantError("UNSUPPORTED", `head_dim ${config.headDim} is not a multiple of 8; the compressed cache needs 8-element lattice groups`, { headDim: config.headDim });
-    }
-    const built = buildDecoderSegments({ config, weights: model.weights, logits: native.logits ?? "last" });
-    const sessions: SegmentSessionLike[] = [];
-    for (const bytes of built.segments) sessions.push(await ort.InferenceSession.create(bytes));
-    return new NativeModelSession(config, options, ort, sessions, built.logits);
-  }
-
-  /** The compressed cache of the current conversation (undefined before the first step). */
   get cache(): CompressedKVCache | undefined {
     return this.#cache;
   }
 
-  /** True length of a row of the current conversation: the position its next token gets. */
-  position(row = 0): number {
+  get batch(): number | undefined {
+    return this.#cache?.batch;
+  }
+
+  position(row: number): number {
     return this.#lengths[row] ?? 0;
   }
 
   /**
-   * Runs new tokens through the model: `rows[b]` are row b's new tokens (rows may differ in length;
-   * a single array is batch 1). Long inputs go in chunks of `prefillChunk`. Returns the logits of the
-   * last position of each row ([batch, 1, vocab]), or of every position with `logits: "all"`.
+   * Runs new tokens through the model: `rows[b]` are row b's new tokens (rows may differ in length).
+   * Long inputs go in chunks of `prefillChunk`. Returns the logits of the last position of each row
+   * ([batch, 1, vocab]), or of every position with `logits: "all"`.
    */
-  async step(rows: readonly number[] | readonly (readonly number[])[]): Promise<StepResult> {
-    this.#live();
-    const batchRows = toRows(rows, this.config.vocabSize);
+  async step(rows: TokenRows): Promise<StepResult> {
+    const batchRows = toTokenRows(rows);
+    const vocab = this.config.vocabSize;
+    batchRows.forEach((row, b) =>
+      row.forEach((t, j) => {
+        if (t >= vocab) throw invalidArgument(`inputIds[${b}][${j}]`, `a token id in [0, ${vocab})`, t);
+      }),
+    );
+    if (this.#cache !== undefined && batchRows.length !== this.#cache.batch) {
+      throw invalidArgument("rows.length", `the batch size of this conversation (${this.#cache.batch}); call reset() to start one of another size`, batchRows.length);
+    }
+    const n = Math.max(...batchRows.map((r) => r.length));
+    if (n === 0) throw invalidArgument("rows", "at least one token in some row", rows);
     const t0 = performance.now();
     if (this.#cache === undefined) {
       this.#cache = new CompressedKVCache({
@@ -119,15 +123,8 @@ export class NativeModelSession {
         ...(this.options.seed !== undefined ? { seed: this.options.seed } : {}),
       });
       this.#lengths = new Array(batchRows.length).fill(0);
-      this.#pending = new Array(batchRows.length).fill(undefined);
     }
     const batch = this.#cache.batch;
-    if (batchRows.length !== batch) {
-      throw invalidArgument("rows.length", `the batch size of this conversation (${batch}); call reset() to start one of another size`, batchRows.length);
-    }
-    const n = Math.max(...batchRows.map((r) => r.length));
-    if (n === 0) throw invalidArgument("rows", "at least one token in some row", rows);
-    const vocab = this.config.vocabSize;
     const all = this.logitsMode === "all";
     const logits = new Float32Array(batch * (all ? n : 1) * vocab);
     const chunk = this.options.prefillChunk;
@@ -147,15 +144,9 @@ export class NativeModelSession {
       this.#sinceCompress += 1;
       if (this.#sinceCompress >= this.options.compressEvery) await this.#compress();
     }
-    this.#pending.fill(undefined);
     this.#timings.steps += 1;
     this.#timings.totalSeconds += (performance.now() - t0) / 1000;
-    const width = all ? n : 1;
-    return {
-      logits,
-      dims: [batch, width, vocab],
-      last: (row = 0) => logits.subarray((row * width + width - 1) * vocab, (row * width + width) * vocab),
-    };
+    return stepResult(logits, batch, all ? n : 1, vocab);
   }
 
   /** One chunk through every segment. `rows` hold token ids, -1 at left padding. Returns [b, 1|w, vocab]. */
@@ -227,52 +218,11 @@ export class NativeModelSession {
     this.#timings.compressSeconds += seconds;
   }
 
-  /** Generates from a prompt (one row, or one per batch row of any lengths). Starts a new conversation unless `continue: true`. */
-  async generate(inputIds: readonly number[] | readonly (readonly number[])[], options: GenerateOptions = {}): Promise<GenerateResult> {
-    this.#live();
-    const maxNewTokens = options.maxNewTokens ?? 32;
-    if (!Number.isSafeInteger(maxNewTokens) || maxNewTokens < 0) throw invalidArgument("maxNewTokens", "an integer >= 0", maxNewTokens);
-    const eos = new Set(options.eos === undefined ? [] : typeof options.eos === "number" ? [options.eos] : options.eos);
-    const sample = createSampler(options);
-    let prompt = toRows(inputIds, this.config.vocabSize).map((r) => [...r]);
-    if (options.continue && this.#cache !== undefined) {
-      // The previous turn's last token was sampled but never fed: it goes in front of the new prompt.
-      prompt = prompt.map((row, b) => (this.#pending[b] === undefined ? row : [this.#pending[b]!, ...row]));
-    } else {
-      this.reset();
-    }
-    const generated: number[][] = prompt.map(() => []);
-    const done = prompt.map(() => maxNewTokens === 0);
-    let result = await this.step(prompt);
-    for (let index = 0; index < maxNewTokens; index++) {
-      const next: number[][] = [];
-      for (let b = 0; b < prompt.length; b++) {
-        if (done[b]) {
-          next.push([]); // a finished row gets a padding slot: nothing is appended to its cache
-          continue;
-        }
-        const token = sample(result.last(b));
-        generated[b]!.push(token);
-        options.onToken?.(token, { row: b, index });
-        if (eos.has(token) || generated[b]!.length >= maxNewTokens) done[b] = true;
-        next.push([token]);
-      }
-      if (done.every(Boolean)) {
-        next.forEach((row, b) => (this.#pending[b] = row[0]));
-        break;
-      }
-      result = await this.step(next);
-    }
-    return { tokens: generated, stats: this.stats() };
-  }
-
   /** Memory of the current conversation, from the cache's accounting allocator. */
   stats(): KvStats {
     const cache = this.#cache;
+    if (cache === undefined) return emptyKvStats(this.options.preset);
     const tokens = this.#lengths.reduce((a, b) => a + b, 0);
-    if (cache === undefined) {
-      return { preset: this.options.preset, backend: "none", tokens: 0, heldTokens: 0, tokensEvicted: 0, baselineKvBytes: 0, compressedKvBytes: 0, ratio: 1, denseKvBytes: 0, compressions: 0, compressSeconds: 0 };
-    }
     const s = cache.stats();
     const baselineKvBytes = tokens * this.config.numLayers * fp16BytesPerTokenLayer(this.config.numKvHeads, this.config.headDim);
     const heldTokens = Math.round(s.tokens.held / this.config.numLayers);
@@ -292,45 +242,61 @@ export class NativeModelSession {
   }
 
   timings(): NativeStepTimings {
-    return { ...this.#timings };
+    return { ...this.#timings, runSeconds: this.#timings.segmentSeconds };
   }
 
-  /** Drops the conversation (and frees its cache); the next step starts a new one. */
   reset(): void {
     this.#cache?.dispose();
     this.#cache = undefined;
     this.#lengths = [];
-    this.#pending = [];
     this.#sinceCompress = 0;
     this.#compressions = 0;
     this.#compressSeconds = 0;
-    this.#timings = zeroTimings();
+    this.#timings = zeroNativeTimings();
   }
 
-  /** Frees the cache and releases the segment sessions (they belong to this handle). */
+  /** Frees the cache and releases the segment sessions (they belong to this engine). */
   dispose(): void {
-    if (this.#disposed) return;
-    this.reset();
-    this.#disposed = true;
-    for (const s of this.#segments) void s.release?.().catch(() => undefined);
-    this.#segments = [];
+    void this.disposeAsync().catch(() => undefined);
   }
 
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    if (this.#disposed) return;
+  async disposeAsync(): Promise<void> {
     this.reset();
-    this.#disposed = true;
     const segments = this.#segments;
     this.#segments = [];
     await Promise.all(segments.map((s) => s.release?.()));
   }
+}
 
-  #live(): void {
-    if (this.#disposed) throw new NexusQuantError("DISPOSED", "This model handle has been disposed; call withNexusQuant() again.");
+/**
+ * A loaded checkpoint whose decoder reads the compressed cache directly: a DecodeHandle (the same
+ * handle the ORT wrapper returns: generate, step, stats, timings, reset, dispose) over a NativeStepEngine.
+ */
+export class NativeModelSession extends DecodeHandle<NativeStepEngine> {
+  readonly config: LlamaConfig;
+  readonly options: Readonly<ResolvedOptions>;
+  readonly logitsMode: "last" | "all";
+
+  private constructor(engine: NativeStepEngine) {
+    super(engine);
+    this.config = engine.config;
+    this.options = engine.options;
+    this.logitsMode = engine.logitsMode;
+  }
+
+  /** Builds the segments and loads them into onnxruntime (the weights are copied into the sessions). */
+  static async create(model: LlamaModel, options: ResolvedOptions, ort: OrtRuntimeLike, native: NativeModelOptions = {}): Promise<NativeModelSession> {
+    if (typeof ort?.InferenceSession?.create !== "function") {
+      throw new NexusQuantError("INVALID_ARGUMENT", "The native path needs the onnxruntime-node module (with InferenceSession) for options.ort", { arg: "options.ort" });
+    }
+    const { config } = model;
+    if (config.headDim % 8 !== 0) {
+      throw new NexusQuantError("UNSUPPORTED", `head_dim ${config.headDim} is not a multiple of 8; the compressed cache needs 8-element lattice groups`, { headDim: config.headDim });
+    }
+    const built = buildDecoderSegments({ config, weights: model.weights, logits: native.logits ?? "last" });
+    const sessions: SegmentSessionLike[] = [];
+    for (const bytes of built.segments) sessions.push(await ort.InferenceSession.create(bytes));
+    return new NativeModelSession(new NativeStepEngine(config, options, ort, sessions, built.logits));
   }
 }
 
@@ -342,16 +308,4 @@ function realColumns(data: Float32Array, b: number, heads: number, w: number, d:
   const out = new Float32Array(heads * r * d);
   for (let h = 0; h < heads; h++) out.set(slab.subarray((h * w + pad) * d, (h + 1) * w * d), h * r * d);
   return out;
-}
-
-function toRows(rows: readonly number[] | readonly (readonly number[])[], vocab: number): (readonly number[])[] {
-  if (!Array.isArray(rows) || rows.length === 0) throw invalidArgument("inputIds", "a non-empty array of token ids, or an array of such rows", rows);
-  const list: (readonly number[])[] = typeof rows[0] === "number" ? [rows as readonly number[]] : [...(rows as readonly (readonly number[])[])];
-  list.forEach((row, b) => {
-    if (!Array.isArray(row)) throw invalidArgument(`inputIds[${b}]`, "an array of token ids", row);
-    row.forEach((t, j) => {
-      if (!Number.isSafeInteger(t) || t < 0 || t >= vocab) throw invalidArgument(`inputIds[${b}][${j}]`, `a token id in [0, ${vocab})`, t);
-    });
-  });
-  return list;
 }

@@ -69,6 +69,8 @@ export interface StepEngine {
   reset(): void;
   /** Frees everything the engine owns (not the caller's model or session). */
   dispose(): void;
+  /** dispose(), waiting for what is released asynchronously; optional (DecodeHandle's asyncDispose uses it when present). */
+  disposeAsync?(): Promise<void>;
 }
 
 /** Checks token rows and returns them as a list of rows (a flat array is batch 1). */

@@ -16,6 +16,9 @@ export type WrappedModel<M> = M extends LlamaModel ? NativeModelSession : M exte
  * - a loaded checkpoint (`await loadModel(dir)`) → a NativeModelSession: the native path, where the
  *   model's attention reads the compressed cache directly (no dense past at any time).
  *
+ * NexusQuantSession and NativeModelSession are both DecodeHandles (one implementation of generate,
+ * step, stats, timings, reset, dispose, BUSY/DISPOSED) over different StepEngines.
+ *
  * With a callback, the wrapper lives only for the callback and is disposed after it (the model is
  * restored even if the callback throws); the callback's result is returned.
  */
