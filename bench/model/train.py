@@ -104,6 +104,8 @@ def parse_args(argv=None):
     p.add_argument("--repeat-fraction", type=float, default=0.0,
                    help="share of rows that repeat a span of speech text (a copy task that makes induction heads, "
                         "which retrieval needs, form early)")
+    p.add_argument("--repeat-kind", choices=("random", "text"), default="random",
+                   help="copy rows repeat uniformly random tokens (default: forms induction heads reliably) or speech text")
     p.add_argument("--repeat-span", default="16,0",
                    help="min,max tokens of a copy row's repeated span (max 0: half the row)")
     p.add_argument("--init", default="",
@@ -331,17 +333,23 @@ def token_stream(tok, texts, eot_id):
     return ids
 
 
-def repeated_span_row(train_ids, length, rng, eot_id, device, span=(16, 0)):
-    """A copy-task row: a span of speech text (span[0] to span[1] tokens, or half the row) written again and again, separated by
-    <eot>. Every repeat after the first is predictable only by looking back, which is what passkey retrieval
-    needs; small models trained on prose alone form that circuit late."""
+def repeated_span_row(train_ids, length, rng, eot_id, device, span=(16, 0), vocab_size=0):
+    """A copy-task row: a span (span[0] to span[1] tokens, or half the row) written again and again, separated by
+    <eot>; returns the row and the length of its first unit. Every repeat after the first is predictable only by
+    looking back, which is what passkey retrieval needs. With vocab_size > 0 the span is uniformly random tokens
+    (nothing but copying predicts them, so induction heads form within a few hundred steps); otherwise it is
+    speech text, which a small model predicts well enough from bigrams that the copying circuit forms late or
+    not at all (two 40-50 minute CPU runs with 40% text copy rows formed none)."""
     import torch
     hi = span[1] or length // 2 - 1
     span_len = rng.randint(span[0], max(span[0], min(hi, length // 2 - 1)))
-    start = rng.randrange(0, len(train_ids) - span_len)
-    unit = list(train_ids[start:start + span_len]) + [eot_id]
+    if vocab_size:
+        unit = [rng.randrange(1, vocab_size) for _ in range(span_len)] + [eot_id]
+    else:
+        start = rng.randrange(0, len(train_ids) - span_len)
+        unit = list(train_ids[start:start + span_len]) + [eot_id]
     row = (unit * (length // len(unit) + 1))[:length]
-    return torch.tensor(row, dtype=torch.long, device=device)
+    return torch.tensor(row, dtype=torch.long, device=device), len(unit)
 
 
 def init_model(model, args, torch):
@@ -487,10 +495,13 @@ def main():
             x[r] = torch.tensor(ids, dtype=torch.long, device=x.device)
             mask[r, a0 - 1:a1 - 1] = True  # target t predicts token t+1
         n_repeat = int(B * args.repeat_fraction) + (row_rng.random() < (B * args.repeat_fraction) % 1)
+        copy_mask = torch.zeros(B, T, dtype=torch.bool)
         for r in range(n_retrieval, min(B, n_retrieval + n_repeat)):
-            x[r] = repeated_span_row(train_ids, T + 1, row_rng, eot_id, x.device,
-                                     tuple(int(v) for v in args.repeat_span.split(",")))
-        return x[:, :-1], x[:, 1:], mask.to(x.device), n_retrieval
+            x[r], unit = repeated_span_row(train_ids, T + 1, row_rng, eot_id, x.device,
+                                           tuple(int(v) for v in args.repeat_span.split(",")),
+                                           args.vocab_size if args.repeat_kind == "random" else 0)
+            copy_mask[r, unit - 1:] = True  # targets inside the repeats: predictable only by copying
+        return x[:, :-1], x[:, 1:], mask.to(x.device), n_retrieval, copy_mask.to(x.device)
 
     def losses(net, inputs, targets, mask=None):
         with amp:
@@ -498,9 +509,9 @@ def main():
         ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
         ce = ce.view(targets.shape)
         if mask is None:
-            return ce.mean(), ce.new_zeros(())
+            return ce.mean(), ce.new_zeros(()), ce
         weights = mask.to(ce.dtype)  # mean over answer tokens without a host sync; 0 when the batch has none
-        return ce.mean(), (ce * weights).sum() / weights.sum().clamp(min=1.0)
+        return ce.mean(), (ce * weights).sum() / weights.sum().clamp(min=1.0), ce
 
     @torch.no_grad()
     def validation_loss(n_windows=None, T=VT):
@@ -564,7 +575,9 @@ def main():
     step, tokens_seen, next_eval, evals_since_best = 0, 0, train_start + args.eval_every_seconds, 0
     stop_reason = "time budget"
     # Running sums since the last evaluation (answer loss only over batches that had retrieval rows).
-    run = {"lm": torch.zeros((), device=device), "ans": torch.zeros((), device=device), "n": 0, "n_ans": 0}
+    new_run = lambda: {"lm": torch.zeros((), device=device), "ans": torch.zeros((), device=device),  # noqa: E731
+                       "copy": torch.zeros((), device=device), "n": 0, "n_ans": 0, "n_copy": 0}
+    run = new_run()
     model.train()
     while True:
         now = time.time()
@@ -583,15 +596,15 @@ def main():
         lr = lr_at(step, progress)
         for g in opt.param_groups:
             g["lr"] = lr
-        inputs, targets, mask, n_retrieval = make_batch(T, B)
+        inputs, targets, mask, n_retrieval, copy_mask = make_batch(T, B)
         try:
-            lm_loss, answer_loss = losses(train_model, inputs, targets, mask)
+            lm_loss, answer_loss, ce = losses(train_model, inputs, targets, mask)
         except Exception as e:  # noqa: BLE001  (a compile failure surfaces on the first call)
             if train_model is model or step > 0:
                 raise
             log(f"compiled model failed ({e!r}); training eagerly")
             train_model = model
-            lm_loss, answer_loss = losses(train_model, inputs, targets, mask)
+            lm_loss, answer_loss, ce = losses(train_model, inputs, targets, mask)
         loss = lm_loss + args.answer_loss_weight * answer_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -604,6 +617,9 @@ def main():
         if n_retrieval:
             run["ans"] += answer_loss.detach()
             run["n_ans"] += 1
+        if bool(copy_mask.any()):
+            run["copy"] += (ce.detach() * copy_mask).sum() / copy_mask.sum()
+            run["n_copy"] += 1
         if step == 1:
             log(f"first step done (includes compilation): loss {lm_loss.item():.3f}")
         if time.time() >= next_eval or time.time() >= stop_at:
@@ -611,12 +627,14 @@ def main():
             elapsed = time.time() - train_start
             train_loss = run["lm"].item() / max(1, run["n"])
             ans_loss = run["ans"].item() / run["n_ans"] if run["n_ans"] else None
-            run = {"lm": torch.zeros((), device=device), "ans": torch.zeros((), device=device), "n": 0, "n_ans": 0}
+            copy_loss = run["copy"].item() / run["n_copy"] if run["n_copy"] else None
+            run = new_run()
             history.append({"step": step, "seconds": round(elapsed, 1), "tokens": tokens_seen, "lr": lr, "context": T,
                             "train_loss": round(train_loss, 4),
                             "answer_loss": None if ans_loss is None else round(ans_loss, 4),
+                            "copy_loss": None if copy_loss is None else round(copy_loss, 4),
                             "val_loss": round(val, 4)})
-            log(f"step {step:5d}  train {train_loss:.3f}  answer {ans_loss if ans_loss is None else round(ans_loss, 3)}  val {val:.3f}  "
+            log(f"step {step:5d}  train {train_loss:.3f}  answer {ans_loss if ans_loss is None else round(ans_loss, 3)}  copy {copy_loss if copy_loss is None else round(copy_loss, 3)}  val {val:.3f}  "
                 f"lr {lr:.2e}  {tokens_seen / elapsed / 1e3:.0f}K tok/s  epoch {tokens_seen / len(train_ids):.1f}")
             if val < best["loss"]:
                 best = {"loss": val, "step": step, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
@@ -770,8 +788,9 @@ def markdown_report(r):
     lines += ["", "| depth | " + " | ".join(ret["by_depth"]) + " |", "| --- |" + " --- |" * len(ret["by_depth"]),
               "| accuracy | " + " | ".join(f"{a:.0%}" for a in ret["by_depth"].values()) + " |", "",
               "Loss during training (periodic validation on a subset of held-out windows):", "",
-              "| step | seconds | train loss | answer loss | validation loss | lr |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {h['step']} | {h['seconds']} | {h['train_loss']} | {h['answer_loss']} | {h['val_loss']} | {h['lr']:.2e} |"
+              "| step | seconds | train loss | answer loss | copy loss | validation loss | lr |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {h['step']} | {h['seconds']} | {h['train_loss']} | {h['answer_loss']} | {h.get('copy_loss')} | {h['val_loss']} | {h['lr']:.2e} |"
               for h in t["history"]]
     probes = [h for h in t["history"] if "probe_retrieval" in h]
     if probes:

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FidelityMeter } from "../../integrations/fidelity.js";
-import { withNexusQuant, type OrtModuleLike, type OrtSessionLike } from "../../integrations/index.js";
+import { withNexusQuant, type KvStats, type OrtModuleLike, type OrtSessionLike } from "../../integrations/index.js";
 import { argmax } from "../../integrations/sampling.js";
 import { NexusQuantError } from "../../errors.js";
 import { availableMemory } from "../../runtime/available-memory.js";
@@ -185,55 +185,18 @@ async function runNativeDemo(options: DemoOptions, demo: NativeDemoModel, ort: u
     prompt = byteTokens(options.prompt, options.contextTokens, vocab);
   }
   const [reference, baselinePeak] = await allocatorPeak(() =>
-    withNexusQuant(demo.model, { preset: "none", ort }, async (w) => {
-      const logits: Float32Array[] = [(await w.step(prompt)).last().slice()];
-      const tokens: number[] = [];
-      const start = performance.now();
-      for (let i = 0; i < options.maxNewTokens; i++) {
-        tokens.push(argmax(logits[i]!));
-        logits.push((await w.step([tokens[i]!])).last().slice());
-      }
-      return { logits, tokens, seconds: (performance.now() - start) / 1000 };
-    }),
+    withNexusQuant(demo.model, { preset: "none", ort }, (w) => referenceRun(w, prompt, options.maxNewTokens)),
   );
   const [result, compressedPeak] = await allocatorPeak(() =>
-    withNexusQuant(demo.model, { preset: options.preset, ort }, async (w) => {
-      const meter = new FidelityMeter();
-      const prefillStart = performance.now();
-      meter.add(reference.logits[0]!, (await w.step(prompt)).last());
-      const prefillSeconds = (performance.now() - prefillStart) / 1000;
-      const start = performance.now();
-      for (let i = 0; i < reference.tokens.length; i++) meter.add(reference.logits[i + 1]!, (await w.step([reference.tokens[i]!])).last());
-      const seconds = (performance.now() - start) / 1000;
-      return { stats: w.stats(), fidelity: meter.summary(), prefillSeconds, seconds };
-    }),
+    withNexusQuant(demo.model, { preset: options.preset, ort }, (w) => comparedRun(w, prompt, reference)),
   );
   let text: DemoResult["text"];
   if (tokenizer) {
     const free = await withNexusQuant(demo.model, { preset: options.preset, ort }, (w) => w.generate(prompt, { maxNewTokens: options.maxNewTokens }));
     text = { tokenizer: tokenizer.description, reference: tokenizer.decode(reference.tokens), compressed: tokenizer.decode(free.tokens[0]!) };
   }
-  const { stats, fidelity } = result;
   return {
-    model: demo.label,
-    weights: demo.weights,
-    preset: options.preset,
-    backend: stats.backend,
-    contextTokens: prompt.length,
-    newTokens: reference.tokens.length,
-    baselineKvBytes: stats.baselineKvBytes,
-    compressedKvBytes: stats.compressedKvBytes,
-    ratio: stats.ratio,
-    heldTokens: stats.heldTokens,
-    tokensEvicted: stats.tokensEvicted,
-    tokensPerSecond: reference.tokens.length / result.seconds,
-    baselineTokensPerSecond: reference.tokens.length / reference.seconds,
-    prefillSeconds: result.prefillSeconds,
-    compressSeconds: stats.compressSeconds,
-    klDivergence: fidelity.klDivergence,
-    maxKlDivergence: fidelity.maxKlDivergence,
-    top1Agreement: fidelity.top1Agreement,
-    positions: fidelity.positions,
+    ...demoResult(demo, options, prompt.length, reference, result),
     path: "native",
     peakKvBytes: { baseline: baselinePeak, compressed: compressedPeak },
     ...(text ? { text } : {}),
@@ -245,50 +208,80 @@ async function runOrtDemo(options: DemoOptions, model: DemoModel, ort: Awaited<R
   const session = await ort.InferenceSession.create(model.onnx);
   const prompt = byteTokens(options.prompt, options.contextTokens, model.vocab);
 
-  const reference = await withNexusQuant(session, { preset: "none", ort }, async (w) => {
-    const logits: Float32Array[] = [(await w.step(prompt)).last().slice()];
-    const tokens: number[] = [];
-    const start = performance.now();
-    for (let i = 0; i < options.maxNewTokens; i++) {
-      tokens.push(argmax(logits[i]!));
-      logits.push((await w.step([tokens[i]!])).last().slice());
-    }
-    return { logits, tokens, seconds: (performance.now() - start) / 1000 };
-  });
+  const reference = await withNexusQuant(session, { preset: "none", ort }, (w) => referenceRun(w, prompt, options.maxNewTokens));
+  const result = await withNexusQuant(session, { preset: options.preset, ort }, (w) => comparedRun(w, prompt, reference));
+  return { ...demoResult(model, options, prompt.length, reference, result), path: "ort-session" };
+}
 
-  return withNexusQuant(session, { preset: options.preset, ort }, async (w) => {
-    const meter = new FidelityMeter();
-    const prefillStart = performance.now();
-    meter.add(reference.logits[0]!, (await w.step(prompt)).last());
-    const prefillSeconds = (performance.now() - prefillStart) / 1000;
-    const start = performance.now();
-    for (let i = 0; i < reference.tokens.length; i++) meter.add(reference.logits[i + 1]!, (await w.step([reference.tokens[i]!])).last());
-    const seconds = (performance.now() - start) / 1000;
-    const stats = w.stats();
-    const fidelity = meter.summary();
-    return {
-      model: model.label,
-      weights: model.weights,
-      preset: options.preset,
-      backend: stats.backend,
-      contextTokens: prompt.length,
-      newTokens: reference.tokens.length,
-      baselineKvBytes: stats.baselineKvBytes,
-      compressedKvBytes: stats.compressedKvBytes,
-      ratio: stats.ratio,
-      heldTokens: stats.heldTokens,
-      tokensEvicted: stats.tokensEvicted,
-      tokensPerSecond: reference.tokens.length / seconds,
-      baselineTokensPerSecond: reference.tokens.length / reference.seconds,
-      prefillSeconds,
-      compressSeconds: stats.compressSeconds,
-      klDivergence: fidelity.klDivergence,
-      maxKlDivergence: fidelity.maxKlDivergence,
-      top1Agreement: fidelity.top1Agreement,
-      positions: fidelity.positions,
-      path: "ort-session",
-    };
-  });
+/** What the demo needs of a wrapped model: the same on the native and the ORT-session paths. */
+interface DemoHandle {
+  step(tokens: number[]): Promise<{ last(): Float32Array }>;
+  stats(): KvStats;
+}
+interface ReferenceRun {
+  logits: Float32Array[];
+  tokens: number[];
+  seconds: number;
+}
+interface ComparedRun {
+  stats: KvStats;
+  fidelity: ReturnType<FidelityMeter["summary"]>;
+  prefillSeconds: number;
+  seconds: number;
+}
+
+/** Greedy generation with the uncompressed cache: the tokens and the logits every comparison uses. */
+async function referenceRun(w: DemoHandle, prompt: number[], maxNewTokens: number): Promise<ReferenceRun> {
+  const logits: Float32Array[] = [(await w.step(prompt)).last().slice()];
+  const tokens: number[] = [];
+  const start = performance.now();
+  for (let i = 0; i < maxNewTokens; i++) {
+    tokens.push(argmax(logits[i]!));
+    logits.push((await w.step([tokens[i]!])).last().slice());
+  }
+  return { logits, tokens, seconds: (performance.now() - start) / 1000 };
+}
+
+/** The same prompt and tokens through the compressed cache (teacher-forced), compared with the reference. */
+async function comparedRun(w: DemoHandle, prompt: number[], reference: ReferenceRun): Promise<ComparedRun> {
+  const meter = new FidelityMeter();
+  const prefillStart = performance.now();
+  meter.add(reference.logits[0]!, (await w.step(prompt)).last());
+  const prefillSeconds = (performance.now() - prefillStart) / 1000;
+  const start = performance.now();
+  for (let i = 0; i < reference.tokens.length; i++) meter.add(reference.logits[i + 1]!, (await w.step([reference.tokens[i]!])).last());
+  const seconds = (performance.now() - start) / 1000;
+  return { stats: w.stats(), fidelity: meter.summary(), prefillSeconds, seconds };
+}
+
+function demoResult(
+  model: { label: string; weights: string },
+  options: DemoOptions,
+  contextTokens: number,
+  reference: ReferenceRun,
+  { stats, fidelity, prefillSeconds, seconds }: ComparedRun,
+): Omit<DemoResult, "path"> {
+  return {
+    model: model.label,
+    weights: model.weights,
+    preset: options.preset,
+    backend: stats.backend,
+    contextTokens,
+    newTokens: reference.tokens.length,
+    baselineKvBytes: stats.baselineKvBytes,
+    compressedKvBytes: stats.compressedKvBytes,
+    ratio: stats.ratio,
+    heldTokens: stats.heldTokens,
+    tokensEvicted: stats.tokensEvicted,
+    tokensPerSecond: reference.tokens.length / seconds,
+    baselineTokensPerSecond: reference.tokens.length / reference.seconds,
+    prefillSeconds,
+    compressSeconds: stats.compressSeconds,
+    klDivergence: fidelity.klDivergence,
+    maxKlDivergence: fidelity.maxKlDivergence,
+    top1Agreement: fidelity.top1Agreement,
+    positions: fidelity.positions,
+  };
 }
 
 const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`;
