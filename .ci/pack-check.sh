@@ -26,7 +26,12 @@ unpacked=$(awk '{ s += $3 } END { print s }' "$work/contents.txt")
 for f in dist/index.js dist/cli/main.js prebuilds/linux-x64/nexusquant.node native/build.mjs native/addon-path.mjs CMakeLists.txt; do
   grep -q " package/$f\$" "$work/contents.txt" || die "$f is missing from the tarball"
 done
-! grep -qE " package/(bench|test|src|models|build)/" "$work/contents.txt" || die "lab, source or build files in the tarball: $(grep -E " package/(bench|test|src|models|build)/" "$work/contents.txt" | head -3)"
+! grep -qE " package/(bench|test|src|build)/" "$work/contents.txt" || die "lab, source or build files in the tarball: $(grep -E " package/(bench|test|src|build)/" "$work/contents.txt" | head -3)"
+# The one model shipped: the trained reference model the demo runs (its weights, config and tokenizer).
+for f in config.json model.safetensors tokenizer.json; do
+  grep -q " package/models/sotu-llama/$f\$" "$work/contents.txt" || die "models/sotu-llama/$f is missing from the tarball"
+done
+! grep -E " package/models/" "$work/contents.txt" | grep -vqE " package/models/sotu-llama/(config.json|model.safetensors|tokenizer.json|tokenizer_config.json|training-report.md)$" || die "unexpected files under models/ in the tarball"
 grep -E " package/dist/cli/main.js$" "$work/contents.txt" | grep -q "^-rwx" || die "dist/cli/main.js is not executable in the tarball"
 check "tarball $tarball: $((size / 1024)) KiB packed, $((unpacked / 1024)) KiB unpacked, $entries files"
 
@@ -55,8 +60,10 @@ npx --no-install nexusquant demo --context 256 --max-new-tokens 4 --json > demo.
 node -e '
   const r = JSON.parse(require("fs").readFileSync("demo.json", "utf8"));
   if (!(r.compressedKvBytes > 0 && r.baselineKvBytes > r.compressedKvBytes && r.ratio > 1)) throw new Error("demo: no measured compression: " + JSON.stringify(r).slice(0, 300));
-  if (r.newTokens !== 4) throw new Error("demo: expected 4 new tokens, got " + r.newTokens);' || die "demo output"
-check "demo --json ok"
+  if (r.newTokens !== 4) throw new Error("demo: expected 4 new tokens, got " + r.newTokens);
+  // The installed package runs its trained reference model: real text in, real text out.
+  if (r.weights !== "checkpoint" || !r.model.includes("sotu-llama") || !(r.text && r.text.compressed.length > 0)) throw new Error("demo: not the trained reference model with text: " + JSON.stringify(r).slice(0, 300));' || die "demo output"
+check "demo --json ok (trained reference model, text out)"
 
 set +e
 npx --no-install nexusquant bench quality > lab.out 2> lab.err

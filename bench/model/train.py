@@ -106,6 +106,11 @@ def parse_args(argv=None):
                         "which retrieval needs, form early)")
     p.add_argument("--repeat-kind", choices=("random", "text"), default="random",
                    help="copy rows repeat uniformly random tokens (default: forms induction heads reliably) or speech text")
+    p.add_argument("--copy-warmup-steps", type=int, default=0,
+                   help="the first N steps train on copy rows only (random tokens, --repeat-span): induction heads "
+                        "form there before prose and retrieval rows share the batch")
+    p.add_argument("--copy-warmup-until", type=float, default=0.0,
+                   help="end the copy warm-up early once the copy loss (moving average over ~20 steps) is below this")
     p.add_argument("--repeat-span", default="16,0",
                    help="min,max tokens of a copy row's repeated span (max 0: half the row)")
     p.add_argument("--init", default="",
@@ -476,12 +481,16 @@ def main():
     def windows(stream, starts, T):
         return stream[(torch.as_tensor(starts)[:, None] + torch.arange(T + 1)).to(stream.device)]
 
+    copy_warmup = {"on": args.copy_warmup_steps > 0, "ema": None}
+
     def make_batch(T, B):
         nonlocal retrieval_rows
         max_chars = int(cpt_train * (T - 2) * 0.92)
         x = windows(train_stream, torch.randint(0, len(train_stream) - T - 1, (B,), generator=gen), T)
         mask = torch.zeros(B, T, dtype=torch.bool)
-        n_retrieval = int(B * args.passkey_fraction) + (row_rng.random() < (B * args.passkey_fraction) % 1)
+        warmup = copy_warmup["on"] and step < args.copy_warmup_steps
+        passkey_fraction, repeat_fraction = (0.0, 1.0) if warmup else (args.passkey_fraction, args.repeat_fraction)
+        n_retrieval = int(B * passkey_fraction) + (row_rng.random() < (B * passkey_fraction) % 1)
         for r in range(n_retrieval):
             while True:  # a sample whose tokens fit the row; retried with the next seed when one is too long
                 retrieval_rows += 1
@@ -494,12 +503,12 @@ def main():
             ids = ids + train_ids[fill_start:fill_start + T + 1 - len(ids)]  # pack the rest with speech text
             x[r] = torch.tensor(ids, dtype=torch.long, device=x.device)
             mask[r, a0 - 1:a1 - 1] = True  # target t predicts token t+1
-        n_repeat = int(B * args.repeat_fraction) + (row_rng.random() < (B * args.repeat_fraction) % 1)
+        n_repeat = int(B * repeat_fraction) + (row_rng.random() < (B * repeat_fraction) % 1)
         copy_mask = torch.zeros(B, T, dtype=torch.bool)
         for r in range(n_retrieval, min(B, n_retrieval + n_repeat)):
             x[r], unit = repeated_span_row(train_ids, T + 1, row_rng, eot_id, x.device,
                                            tuple(int(v) for v in args.repeat_span.split(",")),
-                                           args.vocab_size if args.repeat_kind == "random" else 0)
+                                           args.vocab_size if args.repeat_kind == "random" or warmup else 0)
             copy_mask[r, unit - 1:] = True  # targets inside the repeats: predictable only by copying
         return x[:, :-1], x[:, 1:], mask.to(x.device), n_retrieval, copy_mask.to(x.device)
 
@@ -618,8 +627,16 @@ def main():
             run["ans"] += answer_loss.detach()
             run["n_ans"] += 1
         if bool(copy_mask.any()):
-            run["copy"] += (ce.detach() * copy_mask).sum() / copy_mask.sum()
+            copy_loss_now = (ce.detach() * copy_mask).sum() / copy_mask.sum()
+            run["copy"] += copy_loss_now
             run["n_copy"] += 1
+            if copy_warmup["on"]:
+                v = copy_loss_now.item()
+                copy_warmup["ema"] = v if copy_warmup["ema"] is None else 0.95 * copy_warmup["ema"] + 0.05 * v
+                done = step >= args.copy_warmup_steps or copy_warmup["ema"] < args.copy_warmup_until
+                if done:
+                    copy_warmup["on"] = False
+                    log(f"copy warm-up over at step {step}: copy loss (moving average) {copy_warmup['ema']:.3f}")
         if step == 1:
             log(f"first step done (includes compilation): loss {lm_loss.item():.3f}")
         if time.time() >= next_eval or time.time() >= stop_at:

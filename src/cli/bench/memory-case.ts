@@ -101,31 +101,21 @@ export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseRes
     const session = await ort.InferenceSession.create(buildLlamaOnnx({ ...model, dtype: "f16" }));
     model.weights.clear();
     await using w = await withNexusQuant(session, { preset: spec.wrapperPreset, ort });
-    let t = performance.now();
+    const t = performance.now();
     let r = await w.step(ids.slice(0, spec.chunk));
     for (let s = spec.chunk; s < ids.length; s += spec.chunk) r = await w.step(ids.slice(s, s + spec.chunk));
     prefillSeconds = (performance.now() - t) / 1000;
-    t = performance.now();
-    for (let i = 0; i < spec.decode; i++) {
-      tokens.push(argmax(r.last()));
-      r = await w.step([tokens.at(-1)!]);
-    }
-    decodeSeconds = (performance.now() - t) / 1000;
+    decodeSeconds = await greedyDecode(w, r, spec.decode, tokens);
     const stats = w.stats();
     heldKvBytes = stats.compressedKvBytes + stats.denseKvBytes;
   } else if (spec.case.startsWith("native-")) {
     const preset = spec.case.slice("native-".length);
     await using w = await withNexusQuant(model, { preset, prefillChunk: spec.chunk, ort });
     model.weights.clear();
-    let t = performance.now();
-    let r = await w.step(ids);
+    const t = performance.now();
+    const r = await w.step(ids);
     prefillSeconds = (performance.now() - t) / 1000;
-    t = performance.now();
-    for (let i = 0; i < spec.decode; i++) {
-      tokens.push(argmax(r.last()));
-      r = await w.step([tokens.at(-1)!]);
-    }
-    decodeSeconds = (performance.now() - t) / 1000;
+    decodeSeconds = await greedyDecode(w, r, spec.decode, tokens);
     heldKvBytes = w.stats().compressedKvBytes;
   } else {
     throw new Error(`unknown memory case ${JSON.stringify(spec.case)}`);
@@ -153,4 +143,19 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       process.exitCode = 1;
     },
   );
+}
+
+/** `steps` greedy decode steps after a prefill's result `r`, appending to `tokens`; returns the seconds. */
+async function greedyDecode(
+  w: { step(tokens: number[]): Promise<{ last(): Float32Array }> },
+  r: { last(): Float32Array },
+  steps: number,
+  tokens: number[],
+): Promise<number> {
+  const t = performance.now();
+  for (let i = 0; i < steps; i++) {
+    tokens.push(argmax(r.last()));
+    r = await w.step([tokens.at(-1)!]);
+  }
+  return (performance.now() - t) / 1000;
 }
