@@ -114,7 +114,8 @@ export function createKvState(layout: KvLayout, options: KvStateOptions): KvStat
 
 const arrayFor = (dtype: KvDtype, length: number): KvArray => (dtype === "float16" ? new Uint16Array(length) : new Float32Array(length));
 
-function checkPresent(layout: KvLayout, present: PresentKv, n: number, pastSlots: number): void {
+/** Checks that `present` holds past + n slots of the layout's shape and dtype (MODEL_OUTPUT otherwise); every KvState absorbs through it. */
+export function checkPresent(layout: KvLayout, present: PresentKv, n: number, pastSlots: number): void {
   const { batch, kvHeads, headDim, layers, dtype } = layout;
   if (present.slots !== pastSlots + n) {
     throw new NexusQuantError("MODEL_OUTPUT", `The model returned present tensors of ${present.slots} slots; expected past ${pastSlots} + new ${n}.`);
