@@ -90,7 +90,6 @@ export class QualityEngine {
   /** One sequence, in the convention's layout, with the query heads for the observed scorer. */
   readonly #layout: KvLayout;
   readonly #tensor: TensorFactory<OrtTensor>;
-  readonly #kvOutputs: string[];
 
   private constructor(ort: Ort, session: import("onnxruntime-node").InferenceSession, config: LlamaConfig, queryOutputs: string[] | null, queryNote: string) {
     this.#session = session;
@@ -103,8 +102,6 @@ export class QualityEngine {
     this.#layout = { layers, kvHeads, headDim, batch: 1, dtype: kvDtype, queryHeads: config.numHeads };
     const { Tensor } = ort;
     this.#tensor = (type, data, dims) => new Tensor(type, data, dims);
-    this.#kvOutputs = ["logits"];
-    for (let l = 0; l < layers; l++) this.#kvOutputs.push(`present.${l}.key`, `present.${l}.value`);
   }
 
   static async create(model: LlamaModel, options: { exposeQueries?: boolean } = {}): Promise<QualityEngine> {
@@ -120,7 +117,7 @@ export class QualityEngine {
     const { numHeads, headDim } = this.config;
     const state = createKvState(this.#layout, resolveOptions({ preset: BASELINE }));
     try {
-      const { outputs: out, logits } = await this.forward(state, ids, true);
+      const { outputs: out, logits } = await this.forward(state, ids);
       const n = ids.length;
       const past = state.past();
       const lastLogits = stepResult(logits, 1, n, this.config.vocabSize).last().slice();
@@ -163,13 +160,13 @@ export class QualityEngine {
 
   /**
    * @internal One session call through the step adapter: `ids` as the next tokens of the state's one
-   * row. Query outputs are fetched only when asked for; `extras` is the adapter's hook before compression.
+   * row; `extras` is the adapter's hook before compression. Every output comes back: the query
+   * outputs of a decode step are one row per head, nothing worth leaving out.
    */
-  async forward(state: KvState, ids: readonly number[], withQueries: boolean, extras?: StateStepHooks["extras"]): Promise<Forwarded> {
+  async forward(state: KvState, ids: readonly number[], extras?: StateStepHooks["extras"]): Promise<Forwarded> {
     // One row is never padded, so the pad id is never fed.
     const tokens = padTokenRows(toTokenRows(ids), 0);
-    const fetches = withQueries && this.queryOutputs !== null ? [...this.#kvOutputs, ...this.queryOutputs] : this.#kvOutputs;
-    const outputs = await runStateStep(state, tokens, this.#tensor, (feeds) => this.#session.run(feeds, fetches), extras !== undefined ? { extras } : {});
+    const outputs = await runStateStep(state, tokens, this.#tensor, (feeds) => this.#session.run(feeds), extras !== undefined ? { extras } : {});
     return { outputs, logits: logitsToFloat32((outputs["logits"] as OutputLike).data, this.#convention.logitsDtype) };
   }
 
@@ -203,8 +200,7 @@ class StateRun implements KvRun {
   }
 
   async step(token: number): Promise<Float32Array> {
-    const withQueries = this.#queries !== null;
-    const { logits } = await this.#engine.forward(this.#state, [token], withQueries, withQueries ? this.#slide : undefined);
+    const { logits } = await this.#engine.forward(this.#state, [token], this.#queries !== null ? this.#slide : undefined);
     return logits;
   }
 
