@@ -8,7 +8,7 @@
  */
 import { invalidArgument } from "../../src/errors.js";
 import { fp16BytesPerTokenLayer } from "../../src/format/index.js";
-import { checkPresent, type KvLayout, type KvState, type KvStats, type PastKv, type PresentKv } from "../../src/integrations/kv-state.js";
+import { checkPresent, CompressSchedule, type KvLayout, type KvState, type KvStats, type PastKv, type PresentKv } from "../../src/integrations/kv-state.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../../src/shared/half.js";
 import { DEFAULT_GROUP, kiviKeysInPlace, kiviValuesInPlace, rotatedInPlace, rotationSigns, scalarBitsPerHead, scalarName, type ScalarSpec } from "./scalar-baselines.js";
 
@@ -20,15 +20,16 @@ export class ScalarKvState implements KvState {
   #length = 0;
   /** Tokens [0, #quantized) hold dequantized codes; the rest are FP16 as the model wrote them. */
   #quantized = 0;
-  #sinceCompress = 0;
   #compressions = 0;
   #compressSeconds = 0;
   readonly #signs: Float32Array;
+  /** The CompressedKvState's schedule: a prompt chunk at once, decode tokens every compressEvery. */
+  readonly #schedule: CompressSchedule;
 
   constructor(
     readonly layout: KvLayout,
     readonly spec: ScalarSpec,
-    private readonly compressEvery: number,
+    compressEvery: number,
   ) {
     // One conversation of one sequence in FP16: what the harness runs, and all the byte count assumes.
     if (layout.batch !== 1) throw invalidArgument("layout.batch", "1 (a scalar baseline holds one sequence)", layout.batch);
@@ -38,6 +39,7 @@ export class ScalarKvState implements KvState {
     this.#keys = Array.from({ length: layout.layers }, empty);
     this.#values = Array.from({ length: layout.layers }, empty);
     this.#signs = rotationSigns(layout.headDim);
+    this.#schedule = new CompressSchedule(compressEvery);
   }
 
   realTokens(row: number): number {
@@ -91,13 +93,8 @@ export class ScalarKvState implements KvState {
     this.#values = this.#values.map((hs) => hs.map(grow));
   }
 
-  /** The CompressedKvState's schedule: a prompt chunk at once, decode tokens every compressEvery. */
   async compressIfDue(n: number): Promise<void> {
-    if (n === 1) {
-      this.#sinceCompress += 1;
-      if (this.#sinceCompress < this.compressEvery) return;
-    }
-    await this.compress();
+    if (this.#schedule.due(n)) await this.compress();
   }
 
   /** Quantizes what the format quantizes now: every new token (rotated), whole key groups (KIVI). */
@@ -126,7 +123,7 @@ export class ScalarKvState implements KvState {
       this.#quantized = upTo;
     }
     this.#compressions += 1;
-    this.#sinceCompress = 0;
+    this.#schedule.restart();
     this.#compressSeconds += (performance.now() - start) / 1000;
   }
 

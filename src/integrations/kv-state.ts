@@ -108,6 +108,30 @@ export interface KvState {
   dispose(): void;
 }
 
+/**
+ * When a compressed state compresses: a prompt chunk (more than one token) at once, since that is
+ * where the bulk of the memory arrives; decode tokens wait in the FP16 residual window until
+ * `every` of them have accumulated. One definition, so every state that compresses (the quality
+ * harness's scalar baselines too) does it at the same moments.
+ */
+export class CompressSchedule {
+  #since = 0;
+
+  constructor(readonly every: number) {}
+
+  /** Counts a step of `n` tokens; true when the state should compress now. */
+  due(n: number): boolean {
+    if (n !== 1) return true;
+    this.#since += 1;
+    return this.#since >= this.every;
+  }
+
+  /** A compression happened: the decode-token count starts again. */
+  restart(): void {
+    this.#since = 0;
+  }
+}
+
 export function createKvState(layout: KvLayout, options: KvStateOptions): KvState {
   return options.passThrough ? new DenseKvState(layout) : new CompressedKvState(layout, options);
 }
@@ -213,14 +237,13 @@ class DenseKvState implements KvState {
 class CompressedKvState implements KvState {
   readonly #cache: CompressedKVCache;
   readonly #preset: string;
-  readonly #compressEvery: number;
+  readonly #schedule: CompressSchedule;
   readonly #real: number[];
   readonly #useMirror: boolean;
   /** denseMirror: the last dense past + new slots, valid until the cache's contents change. */
   #mirror: PastKv | undefined;
   /** The past handed out last (its mask starts the mirror's mask). */
   #lastPast: PastKv | undefined;
-  #sinceCompress = 0;
   #compressions = 0;
   #compressSeconds = 0;
 
@@ -229,7 +252,7 @@ class CompressedKvState implements KvState {
     options: KvStateOptions,
   ) {
     this.#preset = options.preset;
-    this.#compressEvery = options.compressEvery;
+    this.#schedule = new CompressSchedule(options.compressEvery);
     this.#useMirror = options.denseMirror;
     this.#real = new Array(layout.batch).fill(0);
     this.#cache = new CompressedKVCache({
@@ -379,13 +402,7 @@ class CompressedKvState implements KvState {
   }
 
   async compressIfDue(n: number, extras?: CompressExtras): Promise<void> {
-    // A prompt chunk is compressed at once (that is where the bulk of the memory arrives); decode
-    // tokens wait in the FP16 residual window until compressEvery of them have accumulated.
-    if (n === 1) {
-      this.#sinceCompress += 1;
-      if (this.#sinceCompress < this.#compressEvery) return;
-    }
-    await this.compress(extras);
+    if (this.#schedule.due(n)) await this.compress(extras);
   }
 
   async compress(extras?: CompressExtras): Promise<void> {
@@ -397,7 +414,7 @@ class CompressedKvState implements KvState {
     this.#compressSeconds += (performance.now() - start) / 1000;
     this.#mirror = undefined;
     this.#compressions += 1;
-    this.#sinceCompress = 0;
+    this.#schedule.restart();
   }
 
   stats(): KvStats {
