@@ -6,10 +6,10 @@
  * quantizes only complete key groups (its FP16 residual is the incomplete one). Bytes are the true
  * storage: codes + FP16 side data, FP16 for unquantized tokens.
  */
-import { invalidArgument } from "../../src/errors.js";
 import { fp16BytesPerTokenLayer } from "../../src/format/index.js";
 import { checkPresent, CompressSchedule, type KvLayout, type KvState, type KvStats, type PastKv, type PresentKv } from "../../src/integrations/kv-state.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../../src/shared/half.js";
+import { checkOneOf, checkPositiveInt } from "../../src/validate.js";
 import { DEFAULT_GROUP, kiviKeysInPlace, kiviValuesInPlace, rotatedInPlace, rotationSigns, scalarBitsPerHead, scalarName, type ScalarSpec } from "./scalar-baselines.js";
 
 export class ScalarKvState implements KvState {
@@ -32,9 +32,9 @@ export class ScalarKvState implements KvState {
     compressEvery: number,
   ) {
     // One conversation of one sequence in FP16: what the harness runs, and all the byte count assumes.
-    if (layout.batch !== 1) throw invalidArgument("layout.batch", "1 (a scalar baseline holds one sequence)", layout.batch);
-    if (layout.dtype !== "float16") throw invalidArgument("layout.dtype", '"float16" (the baselines quantize FP16 K/V)', layout.dtype);
-    if (!(Number.isSafeInteger(compressEvery) && compressEvery >= 1)) throw invalidArgument("compressEvery", "an integer >= 1", compressEvery);
+    checkOneOf("layout.batch", layout.batch, [1], "1 (a scalar baseline holds one sequence)");
+    checkOneOf("layout.dtype", layout.dtype, ["float16"], '"float16" (the baselines quantize FP16 K/V)');
+    checkPositiveInt("compressEvery", compressEvery);
     const empty = () => Array.from({ length: layout.kvHeads }, () => new Uint16Array(0));
     this.#keys = Array.from({ length: layout.layers }, empty);
     this.#values = Array.from({ length: layout.layers }, empty);
