@@ -1,21 +1,27 @@
 /**
  * The decode loop the harness measures with: an onnxruntime-node session of the model (FP16 K/V in
  * and out, so the uncompressed baseline is a true FP16 cache), one prefill shared by every cache
- * variant, then one token per step through either a dense FP16 cache (preset "none") or a
- * CompressedKVCache.
+ * variant, then one token per step through a KvState: the dense FP16 pass-through (preset "none"), a
+ * CompressedKVCache, or a scalar baseline (scalar-state.ts).
  *
- * It follows withNexusQuant's ORT path step for step (materialized past, an all-ones mask of held +
- * new slots, true position_ids, compression after the prompt and every `compressEvery` decode tokens;
- * a test checks the logits agree with it) and adds one thing the wrapper cannot do: it feeds the
- * observed scorer the model's own queries, read from extra graph outputs (queries.ts).
+ * Every forward goes through withNexusQuant's step adapter (src/integrations/step-adapter.ts:
+ * runStateStep plans the feeds, runs, absorbs the new slots of present, compresses when due), so the
+ * harness measures exactly the wrapper's loop; a test checks the logits agree with it bit for bit.
+ * It adds one thing the wrapper cannot do: it feeds the observed scorer the model's own queries, read
+ * from extra graph outputs (queries.ts).
  */
 import { NexusQuantError } from "../../src/errors.js";
 import type { CompressionSpec } from "../../src/format/index.js";
-import { fp16BytesPerTokenLayer } from "../../src/format/index.js";
-import { buildLlamaOnnx, f16ArrayToF32, f32ArrayToF16, type LlamaConfig, type LlamaModel } from "../../src/model/index.js";
-import { CompressedKVCache, halfBitsToFloats, type BackendName } from "../../src/runtime/index.js";
-import { exposeQueries, lastQueries, queryOutputName } from "./queries.js";
-import { DEFAULT_GROUP, kiviKeysInPlace, kiviValuesInPlace, rotatedInPlace, rotationSigns, scalarBitsPerHead, type ScalarSpec } from "./scalar-baselines.js";
+import { resolveOptions } from "../../src/integrations/options.js";
+import { inspectConvention, type ModelConvention } from "../../src/integrations/convention.js";
+import { createKvState, type CompressExtras, type KvArray, type KvLayout, type KvState } from "../../src/integrations/kv-state.js";
+import { logitsToFloat32, padTokenRows, runStateStep, stepResult, toTokenRows, type OutputLike, type StateStepHooks, type TensorFactory } from "../../src/integrations/step-adapter.js";
+import { buildLlamaOnnx, type LlamaConfig, type LlamaModel } from "../../src/model/index.js";
+import type { BackendName } from "../../src/runtime/index.js";
+import { exposeQueries, lastQueries } from "./queries.js";
+import type { ScalarSpec } from "./scalar-baselines.js";
+import { ScalarKvState } from "./scalar-state.js";
+import { BASELINE } from "./variants.js";
 
 type Ort = typeof import("onnxruntime-node");
 type OrtTensor = import("onnxruntime-node").Tensor;
@@ -26,9 +32,9 @@ export const OBSERVED_WINDOW = 32;
 /** The result of running a prompt once; every variant starts from it. */
 export interface Prefill {
   length: number;
-  /** Per layer, [kvHeads, length, headDim] FP16 bits (what the model's present holds). */
-  keys: Uint16Array[];
-  values: Uint16Array[];
+  /** Per layer, [1, kvHeads, length, headDim] FP16 bits (what the model's present holds). */
+  keys: KvArray[];
+  values: KvArray[];
   /** Logits of the last prompt position (they predict the first token after the prompt). */
   lastLogits: Float32Array;
   /** Per layer, the last min(OBSERVED_WINDOW, length) queries [queryHeads, w, headDim]; null without query outputs. */
@@ -67,24 +73,35 @@ export interface KvRun {
   dispose(): void;
 }
 
+/** What one forward returned: the runtime's outputs by name, and the logits as float32 [tokens, vocab]. */
+interface Forwarded {
+  outputs: Record<string, unknown>;
+  logits: Float32Array;
+}
+
 export class QualityEngine {
   readonly config: LlamaConfig;
   /** Output names of the queries per layer, or null when the graph does not give them. */
   readonly queryOutputs: string[] | null;
   /** Why queryOutputs is null ("" otherwise). */
   readonly queryNote: string;
-  readonly #ort: Ort;
   readonly #session: import("onnxruntime-node").InferenceSession;
-  readonly #kvOutputs: string[];
+  readonly #convention: ModelConvention;
+  /** One sequence, in the convention's layout, with the query heads for the observed scorer. */
+  readonly #layout: KvLayout;
+  readonly #tensor: TensorFactory<OrtTensor>;
 
   private constructor(ort: Ort, session: import("onnxruntime-node").InferenceSession, config: LlamaConfig, queryOutputs: string[] | null, queryNote: string) {
-    this.#ort = ort;
     this.#session = session;
     this.config = config;
     this.queryOutputs = queryOutputs;
     this.queryNote = queryNote;
-    this.#kvOutputs = ["logits"];
-    for (let l = 0; l < config.numLayers; l++) this.#kvOutputs.push(`present.${l}.key`, `present.${l}.value`);
+    // Layers, heads and dtypes read off the session, as withNexusQuant reads them.
+    this.#convention = inspectConvention(session);
+    const { layers, kvHeads, headDim, kvDtype } = this.#convention;
+    this.#layout = { layers, kvHeads, headDim, batch: 1, dtype: kvDtype, queryHeads: config.numHeads };
+    const { Tensor } = ort;
+    this.#tensor = (type, data, dims) => new Tensor(type, data, dims);
   }
 
   static async create(model: LlamaModel, options: { exposeQueries?: boolean } = {}): Promise<QualityEngine> {
@@ -95,306 +112,122 @@ export class QualityEngine {
     return new QualityEngine(ort, session, model.config, exposure.outputs, exposure.reason);
   }
 
-  /** Runs `ids` from position 0 with an empty cache. */
+  /** Runs `ids` from position 0 with an empty cache (a dense state that only collects present). */
   async prefill(ids: readonly number[]): Promise<Prefill> {
-    const { numLayers, headDim, numHeads } = this.config;
-    const n = ids.length;
-    if (n === 0) throw new NexusQuantError("INVALID_ARGUMENT", "prefill needs at least one token", { arg: "ids" });
-    const empty = Array.from({ length: numLayers }, () => new Uint16Array(0));
-    const out = await this.#run(ids, 0, empty, empty, true);
-    const keys: Uint16Array[] = [];
-    const values: Uint16Array[] = [];
-    for (let l = 0; l < numLayers; l++) {
-      // [1, kvHeads, n, headDim] is already [kvHeads, n, headDim].
-      keys.push(out[`present.${l}.key`]!.data as Uint16Array);
-      values.push(out[`present.${l}.value`]!.data as Uint16Array);
+    const { numHeads, headDim } = this.config;
+    const state = createKvState(this.#layout, resolveOptions({ preset: BASELINE }));
+    try {
+      const { outputs: out, logits } = await this.forward(state, ids);
+      const n = ids.length;
+      const past = state.past();
+      const lastLogits = stepResult(logits, 1, n, this.config.vocabSize).last().slice();
+      const queries = this.queryOutputs?.map((name) => lastQueries((out[name] as OutputLike).data as Float32Array, numHeads, n, headDim, OBSERVED_WINDOW)) ?? null;
+      return { length: n, keys: past.keys, values: past.values, lastLogits, queries };
+    } finally {
+      state.dispose(); // drops the state's references only; the arrays now belong to the Prefill
     }
-    const logits = halfBitsToFloats(out.logits!.data as Uint16Array);
-    const vocab = this.config.vocabSize;
-    const queries = this.queryOutputs?.map((name) => lastQueries(out[name]!.data as Float32Array, numHeads, n, headDim, OBSERVED_WINDOW)) ?? null;
-    return { length: n, keys, values, lastLogits: logits.slice((n - 1) * vocab, n * vocab), queries };
   }
 
   /** A conversation that continues `prefill` with the given cache. */
   async startRun(prefill: Prefill, setup: CacheSetup): Promise<KvRun> {
-    if (setup.scalar !== undefined) {
-      const run = new ScalarRun(this, prefill, setup.scalar, setup.compressEvery);
-      run.compress();
+    const state: KvState =
+      setup.scalar !== undefined
+        ? new ScalarKvState(this.#layout, setup.scalar, setup.compressEvery)
+        : createKvState(
+            this.#layout,
+            resolveOptions({
+              preset: setup.preset,
+              compressEvery: setup.compressEvery,
+              ...(setup.spec !== undefined ? { spec: setup.spec } : {}),
+              ...(setup.seed !== undefined ? { seed: setup.seed } : {}),
+            }),
+          );
+    try {
+      // The prefill's present, absorbed as if this state had run the prompt, then compressed as a
+      // prompt chunk is (a no-op for the dense baseline).
+      const n = prefill.length;
+      state.absorb({ slots: n, keys: prefill.keys, values: prefill.values }, new Uint8Array(n).fill(1), n);
+      // Without query outputs the observed scorer gets none and the cache falls back to key-key.
+      const queries = state.cache?.spec.scorer === "observed" && prefill.queries !== null ? prefill.queries.map((q) => q.slice()) : null;
+      const run = new StateRun(this, state, queries, setup.scalar !== undefined ? "harness" : undefined);
+      await state.compress(run.extras());
       return run;
+    } catch (error) {
+      state.dispose();
+      throw error;
     }
-    if (setup.preset === "none") return new DenseRun(this, prefill);
-    const run = new CompressedRun(this, prefill, setup);
-    await run.compressPrompt();
-    return run;
   }
 
-  /** @internal one session call: `ids` at positions start.., past [kvHeads, slots, headDim] per layer. */
-  async #run(ids: readonly number[], start: number, keys: Uint16Array[], values: Uint16Array[], withQueries: boolean): Promise<Record<string, OrtTensor>> {
-    const { Tensor } = this.#ort;
-    const { numLayers, numKvHeads, headDim } = this.config;
-    const n = ids.length;
-    const slots = keys[0]!.length / (numKvHeads * headDim);
-    const feeds: Record<string, OrtTensor> = {
-      input_ids: new Tensor("int64", BigInt64Array.from(ids, BigInt), [1, n]),
-      // Every held slot and every new token is visible; eviction shortened the past, not the mask.
-      attention_mask: new Tensor("int64", new BigInt64Array(slots + n).fill(1n), [1, slots + n]),
-      position_ids: new Tensor("int64", BigInt64Array.from({ length: n }, (_, j) => BigInt(start + j)), [1, n]),
-    };
-    for (let l = 0; l < numLayers; l++) {
-      feeds[`past_key_values.${l}.key`] = new Tensor("float16", keys[l]!, [1, numKvHeads, slots, headDim]);
-      feeds[`past_key_values.${l}.value`] = new Tensor("float16", values[l]!, [1, numKvHeads, slots, headDim]);
-    }
-    const fetches = withQueries && this.queryOutputs !== null ? [...this.#kvOutputs, ...this.queryOutputs] : this.#kvOutputs;
-    return this.#session.run(feeds, fetches);
+  /**
+   * @internal One session call through the step adapter: `ids` as the next tokens of the state's one
+   * row; `extras` is the adapter's hook before compression. Every output comes back: the query
+   * outputs of a decode step are one row per head, nothing worth leaving out.
+   */
+  async forward(state: KvState, ids: readonly number[], extras?: StateStepHooks["extras"]): Promise<Forwarded> {
+    // One row is never padded, so the pad id is never fed.
+    const tokens = padTokenRows(toTokenRows(ids), 0);
+    const outputs = await runStateStep(state, tokens, this.#tensor, (feeds) => this.#session.run(feeds), extras !== undefined ? { extras } : {});
+    return { outputs, logits: logitsToFloat32((outputs["logits"] as OutputLike).data, this.#convention.logitsDtype) };
   }
-
-  /** @internal used by the runs. */
-  runStep = (token: number, position: number, keys: Uint16Array[], values: Uint16Array[], withQueries: boolean) => this.#run([token], position, keys, values, withQueries);
 
   async dispose(): Promise<void> {
     await this.#session.release();
   }
 }
 
-/** The uncompressed baseline: present fed back as the next past, exactly an unwrapped decode loop. */
-class DenseRun implements KvRun {
-  #keys: Uint16Array[];
-  #values: Uint16Array[];
-  #length: number;
-
-  constructor(
-    private readonly engine: QualityEngine,
-    prefill: Prefill,
-  ) {
-    this.#keys = prefill.keys;
-    this.#values = prefill.values;
-    this.#length = prefill.length;
-  }
-
-  async step(token: number): Promise<Float32Array> {
-    const out = await this.engine.runStep(token, this.#length, this.#keys, this.#values, false);
-    const layers = this.engine.config.numLayers;
-    this.#keys = Array.from({ length: layers }, (_, l) => out[`present.${l}.key`]!.data as Uint16Array);
-    this.#values = Array.from({ length: layers }, (_, l) => out[`present.${l}.value`]!.data as Uint16Array);
-    this.#length += 1;
-    return halfBitsToFloats(out.logits!.data as Uint16Array);
-  }
-
-  stats(): RunStats {
-    const c = this.engine.config;
-    const bytes = this.#length * c.numLayers * fp16BytesPerTokenLayer(c.numKvHeads, c.headDim);
-    return { backend: "none", tokens: this.#length, heldTokens: this.#length, baselineBytes: bytes, bytes, ratio: 1, compressions: 0, observedQueries: false };
-  }
-
-  dispose(): void {
-    this.#keys = [];
-    this.#values = [];
-  }
-}
-
-class CompressedRun implements KvRun {
-  readonly #cache: CompressedKVCache;
-  readonly #compressEvery: number;
+/**
+ * One variant's conversation: a KvState stepped through the engine. For the observed scorer it keeps
+ * a sliding window of the model's latest queries and hands it to every compression.
+ */
+class StateRun implements KvRun {
+  readonly #engine: QualityEngine;
+  readonly #state: KvState;
   /** Observed scorer only: per layer, a sliding window of the latest queries [queryHeads, w, headDim]. */
   readonly #queries: Float32Array[] | null;
-  #length: number;
-  #sinceCompress = 0;
-  #compressions = 0;
+  /** What stats() reports as the backend when the state has none of its own (the scalar baselines). */
+  readonly #backend: "harness" | undefined;
 
-  constructor(
-    private readonly engine: QualityEngine,
-    prefill: Prefill,
-    setup: CacheSetup,
-  ) {
-    const c = engine.config;
-    this.#cache = new CompressedKVCache({
-      layers: c.numLayers,
-      kvHeads: c.numKvHeads,
-      headDim: c.headDim,
-      queryHeads: c.numHeads,
-      preset: setup.preset,
-      spec: setup.spec ?? {},
-      ...(setup.seed !== undefined ? { seed: setup.seed } : {}),
-    });
-    this.#compressEvery = setup.compressEvery;
-    // Without query outputs the observed scorer gets none and the cache falls back to key-key.
-    this.#queries = this.#cache.spec.scorer === "observed" && prefill.queries !== null ? prefill.queries.map((q) => q.slice()) : null;
-    for (let l = 0; l < c.numLayers; l++) this.#cache.append(l, prefill.keys[l]!, prefill.values[l]!);
-    this.#length = prefill.length;
+  constructor(engine: QualityEngine, state: KvState, queries: Float32Array[] | null, backend: "harness" | undefined) {
+    this.#engine = engine;
+    this.#state = state;
+    this.#queries = queries;
+    this.#backend = backend;
   }
 
-  async compressPrompt(): Promise<void> {
-    await this.#compress();
-  }
-
-  async #compress(): Promise<void> {
-    await this.#cache.compress(this.#queries === null ? {} : { observedQueries: this.#queries });
-    this.#compressions += 1;
-    this.#sinceCompress = 0;
+  /** What a compression gets: the query windows, when the observed scorer has them. */
+  extras(): CompressExtras | undefined {
+    return this.#queries === null ? undefined : { observedQueries: [this.#queries] };
   }
 
   async step(token: number): Promise<Float32Array> {
-    const c = this.engine.config;
-    const keys: Uint16Array[] = [];
-    const values: Uint16Array[] = [];
-    for (let l = 0; l < c.numLayers; l++) {
-      const d = this.#cache.materialize(l, { dtype: "f16" });
-      keys.push(d.keys);
-      values.push(d.values);
-    }
-    const held = keys[0]!.length / (c.numKvHeads * c.headDim);
-    const out = await this.engine.runStep(token, this.#length, keys, values, this.#queries !== null);
-    const d = c.headDim;
-    for (let l = 0; l < c.numLayers; l++) {
-      // Only the new slot (index `held`) of each head goes into the cache.
-      const k = new Uint16Array(c.numKvHeads * d);
-      const v = new Uint16Array(c.numKvHeads * d);
-      const pk = out[`present.${l}.key`]!.data as Uint16Array;
-      const pv = out[`present.${l}.value`]!.data as Uint16Array;
-      for (let h = 0; h < c.numKvHeads; h++) {
-        const at = (h * (held + 1) + held) * d;
-        k.set(pk.subarray(at, at + d), h * d);
-        v.set(pv.subarray(at, at + d), h * d);
-      }
-      this.#cache.append(l, k, v);
-      if (this.#queries !== null) slideIn(this.#queries[l]!, out[this.engine.queryOutputs![l]!]!.data as Float32Array, c.numHeads, d);
-    }
-    this.#length += 1;
-    this.#sinceCompress += 1;
-    if (this.#sinceCompress >= this.#compressEvery) await this.#compress();
-    return halfBitsToFloats(out.logits!.data as Uint16Array);
+    const { logits } = await this.#engine.forward(this.#state, [token], this.#queries !== null ? this.#slide : undefined);
+    return logits;
   }
 
+  /** Between absorb and compression: each layer's newest query into its window. */
+  readonly #slide = (outputs: Record<string, unknown>): CompressExtras | undefined => {
+    const { numHeads, headDim } = this.#engine.config;
+    const names = this.#engine.queryOutputs!;
+    this.#queries!.forEach((window, l) => slideIn(window, (outputs[names[l]!] as OutputLike).data as Float32Array, numHeads, headDim));
+    return this.extras();
+  };
+
   stats(): RunStats {
-    const s = this.#cache.stats();
+    const s = this.#state.stats();
     return {
-      backend: s.backend,
-      tokens: this.#length,
-      heldTokens: this.#cache.tokens(0).held,
-      baselineBytes: s.baselineBytes,
-      bytes: s.bytes.total,
+      backend: this.#backend ?? s.backend,
+      tokens: s.tokens,
+      heldTokens: s.heldTokens,
+      baselineBytes: s.baselineKvBytes,
+      bytes: s.compressedKvBytes,
       ratio: s.ratio,
-      compressions: this.#compressions,
+      compressions: s.compressions,
       observedQueries: this.#queries !== null,
     };
   }
 
   dispose(): void {
-    this.#cache.dispose();
-  }
-}
-
-/**
- * A scalar baseline: FP16 K/V per head, quantized-and-dequantized in place at the same moments the
- * CompressedKVCache compresses (after the prompt, then every `compressEvery` tokens), so both hold the
- * same FP16 tail between compressions. KIVI quantizes only complete key groups (its FP16 residual is
- * the incomplete one). Bytes are the true storage: codes + FP16 side data, FP16 for unquantized tokens.
- */
-class ScalarRun implements KvRun {
-  /** Per layer, per KV head: FP16 bits [capacity, headDim]; the first #length tokens are in use. */
-  #keys: Uint16Array[][];
-  #values: Uint16Array[][];
-  #length: number;
-  #quantized = 0;
-  #sinceCompress = 0;
-  #compressions = 0;
-  readonly #signs: Float32Array;
-
-  constructor(
-    private readonly engine: QualityEngine,
-    prefill: Prefill,
-    private readonly spec: ScalarSpec,
-    private readonly compressEvery: number,
-  ) {
-    const { numLayers, numKvHeads, headDim: d } = engine.config;
-    const n = prefill.length;
-    const capacity = n + 1024;
-    const split = (src: Uint16Array) => Array.from({ length: numKvHeads }, (_, h) => {
-      const out = new Uint16Array(capacity * d);
-      out.set(src.subarray(h * n * d, (h + 1) * n * d));
-      return out;
-    });
-    this.#keys = Array.from({ length: numLayers }, (_, l) => split(prefill.keys[l]!));
-    this.#values = Array.from({ length: numLayers }, (_, l) => split(prefill.values[l]!));
-    this.#length = n;
-    this.#signs = rotationSigns(d);
-  }
-
-  /** Quantizes what the format quantizes now: every new token (rotated), whole key groups (KIVI). */
-  compress(): void {
-    const d = this.engine.config.headDim;
-    const group = this.spec.group ?? DEFAULT_GROUP;
-    const upTo = this.spec.kind === "kivi" ? Math.floor(this.#length / group) * group : this.#length;
-    const count = upTo - this.#quantized;
-    if (count > 0) {
-      for (const [layers, isKey] of [[this.#keys, true], [this.#values, false]] as const) {
-        for (const heads of layers) {
-          for (const bits of heads) {
-            const span = bits.subarray(this.#quantized * d, upTo * d);
-            const x = f16ArrayToF32(span);
-            if (this.spec.kind === "kivi") {
-              if (isKey) kiviKeysInPlace(x, count, d, this.spec.bits, group);
-              else kiviValuesInPlace(x, count, d, this.spec.bits, group);
-            } else {
-              rotatedInPlace(x, count, d, this.spec.bits, this.spec.kind, this.#signs);
-            }
-            span.set(f32ArrayToF16(x));
-          }
-        }
-      }
-      this.#quantized = upTo;
-    }
-    this.#compressions += 1;
-    this.#sinceCompress = 0;
-  }
-
-  async step(token: number): Promise<Float32Array> {
-    const { numLayers, numKvHeads, headDim: d } = this.engine.config;
-    const n = this.#length;
-    const gather = (heads: Uint16Array[]) => {
-      const out = new Uint16Array(numKvHeads * n * d);
-      heads.forEach((h, i) => out.set(h.subarray(0, n * d), i * n * d));
-      return out;
-    };
-    const out = await this.engine.runStep(token, n, this.#keys.map(gather), this.#values.map(gather), false);
-    if ((n + 1) * d > this.#keys[0]![0]!.length) this.#grow();
-    for (let l = 0; l < numLayers; l++) {
-      const pk = out[`present.${l}.key`]!.data as Uint16Array;
-      const pv = out[`present.${l}.value`]!.data as Uint16Array;
-      for (let h = 0; h < numKvHeads; h++) {
-        const at = (h * (n + 1) + n) * d;
-        this.#keys[l]![h]!.set(pk.subarray(at, at + d), n * d);
-        this.#values[l]![h]!.set(pv.subarray(at, at + d), n * d);
-      }
-    }
-    this.#length += 1;
-    this.#sinceCompress += 1;
-    if (this.#sinceCompress >= this.compressEvery) this.compress();
-    return halfBitsToFloats(out.logits!.data as Uint16Array);
-  }
-
-  #grow(): void {
-    const grow = (a: Uint16Array) => {
-      const b = new Uint16Array(a.length * 2);
-      b.set(a);
-      return b;
-    };
-    this.#keys = this.#keys.map((hs) => hs.map(grow));
-    this.#values = this.#values.map((hs) => hs.map(grow));
-  }
-
-  stats(): RunStats {
-    const { numLayers, numKvHeads, headDim: d } = this.engine.config;
-    const heads = numLayers * numKvHeads;
-    const baselineBytes = this.#length * heads * fp16BytesPerTokenLayer(1, d);
-    const fp16Tokens = this.#length - this.#quantized;
-    const bytes = heads * (scalarBitsPerHead(this.spec, this.#quantized, d) / 8 + fp16Tokens * fp16BytesPerTokenLayer(1, d));
-    return { backend: "harness", tokens: this.#length, heldTokens: this.#length, baselineBytes, bytes, ratio: baselineBytes / bytes, compressions: this.#compressions, observedQueries: false };
-  }
-
-  dispose(): void {
-    this.#keys = [];
-    this.#values = [];
+    this.#state.dispose();
   }
 }
 

@@ -108,13 +108,38 @@ export interface KvState {
   dispose(): void;
 }
 
+/**
+ * When a compressed state compresses: a prompt chunk (more than one token) at once, since that is
+ * where the bulk of the memory arrives; decode tokens wait in the FP16 residual window until
+ * `every` of them have accumulated. One definition, so every state that compresses (the quality
+ * harness's scalar baselines too) does it at the same moments.
+ */
+export class CompressSchedule {
+  #since = 0;
+
+  constructor(readonly every: number) {}
+
+  /** Counts a step of `n` tokens; true when the state should compress now. */
+  due(n: number): boolean {
+    if (n !== 1) return true;
+    this.#since += 1;
+    return this.#since >= this.every;
+  }
+
+  /** A compression happened: the decode-token count starts again. */
+  restart(): void {
+    this.#since = 0;
+  }
+}
+
 export function createKvState(layout: KvLayout, options: KvStateOptions): KvState {
   return options.passThrough ? new DenseKvState(layout) : new CompressedKvState(layout, options);
 }
 
 const arrayFor = (dtype: KvDtype, length: number): KvArray => (dtype === "float16" ? new Uint16Array(length) : new Float32Array(length));
 
-function checkPresent(layout: KvLayout, present: PresentKv, n: number, pastSlots: number): void {
+/** Checks that `present` holds past + n slots of the layout's shape and dtype (MODEL_OUTPUT otherwise); every KvState absorbs through it. */
+export function checkPresent(layout: KvLayout, present: PresentKv, n: number, pastSlots: number): void {
   const { batch, kvHeads, headDim, layers, dtype } = layout;
   if (present.slots !== pastSlots + n) {
     throw new NexusQuantError("MODEL_OUTPUT", `The model returned present tensors of ${present.slots} slots; expected past ${pastSlots} + new ${n}.`);
@@ -212,14 +237,13 @@ class DenseKvState implements KvState {
 class CompressedKvState implements KvState {
   readonly #cache: CompressedKVCache;
   readonly #preset: string;
-  readonly #compressEvery: number;
+  readonly #schedule: CompressSchedule;
   readonly #real: number[];
   readonly #useMirror: boolean;
   /** denseMirror: the last dense past + new slots, valid until the cache's contents change. */
   #mirror: PastKv | undefined;
   /** The past handed out last (its mask starts the mirror's mask). */
   #lastPast: PastKv | undefined;
-  #sinceCompress = 0;
   #compressions = 0;
   #compressSeconds = 0;
 
@@ -228,7 +252,7 @@ class CompressedKvState implements KvState {
     options: KvStateOptions,
   ) {
     this.#preset = options.preset;
-    this.#compressEvery = options.compressEvery;
+    this.#schedule = new CompressSchedule(options.compressEvery);
     this.#useMirror = options.denseMirror;
     this.#real = new Array(layout.batch).fill(0);
     this.#cache = new CompressedKVCache({
@@ -378,13 +402,7 @@ class CompressedKvState implements KvState {
   }
 
   async compressIfDue(n: number, extras?: CompressExtras): Promise<void> {
-    // A prompt chunk is compressed at once (that is where the bulk of the memory arrives); decode
-    // tokens wait in the FP16 residual window until compressEvery of them have accumulated.
-    if (n === 1) {
-      this.#sinceCompress += 1;
-      if (this.#sinceCompress < this.#compressEvery) return;
-    }
-    await this.compress(extras);
+    if (this.#schedule.due(n)) await this.compress(extras);
   }
 
   async compress(extras?: CompressExtras): Promise<void> {
@@ -396,7 +414,7 @@ class CompressedKvState implements KvState {
     this.#compressSeconds += (performance.now() - start) / 1000;
     this.#mirror = undefined;
     this.#compressions += 1;
-    this.#sinceCompress = 0;
+    this.#schedule.restart();
   }
 
   stats(): KvStats {

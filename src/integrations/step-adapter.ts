@@ -15,7 +15,7 @@
 import { invalidArgument } from "../errors.js";
 import { halfBitsToFloats, type CompressedKVCache } from "../runtime/index.js";
 import type { ModelConvention } from "./convention.js";
-import { createKvState, emptyKvStats, type KvArray, type KvLayout, type KvState, type KvStateOptions, type KvStats, type PastKv } from "./kv-state.js";
+import { createKvState, emptyKvStats, type CompressExtras, type KvArray, type KvLayout, type KvState, type KvStateOptions, type KvStats, type PastKv } from "./kv-state.js";
 
 /** New tokens of a step: one array (batch 1) or one array per row (rows of any lengths). */
 export type TokenRows = readonly number[] | readonly (readonly number[])[];
@@ -212,6 +212,44 @@ export function stepResult(logits: Float32Array, batch: number, n: number, vocab
 /** Runs one forward of the exported decoder: feeds in, outputs (by name) out. */
 export type RunDecoder<T> = (feeds: Record<string, T>) => Promise<Record<string, unknown>>;
 
+/** What a caller may add to a step over a KV state. */
+export interface StateStepHooks {
+  /**
+   * Called after the new slots are absorbed and before the state compresses: what that compression
+   * gets. The quality harness reads the observed scorer's queries off the outputs here.
+   */
+  extras?: (outputs: Record<string, unknown>) => CompressExtras | undefined;
+  /** Adds the phases' seconds (past, run, absorb, compress) here; steps and totals are the caller's. */
+  timings?: StepTimings;
+}
+
+/**
+ * One step of the convention over a KV state: plan, feeds, `run`, the new slots of present into the
+ * state, compression when due. Returns the runtime's outputs (logits and whatever else `run` fetched).
+ * ConventionStepEngine and the quality harness both step through here.
+ */
+export async function runStateStep<T>(state: KvState, tokens: PaddedTokens, tensor: TensorFactory<T>, run: RunDecoder<T>, hooks: StateStepHooks = {}): Promise<Record<string, unknown>> {
+  const t0 = performance.now();
+  const plan = planStep(state, tokens.newMask, tokens.n);
+  const feeds = stepFeeds(state.layout, plan, tokens.ids, tensor);
+  const t1 = performance.now();
+  const outputs = await run(feeds);
+  const t2 = performance.now();
+  absorbPresent(state, plan, outputs);
+  const extras = hooks.extras?.(outputs);
+  const t3 = performance.now();
+  await state.compressIfDue(tokens.n, extras);
+  const t4 = performance.now();
+  const tm = hooks.timings;
+  if (tm !== undefined) {
+    tm.pastSeconds += (t1 - t0) / 1000;
+    tm.runSeconds += (t2 - t1) / 1000;
+    tm.absorbSeconds += (t3 - t2) / 1000;
+    tm.compressSeconds += (t4 - t3) / 1000;
+  }
+  return outputs;
+}
+
 export interface ConventionStepEngineOptions<T> {
   convention: ModelConvention;
   options: KvStateOptions & { padTokenId: number };
@@ -261,27 +299,16 @@ export class ConventionStepEngine<T> implements StepEngine {
     this.#state ??= createKvState({ layers, kvHeads, headDim, batch: batchRows.length, dtype: kvDtype }, this.#options);
     const state = this.#state;
     const tokens = padTokenRows(batchRows, this.#options.padTokenId);
-
-    const t1 = performance.now();
-    const plan = planStep(state, tokens.newMask, tokens.n);
-    const feeds = stepFeeds(state.layout, plan, tokens.ids, this.#tensor);
-    const t2 = performance.now();
-    const out = await this.#run(feeds);
-    const t3 = performance.now();
-    absorbPresent(state, plan, out);
-    const t4 = performance.now();
-    await state.compressIfDue(tokens.n);
-    const t5 = performance.now();
+    const prepared = performance.now();
+    const tm = this.#timings;
+    const out = await runStateStep(state, tokens, this.#tensor, this.#run, { timings: tm });
+    // Checking the rows and building input_ids count as absorb time (StepTimings.absorbSeconds).
+    tm.absorbSeconds += (prepared - t0) / 1000;
+    tm.steps += 1;
+    tm.totalSeconds += (performance.now() - t0) / 1000;
 
     const logitsOut = out["logits"] as OutputLike;
     const logits = logitsToFloat32(logitsOut.data, this.#convention.logitsDtype);
-    const tm = this.#timings;
-    tm.steps += 1;
-    tm.pastSeconds += (t2 - t1) / 1000;
-    tm.runSeconds += (t3 - t2) / 1000;
-    tm.absorbSeconds += (t4 - t3 + (t1 - t0)) / 1000;
-    tm.compressSeconds += (t5 - t4) / 1000;
-    tm.totalSeconds += (t5 - t0) / 1000;
     return stepResult(logits, tokens.batch, tokens.n, logitsOut.dims![2]!);
   }
 

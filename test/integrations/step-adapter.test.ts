@@ -5,9 +5,9 @@
  */
 import { describe, expect, it } from "vitest";
 import { DecodeHandle } from "../../src/integrations/decode-handle.js";
-import { createKvState, emptyKvStats, type KvLayout, type KvStats } from "../../src/integrations/kv-state.js";
+import { createKvState, emptyKvStats, type CompressExtras, type KvLayout, type KvStats } from "../../src/integrations/kv-state.js";
 import { resolveOptions } from "../../src/integrations/options.js";
-import { absorbPresent, padTokenRows, planStep, stepFeeds, stepResult, zeroTimings, type StepEngine, type StepResult, type TokenRows } from "../../src/integrations/step-adapter.js";
+import { absorbPresent, padTokenRows, planStep, runStateStep, stepFeeds, stepResult, zeroTimings, type StepEngine, type StepResult, type TokenRows } from "../../src/integrations/step-adapter.js";
 
 const layout: KvLayout = { layers: 1, kvHeads: 1, headDim: 8, batch: 2, dtype: "float32" };
 
@@ -57,6 +57,68 @@ describe("step adapter", () => {
     } finally {
       state.dispose();
     }
+  });
+});
+
+describe("runStateStep (the one step loop of the wrappers and the quality harness)", () => {
+  const tensor = (type: string, data: unknown, dims: number[]) => ({ type, data, dims });
+  const logits = { data: new Float32Array(2 * 2 * 4), dims: [2, 2, 4] };
+
+  it("runs the plan's feeds, absorbs present, then compresses with what the hook read off the outputs", async () => {
+    const state = createKvState(layout, resolveOptions({ preset: "none" }));
+    const calls: string[] = [];
+    const compressIfDue = state.compressIfDue.bind(state);
+    let given: CompressExtras | undefined;
+    state.compressIfDue = async (n, extras) => {
+      calls.push(`compress ${n}`);
+      given = extras;
+      return compressIfDue(n, extras);
+    };
+    const extras: CompressExtras = { observedQueries: [[new Float32Array(8)], undefined] };
+    const fed: Record<string, { dims: number[] }>[] = [];
+    const timings = zeroTimings();
+    const tokens = padTokenRows([[5, 6], [7]], 0);
+    const out = await runStateStep(
+      state,
+      tokens,
+      tensor,
+      async (feeds) => {
+        calls.push("run");
+        fed.push(feeds);
+        await new Promise((r) => setTimeout(r, 30));
+        return { ...present(0, 2, new Float32Array(0), 1), logits, "query.0": "queries" };
+      },
+      {
+        timings,
+        extras: (outputs) => {
+          calls.push(`extras after absorb: ${state.realTokens(0)}+${state.realTokens(1)}, ${String(outputs["query.0"])}`);
+          return extras;
+        },
+      },
+    );
+    expect(calls).toEqual(["run", "extras after absorb: 2+1, queries", "compress 2"]);
+    expect(given).toBe(extras);
+    expect(out["logits"]).toBe(logits);
+    expect(fed[0]!["attention_mask"]!.dims).toEqual([2, 2]);
+    expect(Object.keys(fed[0]!)).toEqual(["input_ids", "attention_mask", "position_ids", "past_key_values.0.key", "past_key_values.0.value"]);
+    // The phases are added; steps and totals are the caller's (ConventionStepEngine counts them).
+    expect(timings.runSeconds).toBeGreaterThanOrEqual(0.025);
+    expect(timings.steps).toBe(0);
+    expect(timings.totalSeconds).toBe(0);
+  });
+
+  it("a present of the wrong size is MODEL_OUTPUT: nothing absorbed, no hook, no compression", async () => {
+    const state = createKvState(layout, resolveOptions({ preset: "none" }));
+    let hooked = false;
+    const bad = runStateStep(state, padTokenRows([[5, 6], [7]], 0), tensor, async () => ({ ...present(0, 3, new Float32Array(0), 1), logits }), {
+      extras: () => {
+        hooked = true;
+        return undefined;
+      },
+    });
+    await expect(bad).rejects.toMatchObject({ code: "MODEL_OUTPUT" });
+    expect(hooked).toBe(false);
+    expect([state.realTokens(0), state.realTokens(1), state.past().slots]).toEqual([0, 0, 0]);
   });
 });
 

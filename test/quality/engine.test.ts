@@ -100,6 +100,22 @@ describe("decode loop", () => {
     }
   });
 
+  it("a bad token is INVALID_ARGUMENT and leaves the run as it was", async () => {
+    await expect(engine.prefill([])).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    const ids = documentIds(quality.tokenizer, heldOutCorpus(1)[0]!.text).slice(0, 40);
+    const prefill = await engine.prefill(ids);
+    const run = await engine.startRun(prefill, { preset: "quant", compressEvery: 64 });
+    const fresh = await engine.startRun(prefill, { preset: "quant", compressEvery: 64 });
+    try {
+      for (const bad of [-1, 1.5, Number.NaN]) await expect(run.step(bad)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+      expect(run.stats().tokens).toBe(40);
+      expect(Array.from(await run.step(ids[0]!))).toEqual(Array.from(await fresh.step(ids[0]!)));
+    } finally {
+      run.dispose();
+      fresh.dispose();
+    }
+  });
+
   it("exposes each layer's rotated queries: layer 0 equals RoPE(W_q · RMSNorm(embedding)) computed here", async () => {
     expect(engine.queryOutputs).toEqual(["query.0", "query.1"]);
     const ids = documentIds(quality.tokenizer, "Fellow citizens of the Senate and House of Representatives: a few more words here.");
