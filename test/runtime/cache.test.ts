@@ -514,6 +514,9 @@ describe("CompressedKVCache: bad input leaves the cache unchanged", () => {
 
   it("compress() runs off the event loop and the cache refuses use meanwhile", async () => {
     const c = make();
+    // 40 tokens: enough for a page to pay (pagingPays), so the finished compress() is visible as pages.
+    const more = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 30, startPosition: 10, seed: 2 });
+    c.append(0, more.keys, more.values);
     const p = c.compress();
     expectCode(() => c.stats(), "BUSY", /busy/);
     await p;
