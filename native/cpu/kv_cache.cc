@@ -195,9 +195,9 @@ void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_
   while (done < count) {
     size_t room;
     const size_t window = static_cast<size_t>(o_.spec.residualWindow);
-    if (!s.compressedOnce || (s.pages.empty() && s.residualCount >= window)) {
-      // Uncompressed, or a page-less store whose tokens stay FP16 past its window until paging pays
-      // (flushResidual): the residual holds every token.
+    if (!s.compressedOnce || s.pages.empty()) {
+      // Uncompressed, or a page-less store whose tokens stay FP16 until paging pays (flushResidual, at
+      // the window or the next compress): the residual holds every token, at most 1.25x their bytes.
       growResidual(s, s.residualCount + (count - done));
       room = count - done;
     } else if (window == 0) {

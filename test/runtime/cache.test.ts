@@ -371,8 +371,8 @@ describe("CompressedKVCache: ratio >= 1 from the first token (a short store stay
     });
   }
 
-  for (const residualWindow of [0, 4]) {
-    it(`residualWindow ${residualWindow}: decode appends keep a short store FP16 past its window, then page it once paging pays`, () => {
+  for (const residualWindow of [0, 4, 16]) {
+    it(`residualWindow ${residualWindow}: decode appends keep a short store FP16 (even past its window), then page it once paging pays`, () => {
       const d = 128;
       const c = cache({ layers: 1, kvHeads: 2, headDim: d, preset: "balanced", spec: { residualWindow } });
       const spec = c.spec;
@@ -387,6 +387,8 @@ describe("CompressedKVCache: ratio >= 1 from the first token (a short store stay
         const held = t + 1;
         expect(c.tokens(0).held).toBe(held);
         if (pagedAt < 0 && c.tokens(0).compressed > 0) pagedAt = held;
+        // While page-less, the residual holds every token and grows by a quarter: <= 1.25x FP16.
+        if (pagedAt < 0) expect(c.stats().bytes.total).toBeLessThanOrEqual(1.25 * c.stats().baselineBytes);
         expect(checkAttentionMatchesDense(c, 0, 0, 1, 60 + t)).toBeLessThanOrEqual(1e-5);
       }
       // The first flush at or past the window where a page pays moves every held token onto pages.
