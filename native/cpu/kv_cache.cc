@@ -195,11 +195,16 @@ void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_
   while (done < count) {
     size_t room;
     const size_t window = static_cast<size_t>(o_.spec.residualWindow);
-    if (!s.compressedOnce || s.pages.empty()) {
-      // Uncompressed, or a page-less store whose tokens stay FP16 until paging pays (flushResidual, at
-      // the window or the next compress): the residual holds every token, at most 1.25x their bytes.
+    if (!s.compressedOnce) {
       growResidual(s, s.residualCount + (count - done));
       room = count - done;
+    } else if (s.pages.empty()) {
+      // A page-less store keeps its tokens in FP16 until paging pays (flushResidual, at the window or
+      // the next compress), its residual growing by a quarter (at most 1.25x their bytes). It fills up
+      // to the window, then takes one token at a time, so the flush below pages it as soon as a page
+      // pays, and a long append after a short compressed prompt still goes to pages window by window.
+      room = s.residualCount < window ? std::min(count - done, window - s.residualCount) : 1;
+      growResidual(s, s.residualCount + room);
     } else if (window == 0) {
       setResidualCapacity(s, count - done);  // no residual window: quantize straight away
       room = count - done;

@@ -3,6 +3,7 @@ import { CompressedKVCache, syntheticKV, memoryStats, measureMemory } from "../.
 import { compressedLayout, keptTokenCount, getPreset, pagingPays, residualBytes } from "../../src/format/index.js";
 import { NexusQuantError } from "../../src/errors.js";
 import { expectCode } from "../helpers.js";
+import { native } from "../../src/runtime/native.js";
 import { floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/half.js";
 import { denseAttention, keyKeyScores, keyNormScores, relativeError, roundKeys, selectKept } from "./reference.js";
 
@@ -399,6 +400,27 @@ describe("CompressedKVCache: ratio >= 1 from the first token (a short store stay
       expect(c.stats().bytes.residual).toBeLessThanOrEqual(residualBytes(2, d, spec, Math.max(residualWindow, 1)));
     });
   }
+
+  it("a long append after a short compressed prompt goes to pages window by window (no FP16 spike)", () => {
+    const d = 128;
+    const c = cache({ layers: 1, kvHeads: 2, headDim: d, preset: "quant", spec: { residualWindow: 16 } });
+    const first = syntheticKV({ kvHeads: 2, headDim: d, tokens: 3, seed: 71 });
+    c.append(0, first.keys, first.values);
+    c.compressSync();
+    expect(c.tokens(0).compressed).toBe(0);
+    const long = syntheticKV({ kvHeads: 2, headDim: d, tokens: 200, startPosition: 3, seed: 72 });
+    const n = native() as unknown as { resetPeakMemory(): void; memoryStats(): { host: { totalBytes: number; peakBytes: number } } };
+    n.resetPeakMemory();
+    const before = n.memoryStats().host.totalBytes;
+    c.append(0, long.keys, long.values);
+    const peak = n.memoryStats().host.peakBytes - before;
+    // 3 + 13 tokens fill the window and page (a page pays at 16), then blocks of 16: 11 wait.
+    expect(c.tokens(0)).toEqual({ held: 203, appended: 203, compressed: 192, evicted: 0 });
+    expect(c.stats().bytes.residual).toBe(residualBytes(2, d, c.spec, 16));
+    // Holding the 200 tokens in FP16 first would have peaked above their FP16 bytes (204,800 B);
+    // window by window the peak is the pages plus about one window.
+    expect(peak).toBeLessThan(0.5 * 2 * 2 * 200 * d * 2);
+  });
 
   it("eviction that must happen still happens on a short store (pages, fewer tokens)", () => {
     const c = cache({ layers: 1, kvHeads: 2, headDim: 128, preset: "balanced", spec: { sinkTokens: 1, recentWindow: 0 } });
