@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packaging check: what a user gets from `npm install nexusquant`. Packs the repository (prepack puts
 # the prebuilt CPU addon in), installs the tarball into an empty project with production dependencies
-# only (npm cache first; onnxruntime-node linked in as the optional peer the demo runs on),
+# only (offline, from the npm cache; onnxruntime-node linked in as the optional peer the demo runs on),
 # and runs the CLI and an import of every export path there, asserting real output. Prints the
 # tarball and installed sizes. Exit 0 when every check passed.
 set -euo pipefail
@@ -37,14 +37,20 @@ check "tarball $tarball: $((size / 1024)) KiB packed, $((unpacked / 1024)) KiB u
 
 mkdir "$work/app"
 cd "$work/app"
-echo '{ "name": "pack-check-app", "private": true, "type": "module" }' > package.json
-# Production dependencies only, from the npm cache where it has them (the registry otherwise: npm ci
-# caches tarballs, not the package metadata an install by range needs).
-npm install --prefer-offline --omit=dev --no-audit --no-fund "$work/$tarball" > "$work/install.log" 2>&1 || { tail -30 "$work/install.log" >&2; die "npm install of the tarball failed (production dependencies)"; }
+# Production dependencies only, offline: `npm ci` of the repository cached their tarballs but not the
+# package metadata an install by range needs (`npm install --offline <tarball>` stops at ENOTCACHED).
+# So the app gets a lock (.ci/app-lock.mjs) pinning the tarball's dependency tree as the repository's
+# package-lock.json resolved it, with tarball URLs and integrity: `npm ci --offline` needs only those.
+node "$repo/.ci/app-lock.mjs" "$repo" "$tarball" "$(npm config get registry)" > "$work/lock.log" 2>&1 || { cat "$work/lock.log" >&2; die "could not write the app's lock from package-lock.json"; }
+npm ci --offline --omit=dev --no-audit --no-fund > "$work/install.log" 2>&1 || {
+  tail -30 "$work/install.log" >&2
+  die "offline install of the tarball failed (production dependencies; ENOTCACHED: run npm ci in the repository first, it fills the npm cache)"
+}
 # The demo runs on the optional peer onnxruntime-node (~100 MB): linked from the repository's copy
 # rather than downloaded again.
 ln -s "$repo/node_modules/onnxruntime-node" node_modules/onnxruntime-node
 [ ! -e node_modules/nexusquant/build ] || die "the install built the addon instead of using the prebuilt"
+check "installed offline from the npm cache: $(cat "$work/lock.log")"
 check "installed: nexusquant $(du -sk node_modules/nexusquant | cut -f1) KiB, with its production dependencies $(du -sk node_modules | cut -f1) KiB (onnxruntime-node, linked, not counted)"
 
 npx --no-install nexusquant estimate --model llama-3.1-8b --context 128k --preset balanced --json > estimate.json || die "nexusquant estimate"

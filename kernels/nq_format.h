@@ -136,6 +136,16 @@ NQ_FMT_HD constexpr size_t residualBytes(size_t kvHeads, size_t headDim, const S
   return residualSlotBytes(kvHeads, headDim, static_cast<size_t>(s.residualWindow));
 }
 
+// Whether compress() puts the `tokens` tokens of a page-less (sequence, layer) store on pages: only
+// when the pages they need cost no more than the tokens in FP16 (K and V, every KV head). Below that
+// (a few tokens against one page of pageTokens slots) the store keeps them in its FP16 residual,
+// trimmed to their count, so a compressed cache never holds more than FP16: ratio >= 1 from the first
+// token. Stores that already have pages, or must evict, page as always. Same rule as layout.ts.
+NQ_FMT_HD constexpr bool pagingPays(size_t kvHeads, size_t headDim, const Spec& s, size_t tokens) {
+  const size_t pages = (tokens + static_cast<size_t>(s.pageTokens) - 1) / static_cast<size_t>(s.pageTokens);
+  return pages * pageBytes(kvHeads, headDim, s) <= residualSlotBytes(kvHeads, headDim, tokens);
+}
+
 // Tokens kept after eviction: sinks and the recent window always; of the evictable rest, all but
 // floor(evictable * evictFraction). Same rounding as keptTokenCount in layout.ts.
 inline size_t keptTokenCount(size_t tokens, const Spec& s) {
@@ -159,6 +169,8 @@ NQ_FMT_HD constexpr size_t quantizedTensorBytes(size_t vectors, size_t headDim, 
 
 static_assert(pageOffsets(8, 128, Spec{2, 2, 0.6, 4, 64, 128, 64}).end == pageBytes(8, 128, Spec{2, 2, 0.6, 4, 64, 128, 64}),
               "page offsets must cover the page exactly");
+static_assert(!pagingPays(8, 128, Spec{2, 2, 0.6, 4, 64, 128, 64}, 1) && pagingPays(8, 128, Spec{2, 2, 0.6, 4, 64, 128, 64}, 64),
+              "one token does not pay for a page; a full page does");
 static_assert(codeBytesPerVector(128, 2) == 32 && codeBytesPerVector(128, 3) == 48 && codeBytesPerVector(128, 4) == 64,
               "a group of 8 elements takes `bits` bytes");
 

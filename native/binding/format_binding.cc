@@ -14,7 +14,7 @@ namespace {
 
 int intField(Napi::Object o, const char* key) { return o.Get(key).As<Napi::Number>().Int32Value(); }
 
-// nativeLayout(spec, kvHeads, headDim, keptTokens) -> { pageBytes, pages, offsets..., residualBytes, kept }
+// nativeLayout(spec, kvHeads, headDim, tokens) -> { pageBytes, pages, offsets..., residualBytes, kept, pagingPays }
 Napi::Value nativeLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsObject()) throwJs(env, "INVALID_ARGUMENT", "nativeLayout(spec, kvHeads, headDim, tokens)");
@@ -33,6 +33,7 @@ Napi::Value nativeLayout(const Napi::CallbackInfo& info) {
   r.Set("pageEnd", static_cast<double>(off.end));
   r.Set("residualBytes", static_cast<double>(format::residualBytes(kvHeads, headDim, s)));
   r.Set("residualCapacity", static_cast<double>(format::residualCapacity(tokens, s)));
+  r.Set("pagingPays", format::pagingPays(kvHeads, headDim, s, tokens));
   r.Set("quantizedTensorBytesKey", static_cast<double>(format::quantizedTensorBytes(tokens, headDim, s.keyBits)));
   return r;
 }

@@ -198,6 +198,13 @@ void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_
     if (!s.compressedOnce) {
       growResidual(s, s.residualCount + (count - done));
       room = count - done;
+    } else if (s.pages.empty()) {
+      // A page-less store keeps its tokens in FP16 until paging pays (flushResidual, at the window or
+      // the next compress), its residual growing by a quarter (at most 1.25x their bytes). It fills up
+      // to the window, then takes one token at a time, so the flush below pages it as soon as a page
+      // pays, and a long append after a short compressed prompt still goes to pages window by window.
+      room = s.residualCount < window ? std::min(count - done, window - s.residualCount) : 1;
+      growResidual(s, s.residualCount + room);
     } else if (window == 0) {
       setResidualCapacity(s, count - done);  // no residual window: quantize straight away
       room = count - done;
@@ -224,9 +231,10 @@ void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_
     s.appended += take;
     done += take;
     ensureAccumulated(s, s.compressed + s.residualCount);
-    if (s.compressedOnce && s.residualCount >= (window == 0 ? s.residualCap : window)) {
+    if (s.compressedOnce && s.residualCount >= window) {
       flushResidual(s, layer, seq, /*evictToBudget=*/true);
-      if (window == 0) setResidualCapacity(s, 0);
+      // Flushed: back to at most the window (a page-less store may have grown past it, see above).
+      if (s.residualCount == 0 && s.residualCap > window) setResidualCapacity(s, window);
     }
   }
 }
@@ -234,7 +242,9 @@ void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_
 void KvCache::append(size_t seq, size_t layer, const float* k, const float* v, size_t T) { appendImpl(seq, layer, k, v, T); }
 void KvCache::appendF16(size_t seq, size_t layer, const uint16_t* k, const uint16_t* v, size_t T) { appendImpl(seq, layer, k, v, T); }
 
-// Quantizes the residual into new page slots; in budget mode then evicts down to the budget.
+// Quantizes the residual into new page slots; in budget mode then evicts down to the budget. A
+// page-less store whose tokens would cost more as pages than in FP16 keeps them in the residual
+// (format::pagingPays): that is what holds a short prompt's ratio at >= 1.
 void KvCache::flushResidual(Store& s, size_t layer, size_t seq, bool evictToBudget) {
   const size_t P = static_cast<size_t>(o_.spec.pageTokens), H = o_.kvHeads, d = o_.headDim;
   const size_t n = s.residualCount;
@@ -242,6 +252,7 @@ void KvCache::flushResidual(Store& s, size_t layer, size_t seq, bool evictToBudg
     compressStore(s, seq, layer, nullptr, 0, 0);
     return;
   }
+  if (s.pages.empty() && !format::pagingPays(H, d, o_.spec, n)) return;
   const size_t first = s.compressed;
   while (s.pages.size() * P < first + n) s.pages.push_back(newPage(seq, layer, s.pages.size()));
   // Heads are independent: quantize them in parallel (each worker has its own row buffer).
@@ -297,7 +308,9 @@ void KvCache::compressStore(Store& s, size_t seq, size_t layer, const float* obs
   if (target == total) {  // nothing to evict: quantize the residual onto the pages
     s.compressedOnce = true;
     if (nr > 0) flushResidual(s, layer, seq, /*evictToBudget=*/false);  // already within budget
-    setResidualCapacity(s, 0);  // empty now: appends grow it again (format::residualCapacity)
+    // Empty now (appends grow it again, format::residualCapacity), or holding the tokens of a store
+    // too short for paging to pay: then trimmed to exactly them, so it holds their FP16 bytes.
+    setResidualCapacity(s, s.residualCount);
     return;
   }
 

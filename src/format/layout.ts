@@ -16,7 +16,8 @@ import { validateSpec } from "./spec.js";
  *   when the spec evicts, since without eviction a slot's position is its index)
  *   plus an FP16 residual buffer for K and V of the tokens appended since the last compression, which
  *   grows with them (residualCapacity: powers of two up to `residualWindow`) and is empty right after
- *   a compression, so a short prompt does not carry a whole empty window.
+ *   a compression, so a short prompt does not carry a whole empty window; except that a store too
+ *   short for a page to pay (pagingPays) keeps its tokens there, in exactly their slots, instead.
  */
 export const PAGE_HEADER_BYTES = 16;
 export const SCALE_BYTES = 2; // one FP16 scale per head vector
@@ -84,8 +85,10 @@ export interface CompressedLayout {
   ratio: number;
   /** Kept tokens per sequence after eviction. */
   keptTokens: number[];
-  /** Pages per sequence and layer. */
+  /** Pages per sequence and layer (0 for a sequence kept in FP16: too short for paging to pay). */
   pagesPerLayer: number[];
+  /** Tokens per sequence and layer kept in the FP16 residual after compression (pagingPays), else 0. */
+  fp16Tokens: number[];
   pageBytes: number;
 }
 
@@ -146,6 +149,17 @@ export function residualBytes(kvHeads: number, headDim: number, spec: Compressio
   return 2 * kvHeads * residualCapacity(tokens, spec) * headDim * FP16_BYTES;
 }
 
+/**
+ * Whether compress() puts `tokens` tokens of a page-less (sequence, layer) store on pages: only when
+ * the pages they need cost no more than the tokens in FP16 (K and V, every KV head). Below that (a few
+ * tokens against one page of `pageTokens` slots) the store keeps them in its FP16 residual, trimmed to
+ * their count, so a compressed cache never holds more than FP16: ratio >= 1 from the first token.
+ * Stores that already have pages, or must evict, page as always. Same rule as format::pagingPays.
+ */
+export function pagingPays(kvHeads: number, headDim: number, spec: CompressionSpec, tokens: number): boolean {
+  return Math.ceil(tokens / spec.pageTokens) * pageBytes(kvHeads, headDim, spec) <= fp16BytesPerTokenLayer(kvHeads, headDim) * tokens;
+}
+
 const SHAPE_KEYS = ["layers", "kvHeads", "headDim", "tokens", "batch"] as const;
 
 /** Checks a CacheShape against the format's limits; returns the batch and each sequence's tokens. */
@@ -180,14 +194,18 @@ export function compressedLayout(shape: CacheShape, spec: CompressionSpec): Comp
   const P = s.pageTokens;
   const slotsPerPage = kvHeads * P;
   const keptTokens = tokens.map((t) => keptTokenCount(t, s));
-  const pagesPerLayer = keptTokens.map((k) => Math.ceil(k / P));
+  // A sequence that evicts nothing and is too short for paging to pay stays in FP16 (pagingPays).
+  const fp16Tokens = keptTokens.map((k, i) => (k === tokens[i] && !pagingPays(kvHeads, headDim, s, k) ? k : 0));
+  const pagesPerLayer = keptTokens.map((k, i) => (fp16Tokens[i]! > 0 ? 0 : Math.ceil(k / P)));
   const pages = layers * pagesPerLayer.reduce((a, b) => a + b, 0);
   const slots = pages * slotsPerPage;
   const bytes: LayoutBytes = {
     codes: slots * (codeBytesPerVector(headDim, s.keyBits) + codeBytesPerVector(headDim, s.valueBits)),
     scales: slots * 2 * SCALE_BYTES,
     positions: storesPositions(s) ? slots * POSITION_BYTES : 0,
-    residual: 0, // right after compression the residual is empty (it grows with later appends)
+    // Right after compression the residual holds only the tokens kept in FP16, in exactly their
+    // slots; otherwise it is empty (it grows with later appends).
+    residual: layers * fp16Tokens.reduce((a, t) => a + fp16BytesPerTokenLayer(kvHeads, headDim) * t, 0),
     headers: pages * PAGE_HEADER_BYTES,
     total: 0,
   };
@@ -199,6 +217,7 @@ export function compressedLayout(shape: CacheShape, spec: CompressionSpec): Comp
     ratio: bytes.total === 0 ? 1 : baselineBytes / bytes.total,
     keptTokens,
     pagesPerLayer,
+    fp16Tokens,
     pageBytes: pageBytes(kvHeads, headDim, s),
   };
 }

@@ -383,7 +383,10 @@ export class CompressedKVCache {
     return callNative(() => h.materialize(seq, layer, dtype === "f16"));
   }
 
-  /** Token counts of one sequence and layer: held now, ever appended, and how many of those are compressed. */
+  /**
+   * Token counts of one sequence and layer: held now, ever appended, and how many of those are compressed
+   * (on pages; a store too short for a page to pay keeps its tokens in FP16 after compress(): 0 then).
+   */
   tokens(layer = 0, sequence = 0): { held: number; appended: number; compressed: number; evicted: number } {
     const h = this.#native();
     const c = callNative(() => h.counts(checkIndex("sequence", sequence, this.batch), checkIndex("layer", layer, this.layers)));

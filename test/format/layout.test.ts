@@ -6,6 +6,8 @@ import {
   compressedLayout,
   getPreset,
   keptTokenCount,
+  pageBytes,
+  pagingPays,
   presetRatio,
   quantizedTensorBytes,
   type CompressionSpec,
@@ -27,6 +29,28 @@ describe("compressedLayout", () => {
     expect(l.bytes.residual).toBe(0); // right after compression the residual is empty; it grows with appends
     expect(l.bytes.total).toBe(l.bytes.codes + l.bytes.scales + l.bytes.headers + l.bytes.residual);
     expect(l.baselineBytes).toBe(2 * 2 * 4 * 100 * 128 * 2);
+  });
+
+  it("keeps a sequence too short for a page to pay in FP16: ratio exactly 1, no pages", () => {
+    const s = spec({ keyBits: 2, valueBits: 2, evictFraction: 0, pageTokens: 64 });
+    // One page of 4 heads x 64 slots: 16 + 256 * (32 + 32 + 4) = 17424 B; FP16 costs 2*4*128*2 = 2048 B a token.
+    expect(pageBytes(4, 128, s)).toBe(17424);
+    expect(pagingPays(4, 128, s, 8)).toBe(false); // 16384 B of FP16 < one page
+    expect(pagingPays(4, 128, s, 9)).toBe(true); // 18432 B >= 17424 B
+    expect(pagingPays(4, 128, s, 0)).toBe(true); // nothing to hold: no page, no residual
+    const short = compressedLayout({ layers: 2, kvHeads: 4, headDim: 128, tokens: [8, 9] }, s);
+    expect(short.pagesPerLayer).toEqual([0, 1]);
+    expect(short.fp16Tokens).toEqual([8, 0]);
+    expect(short.bytes.residual).toBe(2 * 8 * 2048);
+    expect(short.bytes.headers).toBe(2 * 16);
+    const eight = compressedLayout({ layers: 2, kvHeads: 4, headDim: 128, tokens: 8 }, s);
+    expect(eight.bytes.total).toBe(eight.baselineBytes);
+    expect(eight.ratio).toBe(1);
+    // Eviction that must happen still pages: sinks 1, window 0, half of the rest evicted.
+    const evicting = compressedLayout({ layers: 1, kvHeads: 4, headDim: 128, tokens: 8 }, spec({ evictFraction: 0.5, sinkTokens: 1, recentWindow: 0 }));
+    expect(evicting.keptTokens).toEqual([8 - 3]);
+    expect(evicting.pagesPerLayer).toEqual([1]);
+    expect(evicting.fp16Tokens).toEqual([0]);
   });
 
   it("evicts floor(evictable * fraction) tokens and keeps sinks and the window", () => {

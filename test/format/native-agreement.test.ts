@@ -19,6 +19,7 @@ import {
   compressedLayout,
   keptTokenCount,
   pageBytes,
+  pagingPays,
   quantizedTensorBytes,
   residualBytes,
   residualCapacity,
@@ -40,7 +41,8 @@ describe("native layout mirror agrees with src/format", () => {
     { kvHeads: 4, headDim: 80 },
     { kvHeads: 16, headDim: 256 },
   ];
-  const tokenCounts = [0, 1, 7, 63, 64, 65, 1000, 4097, 131072, 1_000_003];
+  // 1..20: around where a first page starts to pay for itself (pagingPays) for every spec and shape.
+  const tokenCounts = [0, ...Array.from({ length: 20 }, (_, i) => i + 1), 63, 64, 65, 1000, 4097, 131072, 1_000_003];
 
   it("pages, kept tokens, residual and tensor sizes", () => {
     const n = native();
@@ -55,7 +57,12 @@ describe("native layout mirror agrees with src/format", () => {
           expect(r.pageEnd).toBe(r.pageBytes);
           expect(r.residualBytes).toBe(residualBytes(kvHeads, headDim, s));
           expect(r.residualCapacity).toBe(residualCapacity(tokens, s));
-          expect(r.pages).toBe(compressedLayout({ layers: 1, kvHeads, headDim, tokens }, s).pagesPerLayer[0]);
+          expect(r.pagingPays).toBe(pagingPays(kvHeads, headDim, s, tokens));
+          // A store that evicts nothing and for which paging does not pay stays in FP16: no pages.
+          const layout = compressedLayout({ layers: 1, kvHeads, headDim, tokens }, s);
+          const fp16 = kept === tokens && !r.pagingPays;
+          expect(layout.pagesPerLayer[0]).toBe(fp16 ? 0 : r.pages);
+          expect(layout.fp16Tokens[0]).toBe(fp16 ? tokens : 0);
           expect(r.quantizedTensorBytesKey).toBe(quantizedTensorBytes(tokens, headDim, s.keyBits));
           checked++;
         }

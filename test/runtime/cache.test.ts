@@ -1,9 +1,10 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { CompressedKVCache, syntheticKV, memoryStats, measureMemory } from "../../src/runtime/index.js";
-import { compressedLayout, keptTokenCount, getPreset, residualBytes } from "../../src/format/index.js";
+import { compressedLayout, keptTokenCount, getPreset, pagingPays, residualBytes } from "../../src/format/index.js";
 import { NexusQuantError } from "../../src/errors.js";
 import { expectCode } from "../helpers.js";
-import { floatsToHalfBits } from "../../src/runtime/half.js";
+import { native } from "../../src/runtime/native.js";
+import { floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/half.js";
 import { denseAttention, keyKeyScores, keyNormScores, relativeError, roundKeys, selectKept } from "./reference.js";
 
 const live: CompressedKVCache[] = [];
@@ -235,7 +236,8 @@ describe("CompressedKVCache: batches, appends, budget, bytes", () => {
 });
 
 describe("CompressedKVCache: short contexts (the FP16 residual grows with the tokens)", () => {
-  // One 64-slot page is a fixed cost: below ~9-13 tokens (head_dim 128) it outweighs FP16, see README.
+  // One 64-slot page is a fixed cost: below ~9-13 tokens (head_dim 128) it outweighs FP16, so such
+  // stores stay FP16 (pagingPays, tested below); from 16 tokens every preset pages.
   for (const preset of ["quant", "high", "asym", "balanced", "max", "S", "M", "XL"]) {
     it(`${preset}: ratio >= 1 from 16 tokens, and allocator == layout while decode appends grow the residual`, () => {
       const shape = { layers: 1, kvHeads: 2, headDim: 128 };
@@ -264,6 +266,171 @@ describe("CompressedKVCache: short contexts (the FP16 residual grows with the to
       const st = c.stats();
       expect(st.bytes.total).toBeLessThanOrEqual(1.25 * st.baselineBytes + 2 * 2 * 64 * 2);
     }
+  });
+});
+
+describe("CompressedKVCache: ratio >= 1 from the first token (a short store stays FP16 until paging pays)", () => {
+  const PRESETS_ALL = ["quant", "high", "asym", "balanced", "max", "S", "M", "L", "XL"];
+  for (const headDim of [64, 128]) {
+    it(`head_dim ${headDim}, 1..20 tokens, every preset: allocator bytes == compressedLayout, ratio >= 1`, async () => {
+      const shape = { layers: 2, kvHeads: 2, headDim };
+      let fp16Kept = 0, paged = 0;
+      for (const preset of PRESETS_ALL) {
+        for (let T = 1; T <= 20; T++) {
+          const m = await measureMemory(() => {
+            const c = cache({ ...shape, preset });
+            for (let l = 0; l < 2; l++) {
+              const kv = syntheticKV({ kvHeads: 2, headDim, tokens: T, seed: T + 100 * l });
+              c.append(l, kv.keys, kv.values);
+            }
+            c.compressSync();
+            return c;
+          });
+          const layout = compressedLayout({ ...shape, tokens: T }, m.result.spec);
+          const st = m.result.stats();
+          expect([preset, T, m.delta]).toEqual([preset, T, layout.bytes.total]);
+          expect(st.bytes.total).toBe(layout.bytes.total);
+          expect(st.bytes.residual).toBe(layout.bytes.residual);
+          expect([preset, T, st.ratio >= 1]).toEqual([preset, T, true]);
+          expect(m.result.tokens(1)).toEqual({ held: T, appended: T, compressed: layout.fp16Tokens[0]! > 0 ? 0 : T, evicted: 0 });
+          if (layout.fp16Tokens[0]! > 0) fp16Kept++;
+          else paged++;
+          m.result.dispose();
+        }
+      }
+      // Both regimes are exercised: short stores kept in FP16, and ones where a page already pays.
+      expect(fp16Kept).toBeGreaterThan(0);
+      expect(paged).toBeGreaterThan(0);
+    });
+  }
+
+  it("a store kept in FP16 holds the tokens exactly: materialize, attention and serialize round trip", () => {
+    const d = 128;
+    const c = cache({ layers: 1, kvHeads: 2, queryHeads: 4, headDim: d, preset: "balanced" });
+    const kv = syntheticKV({ kvHeads: 2, headDim: d, tokens: 5, seed: 21 });
+    c.append(0, kv.keys, kv.values);
+    c.compressSync();
+    expect(c.tokens(0)).toEqual({ held: 5, appended: 5, compressed: 0, evicted: 0 });
+    expect(c.stats().ratio).toBe(1);
+    const m = c.materialize(0);
+    // FP16-exact: the values are the input rounded to FP16, not lattice codes.
+    expect(Array.from(m.keys)).toEqual(Array.from(halfBitsToFloats(floatsToHalfBits(kv.keys))));
+    expect(Array.from(m.values)).toEqual(Array.from(halfBitsToFloats(floatsToHalfBits(kv.values))));
+    expect(Array.from(m.positions)).toEqual([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]);
+    expect(checkAttentionMatchesDense(c, 0, 0, 1, 5)).toBeLessThanOrEqual(1e-5);
+    expect(checkAttentionMatchesDense(c, 0, 0, 3, 6)).toBeLessThanOrEqual(1e-5);
+    const r = CompressedKVCache.deserialize(c.serialize());
+    live.push(r);
+    expect(r.tokens(0)).toEqual(c.tokens(0));
+    expect(r.stats().bytes).toEqual(c.stats().bytes);
+    expect(r.stats().ratio).toBe(1);
+    expect(Array.from(r.materialize(0).keys)).toEqual(Array.from(m.keys));
+    const q = syntheticKV({ kvHeads: 4, headDim: d, tokens: 1, seed: 3 }).keys;
+    expect(Array.from(r.attention(0, q))).toEqual(Array.from(c.attention(0, q)));
+    // Both continue alike after the round trip.
+    const more = syntheticKV({ kvHeads: 2, headDim: d, tokens: 30, startPosition: 5, seed: 22 });
+    for (const x of [c, r]) {
+      x.append(0, more.keys, more.values);
+      x.compressSync();
+    }
+    expect(Buffer.from(r.serialize()).equals(Buffer.from(c.serialize()))).toBe(true);
+  });
+
+  for (const preset of ["quant", "balanced", "S"]) {
+    it(`${preset}: appends + compress after each cross the break-even point into pages, same cache as one compress`, () => {
+      const d = 128, spec = getPreset(preset).spec;
+      const all = syntheticKV({ kvHeads: 2, headDim: d, tokens: 40, seed: 31 });
+      const row = (t0: number, t1: number) => {
+        // tokens [t0, t1) of every head: syntheticKV is laid out [head][token][d]
+        const pick = (x: Float32Array) => Float32Array.from({ length: 2 * (t1 - t0) * d }, (_, i) => {
+          const h = Math.floor(i / ((t1 - t0) * d)), r = i % ((t1 - t0) * d);
+          return x[h * 40 * d + t0 * d + r]!;
+        });
+        return { keys: pick(all.keys), values: pick(all.values) };
+      };
+      const c = cache({ layers: 1, kvHeads: 2, queryHeads: 4, headDim: d, preset });
+      let sawFp16 = false, sawPages = false;
+      for (let t = 0; t < 40; t++) {
+        const one = row(t, t + 1);
+        c.append(0, one.keys, one.values);
+        c.compressSync();
+        const held = t + 1;
+        const fp16 = !pagingPays(2, d, spec, held) && keptTokenCount(held, spec) === held;
+        if (fp16) sawFp16 = true;
+        else sawPages = true;
+        expect([held, c.tokens(0).compressed]).toEqual([held, fp16 ? 0 : keptTokenCount(held, spec)]);
+        expect(c.stats().ratio).toBeGreaterThanOrEqual(1);
+        expect(c.stats().bytes.total).toBe(compressedLayout({ layers: 1, kvHeads: 2, headDim: d, tokens: held }, spec).bytes.total);
+        expect(checkAttentionMatchesDense(c, 0, 0, 1, 40 + t)).toBeLessThanOrEqual(1e-5);
+      }
+      expect(sawFp16 && sawPages).toBe(true);
+      const once = cache({ layers: 1, kvHeads: 2, queryHeads: 4, headDim: d, preset });
+      once.append(0, all.keys, all.values);
+      once.compressSync();
+      expect(Array.from(c.materialize(0).keys)).toEqual(Array.from(once.materialize(0).keys));
+      expect(Array.from(c.materialize(0).values)).toEqual(Array.from(once.materialize(0).values));
+    });
+  }
+
+  for (const residualWindow of [0, 4, 16]) {
+    it(`residualWindow ${residualWindow}: decode appends keep a short store FP16 (even past its window), then page it once paging pays`, () => {
+      const d = 128;
+      const c = cache({ layers: 1, kvHeads: 2, headDim: d, preset: "balanced", spec: { residualWindow } });
+      const spec = c.spec;
+      const first = syntheticKV({ kvHeads: 2, headDim: d, tokens: 2, seed: 41 });
+      c.append(0, first.keys, first.values);
+      c.compressSync();
+      expect(c.tokens(0).compressed).toBe(0);
+      let pagedAt = -1;
+      for (let t = 2; t < 30; t++) {
+        const one = syntheticKV({ kvHeads: 2, headDim: d, tokens: 1, startPosition: t, seed: 50 + t });
+        c.append(0, one.keys, one.values);
+        const held = t + 1;
+        expect(c.tokens(0).held).toBe(held);
+        if (pagedAt < 0 && c.tokens(0).compressed > 0) pagedAt = held;
+        // While page-less, the residual holds every token and grows by a quarter: <= 1.25x FP16.
+        if (pagedAt < 0) expect(c.stats().bytes.total).toBeLessThanOrEqual(1.25 * c.stats().baselineBytes);
+        expect(checkAttentionMatchesDense(c, 0, 0, 1, 60 + t)).toBeLessThanOrEqual(1e-5);
+      }
+      // The first flush at or past the window where a page pays moves every held token onto pages.
+      let expected = Math.max(residualWindow, 1);
+      while (!pagingPays(2, d, spec, expected)) expected++;
+      expect(pagedAt).toBe(expected);
+      // Once paged, the residual is back within its window.
+      expect(c.stats().bytes.residual).toBeLessThanOrEqual(residualBytes(2, d, spec, Math.max(residualWindow, 1)));
+    });
+  }
+
+  it("a long append after a short compressed prompt goes to pages window by window (no FP16 spike)", () => {
+    const d = 128;
+    const c = cache({ layers: 1, kvHeads: 2, headDim: d, preset: "quant", spec: { residualWindow: 16 } });
+    const first = syntheticKV({ kvHeads: 2, headDim: d, tokens: 3, seed: 71 });
+    c.append(0, first.keys, first.values);
+    c.compressSync();
+    expect(c.tokens(0).compressed).toBe(0);
+    const long = syntheticKV({ kvHeads: 2, headDim: d, tokens: 200, startPosition: 3, seed: 72 });
+    const n = native() as unknown as { resetPeakMemory(): void; memoryStats(): { host: { totalBytes: number; peakBytes: number } } };
+    n.resetPeakMemory();
+    const before = n.memoryStats().host.totalBytes;
+    c.append(0, long.keys, long.values);
+    const peak = n.memoryStats().host.peakBytes - before;
+    // 3 + 13 tokens fill the window and page (a page pays at 16), then blocks of 16: 11 wait.
+    expect(c.tokens(0)).toEqual({ held: 203, appended: 203, compressed: 192, evicted: 0 });
+    expect(c.stats().bytes.residual).toBe(residualBytes(2, d, c.spec, 16));
+    // Holding the 200 tokens in FP16 first would have peaked above their FP16 bytes (204,800 B);
+    // window by window the peak is the pages plus about one window.
+    expect(peak).toBeLessThan(0.5 * 2 * 2 * 200 * d * 2);
+  });
+
+  it("eviction that must happen still happens on a short store (pages, fewer tokens)", () => {
+    const c = cache({ layers: 1, kvHeads: 2, headDim: 128, preset: "balanced", spec: { sinkTokens: 1, recentWindow: 0 } });
+    const kv = syntheticKV({ kvHeads: 2, headDim: 128, tokens: 9, seed: 61 });
+    c.append(0, kv.keys, kv.values);
+    c.compressSync();
+    const kept = keptTokenCount(9, c.spec);
+    expect(kept).toBeLessThan(9);
+    expect(c.tokens(0)).toEqual({ held: kept, appended: 9, compressed: kept, evicted: 9 - kept });
+    expect(c.stats().bytes.total).toBe(compressedLayout({ layers: 1, kvHeads: 2, headDim: 128, tokens: 9 }, c.spec).bytes.total);
   });
 });
 
@@ -371,6 +538,9 @@ describe("CompressedKVCache: bad input leaves the cache unchanged", () => {
 
   it("compress() runs off the event loop and the cache refuses use meanwhile", async () => {
     const c = make();
+    // 40 tokens: enough for a page to pay (pagingPays), so the finished compress() is visible as pages.
+    const more = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 30, startPosition: 10, seed: 2 });
+    c.append(0, more.keys, more.values);
     const p = c.compress();
     expectCode(() => c.stats(), "BUSY", /busy/);
     await p;
