@@ -109,6 +109,9 @@ def parse_args(argv=None):
     p.add_argument("--copy-warmup-steps", type=int, default=0,
                    help="the first N steps train on copy rows only (random tokens, --repeat-span): induction heads "
                         "form there before prose and retrieval rows share the batch")
+    p.add_argument("--copy-warmup-context", type=int, default=128,
+                   help="row length during the copy warm-up: short rows, because at initialisation attention spreads "
+                        "over the whole row and the signal that builds an induction head shrinks with its length")
     p.add_argument("--copy-warmup-until", type=float, default=0.0,
                    help="end the copy warm-up early once the copy loss (moving average over ~20 steps) is below this")
     p.add_argument("--repeat-span", default="16,0",
@@ -346,8 +349,8 @@ def repeated_span_row(train_ids, length, rng, eot_id, device, span=(16, 0), voca
     speech text, which a small model predicts well enough from bigrams that the copying circuit forms late or
     not at all (two 40-50 minute CPU runs with 40% text copy rows formed none)."""
     import torch
-    hi = span[1] or length // 2 - 1
-    span_len = rng.randint(span[0], max(span[0], min(hi, length // 2 - 1)))
+    hi = min(span[1] or length, length // 2 - 1)
+    span_len = rng.randint(min(span[0], hi), hi)
     if vocab_size:
         unit = [rng.randrange(1, vocab_size) for _ in range(span_len)] + [eot_id]
     else:
@@ -605,7 +608,11 @@ def main():
         lr = lr_at(step, progress)
         for g in opt.param_groups:
             g["lr"] = lr
-        inputs, targets, mask, n_retrieval, copy_mask = make_batch(T, B)
+        if copy_warmup["on"]:
+            Tw = min(T, args.copy_warmup_context)
+            inputs, targets, mask, n_retrieval, copy_mask = make_batch(Tw, batch_for(Tw))
+        else:
+            inputs, targets, mask, n_retrieval, copy_mask = make_batch(T, B)
         try:
             lm_loss, answer_loss, ce = losses(train_model, inputs, targets, mask)
         except Exception as e:  # noqa: BLE001  (a compile failure surfaces on the first call)
@@ -620,7 +627,7 @@ def main():
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        tokens_seen += B * T
+        tokens_seen += inputs.numel()
         run["lm"] += lm_loss.detach()
         run["n"] += 1
         if n_retrieval:
