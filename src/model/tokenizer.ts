@@ -1,11 +1,13 @@
 /**
- * A model directory's tokenizer.json, read through `@huggingface/transformers` (an optional peer;
- * only its tokenizer is used, never its runtime), for callers that feed real text to a loaded
- * checkpoint (the demo). Returns undefined when the directory has no tokenizer.json.
+ * A model directory's tokenizer.json, for callers that feed real text to a loaded checkpoint (the
+ * demo, the quality harness). A GPT-2-style byte-level BPE (the reference model's) is read by our own
+ * byte-level-bpe.ts; any other kind through `@huggingface/transformers` (an optional peer; only its
+ * tokenizer is used, never its runtime). Returns undefined when the directory has no tokenizer.json.
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { NexusQuantError } from "../errors.js";
+import { byteLevelBpe } from "./byte-level-bpe.js";
 
 export interface TextTokenizer {
   /** One line saying where it came from. */
@@ -33,6 +35,16 @@ export async function loadTokenizer(dir: string): Promise<TextTokenizer | undefi
   } catch (error) {
     throw new NexusQuantError("CONFIG_ERROR", `${join(dir, "tokenizer.json")} or tokenizer_config.json is not valid JSON (${(error as Error).message})`);
   }
+  const bosName = typeof tokenizerConfig.bos_token === "string" ? tokenizerConfig.bos_token : "<|endoftext|>";
+  const own = byteLevelBpe(tokenizerJson);
+  if (own) {
+    return {
+      description: `${join(dir, "tokenizer.json")} (${own.vocabSize} tokens, byte-level BPE)`,
+      bosId: own.tokenId(bosName) ?? null,
+      encode: (text) => own.encode(text),
+      decode: (ids) => own.decode(ids),
+    };
+  }
   let transformers: typeof import("@huggingface/transformers");
   try {
     transformers = await import("@huggingface/transformers");
@@ -44,7 +56,6 @@ export async function loadTokenizer(dir: string): Promise<TextTokenizer | undefi
   }
   const tokenizer = new transformers.PreTrainedTokenizer(tokenizerJson, tokenizerConfig);
   const vocab = tokenizer.get_vocab();
-  const bosName = typeof tokenizerConfig.bos_token === "string" ? tokenizerConfig.bos_token : "<|endoftext|>";
   const bos = vocab.get(bosName);
   return {
     description: `${join(dir, "tokenizer.json")} (${vocab.size} tokens)`,
