@@ -59,9 +59,9 @@ def log(message):
 CPU_RECIPE = dict(
     vocab_size=2048, hidden=256, layers=4, heads=4, kv_heads=2, head_dim=64, intermediate=512, context=2048,
     phases="512:0.45,1024:0.35,2048:0.2", tokens_per_step=2048, lr=1e-3, beta2=0.999, warmup_steps=30, dropout=0.0,
-    passkey_fraction=0.3, repeat_fraction=0.2, repeat_kind="random", repeat_span="8,256",
-    copy_warmup_steps=600, copy_warmup_context=128, copy_warmup_until=1.0, answer_loss_weight=2.0,
-    train_seconds=2900.0, deadline_seconds=3500.0, reserve_seconds=450.0, eval_every_seconds=60.0, eval_windows=8,
+    passkey_fraction=0.3, repeat_fraction=0.25, repeat_kind="random", repeat_span="half",
+    copy_warmup_steps=500, copy_warmup_context=128, copy_warmup_until=0.3, answer_loss_weight=2.0,
+    train_seconds=2400.0, deadline_seconds=3000.0, reserve_seconds=450.0, eval_every_seconds=60.0, eval_windows=8,
     patience_evals=1000, passkey_contexts="1024,2048", passkey_per_cell=3, final_val_windows=12,
     checkpoint_every_seconds=600.0, compile=False, threads=2,
 )
@@ -118,7 +118,9 @@ def parse_args(argv=None):
     p.add_argument("--copy-warmup-until", type=float, default=0.0,
                    help="end the copy warm-up early once the copy loss (moving average over ~20 steps) is below this")
     p.add_argument("--repeat-span", default="16,0",
-                   help="min,max tokens of a copy row's repeated span (max 0: half the row)")
+                   help="min,max tokens of a copy row's repeated span (max 0: half the row), or 'half': one span "
+                        "of half the row written twice (the warm-up's form; the CPU recipe keeps it after the warm-up, "
+                        "because mixing in 8-256-token repeats at 512 tokens undid a fresh copying circuit in a trial)")
     p.add_argument("--init", default="",
                    help="start from the weights of this model directory (its config must match; its tokenizer is used)")
     p.add_argument("--answer-loss-weight", type=float, default=1.0,
@@ -514,7 +516,8 @@ def main():
             # Warm-up rows hold one span written twice (half a row each): the plainest copy task. In CPU
             # trials (lr 1e-3, beta2 0.999, 128-token rows) this form learned copying by step ~220 (copy loss
             # 7.6 -> 1.0), while rows of many repeats of 8-63 tokens were still at 6.8 after 480 steps.
-            span = (T // 2 - 1, T // 2 - 1) if warmup else tuple(int(v) for v in args.repeat_span.split(","))
+            half = (T // 2 - 1, T // 2 - 1)
+            span = half if warmup or args.repeat_span == "half" else tuple(int(v) for v in args.repeat_span.split(","))
             row, unit = repeated_span_row(train_ids, T + 1, row_rng, eot_id, span,
                                           args.vocab_size if args.repeat_kind == "random" or warmup else 0)
             x[r] = torch.tensor(row, dtype=torch.long, device=x.device)
