@@ -60,8 +60,8 @@ CPU_RECIPE = dict(
     vocab_size=2048, hidden=256, layers=4, heads=4, kv_heads=2, head_dim=64, intermediate=512, context=2048,
     phases="512:0.45,1024:0.35,2048:0.2", tokens_per_step=2048, lr=1e-3, beta2=0.999, warmup_steps=30, dropout=0.0,
     passkey_fraction=0.3, repeat_fraction=0.25, repeat_kind="random", repeat_span="half",
-    copy_warmup_steps=500, copy_warmup_context=128, copy_warmup_until=0.3, answer_loss_weight=2.0,
-    train_seconds=2400.0, deadline_seconds=3000.0, reserve_seconds=450.0, eval_every_seconds=60.0, eval_windows=8,
+    copy_warmup_steps=900, copy_warmup_context="128,512", copy_warmup_until=0.3, answer_loss_weight=2.0,
+    train_seconds=1700.0, deadline_seconds=2300.0, reserve_seconds=450.0, eval_every_seconds=60.0, eval_windows=8,
     patience_evals=1000, passkey_contexts="1024,2048", passkey_per_cell=3, final_val_windows=12,
     checkpoint_every_seconds=600.0, compile=False, threads=2,
 )
@@ -112,9 +112,11 @@ def parse_args(argv=None):
     p.add_argument("--copy-warmup-steps", type=int, default=0,
                    help="the first N steps train on copy rows only (random tokens, --repeat-span): induction heads "
                         "form there before prose and retrieval rows share the batch")
-    p.add_argument("--copy-warmup-context", type=int, default=128,
-                   help="row length during the copy warm-up: short rows, because at initialisation attention spreads "
-                        "over the whole row and the signal that builds an induction head shrinks with its length")
+    p.add_argument("--copy-warmup-context", default="128",
+                   help="row lengths of the copy warm-up's stages, e.g. 128,512: each stage lasts until the copy loss "
+                        "is below --copy-warmup-until. Short rows first, because at initialisation attention spreads over "
+                        "the whole row and the signal that builds an induction head shrinks with its length; then the "
+                        "phase's length, because a circuit learned on 128-token rows did not carry over to 512 in a trial")
     p.add_argument("--copy-warmup-until", type=float, default=0.0,
                    help="end the copy warm-up early once the copy loss (moving average over ~20 steps) is below this")
     p.add_argument("--repeat-span", default="16,0",
@@ -488,7 +490,8 @@ def main():
     def windows(stream, starts, T):
         return stream[(torch.as_tensor(starts)[:, None] + torch.arange(T + 1)).to(stream.device)]
 
-    copy_warmup = {"on": args.copy_warmup_steps > 0, "ema": None}
+    copy_warmup = {"on": args.copy_warmup_steps > 0, "ema": None, "stage": 0,
+                   "contexts": [int(v) for v in str(args.copy_warmup_context).split(",")]}
 
     def make_batch(T, B):
         nonlocal retrieval_rows
@@ -618,7 +621,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         if copy_warmup["on"]:
-            Tw = min(T, args.copy_warmup_context)
+            Tw = min(T, copy_warmup["contexts"][copy_warmup["stage"]])
             inputs, targets, mask, n_retrieval, copy_mask = make_batch(Tw, batch_for(Tw))
         else:
             inputs, targets, mask, n_retrieval, copy_mask = make_batch(T, B)
@@ -649,10 +652,13 @@ def main():
             if copy_warmup["on"]:
                 v = copy_loss_now.item()
                 copy_warmup["ema"] = v if copy_warmup["ema"] is None else 0.95 * copy_warmup["ema"] + 0.05 * v
-                done = step >= args.copy_warmup_steps or copy_warmup["ema"] < args.copy_warmup_until
-                if done:
-                    copy_warmup["on"] = False
-                    log(f"copy warm-up over at step {step}: copy loss (moving average) {copy_warmup['ema']:.3f}")
+                if step >= args.copy_warmup_steps or copy_warmup["ema"] < args.copy_warmup_until:
+                    log(f"copy warm-up stage {copy_warmup['contexts'][copy_warmup['stage']]} over at step {step}: "
+                        f"copy loss (moving average) {copy_warmup['ema']:.3f}")
+                    copy_warmup["stage"] += 1
+                    copy_warmup["ema"] = None
+                    if step >= args.copy_warmup_steps or copy_warmup["stage"] == len(copy_warmup["contexts"]):
+                        copy_warmup["on"] = False
         if step == 1:
             log(f"first step done (includes compilation): loss {lm_loss.item():.3f}")
         if time.time() >= next_eval or time.time() >= stop_at:
