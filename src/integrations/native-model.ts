@@ -16,7 +16,7 @@ import type { LlamaConfig } from "../model/llama-config.js";
 import type { LlamaModel } from "../model/model-dir.js";
 import { CompressedKVCache } from "../runtime/index.js";
 import { DecodeHandle } from "./decode-handle.js";
-import { emptyKvStats, type KvStats } from "./kv-state.js";
+import { CompressSchedule, emptyKvStats, type KvStats } from "./kv-state.js";
 import type { ResolvedOptions } from "./options.js";
 import type { OrtTensorLike } from "./ort-session.js";
 import { stepResult, toTokenRows, zeroTimings, type StepEngine, type StepResult, type StepTimings, type TokenRows } from "./step-adapter.js";
@@ -66,7 +66,7 @@ export class NativeStepEngine implements StepEngine {
   #segments: SegmentSessionLike[];
   #cache: CompressedKVCache | undefined;
   #lengths: number[] = [];
-  #sinceCompress = 0;
+  #schedule: CompressSchedule;
   #compressions = 0;
   #compressSeconds = 0;
   #timings = zeroNativeTimings();
@@ -74,6 +74,7 @@ export class NativeStepEngine implements StepEngine {
   constructor(config: LlamaConfig, options: ResolvedOptions, ort: OrtRuntimeLike, segments: SegmentSessionLike[], logits: "last" | "all") {
     this.config = config;
     this.options = options;
+    this.#schedule = new CompressSchedule(options.compressEvery);
     this.#ort = ort;
     this.#segments = segments;
     this.logitsMode = logits;
@@ -140,10 +141,7 @@ export class NativeStepEngine implements StepEngine {
       }
       if (n > 1) await this.#compress(); // a prompt chunk is compressed as soon as it is in
     }
-    if (n === 1) {
-      this.#sinceCompress += 1;
-      if (this.#sinceCompress >= this.options.compressEvery) await this.#compress();
-    }
+    if (n === 1 && this.#schedule.due(1)) await this.#compress(); // decode: every compressEvery tokens
     this.#timings.steps += 1;
     this.#timings.totalSeconds += (performance.now() - t0) / 1000;
     return stepResult(logits, batch, all ? n : 1, vocab);
@@ -208,7 +206,7 @@ export class NativeStepEngine implements StepEngine {
   }
 
   async #compress(): Promise<void> {
-    this.#sinceCompress = 0;
+    this.#schedule.restart();
     if (this.options.passThrough) return; // "none": FP16 residual, no eviction, ever
     const t = performance.now();
     await this.#cache!.compress();
@@ -249,7 +247,7 @@ export class NativeStepEngine implements StepEngine {
     this.#cache?.dispose();
     this.#cache = undefined;
     this.#lengths = [];
-    this.#sinceCompress = 0;
+    this.#schedule = new CompressSchedule(this.options.compressEvery);
     this.#compressions = 0;
     this.#compressSeconds = 0;
     this.#timings = zeroNativeTimings();
