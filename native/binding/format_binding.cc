@@ -89,6 +89,14 @@ Napi::Value formatInfo(const Napi::CallbackInfo& info) {
                           {"maxHeads", static_cast<double>(format::kMaxHeads)},
                           {"maxSequenceTokens", static_cast<double>(format::kMaxPositions)},
                           {"maxAbsValue", halfToFloat(kMaxFiniteHalf)}}));
+  // What native code itself accepts where TypeScript's FORMAT_LIMITS set a stricter policy (a page or
+  // a residual window that large wastes memory long before it breaks anything): the agreement test
+  // checks that every TS limit stays within these.
+  r.Set("nativeBounds", object({{"maxPageTokens", static_cast<double>(format::kMaxPageTokens)},
+                                {"maxResidualWindow", static_cast<double>(format::kMaxResidualWindow)},
+                                {"maxWindowTokens", static_cast<double>(format::kMaxWindowTokens)},
+                                {"maxQueryHeads", static_cast<double>(format::kMaxQueryHeads)},
+                                {"maxStores", static_cast<double>(format::kMaxStores)}}));
   return r;
 }
 

@@ -17,6 +17,8 @@ export const FORMAT_LIMITS = Object.freeze({
    * recentWindow and budgetTokens.
    */
   maxSequenceTokens: 2 ** 31 - 1,
+  /** sinkTokens and recentWindow each (format::kMaxWindowTokens: their sum fits an int32). */
+  maxWindowTokens: 2 ** 30,
   /**
    * Tokens per storage page. A page is allocated whole, so a huge page wastes memory on a short
    * sequence (2^26 tokens per page held 3.2 GB for 200 tokens).

@@ -62,8 +62,8 @@ export function validateSpec(spec: CompressionSpec): Readonly<CompressionSpec> {
   checkOneOf("spec.valueBits", valueBits, CODE_BITS, "2, 3 or 4");
   checkFiniteNumber("spec.evictFraction", evictFraction, { min: 0, max: 1, maxExclusive: true });
   const L = FORMAT_LIMITS;
-  checkInt("spec.sinkTokens", sinkTokens, { min: evictFraction > 0 ? 1 : 0, max: L.maxSequenceTokens, maxName: "positions are int32" });
-  checkInt("spec.recentWindow", recentWindow, { min: 0, max: L.maxSequenceTokens, maxName: "positions are int32" });
+  checkInt("spec.sinkTokens", sinkTokens, { min: evictFraction > 0 ? 1 : 0, max: L.maxWindowTokens, maxName: "FORMAT_LIMITS.maxWindowTokens" });
+  checkInt("spec.recentWindow", recentWindow, { min: 0, max: L.maxWindowTokens, maxName: "FORMAT_LIMITS.maxWindowTokens" });
   if (sinkTokens + recentWindow > L.maxSequenceTokens) {
     throw invalidArgument("spec.sinkTokens + spec.recentWindow", `at most ${L.maxSequenceTokens} (positions are int32)`, sinkTokens + recentWindow);
   }

@@ -58,6 +58,8 @@ export interface NativeFormatInfo {
   scorerIds: Record<string, number>;
   scaleFactors: Record<string, number>;
   limits: { maxHeadDim: number; maxHeads: number; maxSequenceTokens: number; maxAbsValue: number };
+  /** What native code accepts where FORMAT_LIMITS is stricter (test/format/native-agreement.test.ts). */
+  nativeBounds: { maxPageTokens: number; maxResidualWindow: number; maxWindowTokens: number; maxQueryHeads: number; maxStores: number };
 }
 
 /** @internal native/binding/codec_binding.cc: the CPU codec, its support list and the codec benchmark. */

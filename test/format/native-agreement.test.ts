@@ -110,4 +110,14 @@ describe("formatInfo() agrees with src/format field by field", () => {
     for (const [key, value] of Object.entries(info.limits)) expect([key, value]).toEqual([key, FORMAT_LIMITS[key as keyof typeof FORMAT_LIMITS]]);
     expect(Object.keys(info.limits).sort()).toEqual(["maxAbsValue", "maxHeadDim", "maxHeads", "maxSequenceTokens"]);
   });
+
+  it("TypeScript's stricter limits stay within what native code accepts", () => {
+    const n = info.nativeBounds;
+    const L = FORMAT_LIMITS;
+    expect(L.maxPageTokens).toBeLessThanOrEqual(n.maxPageTokens);
+    expect(L.maxResidualWindow).toBeLessThanOrEqual(n.maxResidualWindow);
+    expect(L.maxHeads).toBeLessThanOrEqual(n.maxQueryHeads); // query heads are validated against maxHeads
+    expect(L.maxBatch * L.maxLayers).toBeLessThanOrEqual(n.maxStores);
+    expect(L.maxWindowTokens).toBeLessThanOrEqual(n.maxWindowTokens);
+  });
 });
