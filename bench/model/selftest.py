@@ -31,12 +31,13 @@ def main():
     assert max(smoke.passkey_contexts) <= smoke.context
     cpu = train.parse_args(["--out", "/tmp/unused", "--recipe", "cpu", "--layers", "5"])
     assert cpu.head_dim == 64 and cpu.heads == 4 and cpu.kv_heads == 2 and cpu.hidden == 256 and cpu.layers == 5
-    assert cpu.phases == [(512, 0.45), (1024, 0.35), (2048, 0.2)] and train.phase_at(cpu.phases, 0.79) == 1024
+    assert cpu.phases == [(512, 0.35), (768, 0.15), (1024, 0.2), (1536, 0.15), (2048, 0.15)]
+    assert train.phase_at(cpu.phases, 0.69) == 1024 and train.phase_at(cpu.phases, 0.71) == 1536
     assert cpu.lr == 1e-3 and cpu.beta2 == 0.999 and cpu.copy_warmup_steps > 0 and cpu.repeat_kind == "random"
     import random as _random
     row, unit = train.repeated_span_row(None, 129, _random.Random(1), 0, (63, 63), 2048)
     assert len(row) == 129 and unit == 64 and row[63] == 0 and row[:63] == row[64:127], "a copy row is one span written twice"
-    assert train.phase_at(cpu.phases, 0.81) == 2048 and train.phase_at(cpu.phases, 1.0) == 2048
+    assert train.phase_at(cpu.phases, 0.86) == 2048 and train.phase_at(cpu.phases, 1.0) == 2048
     assert train.expected_parameters(cpu) * 2 + 1e6 <= 25e6, "the CPU model must fit the 25 MB asked for in issue 15"
 
     config = train.hf_config(args, 0)

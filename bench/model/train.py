@@ -58,10 +58,10 @@ def log(message):
 # the copy loss at ln(vocab) for 150+ steps, and prose-only or text-copy rows formed none in 40-50 min.
 CPU_RECIPE = dict(
     vocab_size=2048, hidden=256, layers=4, heads=4, kv_heads=2, head_dim=64, intermediate=512, context=2048,
-    phases="512:0.45,1024:0.35,2048:0.2", tokens_per_step=2048, lr=1e-3, beta2=0.999, warmup_steps=30, dropout=0.0,
+    phases="512:0.35,768:0.15,1024:0.2,1536:0.15,2048:0.15", tokens_per_step=2048, lr=1e-3, beta2=0.999, warmup_steps=30, dropout=0.0,
     passkey_fraction=0.3, repeat_fraction=0.25, repeat_kind="random", repeat_span="half",
-    copy_warmup_steps=900, copy_warmup_context="128,512", copy_warmup_until=0.3, answer_loss_weight=2.0,
-    train_seconds=1700.0, deadline_seconds=2300.0, reserve_seconds=450.0, eval_every_seconds=60.0, eval_windows=8,
+    copy_warmup_steps=2000, copy_warmup_context="128,192,256,384,512", copy_warmup_until=0.5, answer_loss_weight=2.0,
+    train_seconds=3600.0, deadline_seconds=4200.0, reserve_seconds=450.0, eval_every_seconds=60.0, eval_windows=8,
     patience_evals=1000, passkey_contexts="1024,2048", passkey_per_cell=3, final_val_windows=12,
     checkpoint_every_seconds=600.0, compile=False, threads=2,
 )
