@@ -7,6 +7,7 @@
  * transformers.js rather than tokenize differently from it. test/model/byte-level-bpe.test.ts checks
  * it against transformers.js on real text.
  */
+import { NexusQuantError } from "../errors.js";
 
 interface AddedToken {
   id: number;
@@ -111,7 +112,9 @@ export function byteLevelBpe(json: unknown): ByteLevelBpe | undefined {
     }
     const ids = parts.map((p) => {
       const id = vocab.get(p);
-      if (id === undefined) throw new Error(`byte-level BPE: "${p}" is not in the vocabulary`);
+      if (id === undefined) {
+        throw new NexusQuantError("CONFIG_ERROR", `tokenizer.json is inconsistent: the BPE piece ${JSON.stringify(p)} is not in its vocabulary (every byte and every merge result must be); re-export the tokenizer.`);
+      }
       return id;
     });
     cache.set(word, ids);

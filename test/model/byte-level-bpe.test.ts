@@ -48,6 +48,13 @@ describe("byte-level BPE (src/model/byte-level-bpe.ts)", () => {
     expect(byteLevelBpe({ ...json, model: { ...json.model, byte_fallback: true } })).toBeUndefined();
   });
 
+  it("a vocabulary missing a byte gives CONFIG_ERROR naming the piece, not a crash", () => {
+    const vocab = { ...json.model.vocab };
+    delete vocab["Q"];
+    const broken = byteLevelBpe({ ...json, model: { ...json.model, vocab, merges: [] } })!;
+    expect(() => broken.encode("Q")).toThrow(expect.objectContaining({ code: "CONFIG_ERROR", message: expect.stringContaining('"Q"') }));
+  });
+
   it("is what loadTokenizer uses for the reference model (no transformers.js needed)", async () => {
     const t = (await loadTokenizer(modelDir))!;
     expect(t.description).toContain("byte-level BPE");
