@@ -117,6 +117,9 @@ def parse_args(argv=None):
                         "is below --copy-warmup-until. Short rows first, because at initialisation attention spreads over "
                         "the whole row and the signal that builds an induction head shrinks with its length; then the "
                         "phase's length, because a circuit learned on 128-token rows did not carry over to 512 in a trial")
+    p.add_argument("--copy-warmup-mix", action="store_true",
+                   help="draw each warm-up step's row length from --copy-warmup-context at random instead of in stages "
+                        "(no length shift ever happens; the warm-up ends when the moving copy loss is below --copy-warmup-until)")
     p.add_argument("--copy-warmup-until", type=float, default=0.0,
                    help="end the copy warm-up early once the copy loss (moving average over ~20 steps) is below this")
     p.add_argument("--repeat-span", default="16,0",
@@ -621,7 +624,8 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         if copy_warmup["on"]:
-            Tw = min(T, copy_warmup["contexts"][copy_warmup["stage"]])
+            stage = row_rng.randrange(len(copy_warmup["contexts"])) if args.copy_warmup_mix else copy_warmup["stage"]
+            Tw = min(T, copy_warmup["contexts"][stage])
             inputs, targets, mask, n_retrieval, copy_mask = make_batch(Tw, batch_for(Tw))
         else:
             inputs, targets, mask, n_retrieval, copy_mask = make_batch(T, B)
@@ -652,7 +656,13 @@ def main():
             if copy_warmup["on"]:
                 v = copy_loss_now.item()
                 copy_warmup["ema"] = v if copy_warmup["ema"] is None else 0.95 * copy_warmup["ema"] + 0.05 * v
-                if step >= args.copy_warmup_steps or copy_warmup["ema"] < args.copy_warmup_until:
+                finished = step >= args.copy_warmup_steps or copy_warmup["ema"] < args.copy_warmup_until
+                if args.copy_warmup_mix:
+                    if finished:
+                        log(f"copy warm-up (mixed lengths) over at step {step}: copy loss (moving average) "
+                            f"{copy_warmup['ema']:.3f}")
+                        copy_warmup["on"] = False
+                elif finished:
                     log(f"copy warm-up stage {copy_warmup['contexts'][copy_warmup['stage']]} over at step {step}: "
                         f"copy loss (moving average) {copy_warmup['ema']:.3f}")
                     copy_warmup["stage"] += 1
