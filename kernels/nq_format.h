@@ -136,14 +136,18 @@ NQ_FMT_HD constexpr size_t residualBytes(size_t kvHeads, size_t headDim, const S
   return residualSlotBytes(kvHeads, headDim, static_cast<size_t>(s.residualWindow));
 }
 
+// Pages a store needs for `keptTokens` slots.
+NQ_FMT_HD constexpr size_t pagesFor(size_t keptTokens, const Spec& s) {
+  return (keptTokens + static_cast<size_t>(s.pageTokens) - 1) / static_cast<size_t>(s.pageTokens);
+}
+
 // Whether compress() puts the `tokens` tokens of a page-less (sequence, layer) store on pages: only
 // when the pages they need cost no more than the tokens in FP16 (K and V, every KV head). Below that
 // (a few tokens against one page of pageTokens slots) the store keeps them in its FP16 residual,
 // trimmed to their count, so a compressed cache never holds more than FP16: ratio >= 1 from the first
 // token. Stores that already have pages, or must evict, page as always. Same rule as layout.ts.
 NQ_FMT_HD constexpr bool pagingPays(size_t kvHeads, size_t headDim, const Spec& s, size_t tokens) {
-  const size_t pages = (tokens + static_cast<size_t>(s.pageTokens) - 1) / static_cast<size_t>(s.pageTokens);
-  return pages * pageBytes(kvHeads, headDim, s) <= residualSlotBytes(kvHeads, headDim, tokens);
+  return pagesFor(tokens, s) * pageBytes(kvHeads, headDim, s) <= residualSlotBytes(kvHeads, headDim, tokens);
 }
 
 // Tokens kept after eviction: sinks and the recent window always; of the evictable rest, all but
@@ -159,9 +163,6 @@ inline size_t keptTokenCount(size_t tokens, const Spec& s) {
   return tokens - static_cast<size_t>(evicted);
 }
 
-inline size_t pagesFor(size_t keptTokens, const Spec& s) {
-  return (keptTokens + static_cast<size_t>(s.pageTokens) - 1) / static_cast<size_t>(s.pageTokens);
-}
 
 NQ_FMT_HD constexpr size_t quantizedTensorBytes(size_t vectors, size_t headDim, int bits) {
   return kQuantizedTensorHeaderBytes + vectors * (codeBytesPerVector(headDim, bits) + kScaleBytes);
