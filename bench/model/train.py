@@ -170,6 +170,19 @@ def parse_args(argv=None):
         args.tokenizer = os.path.join(args.init, "tokenizer.json")
     if not 0 <= args.passkey_fraction + args.repeat_fraction <= 1:
         p.error("--passkey-fraction + --repeat-fraction must be in [0, 1]")
+    try:
+        warmup_contexts = [int(v) for v in str(args.copy_warmup_context).split(",")]
+    except ValueError:
+        warmup_contexts = []
+    if not warmup_contexts or min(warmup_contexts) < 8:
+        p.error(f"--copy-warmup-context must be row lengths >= 8, comma-separated (got {args.copy_warmup_context!r})")
+    if args.repeat_span != "half":
+        try:
+            lo, hi = (int(v) for v in args.repeat_span.split(","))
+        except ValueError:
+            lo, hi = -1, -1
+        if lo < 1 or hi < 0:
+            p.error(f"--repeat-span must be 'half' or min,max tokens (max 0: half the row); got {args.repeat_span!r}")
     if args.heads % args.kv_heads:
         p.error("--heads must be a multiple of --kv-heads")
     if max(args.passkey_contexts) > args.context:
