@@ -14,6 +14,7 @@
 
 #include "memory/allocator.h"
 #include "nq_format.h"
+#include "nq_ops_params.h"
 
 namespace nq::cuda {
 
@@ -56,8 +57,16 @@ struct CudaStatus {
   }
 };
 
-// An opaque cudaStream_t (nullptr is the legacy default stream).
-using StreamHandle = void*;
+// The Params structs live in nq_ops_params.h (one definition, shared with the CPU ops).
+using ops::AttentionLaunch;
+using ops::CodecArgs;
+using ops::CompactLaunch;
+using ops::DecodeLaunch;
+using ops::EncodeLaunch;
+using ops::ScoreLaunch;
+using ops::SelectLaunch;
+using ops::SeqKV;
+using ops::StreamHandle;
 CudaStatus createStream(StreamHandle* stream);
 void destroyStream(StreamHandle stream);
 CudaStatus synchronize(StreamHandle stream);
@@ -131,75 +140,17 @@ constexpr int kCudaMaxAttentionHeadDim = 256;
 bool codecSupported(int headDim, int bits);
 bool attentionSupported(int headDim, int keyBits, int valueBits);
 
-struct CodecArgs {
-  int headDim = 128;
-  int bits = 2;
-  bool rotate = true;
-  uint32_t seed = 0;
-  float scaleFactor = 1.0f;  // nq::scaleFactor(bits): the binding passes the CPU codec's constant
-};
-
-// Device pointers. Vector i reads input[i * headDim ...] and writes codes[i * codeBytes ...], scales[i].
-struct EncodeLaunch {
-  CodecArgs codec;
-  const void* input = nullptr;
-  bool inputF16 = true;
-  size_t vectors = 0;
-  uint8_t* codes = nullptr;
-  uint16_t* scales = nullptr;
-  StreamHandle stream = nullptr;
-};
+// Device pointers (EncodeLaunch, nq_ops_params.h).
 CudaStatus launchEncode(const EncodeLaunch& a);
 
 // Writes the smallest index of a vector holding NaN/Inf (or UINT64_MAX) to *firstBad (device).
 CudaStatus launchFindNonFinite(const void* input, bool inputF16, size_t vectors, int headDim, unsigned long long* firstBad,
                                StreamHandle stream);
 
-struct DecodeLaunch {
-  CodecArgs codec;
-  const uint8_t* codes = nullptr;
-  const uint16_t* scales = nullptr;
-  size_t vectors = 0;
-  void* out = nullptr;
-  bool outF16 = false;
-  bool unrotate = true;  // false: stay in the rotated domain (scale * lattice point)
-  StreamHandle stream = nullptr;
-};
 CudaStatus launchDecode(const DecodeLaunch& a);
 
 // ---- decode attention on the paged cache (attention.cu) ------------------------------------------
 
-// One sequence's storage for one layer, as the kernels read it (device pointers).
-struct SeqKV {
-  const uint8_t* const* pages = nullptr;  // page pointers (device array), layout of nq_format.h
-  int compressed = 0;                     // slots used in the pages
-  const uint16_t* residual = nullptr;     // FP16 [2][kvHeads][residualCap][headDim]; or dense K/V
-  int residualCap = 0;
-  int residualCount = 0;
-  int firstResidualPos = 0;               // position of residual row 0
-  float* accumulated = nullptr;           // optional: [kvHeads][accPitch] attention mass per slot
-  int accPitch = 0;
-};
-
-struct AttentionLaunch {
-  int batch = 1, kvHeads = 1, queryHeads = 1, headDim = 128, queriesPerSeq = 1;
-  int keyBits = 2, valueBits = 2, pageTokens = 64;
-  bool storesPositions = false;
-  bool rotate = true;  // codes were encoded with the rotation (the cache always rotates)
-  uint32_t seed = 0;
-  float scale = 0.0f;
-  size_t keyCodesOff = 0, valueCodesOff = 0, keyScalesOff = 0, valueScalesOff = 0, positionsOff = 0;
-  const SeqKV* seqs = nullptr;       // device array [batch]
-  int maxCompressed = 0, maxResidual = 0;  // host-side maxima over the batch (grid sizing)
-  const float* queries = nullptr;    // [batch][queryHeads][queriesPerSeq][headDim], un-rotated
-  const int* queryPositions = nullptr;  // [batch][queriesPerSeq]; a query sees positions <= its own
-  float* out = nullptr;              // [batch][queryHeads][queriesPerSeq][headDim]
-  bool accumulate = false;           // add softmax mass into SeqKV::accumulated (H2O scorer)
-  int splitTokens = 0;               // tokens per split-K chunk (0: chosen from the SM count)
-  void* workspace = nullptr;
-  size_t workspaceBytes = 0;
-  StreamHandle stream = nullptr;
-};
 size_t attentionWorkspaceBytes(const AttentionLaunch& a);
 CudaStatus launchAttention(const AttentionLaunch& a);
 
@@ -223,56 +174,13 @@ CudaStatus launchDenseAttention(const DenseAttentionLaunch& a);
 
 // ---- eviction (scoring.cu, select.cu) -------------------------------------------------------------
 
-// Scores [kvHeads][tokens] from dense f32 keys [kvHeads][tokens][headDim] (un-rotated), as
-// native/cpu/scoring.h: keynorm (-||k||), key-key (window proxy queries = last keys), observed
-// (queries [queryHeads][window][headDim], GQA-summed, then max-pooled over `pool`).
 using CudaScorer = format::Scorer;  // the CUDA scorers: KeyNorm, KeyKey, Observed
-struct ScoreLaunch {
-  CudaScorer scorer = CudaScorer::KeyKey;
-  int kvHeads = 1, tokens = 0, headDim = 128;
-  const float* keys = nullptr;
-  const float* queries = nullptr;  // Observed only
-  int queryHeads = 1;
-  int window = 32;
-  int pool = 7;
-  float* scores = nullptr;
-  void* workspace = nullptr;  // scoreWorkspaceBytes
-  size_t workspaceBytes = 0;
-  StreamHandle stream = nullptr;
-};
+// ScoreLaunch, SelectLaunch and CompactLaunch (nq_ops_params.h) with device pointers.
 size_t scoreWorkspaceBytes(const ScoreLaunch& a);
 CudaStatus launchScore(const ScoreLaunch& a);
 
-// Which tokens each head keeps, as the CPU cache selects them: positions < sinkTokens and the last
-// recentWindow tokens are protected, the rest compete on score (ties: earlier token wins), `target`
-// kept per head, written ascending to kept[h * target ...].
-struct SelectLaunch {
-  int kvHeads = 1, tokens = 0, target = 0, sinkTokens = 0, recentWindow = 0;
-  const float* scores = nullptr;     // [kvHeads][tokens]
-  const int32_t* positions = nullptr;  // [kvHeads][tokens]
-  uint32_t* kept = nullptr;          // [kvHeads][target]
-  StreamHandle stream = nullptr;
-};
 CudaStatus launchSelect(const SelectLaunch& a);
 
-// Compaction: new slot t of head h takes slot kept[h][t] of the old storage: an old page slot when
-// < oldCompressed, else row (kept - oldCompressed) of the freshly encoded residual arrays.
-struct CompactLaunch {
-  int kvHeads = 1, target = 0, pageTokens = 64, keyCodeBytes = 0, valueCodeBytes = 0;
-  size_t keyCodesOff = 0, valueCodesOff = 0, keyScalesOff = 0, valueScalesOff = 0, positionsOff = 0;
-  bool storesPositions = true;
-  const uint32_t* kept = nullptr;
-  const uint8_t* const* oldPages = nullptr;
-  int oldCompressed = 0;
-  const uint8_t* resKeyCodes = nullptr;  // [kvHeads][residualRows][kc]
-  const uint8_t* resValueCodes = nullptr;
-  const uint16_t* resKeyScales = nullptr;  // [kvHeads][residualRows]
-  const uint16_t* resValueScales = nullptr;
-  int residualRows = 0;
-  const int32_t* positions = nullptr;  // [kvHeads][oldCompressed + residualRows]: position of each source
-  uint8_t* const* newPages = nullptr;
-  StreamHandle stream = nullptr;
-};
 CudaStatus launchCompact(const CompactLaunch& a);
 
 // ---- host-array operations (host_ops.cu) -------------------------------------------------------------

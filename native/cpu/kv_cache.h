@@ -1,11 +1,13 @@
-// CompressedKVCache, CPU backend: paged storage of lattice codes, FP16 scales and kept-token
-// positions for each (sequence, layer), plus an FP16 residual window for tokens appended after a
-// compression. Every byte comes from the accounting allocator, laid out by kernels/nq_format.h.
+// CompressedKVCache, CPU backend: the paged store (cpu/paged_store.h) driven by the backend-neutral
+// compress policy (cpu/compress_policy.h) through the CPU ops (cpu/ops/cpu_ops.h). This class keeps
+// the appends' residual-window rules, argument checks, and the public surface the binding uses.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "cpu/paged_store.h"
+#include "cpu/rope.h"
 #include "cpu/scoring.h"
 #include "memory/allocator.h"
 #include "nq_format.h"
@@ -31,11 +33,6 @@ struct DenseKV {
   size_t tokens = 0;
   std::vector<float> keys, values;
   std::vector<int32_t> positions;
-};
-
-struct CacheComponentBytes {
-  size_t codes = 0, scales = 0, positions = 0, residual = 0, headers = 0, scratch = 0;
-  size_t total() const { return codes + scales + positions + residual + headers + scratch; }
 };
 
 class KvCache {
@@ -78,41 +75,13 @@ class KvCache {
   static KvCache deserialize(const uint8_t* data, size_t size);
 
  private:
-  struct Store {
-    std::vector<HostBuffer> pages;
-    size_t compressed = 0;  // slots used in pages (same for every head)
-    HostBuffer residual;    // FP16 [2][H][cap][d]
-    size_t residualCap = 0, residualCount = 0;
-    size_t appended = 0;
-    bool compressedOnce = false;
-    HostBuffer accumulated;  // f32 [H][accCap], Accumulated scorer only (scratch)
-    size_t accCap = 0;
-  };
-
-  Store& store(size_t seq, size_t layer) { return stores_[seq * o_.layers + layer]; }
-  const Store& store(size_t seq, size_t layer) const { return stores_[seq * o_.layers + layer]; }
-
   template <typename T>
   void appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t T_);
-  void growResidual(Store& s, size_t minCap);
-  void setResidualCapacity(Store& s, size_t cap);
-  void flushResidual(Store& s, size_t layer, size_t seq, bool evictToBudget);
-  void compressStore(Store& s, size_t seq, size_t layer, const float* observed, size_t queryHeads, size_t observedWindow);
-  void ensureAccumulated(Store& s, size_t slots);
-  int32_t slotPosition(const Store& s, size_t head, size_t slot) const;
-  void decodeSlots(const Store& s, bool key, size_t head, size_t begin, size_t end, bool rotate, float* out) const;
-  void decodeSlotsF16(const Store& s, bool key, size_t head, size_t begin, size_t end, uint16_t* out) const;
-  // Keys of one head in the original domain as appended (RoPE re-applied in un-RoPE'd storage).
-  void decodeKeys(const Store& s, size_t head, size_t begin, size_t end, float* out) const;
-  // Rotates a key row by RoPE at `position` (inverse: by -position).
-  void rope(float* row, int64_t position, bool inverse) const;
-  HostBuffer newPage(size_t seq, size_t layer, size_t index) const;
+  void checkRange(size_t seq, size_t layer) const;
 
   CacheOptions o_;
-  format::PageOffsets off_;
-  size_t pageBytes_, kcBytes_, vcBytes_;
-  std::vector<Store> stores_;
-  std::vector<double> invFreq_;  // RoPE frequencies, when ropeTheta > 0
+  PagedStore store_;
+  RopeTable rope_;  // active when ropeTheta > 0 (un-RoPE'd key storage)
 };
 
 }  // namespace nq

@@ -96,7 +96,7 @@ std::vector<uint8_t> KvCache::serialize() const {
   std::memcpy(h.ropeTheta, &o_.ropeTheta, 8);
   w.put(h);
   const size_t H = o_.kvHeads, d = o_.headDim;
-  for (const Store& s : stores_) {
+  for (const SeqLayerStore& s : store_.all()) {
     w.put<uint64_t>(s.appended);
     w.put<uint64_t>(s.compressed);
     w.put<uint64_t>(s.residualCount);
@@ -104,7 +104,7 @@ std::vector<uint8_t> KvCache::serialize() const {
     for (const HostBuffer& p : s.pages) w.bytes(p.data(), p.size());
     for (size_t kv = 0; kv < 2; ++kv)
       for (size_t h = 0; h < H; ++h)
-        w.bytes(s.residual.data() + ((kv * H + h) * s.residualCap) * d * 2, s.residualCount * d * 2);
+        w.bytes(store_.residualRows(s, kv, h), s.residualCount * d * 2);
     if (o_.scorer == Scorer::Accumulated)
       for (size_t h = 0; h < H; ++h) w.bytes(s.accumulated.data() + h * s.accCap * 4, (s.compressed + s.residualCount) * 4);
   }
@@ -182,8 +182,9 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
   KvCache c(o);
   const size_t H = o.kvHeads, d = o.headDim, P = static_cast<size_t>(o.spec.pageTokens);
   const bool positions = format::storesPositions(o.spec);
-  for (size_t i = 0; i < c.stores_.size(); ++i) {
-    Store& s = c.stores_[i];
+  const PageLayout& L = c.store_.layout();
+  for (size_t i = 0; i < c.store_.all().size(); ++i) {
+    SeqLayerStore& s = c.store_.all()[i];
     const size_t seq = i / o.layers, layer = i % o.layers;
     const uint64_t appended = r.get<uint64_t>("token count"), compressed = r.get<uint64_t>("compressed count"),
                    residualCount = r.get<uint64_t>("residual count");
@@ -195,31 +196,31 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
     // Bound every size by the bytes actually present before allocating anything.
     const size_t left = r.n - r.at;
     const size_t pages = (compressed + P - 1) / P;
-    if (pages > left / c.pageBytes_) r.corrupt("truncated page data");
+    if (pages > left / L.pageBytes) r.corrupt("truncated page data");
     const size_t resRowBytes = 2 * H * d * 2;  // one token of K and V, every head, FP16
-    if (residualCount > (left - pages * c.pageBytes_) / resRowBytes) r.corrupt("truncated residual window");
+    if (residualCount > (left - pages * L.pageBytes) / resRowBytes) r.corrupt("truncated residual window");
     const size_t held = compressed + residualCount;
-    if (o.scorer == Scorer::Accumulated && held > (left - pages * c.pageBytes_ - residualCount * resRowBytes) / (H * 4))
+    if (o.scorer == Scorer::Accumulated && held > (left - pages * L.pageBytes - residualCount * resRowBytes) / (H * 4))
       r.corrupt("truncated accumulated scores");
     s.appended = appended;
     s.compressed = compressed;
     s.compressedOnce = compressedOnce;
 
     for (size_t p = 0; p < pages; ++p) {
-      HostBuffer page = c.newPage(seq, layer, p);
-      std::memcpy(page.data(), r.take(c.pageBytes_, "a page"), c.pageBytes_);
+      HostBuffer page = c.store_.newPage(seq, layer, p);
+      std::memcpy(page.data(), r.take(L.pageBytes, "a page"), L.pageBytes);
       s.pages.push_back(std::move(page));
     }
     for (size_t t = 0; t < s.compressed; ++t) {
       const uint8_t* page = s.pages[t / P].data();
       for (size_t h = 0; h < H; ++h) {
         if (positions) {
-          const int32_t pos = c.slotPosition(s, h, t);
+          const int32_t pos = c.store_.slotPosition(s, h, t);
           if (pos < 0 || static_cast<size_t>(pos) >= s.appended) r.corrupt("a token position is out of range");
         }
         uint16_t ks, vs;
-        std::memcpy(&ks, page + c.off_.keyScales + (h * P + t % P) * 2, 2);
-        std::memcpy(&vs, page + c.off_.valueScales + (h * P + t % P) * 2, 2);
+        std::memcpy(&ks, page + L.offsets.keyScales + (h * P + t % P) * 2, 2);
+        std::memcpy(&vs, page + L.offsets.valueScales + (h * P + t % P) * 2, 2);
         if (halfIsNonFinite(ks) || halfIsNonFinite(vs)) r.corrupt("a code scale is not finite");
       }
     }
@@ -228,7 +229,7 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
     // also its count for a compressed store without pages, which keeps its tokens in FP16 because
     // paging did not pay yet (format::pagingPays): trimmed to them, as compress() leaves it.
     const bool paged = s.compressedOnce && s.compressed > 0;
-    c.setResidualCapacity(s, paged ? std::max(format::residualCapacity(residualCount, o.spec), residualCount) : residualCount);
+    c.store_.setResidualCapacity(s, paged ? std::max(format::residualCapacity(residualCount, o.spec), residualCount) : residualCount);
     s.residualCount = residualCount;
     for (size_t kv = 0; kv < 2; ++kv)
       for (size_t h = 0; h < H; ++h) {
@@ -239,10 +240,10 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
           std::memcpy(&v, src + 2 * e, 2);
           if (halfIsNonFinite(v)) r.corrupt("the residual window holds a non-finite FP16 value");
         }
-        if (bytes > 0) std::memcpy(s.residual.data() + ((kv * H + h) * s.residualCap) * d * 2, src, bytes);
+        if (bytes > 0) std::memcpy(c.store_.residualRows(s, kv, h), src, bytes);
       }
     if (o.scorer == Scorer::Accumulated) {
-      c.ensureAccumulated(s, std::max<size_t>(held, 1));
+      c.store_.ensureAccumulated(s, std::max<size_t>(held, 1));
       for (size_t h = 0; h < H; ++h) {
         const uint8_t* src = r.take(held * 4, "accumulated scores");
         for (size_t e = 0; e < held; ++e) {

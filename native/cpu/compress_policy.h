@@ -1,0 +1,70 @@
+// The compress policy of a paged cache, one for every backend: how many tokens a (sequence, layer)
+// keeps (true length, eviction spec, token budget), when the residual window goes onto pages, and the
+// order of the eviction ops (score -> select -> encode residual -> compact). It decides; the store
+// runs each step with its own buffers and ops (CPU: cpu/cpu_compress_steps.h with cpu/ops/; a CUDA
+// store would implement the same interface with device buffers and the launchers of nq_cuda_api.h).
+#pragma once
+#include <cstddef>
+
+#include "nq_format.h"
+#include "nq_ops_params.h"
+
+namespace nq {
+
+// What one (sequence, layer) holds, as the policy sees it.
+struct HeldTokens {
+  size_t compressed = 0;  // slots on pages
+  size_t residual = 0;    // FP16 rows waiting in the residual window
+  size_t appended = 0;    // the sequence's true length
+  bool hasPages = false;
+  size_t total() const { return compressed + residual; }
+};
+
+// Observation-window queries of the Observed scorer for one layer: [queryHeads][window][headDim].
+// Null queries: the scorer falls back to key-key for that layer.
+struct ObservedQueries {
+  const float* queries = nullptr;
+  size_t queryHeads = 0, window = 0;
+};
+
+struct CompressRules {
+  format::Spec spec{};
+  size_t budgetTokens = 0;  // 0: off
+  size_t kvHeads = 1, headDim = 0;
+};
+
+// The steps a store offers the policy, for one (sequence, layer).
+class CompressSteps {
+ public:
+  virtual ~CompressSteps() = default;
+  virtual HeldTokens held() const = 0;
+  // Quantizes every residual row onto page slots after the compressed ones (no eviction).
+  virtual void quantizeResidual() = 0;
+  // Reallocates the residual to exactly `slots` rows (it holds at most that many then).
+  virtual void setResidualSlots(size_t slots) = 0;
+  virtual void markCompressed() = 0;
+  // Eviction, in this order, between beginEviction and endEviction (which frees what it held, also
+  // when a step threw): positions and scores [H][total], kept [H][target], the residual encoded,
+  // then new pages built from the kept slots and swapped in (the residual is then empty).
+  virtual void beginEviction(size_t target) = 0;
+  virtual void score(const ObservedQueries& observed) = 0;
+  virtual void select(const ops::SelectLaunch& shape) = 0;
+  virtual void encodeResidual() = 0;
+  virtual void compact() = 0;
+  virtual void endEviction() = 0;
+};
+
+// Slots kept by a compress() of a store holding `h`: the spec's kept count for the true length (or
+// fewer under a budget), never more than held.
+size_t compressTarget(const CompressRules& rules, const HeldTokens& h);
+
+// compress() of one (sequence, layer): evict to compressTarget, or, when nothing is to be evicted,
+// quantize the residual (if paging pays) and trim the residual to what it still holds.
+void compressStore(CompressSteps& steps, const CompressRules& rules, const ObservedQueries& observed);
+
+// The residual window filled after a compress(): quantize it onto pages; under a budget that the
+// store would pass, evict down to the budget instead. A page-less store whose tokens cost more as
+// pages than in FP16 keeps them (format::pagingPays): that holds a short prompt's ratio at >= 1.
+void flushFullResidual(CompressSteps& steps, const CompressRules& rules);
+
+}  // namespace nq

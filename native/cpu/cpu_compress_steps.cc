@@ -1,0 +1,215 @@
+#include "cpu/cpu_compress_steps.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/ops/cpu_ops.h"
+#include "cpu/parallel.h"
+#include "cpu/scoring.h"
+#include "nq_half.h"
+
+namespace nq {
+
+HeldTokens CpuCompressSteps::held() const {
+  HeldTokens h;
+  h.compressed = s_.compressed;
+  h.residual = s_.residualCount;
+  h.appended = s_.appended;
+  h.hasPages = !s_.pages.empty();
+  return h;
+}
+
+void CpuCompressSteps::residualRowsF32(size_t kv, size_t head, size_t firstPosition, float* rows) const {
+  const size_t n = s_.residualCount, d = o_.headDim;
+  const uint16_t* src = store_.residualRows(s_, kv, head);
+  for (size_t i = 0; i < n * d; ++i) rows[i] = halfToFloat(src[i]);
+  if (kv == 0 && rope_.active())
+    for (size_t r = 0; r < n; ++r) rope_.apply(rows + r * d, static_cast<int64_t>(firstPosition + r), true);
+}
+
+void CpuCompressSteps::quantizeResidual() {
+  const PageLayout& L = store_.layout();
+  const size_t P = L.pageTokens, H = o_.kvHeads, d = o_.headDim;
+  const size_t n = s_.residualCount, first = s_.compressed, firstPosition = s_.firstResidualPosition();
+  while (s_.pages.size() * P < first + n) s_.pages.push_back(store_.newPage(seq_, layer_, s_.pages.size()));
+  // Heads are independent: quantize them in parallel (each worker has its own row buffer).
+  parallelFor(2 * H, 1, [&](size_t b, size_t e) {
+    Scratch<float> rows(n * d);
+    for (size_t job = b; job < e; ++job) {
+      const size_t kv = job / H, h = job % H;
+      const bool key = kv == 0;
+      const size_t cb = key ? L.keyCodeBytes : L.valueCodeBytes;
+      residualRowsF32(kv, h, firstPosition, rows.data());
+      ops::EncodeLaunch a;
+      a.codec = ops::codecArgs(static_cast<int>(d), key ? L.spec.keyBits : L.spec.valueBits, true, o_.seed);
+      a.inputF16 = false;
+      for (size_t t = 0; t < n;) {
+        const size_t slot = first + t, page = slot / P, j = slot % P, m = std::min(n - t, P - j);
+        uint8_t* base = s_.pages[page].data();
+        a.input = rows.data() + t * d;
+        a.vectors = m;
+        a.codes = base + (key ? L.offsets.keyCodes : L.offsets.valueCodes) + (h * P + j) * cb;
+        a.scales = reinterpret_cast<uint16_t*>(base + (key ? L.offsets.keyScales : L.offsets.valueScales)) + h * P + j;
+        ops::cpuEncode(a);
+        if (key && L.storesPositions) {
+          int32_t* pos = reinterpret_cast<int32_t*>(base + L.offsets.positions) + h * P + j;
+          for (size_t i = 0; i < m; ++i) pos[i] = static_cast<int32_t>(firstPosition + t + i);
+        }
+        t += m;
+      }
+    }
+  });
+  s_.compressed += n;
+  store_.writeSlotCounts(s_.pages, s_.compressed);
+  s_.residualCount = 0;  // accumulated scores keep their slot order: residual slots became page slots
+}
+
+void CpuCompressSteps::beginEviction(size_t target) {
+  const size_t H = o_.kvHeads, nc = s_.compressed, nr = s_.residualCount;
+  total_ = nc + nr;
+  target_ = target;
+  scores_.emplace(H * total_);
+  positions_.emplace(H * total_);
+  const size_t firstResidualPos = s_.firstResidualPosition();
+  int32_t* pos = positions_->data();
+  for (size_t h = 0; h < H; ++h) {
+    for (size_t t = 0; t < nc; ++t) pos[h * total_ + t] = store_.slotPosition(s_, h, t);
+    for (size_t r = 0; r < nr; ++r) pos[h * total_ + nc + r] = static_cast<int32_t>(firstResidualPos + r);
+  }
+}
+
+void CpuCompressSteps::score(const ObservedQueries& observed) {
+  const size_t H = o_.kvHeads, d = o_.headDim, nc = s_.compressed, nr = s_.residualCount, total = total_;
+  // Observed without queries for this layer falls back to key-key.
+  const Scorer scorer = o_.scorer == Scorer::Observed && observed.queries == nullptr ? Scorer::KeyKey : o_.scorer;
+  const bool fromKeys = scorer == Scorer::KeyNorm || scorer == Scorer::KeyKey || scorer == Scorer::Observed;
+  // One head at a time per worker: the decoded keys of one head, not of all, are held at once.
+  parallelFor(H, 1, [&](size_t hb, size_t he) {
+    Scratch<float> keys(fromKeys ? total * d : 0);
+    for (size_t h = hb; h < he; ++h) {
+      float* sc = scores_->data() + h * total;
+      if (fromKeys) {
+        store_.decodeKeys(s_, h, 0, nc, rope_, keys.data());
+        const uint16_t* res = store_.residualRows(s_, 0, h);
+        for (size_t i = 0; i < nr * d; ++i) keys[nc * d + i] = halfToFloat(res[i]);
+        ops::ScoreLaunch a;
+        a.scorer = scorer;
+        a.kvHeads = 1;
+        a.tokens = static_cast<int>(total);
+        a.headDim = static_cast<int>(d);
+        a.keys = keys.data();
+        a.scores = sc;
+        if (scorer == Scorer::Observed) {
+          const size_t group = observed.queryHeads / H;
+          a.queries = observed.queries + h * group * observed.window * d;
+          a.queryHeads = static_cast<int>(group);
+          a.window = static_cast<int>(observed.window);
+          a.pool = static_cast<int>(o_.poolKernel);
+        } else {
+          a.window = static_cast<int>(o_.scorerWindow);
+        }
+        ops::cpuScore(a);
+      } else if (scorer == Scorer::Accumulated) {
+        const float* acc = reinterpret_cast<const float*>(s_.accumulated.data()) + h * s_.accCap;
+        std::copy(acc, acc + total, sc);
+      } else {  // Random: a seed per (cache seed, sequence, layer, head, length)
+        const uint64_t seed = (static_cast<uint64_t>(o_.seed) << 32) ^ (seq_ * 1000003ull + layer_ * 7919ull + h) ^ s_.appended;
+        scoreRandom(ScoreShape{1, total, d}, seed, sc);
+      }
+    }
+  });
+}
+
+void CpuCompressSteps::select(const ops::SelectLaunch& shape) {
+  kept_.emplace(o_.kvHeads * target_);
+  ops::SelectLaunch a = shape;
+  a.scores = scores_->data();
+  a.positions = positions_->data();
+  a.kept = kept_->data();
+  ops::cpuSelect(a);
+}
+
+void CpuCompressSteps::encodeResidual() {
+  const PageLayout& L = store_.layout();
+  const size_t H = o_.kvHeads, d = o_.headDim, nr = s_.residualCount, firstPosition = s_.firstResidualPosition();
+  resKeyCodes_.emplace(H * nr * L.keyCodeBytes);
+  resValueCodes_.emplace(H * nr * L.valueCodeBytes);
+  resKeyScales_.emplace(H * nr);
+  resValueScales_.emplace(H * nr);
+  if (nr == 0) return;
+  parallelFor(2 * H, 1, [&](size_t b, size_t e) {
+    Scratch<float> rows(nr * d);
+    for (size_t job = b; job < e; ++job) {
+      const size_t kv = job / H, h = job % H;
+      const bool key = kv == 0;
+      residualRowsF32(kv, h, firstPosition, rows.data());
+      ops::EncodeLaunch a;
+      a.codec = ops::codecArgs(static_cast<int>(d), key ? L.spec.keyBits : L.spec.valueBits, true, o_.seed);
+      a.input = rows.data();
+      a.inputF16 = false;
+      a.vectors = nr;
+      a.codes = key ? resKeyCodes_->data() + h * nr * L.keyCodeBytes : resValueCodes_->data() + h * nr * L.valueCodeBytes;
+      a.scales = (key ? resKeyScales_->data() : resValueScales_->data()) + h * nr;
+      ops::cpuEncode(a);
+    }
+  });
+}
+
+void CpuCompressSteps::compact() {
+  const PageLayout& L = store_.layout();
+  const size_t H = o_.kvHeads, target = target_;
+  std::vector<HostBuffer> pages;
+  for (size_t p = 0; p < format::pagesFor(target, L.spec); ++p) pages.push_back(store_.newPage(seq_, layer_, p));
+  std::vector<uint8_t*> newPages;
+  for (HostBuffer& p : pages) newPages.push_back(p.data());
+  const std::vector<const uint8_t*> oldPages = s_.pagePointers();
+  ops::CompactLaunch a;
+  a.kvHeads = static_cast<int>(H);
+  a.target = static_cast<int>(target);
+  a.pageTokens = static_cast<int>(L.pageTokens);
+  a.keyCodeBytes = static_cast<int>(L.keyCodeBytes);
+  a.valueCodeBytes = static_cast<int>(L.valueCodeBytes);
+  a.keyCodesOff = L.offsets.keyCodes;
+  a.valueCodesOff = L.offsets.valueCodes;
+  a.keyScalesOff = L.offsets.keyScales;
+  a.valueScalesOff = L.offsets.valueScales;
+  a.positionsOff = L.offsets.positions;
+  a.storesPositions = L.storesPositions;
+  a.kept = kept_->data();
+  a.oldPages = oldPages.data();
+  a.oldCompressed = static_cast<int>(s_.compressed);
+  a.resKeyCodes = resKeyCodes_->data();
+  a.resValueCodes = resValueCodes_->data();
+  a.resKeyScales = resKeyScales_->data();
+  a.resValueScales = resValueScales_->data();
+  a.residualRows = static_cast<int>(s_.residualCount);
+  a.positions = positions_->data();
+  a.newPages = newPages.data();
+  ops::cpuCompact(a);
+  store_.writeSlotCounts(pages, target);
+  if (o_.scorer == Scorer::Accumulated) {  // the kept slots' mass moves with them
+    float* acc = reinterpret_cast<float*>(s_.accumulated.data());
+    std::vector<float> row(target);
+    const uint32_t* kept = kept_->data();
+    for (size_t h = 0; h < H; ++h) {
+      for (size_t t = 0; t < target; ++t) row[t] = acc[h * s_.accCap + kept[h * target + t]];
+      std::fill(acc + h * s_.accCap, acc + (h + 1) * s_.accCap, 0.f);
+      std::copy(row.begin(), row.end(), acc + h * s_.accCap);
+    }
+  }
+  s_.pages = std::move(pages);
+  s_.compressed = target;
+  s_.residualCount = 0;
+}
+
+void CpuCompressSteps::endEviction() {
+  positions_.reset();
+  scores_.reset();
+  kept_.reset();
+  resKeyCodes_.reset();
+  resValueCodes_.reset();
+  resKeyScales_.reset();
+  resValueScales_.reset();
+}
+
+}  // namespace nq

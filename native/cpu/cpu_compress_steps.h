@@ -1,0 +1,49 @@
+// The CPU store's side of the compress policy: each step of compress_policy.h on one (sequence,
+// layer) of a PagedStore, with host scratch buffers and the CPU ops of cpu/ops/cpu_ops.h.
+#pragma once
+#include <cstddef>
+#include <optional>
+
+#include "cpu/compress_policy.h"
+#include "cpu/kv_cache.h"
+#include "cpu/paged_store.h"
+#include "cpu/rope.h"
+#include "cpu/scratch.h"
+
+namespace nq {
+
+class CpuCompressSteps : public CompressSteps {
+ public:
+  CpuCompressSteps(PagedStore& store, const CacheOptions& options, const RopeTable& rope, size_t seq, size_t layer)
+      : store_(store), o_(options), rope_(rope), seq_(seq), layer_(layer), s_(store.at(seq, layer)) {}
+
+  HeldTokens held() const override;
+  void quantizeResidual() override;
+  void setResidualSlots(size_t slots) override { store_.setResidualCapacity(s_, slots); }
+  void markCompressed() override { s_.compressedOnce = true; }
+  void beginEviction(size_t target) override;
+  void score(const ObservedQueries& observed) override;
+  void select(const ops::SelectLaunch& shape) override;
+  void encodeResidual() override;
+  void compact() override;
+  void endEviction() override;
+
+ private:
+  // Residual rows of one head as f32 in the storage domain (keys un-RoPE'd when storage is).
+  void residualRowsF32(size_t kv, size_t head, size_t firstPosition, float* rows) const;
+
+  PagedStore& store_;
+  const CacheOptions& o_;
+  const RopeTable& rope_;
+  size_t seq_, layer_;
+  SeqLayerStore& s_;
+  // Eviction state, between beginEviction and endEviction.
+  size_t total_ = 0, target_ = 0;
+  std::optional<Scratch<int32_t>> positions_;  // [H][total]
+  std::optional<Scratch<float>> scores_;       // [H][total]
+  std::optional<Scratch<uint32_t>> kept_;      // [H][target]
+  std::optional<Scratch<uint8_t>> resKeyCodes_, resValueCodes_;
+  std::optional<Scratch<uint16_t>> resKeyScales_, resValueScales_;
+};
+
+}  // namespace nq

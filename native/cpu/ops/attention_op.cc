@@ -1,0 +1,139 @@
+// cpuAttention: the fused attention of attention.h behind the AttentionLaunch struct, reading the
+// pages (codes, scales, positions) and the FP16 residual window of each sequence as the CUDA kernel
+// does (kernels/attention.cu).
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "cpu/attention.h"
+#include "cpu/codec.h"
+#include "cpu/isa.h"
+#include "cpu/nq_error.h"
+#include "cpu/ops/cpu_ops.h"
+#include "cpu/parallel.h"
+#include "cpu/rope.h"
+#include "cpu/scratch.h"
+
+namespace nq::ops {
+namespace {
+
+// The compressed slots of one sequence, read page by page: lattice points + FP16 scales, rotated
+// domain. With un-RoPE'd storage the keys are decoded to the original domain and RoPE is re-applied
+// at each key's position (it needs the position, which the rotated domain cannot fold in).
+class CodesSource : public KvSource {
+ public:
+  CodesSource(const AttentionLaunch& a, const SeqKV& s, const RopeTable& rope)
+      : a_(a), pages_(s.pages), n_(static_cast<size_t>(s.compressed)), P_(static_cast<size_t>(a.pageTokens)),
+        d_(static_cast<size_t>(a.headDim)), rope_(rope) {
+    keysRotated = !rope_.active();
+    valuesRotated = true;
+    kcb_ = format::codeBytesPerVector(d_, a.keyBits);
+    vcb_ = format::codeBytesPerVector(d_, a.valueBits);
+  }
+  size_t tokens() const override { return n_; }
+  size_t blockLimit(size_t t) const override { return P_ - t % P_; }
+  size_t granularity() const override { return P_; }
+  void read(const AttentionOps& ops, size_t head, size_t t, size_t n, const BlockBuffers& buf, KvBlock& out) const override {
+    const uint8_t* page = pages_[t / P_];
+    const size_t slot = head * P_ + t % P_;
+    const uint16_t* ks = reinterpret_cast<const uint16_t*>(page + a_.keyScalesOff) + slot;
+    const uint16_t* vs = reinterpret_cast<const uint16_t*>(page + a_.valueScalesOff) + slot;
+    if (a_.storesPositions) {
+      out.positions = reinterpret_cast<const int32_t*>(page + a_.positionsOff) + slot;
+    } else {
+      for (size_t i = 0; i < n; ++i) buf.positions[i] = static_cast<int32_t>(t + i);
+      out.positions = buf.positions;
+    }
+    if (rope_.active()) {
+      const CodecParams p{static_cast<int>(d_), a_.keyBits, a_.rotate, a_.seed};
+      if (decodeF32(p, page + a_.keyCodesOff + slot * kcb_, ks, 0, n, buf.keys) != Status::Ok) throw NqError("NATIVE_ERROR", "decode failed");
+      for (size_t i = 0; i < n; ++i) rope_.apply(buf.keys + i * d_, out.positions[i], false);
+      out.keyScales = nullptr;
+    } else {
+      ops.decodePoints(a_.keyBits, d_, page + a_.keyCodesOff + slot * kcb_, n, buf.keys);
+      ops.halfToFloat(ks, n, buf.keyScales);
+      out.keyScales = buf.keyScales;
+    }
+    ops.decodePoints(a_.valueBits, d_, page + a_.valueCodesOff + slot * vcb_, n, buf.values);
+    ops.halfToFloat(vs, n, buf.valueScales);
+    out.keys = buf.keys;
+    out.values = buf.values;
+    out.valueScales = buf.valueScales;
+  }
+
+ private:
+  const AttentionLaunch& a_;
+  const uint8_t* const* pages_;
+  size_t n_, P_, d_, kcb_ = 0, vcb_ = 0;
+  const RopeTable& rope_;
+};
+
+// The FP16 residual window [2][H][cap][d], original domain, at consecutive positions from `first`.
+class ResidualSource : public KvSource {
+ public:
+  ResidualSource(const uint16_t* residual, size_t H, size_t cap, size_t n, size_t d, int64_t first)
+      : res_(residual), H_(H), cap_(cap), n_(n), d_(d), first_(first) {}
+  size_t tokens() const override { return n_; }
+  void read(const AttentionOps& ops, size_t head, size_t t, size_t n, const BlockBuffers& buf, KvBlock& out) const override {
+    ops.halfToFloat(res_ + (head * cap_ + t) * d_, n * d_, buf.keys);
+    ops.halfToFloat(res_ + ((H_ + head) * cap_ + t) * d_, n * d_, buf.values);
+    for (size_t i = 0; i < n; ++i) buf.positions[i] = static_cast<int32_t>(first_ + static_cast<int64_t>(t + i));
+    out.keys = buf.keys;
+    out.values = buf.values;
+    out.positions = buf.positions;
+  }
+
+ private:
+  const uint16_t* res_;
+  size_t H_, cap_, n_, d_;
+  int64_t first_;
+};
+
+}  // namespace
+
+void cpuAttention(const AttentionLaunch& a) {
+  if (a.kvHeads <= 0 || a.queryHeads <= 0 || a.queryHeads % a.kvHeads != 0 || a.batch <= 0 || a.queriesPerSeq < 0)
+    throw NqError("INVALID_ARGUMENT", "query heads must be a positive multiple of the KV heads");
+  if (a.queriesPerSeq == 0) return;
+  if (!a.seqs || !a.queries || !a.queryPositions || !a.out) throw NqError("INVALID_ARGUMENT", "attention: null pointer");
+  if (a.pageTokens <= 0 && std::any_of(a.seqs, a.seqs + a.batch, [](const SeqKV& s) { return s.compressed > 0; }))
+    throw NqError("INVALID_ARGUMENT", "attention: pageTokens must be positive");
+  const size_t H = static_cast<size_t>(a.kvHeads), QH = static_cast<size_t>(a.queryHeads), nq = static_cast<size_t>(a.queriesPerSeq);
+  const size_t d = static_cast<size_t>(a.headDim);
+  const CodecParams rotation{a.headDim, 2, a.rotate, a.seed};  // bits do not matter to the rotation
+  const RopeTable rope(a.ropeTheta, d);
+  const AttentionOps& kernels = attentionOps(activeIsa(), d);
+  const size_t perSeq = QH * nq * d;
+  Scratch<float> qRot(perSeq);
+  for (size_t b = 0; b < static_cast<size_t>(a.batch); ++b) {
+    const SeqKV& s = a.seqs[b];
+    const float* q = a.queries + b * perSeq;
+    // One rotated copy of every query: keys and values of the codes live in the rotated domain (keys
+    // and values share one rotation, so one rotated query serves every key).
+    std::copy(q, q + perSeq, qRot.data());
+    parallelFor(QH * nq, 64, [&](size_t lo, size_t hi) {
+      for (size_t i = lo; i < hi; ++i) rotateVector(rotation, qRot.data() + i * d);
+    });
+    CodesSource codes(a, s, rope);
+    ResidualSource residual(s.residual, H, static_cast<size_t>(s.residualCap), static_cast<size_t>(s.residualCount), d, s.firstResidualPos);
+    residual.slotOffset = static_cast<size_t>(s.compressed);
+    AttentionProblem p;
+    p.kvHeads = H;
+    p.group = QH / H;
+    p.nq = nq;
+    p.d = d;
+    p.q = q;
+    p.qRot = qRot.data();
+    p.qpos = a.queryPositions + b * nq;
+    p.scale = a.scale;
+    p.out = a.out + b * perSeq;
+    p.unrotate = [&rotation](float* v) { unrotateVector(rotation, v); };
+    if (a.accumulate && s.accumulated) {
+      p.accumulated = s.accumulated;
+      p.accumulatedStride = static_cast<size_t>(s.accPitch);
+    }
+    fusedAttention(kernels, p, {&codes, &residual});
+  }
+}
+
+}  // namespace nq::ops

@@ -1,0 +1,97 @@
+// The CPU cache's storage: for each (sequence, layer) pages of lattice codes, FP16 scales and kept
+// positions (layout and page header from kernels/nq_format.h only), an FP16 residual window for
+// tokens not yet quantized, and the Accumulated scorer's attention mass. Bookkeeping only: what is
+// computed on it (encode, score, select, compact, attention) lives in cpu/ops/ and the compress
+// policy in cpu/compress_policy.h. Every byte comes from the accounting allocator.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "memory/allocator.h"
+#include "nq_format.h"
+
+namespace nq {
+
+class RopeTable;
+
+struct CacheComponentBytes {
+  size_t codes = 0, scales = 0, positions = 0, residual = 0, headers = 0, scratch = 0;
+  size_t total() const { return codes + scales + positions + residual + headers + scratch; }
+};
+
+// The page geometry of one cache, computed by nq_format.h.
+struct PageLayout {
+  size_t kvHeads = 1, headDim = 0, pageTokens = 0;
+  format::Spec spec{};
+  format::PageOffsets offsets{};
+  size_t pageBytes = 0, keyCodeBytes = 0, valueCodeBytes = 0;
+  bool storesPositions = false;
+  PageLayout(size_t kvHeads, size_t headDim, const format::Spec& spec);
+};
+
+// One (sequence, layer).
+struct SeqLayerStore {
+  std::vector<HostBuffer> pages;
+  size_t compressed = 0;  // slots used in pages (same for every head)
+  HostBuffer residual;    // FP16 [2][H][residualCap][d]: keys then values
+  size_t residualCap = 0, residualCount = 0;
+  size_t appended = 0;    // tokens ever appended: the sequence's true length
+  bool compressedOnce = false;
+  HostBuffer accumulated;  // f32 [H][accCap], Accumulated scorer only
+  size_t accCap = 0;
+
+  size_t held() const { return compressed + residualCount; }
+  // Residual row 0 sits at this position (residual tokens are the last ones appended).
+  size_t firstResidualPosition() const { return appended - residualCount; }
+  std::vector<const uint8_t*> pagePointers() const;
+};
+
+[[noreturn]] void throwOutOfMemory(const char* what, size_t bytes);
+
+class PagedStore {
+ public:
+  PagedStore(size_t batch, size_t layers, const PageLayout& layout, uint32_t codecSeed);
+
+  const PageLayout& layout() const { return layout_; }
+  size_t layers() const { return layers_; }
+  SeqLayerStore& at(size_t seq, size_t layer) { return stores_[seq * layers_ + layer]; }
+  const SeqLayerStore& at(size_t seq, size_t layer) const { return stores_[seq * layers_ + layer]; }
+  std::vector<SeqLayerStore>& all() { return stores_; }
+  const std::vector<SeqLayerStore>& all() const { return stores_; }
+
+  // A zeroed page whose header names it (unused slots of the last page are serialized: keep them defined).
+  HostBuffer newPage(size_t seq, size_t layer, size_t index) const;
+  // Sets each page header's slotsUsed for `used` slots in all.
+  void writeSlotCounts(std::vector<HostBuffer>& pages, size_t used) const;
+
+  // FP16 rows of the residual: kv 0 keys, 1 values; [residualCap][d] per head.
+  uint16_t* residualRows(SeqLayerStore& s, size_t kv, size_t head) const;
+  const uint16_t* residualRows(const SeqLayerStore& s, size_t kv, size_t head) const;
+  // Reallocates the residual to `cap` slots, keeping the first min(count, cap) rows.
+  void setResidualCapacity(SeqLayerStore& s, size_t cap) const;
+  void growResidual(SeqLayerStore& s, size_t minCap) const;
+  // The Accumulated scorer's row holds at least `slots` (zero-filled, power-of-two growth).
+  void ensureAccumulated(SeqLayerStore& s, size_t slots) const;
+
+  int32_t slotPosition(const SeqLayerStore& s, size_t head, size_t slot) const;
+  // Slots [begin, end) of one head, decoded by cpuDecode page run by page run: f32 (unrotate=false:
+  // scale * lattice point, rotated domain) or FP16 bits.
+  void decodeSlots(const SeqLayerStore& s, bool key, size_t head, size_t begin, size_t end, bool unrotate, float* out) const;
+  void decodeSlotsF16(const SeqLayerStore& s, bool key, size_t head, size_t begin, size_t end, uint16_t* out) const;
+  // Keys in the original domain as appended: RoPE re-applied when `rope` is active (un-RoPE'd storage).
+  void decodeKeys(const SeqLayerStore& s, size_t head, size_t begin, size_t end, const RopeTable& rope, float* out) const;
+
+  CacheComponentBytes bytes() const;
+
+ private:
+  template <typename Out>
+  void decodeRuns(const SeqLayerStore& s, bool key, size_t head, size_t begin, size_t end, bool unrotate, Out* out) const;
+
+  PageLayout layout_;
+  size_t layers_;
+  uint32_t seed_;
+  std::vector<SeqLayerStore> stores_;
+};
+
+}  // namespace nq
