@@ -7,6 +7,7 @@
 
 #include "nq_cuda_common.cuh"
 #include "nq_format.h"
+#include "nq_page_pack.h"
 
 namespace nq::cuda {
 namespace {
@@ -52,12 +53,6 @@ class GuardedOutput {
   DeviceBuffer buf_;
   size_t bytes_ = 0;
 };
-
-// The page layout of nq_format.h for these rates (storesPositions is all the layout reads of the
-// eviction fraction).
-format::Spec layoutSpec(int keyBits, int valueBits, int pageTokens, bool storesPositions) {
-  return format::Spec{keyBits, valueBits, storesPositions ? 0.5 : 0.0, 0, 0, 0, pageTokens};
-}
 
 }  // namespace
 
@@ -124,10 +119,9 @@ CudaStatus hostAttention(const HostAttentionArgs& a, StreamHandle stream) {
   const int B = static_cast<int>(a.seqs.size());
   if (B == 0) return CudaStatus::success();
   const size_t H = a.kvHeads, d = a.headDim, P = a.pageTokens;
-  const format::Spec spec = layoutSpec(a.keyBits, a.valueBits, a.pageTokens, a.storesPositions);
+  const format::Spec spec = ops::layoutSpec(a.keyBits, a.valueBits, a.pageTokens, a.storesPositions);
   const format::PageOffsets off = format::pageOffsets(H, d, spec);
   const size_t pageBytes = format::pageBytes(H, d, spec);
-  const size_t kc = format::codeBytesPerVector(d, a.keyBits), vc = format::codeBytesPerVector(d, a.valueBits);
 
   // Pages of every sequence in one arena, as a GPU cache would hold them.
   size_t totalPages = 0, arenaBytes = 0;
@@ -152,18 +146,7 @@ CudaStatus hostAttention(const HostAttentionArgs& a, StreamHandle stream) {
     pageStart[b] = pagePtrs.size();
     const size_t n = s.compressed, pages = (n + P - 1) / P;
     for (size_t pg = 0; pg < pages; ++pg) {
-      std::fill(page.begin(), page.end(), 0);
-      const format::PageHeader header{static_cast<uint32_t>(std::min(P, n - pg * P)), 0u, static_cast<uint32_t>(b), static_cast<uint32_t>(pg)};
-      std::memcpy(page.data(), &header, sizeof header);
-      for (size_t h = 0; h < H; ++h)
-        for (size_t j = 0; j < P && pg * P + j < n; ++j) {
-          const size_t t = pg * P + j, slot = h * P + j, src = h * n + t;
-          std::memcpy(page.data() + off.keyCodes + slot * kc, s.keyCodes + src * kc, kc);
-          std::memcpy(page.data() + off.valueCodes + slot * vc, s.valueCodes + src * vc, vc);
-          std::memcpy(page.data() + off.keyScales + slot * 2, s.keyScales + src, 2);
-          std::memcpy(page.data() + off.valueScales + slot * 2, s.valueScales + src, 2);
-          if (a.storesPositions) std::memcpy(page.data() + off.positions + slot * 4, s.positions + src, 4);
-        }
+      ops::packSequencePage(a, s, static_cast<size_t>(b), pg, page.data());
       void* dst = arena.carve(pageBytes, MemCategory::Codes);
       if (!dst) return CudaStatus::fail(CudaCode::OutOfMemory, "attention: arena exhausted (internal sizing error)");
       NQ_CUDA_TRY(copyToDevice(dst, page.data(), pageBytes, stream), "");

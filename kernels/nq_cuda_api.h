@@ -63,6 +63,8 @@ using ops::CodecArgs;
 using ops::CompactLaunch;
 using ops::DecodeLaunch;
 using ops::EncodeLaunch;
+using ops::HostAttentionArgs;
+using ops::HostSequence;
 using ops::ScoreLaunch;
 using ops::SelectLaunch;
 using ops::SeqKV;
@@ -192,31 +194,8 @@ CudaStatus hostEncode(const CodecArgs& c, const void* input, bool inputF16, size
 CudaStatus hostDecode(const CodecArgs& c, const uint8_t* codes, const uint16_t* scales, size_t vectors, void* out, bool outF16,
                       bool unrotate = true, StreamHandle stream = nullptr);
 
-struct HostSequence {
-  int compressed = 0;                     // tokens held as codes
-  const uint8_t* keyCodes = nullptr;      // [kvHeads][compressed][headDim / 8 * keyBits]
-  const uint16_t* keyScales = nullptr;    // [kvHeads][compressed]
-  const uint8_t* valueCodes = nullptr;
-  const uint16_t* valueScales = nullptr;
-  const int32_t* positions = nullptr;     // [kvHeads][compressed]; with storesPositions only
-  int residual = 0;                       // FP16 rows after the codes
-  const uint16_t* residualKeys = nullptr;   // [kvHeads][residual][headDim]
-  const uint16_t* residualValues = nullptr;
-  int firstResidualPos = 0;
-  const float* queries = nullptr;          // [queryHeads][nq][headDim], un-rotated
-  const int32_t* queryPositions = nullptr; // [nq]
-  float* out = nullptr;                    // [queryHeads][nq][headDim]
-  float* accumulated = nullptr;            // optional in/out [kvHeads][compressed + residual]
-};
-struct HostAttentionArgs {
-  int kvHeads = 1, queryHeads = 1, headDim = 128, nq = 1, keyBits = 2, valueBits = 2, pageTokens = 64;
-  bool storesPositions = false;
-  uint32_t seed = 0;
-  float scale = 0.0f;
-  int splitTokens = 0;
-  std::vector<HostSequence> seqs;
-};
-// Lays the codes out in pages exactly as the cache does (nq_format.h), then runs launchAttention.
+// HostAttentionArgs (nq_ops_params.h): lays the codes out in pages exactly as the cache does
+// (packSequencePage, nq_page_pack.h), then runs launchAttention.
 CudaStatus hostAttention(const HostAttentionArgs& a, StreamHandle stream = nullptr);
 
 struct HostDenseAttentionArgs {

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "nq_format.h"
 
@@ -129,6 +130,35 @@ struct CompactLaunch {
   const int32_t* positions = nullptr;  // [kvHeads][oldCompressed + residualRows]: position of each source
   uint8_t* const* newPages = nullptr;
   StreamHandle stream = nullptr;
+};
+
+// ---- attention on host arrays (parity tests, the binding's cpuAttention / cudaAttention) ---------
+
+// One sequence as plain arrays, [kvHeads][tokens] order; packSequencePage (nq_page_pack.h) lays the
+// codes out in pages exactly as the cache does before either backend runs AttentionLaunch on them.
+struct HostSequence {
+  int compressed = 0;                     // tokens held as codes
+  const uint8_t* keyCodes = nullptr;      // [kvHeads][compressed][headDim / 8 * keyBits]
+  const uint16_t* keyScales = nullptr;    // [kvHeads][compressed]
+  const uint8_t* valueCodes = nullptr;
+  const uint16_t* valueScales = nullptr;
+  const int32_t* positions = nullptr;     // [kvHeads][compressed]; with storesPositions only
+  int residual = 0;                       // FP16 rows after the codes
+  const uint16_t* residualKeys = nullptr;   // [kvHeads][residual][headDim]
+  const uint16_t* residualValues = nullptr;
+  int firstResidualPos = 0;
+  const float* queries = nullptr;          // [queryHeads][nq][headDim], un-rotated
+  const int32_t* queryPositions = nullptr; // [nq]
+  float* out = nullptr;                    // [queryHeads][nq][headDim]
+  float* accumulated = nullptr;            // optional in/out [kvHeads][compressed + residual]
+};
+struct HostAttentionArgs {
+  int kvHeads = 1, queryHeads = 1, headDim = 128, nq = 1, keyBits = 2, valueBits = 2, pageTokens = 64;
+  bool storesPositions = false;
+  uint32_t seed = 0;
+  float scale = 0.0f;
+  int splitTokens = 0;  // CUDA only
+  std::vector<HostSequence> seqs;
 };
 
 }  // namespace nq::ops

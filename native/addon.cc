@@ -12,6 +12,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   nq::registerCodec(env, exports);
   nq::registerCache(env, exports);
   nq::registerAttention(env, exports);
+  nq::registerCpuOps(env, exports);
   nq::registerCuda(env, exports);
   return exports;
 }

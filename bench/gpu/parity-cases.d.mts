@@ -27,7 +27,15 @@ export interface ParityApi {
   cudaDenseAttention: unknown;
   cudaScore: unknown;
   cudaSelect: unknown;
+  cpuEncode: unknown;
+  cpuDecode: unknown;
+  cpuAttention: unknown;
+  cpuScore: unknown;
+  cpuSelect: unknown;
 }
 export function parityCases(): ParityCase[];
 export function runCase(api: ParityApi, c: ParityCase): ParityResult;
+/** The CPU ops against the references of parity-cases.mjs: no GPU needed. */
+export function cpuCases(): ParityCase[];
+export function runCpuCase(api: Omit<ParityApi, "cudaEncode" | "cudaDecode" | "cudaAttention" | "cudaDenseAttention" | "cudaScore" | "cudaSelect">, c: ParityCase): ParityResult;
 export function rng(seed: number): { next(): number; gauss(): number };

@@ -2,10 +2,12 @@
 // bench/gpu/parity.mjs (the GPU machine, dist/ modules, no node_modules). The caller injects `api`
 // (see parity-cases.d.mts), so this file imports nothing.
 //
-// Oracles: the CPU codec (quantizeSync/dequantizeSync: codes and scales byte-identical, decode
-// bit-identical), the CPU cache's attention (CompressedKVCache on backend "cpu"), and float64
-// references written here for what the CPU exposes no entry point to (masked/evicted attention,
-// accumulated mass, dense FP16 attention, scorers, selection). Fresh random inputs per case.
+// Oracles: the CPU ops (src/runtime/ops.ts: cpuEncode/cpuDecode byte- and bit-identical, cpuScore,
+// cpuSelect exact, cpuAttention on the same options object as cudaAttention), the CPU cache's
+// attention end to end (CompressedKVCache on backend "cpu"), and a float64 reference for dense FP16
+// attention, which has no CPU op. The float64/JS references of the other ops stay here as the CPU
+// ops' own check (runCpuCase, run on every machine by test/native/cpu-ops.test.ts). Fresh random
+// inputs per case.
 
 const HEAD_DIMS = [64, 96, 128, 256];
 const BITS = [2, 3, 4];
@@ -68,7 +70,7 @@ export function parityCases() {
         const residual = (headDim + keyBits) % 3 === 0 ? 0 : 5;
         cases.push({
           kind: "attention-cache",
-          name: `attention vs CPU cache d=${headDim} K${keyBits}V${valueBits} batch=${batch} lengths=${lengths.join("/")} residual=${residual}`,
+          name: `attention vs CPU op d=${headDim} K${keyBits}V${valueBits} batch=${batch} lengths=${lengths.join("/")} residual=${residual}`,
           headDim, keyBits, valueBits, kvHeads: 2, queryHeads: 8, lengths, residual, seed: seed++, bound: 1e-3,
         });
       }
@@ -133,7 +135,7 @@ function softmaxMassRef(qRows, keys, T, d, limits, out) {
   });
 }
 
-function scoreRef(c, keys, queries) {
+export function scoreRef(c, keys, queries) {
   const { kvHeads: H, tokens: T, headDim: d, window: w0, pool } = c;
   const out = new Float64Array(H * T);
   for (let h = 0; h < H; h++) {
@@ -172,8 +174,8 @@ function scoreRef(c, keys, queries) {
   return out;
 }
 
-// The CPU cache's selection (native/cpu/kv_cache.cc compressStore), in JS.
-function selectRef(c, scores, positions) {
+// compress()'s selection (native/cpu/ops/eviction_ops.cc cpuSelect), in JS.
+export function selectRef(c, scores, positions) {
   const { kvHeads: H, tokens: T, target } = c;
   const kept = new Uint32Array(H * target);
   const recentStart = T > c.recentWindow ? T - c.recentWindow : 0;
@@ -198,7 +200,7 @@ function codecCase(api, c) {
   for (let i = 0; i < n; i += 97) f32[i] *= 40;  // a few outliers, as real keys have
   const data = c.dtype === "f16" ? api.floatsToHalfBits(f32) : f32;
   const opts = { headDim: c.headDim, bits: c.bits, rotate: true, seed: c.seed * 2654435761 >>> 0 };
-  const cpu = api.quantizeSync(data, opts);
+  const cpu = api.cpuEncode(data, opts);
   const gpu = api.cudaEncode(data, opts);
   const cb = (c.headDim / 8) * c.bits;
   let groupMismatch = 0, scaleMismatch = 0;
@@ -211,9 +213,9 @@ function codecCase(api, c) {
       }
   }
   // Decode: GPU decode of the CPU codes must equal the CPU decode bit for bit (f32 and f16).
-  const cpuF32 = api.dequantizeSync(cpu, { dtype: "f32" });
+  const cpuF32 = api.cpuDecode(cpu.codes, cpu.scales, { ...opts, out: new Float32Array(n).fill(NaN) });
   const gpuF32 = api.cudaDecode(cpu.codes, cpu.scales, { ...opts, out: new Float32Array(n).fill(NaN) });
-  const cpuF16 = api.dequantizeSync(cpu, { dtype: "f16" });
+  const cpuF16 = api.cpuDecode(cpu.codes, cpu.scales, { ...opts, out: new Uint16Array(n).fill(0x7e00) });
   const gpuF16 = api.cudaDecode(cpu.codes, cpu.scales, { ...opts, out: new Uint16Array(n).fill(0x7e00) });
   let decodeMismatch = 0;
   const b32 = new Uint32Array(cpuF32.buffer, cpuF32.byteOffset, n), g32 = new Uint32Array(gpuF32.buffer, gpuF32.byteOffset, n);
@@ -257,44 +259,39 @@ function makeSequences(api, c) {
   });
 }
 
-function attentionCacheCase(api, c) {
+// The codes as plain arrays, the options object cudaAttention and cpuAttention both take.
+function cacheAttentionOptions(c, seqs, queries, pageTokens) {
   const { kvHeads: H, queryHeads: QH, headDim: d } = c;
-  const seqs = makeSequences(api, c);
-  const r = rng(c.seed + 7);
-  const cache = new api.CompressedKVCache({
-    layers: 1, kvHeads: H, headDim: d, batch: seqs.length, queryHeads: QH, backend: "cpu", seed: seqs[0].seed,
-    spec: { keyBits: c.keyBits, valueBits: c.valueBits, evictFraction: 0, residualWindow: 16, pageTokens: 64 },
-  });
-  try {
-    seqs.forEach((s, b) => cache.append(0, s.k, s.v, { sequence: b }));
-    cache.compressSync();
-    seqs.forEach((s, b) => { if (s.res > 0) cache.append(0, s.rk, s.rv, { sequence: b }); });
-    const queries = seqs.map(() => randomFloats(r, QH * d));
-    const cpu = queries.map((q, b) => cache.attention(0, q, { sequence: b }));
-    const gpu = api.cudaAttention({
-      kvHeads: H, queryHeads: QH, headDim: d, keyBits: c.keyBits, valueBits: c.valueBits, seed: seqs[0].seed, splitTokens: c.splitTokens,
-      sequences: seqs.map((s, b) => ({
-        compressed: s.n, keyCodes: s.kq.codes, keyScales: s.kq.scales, valueCodes: s.vq.codes, valueScales: s.vq.scales,
-        residual: s.res, residualKeys: s.rk, residualValues: s.rv, firstResidualPos: s.n,
-        queries: queries[b], queryPositions: Int32Array.of(s.n + s.res - 1),
-      })),
-    });
-    const errs = gpu.map((g, b) => (allFinite(g) ? relError(g, cpu[b]) : Infinity));
-    const worst = Math.max(...errs);
-    return { ok: worst <= c.bound, metric: worst, detail: `rel. error per sequence ${errs.map((e) => e.toExponential(2)).join(", ")}` };
-  } finally {
-    cache.dispose();
-  }
+  return {
+    kvHeads: H, queryHeads: QH, headDim: d, keyBits: c.keyBits, valueBits: c.valueBits, seed: seqs[0].seed, splitTokens: c.splitTokens, pageTokens,
+    sequences: seqs.map((s, b) => ({
+      compressed: s.n, keyCodes: s.kq.codes, keyScales: s.kq.scales, valueCodes: s.vq.codes, valueScales: s.vq.scales,
+      residual: s.res, residualKeys: s.rk, residualValues: s.rv, firstResidualPos: s.n,
+      queries: queries[b], queryPositions: Int32Array.of(s.n + s.res - 1),
+    })),
+  };
 }
 
-// Evicted (positions with gaps), masked (queries at earlier positions), nq > 1, accumulated mass,
-// against float64 attention over the CPU-decoded keys/values.
-function attentionEvictedCase(api, c) {
+// GPU vs the CPU op on the same options. (Against the CPU cache itself, a short sequence whose pages
+// would cost more than its FP16 rows stays in FP16 there (format pagingPays), not in codes.)
+function attentionCacheCase(api, c) {
+  const seqs = makeSequences(api, c);
+  const r = rng(c.seed + 7);
+  const queries = seqs.map(() => randomFloats(r, c.queryHeads * c.headDim));
+  const gpu = api.cudaAttention(cacheAttentionOptions(c, seqs, queries, 64));
+  const cpu = api.cpuAttention(cacheAttentionOptions(c, seqs, queries, 64));
+  const errs = gpu.map((g, b) => (allFinite(g) ? relError(g, cpu[b]) : Infinity));
+  const worst = Math.max(...errs);
+  return { ok: worst <= c.bound, metric: worst, detail: `rel. error per sequence ${errs.map((e) => e.toExponential(2)).join(", ")}` };
+}
+
+// Evicted (positions with gaps), masked (queries at earlier positions), nq > 1, accumulated mass:
+// inputs, and the options object cudaAttention and cpuAttention both take (a fresh copy of the
+// accumulated mass each time, since the op adds into it).
+function evictedInputs(api, c) {
   const { kvHeads: H, queryHeads: QH, headDim: d, nq } = c;
   const seqs = makeSequences(api, c);
   const r = rng(c.seed + 11);
-  const group = QH / H;
-  let worst = 0, worstAcc = 0;
   const inputs = seqs.map((s) => {
     // Positions: strictly increasing with random gaps (as after eviction), per head.
     const positions = new Int32Array(H * s.n);
@@ -306,24 +303,37 @@ function attentionEvictedCase(api, c) {
     }
     const first = last + 1;
     const qpos = Int32Array.from({ length: nq }, (_, j) => (j === nq - 1 ? first + s.res - 1 : Math.floor(first * (0.3 + 0.3 * j))));
-    const accumulated = randomFloats(r, H * (s.n + s.res)).map(Math.abs);
-    return { positions, first, qpos, queries: randomFloats(r, QH * nq * d), accumulated, accStart: Float32Array.from(accumulated) };
+    const accStart = randomFloats(r, H * (s.n + s.res)).map(Math.abs);
+    return { positions, first, qpos, queries: randomFloats(r, QH * nq * d), accStart };
   });
-  const gpu = api.cudaAttention({
-    kvHeads: H, queryHeads: QH, headDim: d, nq, keyBits: c.keyBits, valueBits: c.valueBits, seed: seqs[0].seed,
-    sequences: seqs.map((s, b) => ({
-      compressed: s.n, keyCodes: s.kq.codes, keyScales: s.kq.scales, valueCodes: s.vq.codes, valueScales: s.vq.scales, positions: inputs[b].positions,
-      residual: s.res, residualKeys: s.rk, residualValues: s.rv, firstResidualPos: inputs[b].first,
-      queries: inputs[b].queries, queryPositions: inputs[b].qpos, accumulated: inputs[b].accumulated,
-    })),
-  });
-  seqs.forEach((s, b) => {
+  const options = () => {
+    const accumulated = inputs.map((x) => Float32Array.from(x.accStart));
+    return {
+      accumulated,
+      options: {
+        kvHeads: H, queryHeads: QH, headDim: d, nq, keyBits: c.keyBits, valueBits: c.valueBits, seed: seqs[0].seed,
+        sequences: seqs.map((s, b) => ({
+          compressed: s.n, keyCodes: s.kq.codes, keyScales: s.kq.scales, valueCodes: s.vq.codes, valueScales: s.vq.scales, positions: inputs[b].positions,
+          residual: s.res, residualKeys: s.rk, residualValues: s.rv, firstResidualPos: inputs[b].first,
+          queries: inputs[b].queries, queryPositions: inputs[b].qpos, accumulated: accumulated[b],
+        })),
+      },
+    };
+  };
+  return { seqs, inputs, options };
+}
+
+// Float64 attention over the CPU-decoded keys/values, and the accumulated mass it adds.
+function evictedRef(api, c, seqs, inputs) {
+  const { kvHeads: H, queryHeads: QH, headDim: d, nq } = c;
+  const group = QH / H;
+  return seqs.map((s, b) => {
     const K = api.dequantizeSync(s.kq), V = api.dequantizeSync(s.vq);
     const RK = api.halfBitsToFloats(s.rk), RV = api.halfBitsToFloats(s.rv);
     const { positions, first, qpos, queries, accStart } = inputs[b];
     const n = s.n + s.res;
-    const accRef = Float64Array.from(accStart);
-    const ref = new Float64Array(QH * nq * d);
+    const acc = Float64Array.from(accStart);
+    const out = new Float64Array(QH * nq * d);
     for (let h = 0; h < H; h++) {
       const Kh = new Float32Array(n * d), Vh = new Float32Array(n * d);
       Kh.set(K.subarray(h * s.n * d, (h + 1) * s.n * d));
@@ -335,18 +345,34 @@ function attentionEvictedCase(api, c) {
         for (let j = 0; j < nq; j++) {
           const qh = h * group + g;
           const q = queries.subarray((qh * nq + j) * d, (qh * nq + j + 1) * d);
-          const { out, p } = attendRef(q, Kh, Vh, n, d, 1 / Math.sqrt(d), (t) => pos(t) <= qpos[j]);
-          ref.set(out, (qh * nq + j) * d);
-          for (let t = 0; t < n; t++) accRef[h * n + t] += p[t];
+          const { out: o, p } = attendRef(q, Kh, Vh, n, d, 1 / Math.sqrt(d), (t) => pos(t) <= qpos[j]);
+          out.set(o, (qh * nq + j) * d);
+          for (let t = 0; t < n; t++) acc[h * n + t] += p[t];
         }
     }
-    const e = allFinite(gpu[b]) ? relError(gpu[b], ref) : Infinity;
-    const ea = allFinite(inputs[b].accumulated) ? relError(inputs[b].accumulated, accRef) : Infinity;
-    worst = Math.max(worst, e);
-    worstAcc = Math.max(worstAcc, ea);
+    return { out, acc };
+  });
+}
+
+// Worst rel. error of outputs and accumulated mass against the expected ones, per sequence.
+function compareAttention(outs, accs, want, bound) {
+  let worst = 0, worstAcc = 0;
+  outs.forEach((o, b) => {
+    worst = Math.max(worst, allFinite(o) ? relError(o, want[b].out) : Infinity);
+    worstAcc = Math.max(worstAcc, allFinite(accs[b]) ? relError(accs[b], want[b].acc) : Infinity);
   });
   const m = Math.max(worst, worstAcc);
-  return { ok: m <= c.bound, metric: m, detail: `output rel. error ${worst.toExponential(2)}, accumulated mass rel. error ${worstAcc.toExponential(2)}` };
+  return { ok: m <= bound, metric: m, detail: `output rel. error ${worst.toExponential(2)}, accumulated mass rel. error ${worstAcc.toExponential(2)}` };
+}
+
+// GPU vs the CPU op, same options.
+function attentionEvictedCase(api, c) {
+  const { options } = evictedInputs(api, c);
+  const gpuRun = options();
+  const gpu = api.cudaAttention(gpuRun.options);
+  const cpuRun = options();
+  const cpu = api.cpuAttention(cpuRun.options);
+  return compareAttention(gpu, gpuRun.accumulated, cpu.map((out, b) => ({ out, acc: cpuRun.accumulated[b] })), c.bound);
 }
 
 function denseCase(api, c) {
@@ -370,17 +396,25 @@ function denseCase(api, c) {
   return { ok: e <= c.bound, metric: e, detail: `rel. error ${e.toExponential(2)}` };
 }
 
-function scoreCase(api, c) {
+// The op options of a score case (its extra fields, e.g. kind/name/bound/seed, are not options).
+function scoreOptions(c, keys, queries) {
+  const { scorer, kvHeads, tokens, headDim, queryHeads, window, pool } = c;
+  return { scorer, kvHeads, tokens, headDim, queryHeads, window, pool, keys, queries: scorer === "observed" ? queries : undefined };
+}
+
+function selectOptions(c, scores, positions) {
+  const { kvHeads, tokens, target, sinkTokens, recentWindow } = c;
+  return { kvHeads, tokens, target, sinkTokens, recentWindow, scores, positions };
+}
+
+function scoreInputs(c) {
   const r = rng(c.seed);
   const keys = randomFloats(r, c.kvHeads * c.tokens * c.headDim);
   const queries = randomFloats(r, c.queryHeads * c.window * c.headDim);
-  const gpu = api.cudaScore({ ...c, keys, queries });
-  const ref = scoreRef(c, keys, queries);
-  const e = allFinite(gpu) ? relError(gpu, ref) : Infinity;
-  return { ok: e <= c.bound, metric: e, detail: `rel. error ${e.toExponential(2)}` };
+  return { keys, queries };
 }
 
-function selectCase(api, c) {
+function selectInputs(c) {
   const r = rng(c.seed);
   const n = c.kvHeads * c.tokens;
   // Scores with deliberate ties (quantized) and -0/+0, to exercise the tie rule.
@@ -388,11 +422,24 @@ function selectCase(api, c) {
   scores[1] = -0;
   scores[2] = 0;
   const positions = Int32Array.from({ length: n }, (_, i) => (i % c.tokens) * 2);
-  const gpu = api.cudaSelect({ ...c, scores, positions });
-  const ref = selectRef(c, scores, positions);
+  return { scores, positions };
+}
+
+function scoreCase(api, c) {
+  const { keys, queries } = scoreInputs(c);
+  const gpu = api.cudaScore(scoreOptions(c, keys, queries));
+  const cpu = api.cpuScore(scoreOptions(c, keys, queries));
+  const e = allFinite(gpu) ? relError(gpu, cpu) : Infinity;
+  return { ok: e <= c.bound, metric: e, detail: `rel. error ${e.toExponential(2)}` };
+}
+
+function selectCase(api, c) {
+  const { scores, positions } = selectInputs(c);
+  const gpu = api.cudaSelect(selectOptions(c, scores, positions));
+  const cpu = api.cpuSelect(selectOptions(c, scores, positions));
   let diff = 0;
-  for (let i = 0; i < ref.length; i++) if (gpu[i] !== ref[i]) diff++;
-  return { ok: diff === 0, metric: diff, detail: `kept indices differing ${diff}/${ref.length}` };
+  for (let i = 0; i < cpu.length; i++) if (gpu[i] !== cpu[i]) diff++;
+  return { ok: diff === 0, metric: diff, detail: `kept indices differing ${diff}/${cpu.length}` };
 }
 
 const RUNNERS = {
@@ -411,6 +458,103 @@ export function runCase(api, c) {
   const start = Date.now();
   try {
     const r = RUNNERS[c.kind](api, c);
+    return { name: c.name, kind: c.kind, bound: c.bound, ...r, ms: Date.now() - start };
+  } catch (err) {
+    return { name: c.name, kind: c.kind, bound: c.bound, ok: false, metric: Infinity, detail: `threw ${err?.code ?? ""} ${err?.message ?? err}`, ms: Date.now() - start };
+  }
+}
+
+// ---- the CPU ops against the references (no GPU needed) --------------------------------------------
+
+function cpuCodecCase(api, c) {
+  const r = rng(c.seed);
+  const n = c.vectors * c.headDim;
+  const f32 = randomFloats(r, n, 3);
+  const data = c.dtype === "f16" ? api.floatsToHalfBits(f32) : f32;
+  const opts = { headDim: c.headDim, bits: c.bits, rotate: true, seed: c.seed * 2654435761 >>> 0 };
+  const op = api.cpuEncode(data, opts);
+  const q = api.quantizeSync(data, opts);
+  let diff = 0;
+  for (let i = 0; i < q.codes.length; i++) if (op.codes[i] !== q.codes[i]) diff++;
+  for (let i = 0; i < q.scales.length; i++) if (op.scales[i] !== q.scales[i]) diff++;
+  const dec = api.cpuDecode(op.codes, op.scales, { ...opts, out: new Float32Array(n).fill(NaN) });
+  const ref = api.dequantizeSync(q, { dtype: "f32" });
+  for (let i = 0; i < n; i++) if (!Object.is(dec[i], ref[i])) diff++;
+  return { ok: diff === 0, metric: diff, detail: `bytes or decoded elements differing from quantize/dequantize: ${diff}` };
+}
+
+function cpuScoreCase(api, c) {
+  const { keys, queries } = scoreInputs(c);
+  const cpu = api.cpuScore(scoreOptions(c, keys, queries));
+  const e = allFinite(cpu) ? relError(cpu, scoreRef(c, keys, queries)) : Infinity;
+  return { ok: e <= c.bound, metric: e, detail: `rel. error vs float64 ${e.toExponential(2)}` };
+}
+
+function cpuSelectCase(api, c) {
+  const { scores, positions } = selectInputs(c);
+  const cpu = api.cpuSelect(selectOptions(c, scores, positions));
+  const ref = selectRef(c, scores, positions);
+  let diff = 0;
+  for (let i = 0; i < ref.length; i++) if (cpu[i] !== ref[i]) diff++;
+  return { ok: diff === 0, metric: diff, detail: `kept indices differing ${diff}/${ref.length}` };
+}
+
+function cpuAttentionEvictedCase(api, c) {
+  const { seqs, inputs, options } = evictedInputs(api, c);
+  const run = options();
+  const cpu = api.cpuAttention(run.options);
+  return compareAttention(cpu, run.accumulated, evictedRef(api, c, seqs, inputs), c.bound);
+}
+
+// The CPU op against the CPU cache on the same codes: the cache runs the same op on its own pages.
+// Pages of 16 tokens, so that paging pays for every sequence (format pagingPays) and the cache holds
+// them all as codes.
+function cpuAttentionCacheCase(api, c) {
+  const { kvHeads: H, queryHeads: QH, headDim: d } = c;
+  const seqs = makeSequences(api, c);
+  const r = rng(c.seed + 7);
+  const cache = new api.CompressedKVCache({
+    layers: 1, kvHeads: H, headDim: d, batch: seqs.length, queryHeads: QH, backend: "cpu", seed: seqs[0].seed,
+    spec: { keyBits: c.keyBits, valueBits: c.valueBits, evictFraction: 0, residualWindow: 16, pageTokens: 16 },
+  });
+  try {
+    seqs.forEach((s, b) => cache.append(0, s.k, s.v, { sequence: b }));
+    cache.compressSync();
+    seqs.forEach((s, b) => { if (s.res > 0) cache.append(0, s.rk, s.rv, { sequence: b }); });
+    const paged = seqs.every((s, b) => cache.tokens(0, b).compressed === s.n);
+    const queries = seqs.map(() => randomFloats(r, QH * d));
+    const want = queries.map((q, b) => cache.attention(0, q, { sequence: b }));
+    const got = api.cpuAttention(cacheAttentionOptions(c, seqs, queries, 16));
+    const errs = got.map((g, b) => (allFinite(g) ? relError(g, want[b]) : Infinity));
+    const worst = Math.max(...errs);
+    return { ok: paged && worst <= c.bound, metric: worst, detail: `${paged ? "" : "the cache did not page every sequence; "}rel. error per sequence ${errs.map((e) => e.toExponential(2)).join(", ")}` };
+  } finally {
+    cache.dispose();
+  }
+}
+
+const CPU_RUNNERS = {
+  codec: cpuCodecCase,
+  score: cpuScoreCase,
+  select: cpuSelectCase,
+  "attention-evicted": cpuAttentionEvictedCase,
+  "attention-cache": cpuAttentionCacheCase,
+};
+
+/** The cases whose CPU op has a reference of its own here (no GPU involved), with the CPU's bound. */
+export function cpuCases() {
+  // Same codes and the same kernel as the cache: the CPU op equals the cache's attention to rounding.
+  const cpuBound = { "attention-cache": 1e-6 };
+  return parityCases()
+    .filter((c) => c.kind in CPU_RUNNERS)
+    .map((c) => ({ ...c, bound: cpuBound[c.kind] ?? c.bound }));
+}
+
+/** Runs one CPU case; never throws. */
+export function runCpuCase(api, c) {
+  const start = Date.now();
+  try {
+    const r = CPU_RUNNERS[c.kind](api, c);
     return { name: c.name, kind: c.kind, bound: c.bound, ...r, ms: Date.now() - start };
   } catch (err) {
     return { name: c.name, kind: c.kind, bound: c.bound, ok: false, metric: Infinity, detail: `threw ${err?.code ?? ""} ${err?.message ?? err}`, ms: Date.now() - start };

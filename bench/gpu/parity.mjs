@@ -9,6 +9,7 @@ import { CompressedKVCache } from "../../dist/runtime/cache.js";
 import { dequantizeSync, quantizeSync } from "../../dist/runtime/codec.js";
 import { cudaAttention, cudaDecode, cudaDenseAttention, cudaEncode, cudaScore, cudaSelect, cudaUnavailableReason } from "../../dist/runtime/cuda.js";
 import { floatsToHalfBits, halfBitsToFloats } from "../../dist/runtime/half.js";
+import { cpuAttention, cpuDecode, cpuEncode, cpuScore, cpuSelect } from "../../dist/runtime/ops.js";
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(name);
@@ -24,7 +25,11 @@ if (reason) {
   writeFileSync(join(out, "parity.json"), JSON.stringify({ skipped: reason }, null, 2));
   process.exit(1);
 }
-const api = { quantizeSync, dequantizeSync, floatsToHalfBits, halfBitsToFloats, CompressedKVCache, cudaEncode, cudaDecode, cudaAttention, cudaDenseAttention, cudaScore, cudaSelect };
+const api = {
+  quantizeSync, dequantizeSync, floatsToHalfBits, halfBitsToFloats, CompressedKVCache,
+  cudaEncode, cudaDecode, cudaAttention, cudaDenseAttention, cudaScore, cudaSelect,
+  cpuEncode, cpuDecode, cpuAttention, cpuScore, cpuSelect,
+};
 const cases = parityCases().filter((c) => c.name.includes(filter));
 const results = [];
 const started = Date.now();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "binding/errors.h"
+#include "binding/op_options.h"
 #include "cpu/codec.h"
 #include "nq_cuda_api.h"
 
@@ -56,37 +57,11 @@ void requireDevice(Napi::Env env) {
   if (!available) throwJs(env, "BACKEND_UNAVAILABLE", "CUDA is not available: " + reason);
 }
 
-template <typename T>
-T* dataOf(Napi::Value v) {
-  return v.As<Napi::TypedArrayOf<T>>().Data();
-}
-template <typename T>
-T* optionalData(Napi::Object o, const char* key) {
-  Napi::Value v = o.Get(key);
-  return v.IsTypedArray() ? v.As<Napi::TypedArrayOf<T>>().Data() : nullptr;
-}
-int intOf(Napi::Object o, const char* key, int fallback = 0) {
-  Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
-}
-double numOf(Napi::Object o, const char* key, double fallback = 0) {
-  Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
-}
-bool boolOf(Napi::Object o, const char* key, bool fallback = false) {
-  Napi::Value v = o.Get(key);
-  return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : fallback;
-}
-
-cuda::CodecArgs codecArgs(const Napi::CallbackInfo& info, size_t at) {
-  cuda::CodecArgs c;
-  c.headDim = info[at].As<Napi::Number>().Int32Value();
-  c.bits = info[at + 1].As<Napi::Number>().Int32Value();
-  c.rotate = info[at + 2].As<Napi::Boolean>().Value();
-  c.seed = info[at + 3].As<Napi::Number>().Uint32Value();
-  c.scaleFactor = scaleFactor(c.bits);  // the CPU codec's constant: one definition
-  return c;
-}
+using opargs::boolOf;
+using opargs::dataOf;
+using opargs::intOf;
+using opargs::numOf;
+using opargs::optionalData;
 
 Napi::Value cudaSupport(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -105,7 +80,7 @@ Napi::Value cudaEncode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireDevice(env);
   Napi::TypedArray input = info[0].As<Napi::TypedArray>();
-  const cuda::CodecArgs c = codecArgs(info, 1);
+  const cuda::CodecArgs c = opargs::codecArgs(info, 1);
   const bool f16 = input.TypedArrayType() == napi_uint16_array;
   const size_t vectors = input.ElementLength() / static_cast<size_t>(c.headDim);
   const void* data = f16 ? static_cast<const void*>(dataOf<uint16_t>(input)) : static_cast<const void*>(dataOf<float>(input));
@@ -122,7 +97,7 @@ Napi::Value cudaEncode(const Napi::CallbackInfo& info) {
 Napi::Value cudaDecode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireDevice(env);
-  const cuda::CodecArgs c = codecArgs(info, 2);
+  const cuda::CodecArgs c = opargs::codecArgs(info, 2);
   Napi::Uint16Array scales = info[1].As<Napi::Uint16Array>();
   Napi::TypedArray out = info[6].As<Napi::TypedArray>();
   const bool f16 = out.TypedArrayType() == napi_uint16_array;
@@ -139,42 +114,7 @@ Napi::Value cudaDecode(const Napi::CallbackInfo& info) {
 Napi::Value cudaAttention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireDevice(env);
-  Napi::Object o = info[0].As<Napi::Object>();
-  cuda::HostAttentionArgs a;
-  a.kvHeads = intOf(o, "kvHeads");
-  a.queryHeads = intOf(o, "queryHeads");
-  a.headDim = intOf(o, "headDim");
-  a.nq = intOf(o, "nq", 1);
-  a.keyBits = intOf(o, "keyBits");
-  a.valueBits = intOf(o, "valueBits");
-  a.pageTokens = intOf(o, "pageTokens", 64);
-  a.seed = static_cast<uint32_t>(numOf(o, "seed"));
-  a.scale = static_cast<float>(numOf(o, "scale"));
-  a.splitTokens = intOf(o, "splitTokens");
-  a.storesPositions = boolOf(o, "storesPositions");
-  Napi::Array seqs = o.Get("sequences").As<Napi::Array>();
-  for (uint32_t i = 0; i < seqs.Length(); ++i) {
-    Napi::Object s = seqs.Get(i).As<Napi::Object>();
-    cuda::HostSequence h;
-    h.compressed = intOf(s, "compressed");
-    h.keyCodes = optionalData<uint8_t>(s, "keyCodes");
-    h.keyScales = optionalData<uint16_t>(s, "keyScales");
-    h.valueCodes = optionalData<uint8_t>(s, "valueCodes");
-    h.valueScales = optionalData<uint16_t>(s, "valueScales");
-    h.positions = optionalData<int32_t>(s, "positions");
-    h.residual = intOf(s, "residual");
-    h.residualKeys = optionalData<uint16_t>(s, "residualKeys");
-    h.residualValues = optionalData<uint16_t>(s, "residualValues");
-    h.firstResidualPos = intOf(s, "firstResidualPos");
-    h.queries = optionalData<float>(s, "queries");
-    h.queryPositions = optionalData<int32_t>(s, "queryPositions");
-    h.out = optionalData<float>(s, "out");
-    h.accumulated = optionalData<float>(s, "accumulated");
-    if (!h.queries || !h.queryPositions || !h.out || (h.compressed > 0 && (!h.keyCodes || !h.keyScales || !h.valueCodes || !h.valueScales)) ||
-        (h.residual > 0 && (!h.residualKeys || !h.residualValues)) || (a.storesPositions && h.compressed > 0 && !h.positions))
-      throwJs(env, "INVALID_ARGUMENT", "cudaAttention: sequence " + std::to_string(i) + " lacks an array it needs");
-    a.seqs.push_back(h);
-  }
+  const cuda::HostAttentionArgs a = opargs::attentionArgs(env, info[0].As<Napi::Object>(), "cudaAttention");
   check(env, cuda::hostAttention(a));
   return env.Undefined();
 }
@@ -207,20 +147,9 @@ Napi::Value cudaDenseAttention(const Napi::CallbackInfo& info) {
 Napi::Value cudaScore(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireDevice(env);
-  Napi::Object o = info[0].As<Napi::Object>();
-  cuda::ScoreLaunch s;
-  s.scorer = static_cast<cuda::CudaScorer>(intOf(o, "scorer"));
-  s.kvHeads = intOf(o, "kvHeads");
-  s.tokens = intOf(o, "tokens");
-  s.headDim = intOf(o, "headDim");
-  s.queryHeads = intOf(o, "queryHeads", s.kvHeads);
-  s.window = intOf(o, "window", 32);
-  s.pool = intOf(o, "pool", 7);
-  const float* keys = optionalData<float>(o, "keys");
-  const float* queries = optionalData<float>(o, "queries");
-  if (!keys || (s.scorer == cuda::CudaScorer::Observed && !queries)) throwJs(env, "INVALID_ARGUMENT", "cudaScore: missing keys or queries");
+  const cuda::ScoreLaunch s = opargs::scoreLaunch(env, info[0].As<Napi::Object>(), "cudaScore");
   Napi::Float32Array scores = Napi::Float32Array::New(env, static_cast<size_t>(s.kvHeads) * s.tokens);
-  check(env, cuda::hostScore(s, keys, queries, scores.Data()));
+  check(env, cuda::hostScore(s, s.keys, s.queries, scores.Data()));
   return scores;
 }
 
@@ -228,18 +157,9 @@ Napi::Value cudaScore(const Napi::CallbackInfo& info) {
 Napi::Value cudaSelect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireDevice(env);
-  Napi::Object o = info[0].As<Napi::Object>();
-  cuda::SelectLaunch s;
-  s.kvHeads = intOf(o, "kvHeads");
-  s.tokens = intOf(o, "tokens");
-  s.target = intOf(o, "target");
-  s.sinkTokens = intOf(o, "sinkTokens");
-  s.recentWindow = intOf(o, "recentWindow");
-  const float* scores = optionalData<float>(o, "scores");
-  const int32_t* positions = optionalData<int32_t>(o, "positions");
-  if (!scores || !positions) throwJs(env, "INVALID_ARGUMENT", "cudaSelect: missing scores or positions");
+  const cuda::SelectLaunch s = opargs::selectLaunch(env, info[0].As<Napi::Object>(), "cudaSelect");
   Napi::Uint32Array kept = Napi::Uint32Array::New(env, static_cast<size_t>(s.kvHeads) * s.target);
-  check(env, cuda::hostSelect(s, scores, positions, kept.Data()));
+  check(env, cuda::hostSelect(s, s.scores, s.positions, kept.Data()));
   return kept;
 }
 

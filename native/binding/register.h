@@ -18,5 +18,6 @@ void registerFormat(Napi::Env env, Napi::Object exports);
 void registerCache(Napi::Env env, Napi::Object exports);
 void registerAttention(Napi::Env env, Napi::Object exports);
 void registerCodec(Napi::Env env, Napi::Object exports);
+void registerCpuOps(Napi::Env env, Napi::Object exports);
 void registerCuda(Napi::Env env, Napi::Object exports);  // registers nothing in a CPU-only build
 }  // namespace nq

@@ -130,6 +130,15 @@ export interface CacheBinding {
   denseAttention(keys: Float32Array | Uint16Array, values: Float32Array | Uint16Array, kvHeads: number, n: number, d: number, q: Float32Array, qHeads: number, nq: number, scale: number): Float32Array;
 }
 
+/** @internal native/binding/cpu_ops_binding.cc: the CPU ops, with the arguments of their cuda* twins. */
+export interface CpuOpsBinding {
+  cpuEncode(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number): { codes: Uint8Array; scales: Uint16Array };
+  cpuDecode<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T, unrotate: boolean): T;
+  cpuAttention(options: object): void;
+  cpuScore(options: object): Float32Array;
+  cpuSelect(options: object): Uint32Array;
+}
+
 /** @internal native/binding/cuda_binding.cc (every function throws BACKEND_UNAVAILABLE without CUDA). */
 export interface CudaBinding {
   cudaSupport(): { maxCodecHeadDim: number; maxAttentionHeadDim: number; bits: number[]; scorers: string };
@@ -148,4 +157,4 @@ export interface CudaBinding {
 }
 
 /** @internal Everything the addon exports. */
-export interface BindingModule extends BackendBinding, CodecBinding, CacheBinding, CudaBinding {}
+export interface BindingModule extends BackendBinding, CodecBinding, CacheBinding, CpuOpsBinding, CudaBinding {}

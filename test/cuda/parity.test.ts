@@ -8,6 +8,7 @@ import { CompressedKVCache } from "../../src/runtime/cache.js";
 import { dequantizeSync, quantizeSync } from "../../src/runtime/codec.js";
 import { cudaAttention, cudaDecode, cudaDenseAttention, cudaEncode, cudaScore, cudaSelect, cudaUnavailableReason } from "../../src/runtime/cuda.js";
 import { floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/half.js";
+import { cpuAttention, cpuDecode, cpuEncode, cpuScore, cpuSelect } from "../../src/runtime/ops.js";
 
 function unavailable(): string | undefined {
   try {
@@ -30,6 +31,11 @@ const api: ParityApi = {
   cudaDenseAttention,
   cudaScore,
   cudaSelect,
+  cpuEncode,
+  cpuDecode,
+  cpuAttention,
+  cpuScore,
+  cpuSelect,
 };
 
 describe("CUDA backend availability", () => {

@@ -18,6 +18,10 @@ void cpuDecode(const DecodeLaunch& a);
 // kernel of attention.h (work split over heads and tokens on the thread pool). `workspace` and
 // `splitTokens` are CUDA's and ignored.
 void cpuAttention(const AttentionLaunch& a);
+// The twin of cuda::hostAttention: plain [kvHeads][tokens] arrays packed into pages as the cache lays
+// them out (nq_page_pack.h), then cpuAttention per sequence. Writes each sequence's out (and adds into
+// its accumulated, when given).
+void cpuAttentionOnArrays(const HostAttentionArgs& a);
 
 // Eviction: scores (KeyNorm, KeyKey, Observed), the kept slots per head, and the new pages.
 void cpuScore(const ScoreLaunch& a);

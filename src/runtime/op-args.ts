@@ -1,0 +1,218 @@
+/**
+ * @internal Argument validation of the op entry points, shared by both backends: src/runtime/cuda.ts
+ * (cuda*) and src/runtime/ops.ts (cpu*) check the same options the same way and hand the binding the
+ * same object (native/binding/op_options.h reads it for either), so a parity test passes one options
+ * object to both. Only the head_dim ceilings differ per backend.
+ */
+import { invalidArgument } from "../errors.js";
+import { CODE_BITS, SCORER_IDS, codeBytesPerVector, type CodeBits } from "../format/index.js";
+import { checkBoolean, checkInt, checkKVData, checkObject, checkOneOf, checkOptionKeys, checkSeed, type KVData } from "./validate.js";
+
+/** Codec arguments of the encode/decode ops. */
+export interface OpCodecOptions {
+  headDim: number;
+  bits: CodeBits;
+  rotate?: boolean;
+  seed?: number;
+}
+
+/** Validated codec options; `maxHeadDim` is the backend's own ceiling. */
+export function codecOptions(o: OpCodecOptions, maxHeadDim: number, moreKeys: readonly string[] = []): Required<OpCodecOptions> {
+  checkObject("options", o, "{ headDim, bits }");
+  checkOptionKeys("options", o, ["headDim", "bits", "rotate", "seed", ...moreKeys]);
+  checkInt("options.headDim", o.headDim, { min: 8, max: maxHeadDim, maxName: "this backend's codec limit" });
+  if (o.headDim % 8 !== 0) throw invalidArgument("options.headDim", "a multiple of 8", o.headDim);
+  checkOneOf("options.bits", o.bits, CODE_BITS, "2, 3 or 4");
+  const rotate = checkBoolean("options.rotate", o.rotate ?? true);
+  const seed = checkSeed("options.seed", o.seed ?? 0);
+  return { headDim: o.headDim, bits: o.bits, rotate, seed };
+}
+
+/** Validated encode arguments: `data` holds whole head vectors. */
+export function encodeArgs(data: KVData, options: OpCodecOptions, maxHeadDim: number): Required<OpCodecOptions> {
+  const o = codecOptions(options, maxHeadDim);
+  checkKVData("data", data);
+  if (data.length % o.headDim !== 0) throw invalidArgument("data.length", `a multiple of headDim (${o.headDim})`, data.length);
+  return o;
+}
+
+/** Validated decode arguments: codes and scales of the same vectors, `out` sized for them. */
+export function decodeArgs(
+  codes: Uint8Array,
+  scales: Uint16Array,
+  options: OpCodecOptions & { out: Float32Array | Uint16Array; unrotate?: boolean },
+  maxHeadDim: number,
+): Required<OpCodecOptions> & { unrotate: boolean } {
+  // `out` and `unrotate` belong to decode (cudaDecode once refused its own `out` as an unknown option).
+  const o = codecOptions(options, maxHeadDim, ["out", "unrotate"]);
+  if (!(codes instanceof Uint8Array)) throw invalidArgument("codes", "a Uint8Array", codes);
+  if (!(scales instanceof Uint16Array)) throw invalidArgument("scales", "a Uint16Array of FP16 bits", scales);
+  if (codes.length !== scales.length * codeBytesPerVector(o.headDim, o.bits)) {
+    throw invalidArgument("codes.length", `scales.length × ${codeBytesPerVector(o.headDim, o.bits)}`, codes.length);
+  }
+  const out = options.out;
+  if (!(out instanceof Float32Array) && !(out instanceof Uint16Array)) throw invalidArgument("options.out", "a Float32Array or Uint16Array", out);
+  if (out.length !== scales.length * o.headDim) throw invalidArgument("options.out.length", `${scales.length * o.headDim}`, out.length);
+  return { ...o, unrotate: checkBoolean("options.unrotate", options.unrotate ?? true) };
+}
+
+/** One sequence of an attention op call: codes per KV head, the FP16 residual, the queries. */
+export interface AttentionSequence {
+  /** Tokens held as codes (per KV head). */
+  compressed: number;
+  /** [kvHeads][compressed][headDim·keyBits/8] */
+  keyCodes?: Uint8Array;
+  /** [kvHeads][compressed] FP16 bits */
+  keyScales?: Uint16Array;
+  valueCodes?: Uint8Array;
+  valueScales?: Uint16Array;
+  /** [kvHeads][compressed] true positions (after eviction); omitted: slot index = position. */
+  positions?: Int32Array;
+  /** FP16 rows after the codes, [kvHeads][residual][headDim]. */
+  residual?: number;
+  residualKeys?: Uint16Array;
+  residualValues?: Uint16Array;
+  /** Position of residual row 0 (default: compressed). */
+  firstResidualPos?: number;
+  /** [queryHeads][nq][headDim], un-rotated. */
+  queries: Float32Array;
+  /** [nq]: query j sees positions <= queryPositions[j]. */
+  queryPositions: Int32Array;
+  /** In/out [kvHeads][compressed + residual]: softmax mass is added here when given (H2O scorer). */
+  accumulated?: Float32Array;
+}
+
+export interface AttentionOptions {
+  kvHeads: number;
+  queryHeads: number;
+  headDim: number;
+  keyBits: CodeBits;
+  valueBits: CodeBits;
+  /** Queries per sequence (decode: 1). */
+  nq?: number;
+  pageTokens?: number;
+  /** The rotation seed the codes were encoded with. */
+  seed?: number;
+  /** Default 1/sqrt(headDim). */
+  scale?: number;
+  /** CUDA: tokens per split-K chunk (default: chosen from the SM count); the CPU ignores it. */
+  splitTokens?: number;
+  sequences: AttentionSequence[];
+}
+
+export const posInt = (arg: string, v: unknown, min = 1): number => checkInt(arg, v, { min });
+
+export function checkLength(arg: string, a: ArrayLike<unknown> | undefined, n: number, what: string): void {
+  if (a === undefined || a.length !== n) throw invalidArgument(arg, `${what} of length ${n}`, a);
+}
+
+/** Validated attention options as the binding reads them (op_options.h), and the output arrays. */
+export function attentionArgs(options: AttentionOptions, maxHeadDim: number): { args: object; outs: Float32Array[] } {
+  if (options === null || typeof options !== "object") throw invalidArgument("options", "an AttentionOptions object", options);
+  const H = posInt("options.kvHeads", options.kvHeads);
+  const QH = posInt("options.queryHeads", options.queryHeads);
+  if (QH % H !== 0) throw invalidArgument("options.queryHeads", `a multiple of kvHeads (${H})`, QH);
+  const d = posInt("options.headDim", options.headDim, 8);
+  if (d % 8 !== 0 || d > maxHeadDim) throw invalidArgument("options.headDim", `a multiple of 8 up to ${maxHeadDim}`, d);
+  if (!CODE_BITS.includes(options.keyBits)) throw invalidArgument("options.keyBits", "2, 3 or 4", options.keyBits);
+  if (!CODE_BITS.includes(options.valueBits)) throw invalidArgument("options.valueBits", "2, 3 or 4", options.valueBits);
+  const nq = posInt("options.nq", options.nq ?? 1);
+  const pageTokens = posInt("options.pageTokens", options.pageTokens ?? 64, 8);
+  if (!Array.isArray(options.sequences) || options.sequences.length === 0) throw invalidArgument("options.sequences", "a non-empty array", options.sequences);
+  const kc = codeBytesPerVector(d, options.keyBits), vc = codeBytesPerVector(d, options.valueBits);
+  const storesPositions = options.sequences.some((s) => s.positions !== undefined);
+  const outs: Float32Array[] = [];
+  const sequences = options.sequences.map((s, i) => {
+    const at = `options.sequences[${i}]`;
+    const n = posInt(`${at}.compressed`, s.compressed, 0);
+    const r = posInt(`${at}.residual`, s.residual ?? 0, 0);
+    if (n > 0) {
+      checkLength(`${at}.keyCodes`, s.keyCodes, H * n * kc, "a Uint8Array");
+      checkLength(`${at}.valueCodes`, s.valueCodes, H * n * vc, "a Uint8Array");
+      checkLength(`${at}.keyScales`, s.keyScales, H * n, "a Uint16Array");
+      checkLength(`${at}.valueScales`, s.valueScales, H * n, "a Uint16Array");
+      if (storesPositions) checkLength(`${at}.positions`, s.positions, H * n, "an Int32Array (give positions for every sequence or none)");
+    }
+    if (r > 0) {
+      checkLength(`${at}.residualKeys`, s.residualKeys, H * r * d, "a Uint16Array");
+      checkLength(`${at}.residualValues`, s.residualValues, H * r * d, "a Uint16Array");
+    }
+    if (!(s.queries instanceof Float32Array)) throw invalidArgument(`${at}.queries`, "a Float32Array", s.queries);
+    checkLength(`${at}.queries`, s.queries, QH * nq * d, "a Float32Array");
+    if (!(s.queryPositions instanceof Int32Array)) throw invalidArgument(`${at}.queryPositions`, "an Int32Array", s.queryPositions);
+    checkLength(`${at}.queryPositions`, s.queryPositions, nq, "an Int32Array");
+    if (s.accumulated !== undefined) checkLength(`${at}.accumulated`, s.accumulated, H * (n + r), "a Float32Array");
+    const out = new Float32Array(QH * nq * d);
+    outs.push(out);
+    return { ...s, compressed: n, residual: r, firstResidualPos: s.firstResidualPos ?? n, out };
+  });
+  const scale = options.scale ?? 1 / Math.sqrt(d);
+  const args = {
+    kvHeads: H,
+    queryHeads: QH,
+    headDim: d,
+    nq,
+    keyBits: options.keyBits,
+    valueBits: options.valueBits,
+    pageTokens,
+    seed: options.seed ?? 0,
+    scale,
+    splitTokens: options.splitTokens ?? 0,
+    storesPositions,
+    sequences,
+  };
+  return { args, outs };
+}
+
+/** The scorers the ops implement (both backends), by their native ids (SCORER_IDS in src/format). */
+const OP_SCORERS = { keynorm: SCORER_IDS.keynorm, "key-key": SCORER_IDS["key-key"], observed: SCORER_IDS.observed } as const;
+export type OpScorerName = keyof typeof OP_SCORERS;
+
+export interface ScoreOptions {
+  scorer: OpScorerName;
+  kvHeads: number;
+  tokens: number;
+  headDim: number;
+  /** [kvHeads][tokens][headDim], original (un-rotated) domain. */
+  keys: Float32Array;
+  /** observed: [queryHeads][window][headDim] */
+  queries?: Float32Array;
+  queryHeads?: number;
+  window?: number;
+  pool?: number;
+}
+
+/** Validated score options as the binding reads them. */
+export function scoreArgs(o: ScoreOptions): object {
+  if (!(o.scorer in OP_SCORERS)) throw invalidArgument("options.scorer", Object.keys(OP_SCORERS).join(", "), o.scorer);
+  const H = posInt("options.kvHeads", o.kvHeads), T = posInt("options.tokens", o.tokens), d = posInt("options.headDim", o.headDim);
+  checkLength("options.keys", o.keys, H * T * d, "a Float32Array");
+  const window = posInt("options.window", o.window ?? 32);
+  const queryHeads = posInt("options.queryHeads", o.queryHeads ?? H);
+  if (o.scorer === "observed") {
+    if (queryHeads % H !== 0) throw invalidArgument("options.queryHeads", `a multiple of kvHeads (${H})`, queryHeads);
+    checkLength("options.queries", o.queries, queryHeads * window * d, "a Float32Array");
+  }
+  return { scorer: OP_SCORERS[o.scorer], kvHeads: H, tokens: T, headDim: d, keys: o.keys, queries: o.queries, queryHeads, window, pool: o.pool ?? 7 };
+}
+
+export interface SelectOptions {
+  kvHeads: number;
+  tokens: number;
+  target: number;
+  sinkTokens: number;
+  recentWindow: number;
+  scores: Float32Array;
+  positions: Int32Array;
+}
+
+/** Validated select options as the binding reads them. */
+export function selectArgs(o: SelectOptions): object {
+  const H = posInt("options.kvHeads", o.kvHeads), T = posInt("options.tokens", o.tokens);
+  const target = posInt("options.target", o.target, 0);
+  if (target > T) throw invalidArgument("options.target", `an integer <= tokens (${T})`, target);
+  checkLength("options.scores", o.scores, H * T, "a Float32Array");
+  checkLength("options.positions", o.positions, H * T, "an Int32Array");
+  return { kvHeads: H, tokens: T, target, sinkTokens: posInt("options.sinkTokens", o.sinkTokens, 0), recentWindow: posInt("options.recentWindow", o.recentWindow, 0), scores: o.scores, positions: o.positions };
+}
+
