@@ -7,6 +7,7 @@
 
 #include "nq_cuda_common.cuh"
 #include "nq_format.h"
+#include "nq_page_pack.h"
 
 namespace nq::cuda {
 namespace {
@@ -233,20 +234,8 @@ CudaStatus benchAttention(const AttentionBenchShape& s, int warmup, int reps, Be
   std::vector<int> qpos(B, static_cast<int>(T) + s.residualTokens);
   NQ_CUDA_TRY(dPos.allocate(B * 4, MemCategory::Scratch), "");
   NQ_CUDA_TRY(copyToDevice(dPos.data(), qpos.data(), B * 4), "");
-  AttentionLaunch L;
+  AttentionLaunch L = ops::pagedAttentionLaunch(s.kvHeads, s.queryHeads, s.headDim, 1, spec, 0, scale);
   L.batch = s.batch;
-  L.kvHeads = s.kvHeads;
-  L.queryHeads = s.queryHeads;
-  L.headDim = s.headDim;
-  L.keyBits = s.keyBits;
-  L.valueBits = s.valueBits;
-  L.pageTokens = s.pageTokens;
-  L.scale = scale;
-  L.keyCodesOff = off.keyCodes;
-  L.valueCodesOff = off.valueCodes;
-  L.keyScalesOff = off.keyScales;
-  L.valueScalesOff = off.valueScales;
-  L.positionsOff = off.positions;
   L.maxCompressed = s.tokens;
   L.maxResidual = s.residualTokens;
   L.queries = dQ.as<float>();

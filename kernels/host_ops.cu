@@ -120,7 +120,6 @@ CudaStatus hostAttention(const HostAttentionArgs& a, StreamHandle stream) {
   if (B == 0) return CudaStatus::success();
   const size_t H = a.kvHeads, d = a.headDim, P = a.pageTokens;
   const format::Spec spec = ops::layoutSpec(a.keyBits, a.valueBits, a.pageTokens, a.storesPositions);
-  const format::PageOffsets off = format::pageOffsets(H, d, spec);
   const size_t pageBytes = format::pageBytes(H, d, spec);
 
   // Pages of every sequence in one arena, as a GPU cache would hold them.
@@ -203,24 +202,8 @@ CudaStatus hostAttention(const HostAttentionArgs& a, StreamHandle stream) {
   NQ_CUDA_TRY(upload(dPos, qpos.data(), qpos.size() * 4, stream), "");
   NQ_CUDA_TRY(dOut.allocate(q.size() * 4, 0xFF, stream), "");  // NaN poison: every element must be written
 
-  AttentionLaunch L;
+  AttentionLaunch L = ops::pagedAttentionLaunch(a.kvHeads, a.queryHeads, a.headDim, a.nq, spec, a.seed, a.scale);
   L.batch = B;
-  L.kvHeads = a.kvHeads;
-  L.queryHeads = a.queryHeads;
-  L.headDim = a.headDim;
-  L.queriesPerSeq = a.nq;
-  L.keyBits = a.keyBits;
-  L.valueBits = a.valueBits;
-  L.pageTokens = a.pageTokens;
-  L.storesPositions = a.storesPositions;
-  L.rotate = true;
-  L.seed = a.seed;
-  L.scale = a.scale;
-  L.keyCodesOff = off.keyCodes;
-  L.valueCodesOff = off.valueCodes;
-  L.keyScalesOff = off.keyScales;
-  L.valueScalesOff = off.valueScales;
-  L.positionsOff = off.positions;
   L.seqs = dSeqs.as<SeqKV>();
   L.maxCompressed = maxCompressed;
   L.maxResidual = maxResidual;

@@ -1,7 +1,7 @@
 // Packing plain [kvHeads][tokens] code arrays into cache pages (nq_format.h layout, header
 // included): how the host-array attention entry points of both backends (cpuAttentionOnArrays,
-// cuda::hostAttention) build the pages a cache would hold, so that they compare the same bytes.
-// Host code only.
+// cuda::hostAttention) build the pages a cache would hold, so that they compare the same bytes; and
+// the AttentionLaunch for such pages. Host code only.
 #pragma once
 #include <algorithm>
 #include <cstring>
@@ -15,6 +15,31 @@ namespace nq::ops {
 // eviction fraction).
 inline format::Spec layoutSpec(int keyBits, int valueBits, int pageTokens, bool storesPositions) {
   return format::Spec{keyBits, valueBits, storesPositions ? 0.5 : 0.0, 0, 0, 0, pageTokens};
+}
+
+// An AttentionLaunch for pages of this spec: shapes, rates, rotation and the page offsets filled in;
+// sequences, queries and outputs are the caller's. Used by the cache and by both host-array paths.
+inline AttentionLaunch pagedAttentionLaunch(int kvHeads, int queryHeads, int headDim, int queriesPerSeq, const format::Spec& spec, uint32_t seed,
+                                            float scale) {
+  const format::PageOffsets off = format::pageOffsets(static_cast<size_t>(kvHeads), static_cast<size_t>(headDim), spec);
+  AttentionLaunch L;
+  L.kvHeads = kvHeads;
+  L.queryHeads = queryHeads;
+  L.headDim = headDim;
+  L.queriesPerSeq = queriesPerSeq;
+  L.keyBits = spec.keyBits;
+  L.valueBits = spec.valueBits;
+  L.pageTokens = spec.pageTokens;
+  L.storesPositions = format::storesPositions(spec);
+  L.rotate = true;  // the cache always encodes with the rotation
+  L.seed = seed;
+  L.scale = scale;
+  L.keyCodesOff = off.keyCodes;
+  L.valueCodesOff = off.valueCodes;
+  L.keyScalesOff = off.keyScales;
+  L.valueScalesOff = off.valueScales;
+  L.positionsOff = off.positions;
+  return L;
 }
 
 // Writes page `pageIndex` of sequence `seqIndex` into `page` (pageBytes of the layout, zero-filled here).

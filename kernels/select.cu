@@ -1,6 +1,6 @@
 // Eviction on the GPU: which tokens each KV head keeps (selectKernel) and the compaction of the kept
 // slots into new pages (compactKernel). The selection is the CPU cache's exactly
-// (native/cpu/kv_cache.cc compressStore): sinks and the recent window are protected; the other
+// (native/cpu/ops/eviction_ops.cc cpuSelect): sinks and the recent window are protected; the other
 // tokens compete on (score descending, index ascending), found with a radix select over 64-bit keys
 // (orderable score << 32 | ~index), so there are no ties and the kept set is deterministic.
 #include <algorithm>

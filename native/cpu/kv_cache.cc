@@ -13,6 +13,7 @@
 #include "cpu/parallel.h"
 #include "cpu/scratch.h"
 #include "nq_half.h"
+#include "nq_page_pack.h"
 
 namespace nq {
 namespace {
@@ -140,7 +141,6 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
     for (size_t j = 0; j < nq; ++j) defaultPos.push_back(static_cast<int32_t>(static_cast<int64_t>(s.appended) - static_cast<int64_t>(nq) + static_cast<int64_t>(j)));
     qpos = defaultPos.data();
   }
-  const PageLayout& L = store_.layout();
   const std::vector<const uint8_t*> pages = s.pagePointers();
   ops::SeqKV kv;
   kv.pages = pages.data();
@@ -151,25 +151,10 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
   kv.firstResidualPos = static_cast<int>(s.firstResidualPosition());
   kv.accumulated = reinterpret_cast<float*>(s.accumulated.data());
   kv.accPitch = static_cast<int>(s.accCap);
-  ops::AttentionLaunch a;
+  ops::AttentionLaunch a = ops::pagedAttentionLaunch(static_cast<int>(H), static_cast<int>(qHeads), static_cast<int>(o_.headDim),
+                                                     static_cast<int>(nq), o_.spec, o_.seed, scale);
   a.batch = 1;
-  a.kvHeads = static_cast<int>(H);
-  a.queryHeads = static_cast<int>(qHeads);
-  a.headDim = static_cast<int>(o_.headDim);
-  a.queriesPerSeq = static_cast<int>(nq);
-  a.keyBits = o_.spec.keyBits;
-  a.valueBits = o_.spec.valueBits;
-  a.pageTokens = o_.spec.pageTokens;
-  a.storesPositions = L.storesPositions;
-  a.rotate = true;
-  a.seed = o_.seed;
-  a.scale = scale;
   a.ropeTheta = o_.ropeTheta;
-  a.keyCodesOff = L.offsets.keyCodes;
-  a.valueCodesOff = L.offsets.valueCodes;
-  a.keyScalesOff = L.offsets.keyScales;
-  a.valueScalesOff = L.offsets.valueScales;
-  a.positionsOff = L.offsets.positions;
   a.seqs = &kv;
   a.maxCompressed = kv.compressed;
   a.maxResidual = kv.residualCount;

@@ -19,7 +19,6 @@ void cpuAttentionOnArrays(const HostAttentionArgs& a) {
   if (a.kvHeads <= 0 || a.headDim <= 0 || a.pageTokens <= 0 || a.nq <= 0) throw NqError("INVALID_ARGUMENT", "attention: bad shape");
   const size_t H = static_cast<size_t>(a.kvHeads), d = static_cast<size_t>(a.headDim);
   const format::Spec spec = layoutSpec(a.keyBits, a.valueBits, a.pageTokens, a.storesPositions);
-  const format::PageOffsets off = format::pageOffsets(H, d, spec);
   const size_t pageBytes = format::pageBytes(H, d, spec);
 
   // Every sequence's pages and residual window in one scratch block, as the cache would hold them.
@@ -70,24 +69,8 @@ void cpuAttentionOnArrays(const HostAttentionArgs& a) {
     accAt += H * (n + r);
   }
   for (size_t b = 0; b < B; ++b) seqs[b].pages = pagePtrs.data() + pageStart[b];
-  AttentionLaunch L;
+  AttentionLaunch L = pagedAttentionLaunch(a.kvHeads, a.queryHeads, a.headDim, a.nq, spec, a.seed, a.scale);
   L.batch = 1;  // one sequence per call: queries and outputs are separate arrays per sequence
-  L.kvHeads = a.kvHeads;
-  L.queryHeads = a.queryHeads;
-  L.headDim = a.headDim;
-  L.queriesPerSeq = a.nq;
-  L.keyBits = a.keyBits;
-  L.valueBits = a.valueBits;
-  L.pageTokens = a.pageTokens;
-  L.storesPositions = a.storesPositions;
-  L.rotate = true;
-  L.seed = a.seed;
-  L.scale = a.scale;
-  L.keyCodesOff = off.keyCodes;
-  L.valueCodesOff = off.valueCodes;
-  L.keyScalesOff = off.keyScales;
-  L.valueScalesOff = off.valueScales;
-  L.positionsOff = off.positions;
   L.accumulate = accumulate;
   for (size_t b = 0; b < B; ++b) {
     const HostSequence& s = a.seqs[b];
