@@ -27,9 +27,12 @@ describe("CompressedKVCache reproduces the pre-split monolith (cache-golden.json
       const want = golden.cases.find((g) => g.name === c.name)!;
       const got = runGoldenCase(c);
       expect(got.tokens).toEqual(want.tokens);
+      expect(got.attention.length).toBe(want.attention.length);
+      // The accumulated scorer keeps attention's softmax mass as state: its stored scores (and so
+      // what it evicts) carry attention's rounding, exact only on the recording's ISA and threads.
+      if (c.spec?.scorer === "accumulated" && !sameMachineShape) return;
       expect(got.serialized).toEqual(want.serialized);
       expect(got.materialized).toEqual(want.materialized);
-      expect(got.attention.length).toBe(want.attention.length);
       if (sameMachineShape) {
         expect(got.attention).toEqual(want.attention);
       } else {
