@@ -6,7 +6,7 @@ namespace nq {
 namespace {
 
 // Quantizes the residual onto pages unless a page-less store would hold more as pages than in FP16.
-void quantizeIfPagingPays(CompressSteps& steps, const CompressRules& rules, const HeldTokens& h) {
+void quantizeIfPagingPays(StoreSteps& steps, const CompressRules& rules, const HeldTokens& h) {
   if (h.residual == 0) return;
   if (!h.hasPages && !format::pagingPays(rules.kvHeads, rules.headDim, rules.spec, h.residual)) return;
   steps.quantizeResidual();
@@ -14,14 +14,14 @@ void quantizeIfPagingPays(CompressSteps& steps, const CompressRules& rules, cons
 
 // Frees the eviction buffers however the steps end.
 struct EvictionScope {
-  CompressSteps& steps;
-  EvictionScope(CompressSteps& s, size_t target) : steps(s) { steps.beginEviction(target); }
+  StoreSteps& steps;
+  EvictionScope(StoreSteps& s, size_t target) : steps(s) { steps.beginEviction(target); }
   ~EvictionScope() { steps.endEviction(); }
   EvictionScope(const EvictionScope&) = delete;
   EvictionScope& operator=(const EvictionScope&) = delete;
 };
 
-void evict(CompressSteps& steps, const CompressRules& rules, const HeldTokens& h, size_t target, const ObservedQueries& observed) {
+void evict(StoreSteps& steps, const CompressRules& rules, const HeldTokens& h, size_t target, const ObservedQueries& observed) {
   EvictionScope scope(steps, target);
   steps.score(observed);
   ops::SelectLaunch shape;
@@ -37,7 +37,55 @@ void evict(CompressSteps& steps, const CompressRules& rules, const HeldTokens& h
   steps.setResidualSlots(0);  // empty now: appends grow it again (format::residualCapacity)
 }
 
+// Before the first compress() the residual is the whole FP16 cache (preset "none"): it grows by a
+// quarter, not double, so it never holds more than 1.25x the FP16 bytes; amortized copying stays O(n).
+// No floor: a few tokens get a few slots.
+void growResidual(StoreSteps& steps, size_t minSlots) {
+  const size_t cap = steps.residualSlots();
+  if (minSlots <= cap) return;
+  steps.setResidualSlots(std::max(cap + cap / 4, minSlots));
+}
+
 }  // namespace
+
+void appendTokens(StoreSteps& steps, const CompressRules& rules, size_t count) {
+  const size_t window = static_cast<size_t>(rules.spec.residualWindow);
+  size_t done = 0;
+  while (done < count) {
+    const HeldTokens h = steps.held();
+    const size_t left = count - done;
+    size_t room;
+    if (!h.compressedOnce) {
+      growResidual(steps, h.residual + left);
+      room = left;
+    } else if (!h.hasPages) {
+      // A page-less store keeps its tokens in FP16 until paging pays (at the window or the next
+      // compress), its residual growing by a quarter (at most 1.25x their bytes). It fills up to the
+      // window, then takes one token at a time, so the flush below pages it as soon as a page pays,
+      // and a long append after a short compressed prompt still goes to pages window by window.
+      room = h.residual < window ? std::min(left, window - h.residual) : 1;
+      growResidual(steps, h.residual + room);
+    } else if (window == 0) {
+      steps.setResidualSlots(left);  // no residual window: quantize straight away
+      room = left;
+    } else {
+      // The window grows with the tokens waiting in it (powers of two up to its size), so a short
+      // prompt's compressed cache does not carry a whole empty FP16 window.
+      const size_t cap = format::residualCapacity(std::min(window, h.residual + left), rules.spec);
+      if (cap > steps.residualSlots()) steps.setResidualSlots(cap);
+      room = steps.residualSlots() - h.residual;
+    }
+    const size_t take = std::min(room, left);
+    steps.appendRows(done, take);
+    done += take;
+    const HeldTokens now = steps.held();
+    if (now.compressedOnce && now.residual >= window) {
+      flushFullResidual(steps, rules);
+      // Flushed: back to at most the window (a page-less store may have grown past it, see above).
+      if (steps.held().residual == 0 && steps.residualSlots() > window) steps.setResidualSlots(window);
+    }
+  }
+}
 
 size_t compressTarget(const CompressRules& rules, const HeldTokens& h) {
   size_t target = std::min(h.total(), format::keptTokenCount(h.appended, rules.spec));
@@ -45,7 +93,7 @@ size_t compressTarget(const CompressRules& rules, const HeldTokens& h) {
   return target;
 }
 
-void compressStore(CompressSteps& steps, const CompressRules& rules, const ObservedQueries& observed) {
+void compressStore(StoreSteps& steps, const CompressRules& rules, const ObservedQueries& observed) {
   const HeldTokens h = steps.held();
   const size_t target = compressTarget(rules, h);
   if (target < h.total()) {
@@ -60,7 +108,7 @@ void compressStore(CompressSteps& steps, const CompressRules& rules, const Obser
   steps.setResidualSlots(steps.held().residual);
 }
 
-void flushFullResidual(CompressSteps& steps, const CompressRules& rules) {
+void flushFullResidual(StoreSteps& steps, const CompressRules& rules) {
   const HeldTokens h = steps.held();
   if (rules.budgetTokens > 0 && h.total() > rules.budgetTokens) {
     evict(steps, rules, h, compressTarget(rules, h), ObservedQueries{});

@@ -1,8 +1,9 @@
-// The compress policy of a paged cache, one for every backend: how many tokens a (sequence, layer)
-// keeps (true length, eviction spec, token budget), when the residual window goes onto pages, and the
-// order of the eviction ops (score -> select -> encode residual -> compact). It decides; the store
-// runs each step with its own buffers and ops (CPU: cpu/cpu_compress_steps.h with cpu/ops/; a CUDA
-// store would implement the same interface with device buffers and the launchers of nq_cuda_api.h).
+// The compress policy of a paged cache, one for every backend: how an append fills the FP16 residual
+// window (its capacity rules), how many tokens a (sequence, layer) keeps (true length, eviction spec,
+// token budget), when the residual window goes onto pages, and the order of the eviction ops
+// (score -> select -> encode residual -> compact). It decides; the store runs each step with its own
+// buffers and ops (CPU: cpu/cpu_store_steps.h with cpu/ops/; a CUDA store implements the same
+// interface with device buffers and the launchers of nq_cuda_api.h).
 #pragma once
 #include <cstddef>
 
@@ -17,6 +18,7 @@ struct HeldTokens {
   size_t residual = 0;    // FP16 rows waiting in the residual window
   size_t appended = 0;    // the sequence's true length
   bool hasPages = false;
+  bool compressedOnce = false;  // compress() ran on this store: appends then go window by window
   size_t total() const { return compressed + residual; }
 };
 
@@ -34,10 +36,14 @@ struct CompressRules {
 };
 
 // The steps a store offers the policy, for one (sequence, layer).
-class CompressSteps {
+class StoreSteps {
  public:
-  virtual ~CompressSteps() = default;
+  virtual ~StoreSteps() = default;
   virtual HeldTokens held() const = 0;
+  virtual size_t residualSlots() const = 0;  // capacity of the residual window now
+  // Copies tokens [first, first + count) of the append in progress after the residual rows (there is
+  // room: the policy sized the residual) and counts them as appended.
+  virtual void appendRows(size_t first, size_t count) = 0;
   // Quantizes every residual row onto page slots after the compressed ones (no eviction).
   virtual void quantizeResidual() = 0;
   // Reallocates the residual to exactly `slots` rows (it holds at most that many then).
@@ -60,11 +66,16 @@ size_t compressTarget(const CompressRules& rules, const HeldTokens& h);
 
 // compress() of one (sequence, layer): evict to compressTarget, or, when nothing is to be evicted,
 // quantize the residual (if paging pays) and trim the residual to what it still holds.
-void compressStore(CompressSteps& steps, const CompressRules& rules, const ObservedQueries& observed);
+void compressStore(StoreSteps& steps, const CompressRules& rules, const ObservedQueries& observed);
+
+// An append of `count` tokens (the store's appendRows source): grows the residual by the capacity
+// rules (before the first compress() by a quarter, afterwards in powers of two up to the window) and
+// flushes it whenever a full window waits (flushFullResidual).
+void appendTokens(StoreSteps& steps, const CompressRules& rules, size_t count);
 
 // The residual window filled after a compress(): quantize it onto pages; under a budget that the
 // store would pass, evict down to the budget instead. A page-less store whose tokens cost more as
 // pages than in FP16 keeps them (format::pagingPays): that holds a short prompt's ratio at >= 1.
-void flushFullResidual(CompressSteps& steps, const CompressRules& rules);
+void flushFullResidual(StoreSteps& steps, const CompressRules& rules);
 
 }  // namespace nq

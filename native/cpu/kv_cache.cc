@@ -7,7 +7,7 @@
 #include <type_traits>
 
 #include "cpu/compress_policy.h"
-#include "cpu/cpu_compress_steps.h"
+#include "cpu/cpu_store_steps.h"
 #include "cpu/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/parallel.h"
@@ -42,7 +42,7 @@ void KvCache::checkRange(size_t seq, size_t layer) const {
   if (layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range [0, " + std::to_string(o_.layers) + ")");
 }
 
-// ---- append: FP16 residual, quantized window by window after the first compress() ----------------
+// ---- append: checked here, then the policy's residual rules (appendTokens) --------------------------
 
 template <typename T>
 void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t count) {
@@ -60,54 +60,14 @@ void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_
                                         ", token " + std::to_string(token) + " of this append; the cache was not changed");
     }
   }
-  SeqLayerStore& s = store_.at(seq, layer);
-  size_t done = 0;
-  while (done < count) {
-    size_t room;
-    const size_t window = static_cast<size_t>(o_.spec.residualWindow);
-    if (!s.compressedOnce) {
-      store_.growResidual(s, s.residualCount + (count - done));
-      room = count - done;
-    } else if (s.pages.empty()) {
-      // A page-less store keeps its tokens in FP16 until paging pays (flushResidual, at the window or
-      // the next compress), its residual growing by a quarter (at most 1.25x their bytes). It fills up
-      // to the window, then takes one token at a time, so the flush below pages it as soon as a page
-      // pays, and a long append after a short compressed prompt still goes to pages window by window.
-      room = s.residualCount < window ? std::min(count - done, window - s.residualCount) : 1;
-      store_.growResidual(s, s.residualCount + room);
-    } else if (window == 0) {
-      store_.setResidualCapacity(s, count - done);  // no residual window: quantize straight away
-      room = count - done;
-    } else {
-      // The window grows with the tokens waiting in it (powers of two up to its size), so a short
-      // prompt's compressed cache does not carry a whole empty FP16 window.
-      const size_t cap = format::residualCapacity(std::min(window, s.residualCount + (count - done)), o_.spec);
-      if (cap > s.residualCap) store_.setResidualCapacity(s, cap);
-      room = s.residualCap - s.residualCount;
-    }
-    const size_t take = std::min(room, count - done);
-    for (size_t kv = 0; kv < 2; ++kv) {
-      const T* src = kv == 0 ? k : v;
-      for (size_t h = 0; h < H; ++h) {
-        uint16_t* dst = store_.residualRows(s, kv, h) + s.residualCount * d;
-        const T* row = src + (h * count + done) * d;
-        for (size_t i = 0; i < take * d; ++i) {
-          if constexpr (std::is_same_v<T, float>) dst[i] = floatToHalf(row[i]);
-          else dst[i] = row[i];
-        }
-      }
-    }
-    s.residualCount += take;
-    s.appended += take;
-    done += take;
-    if (o_.scorer == Scorer::Accumulated) store_.ensureAccumulated(s, s.compressed + s.residualCount);
-    if (s.compressedOnce && s.residualCount >= window) {
-      CpuCompressSteps steps(store_, o_, rope_, seq, layer);
-      flushFullResidual(steps, rules(o_));
-      // Flushed: back to at most the window (a page-less store may have grown past it, see above).
-      if (s.residualCount == 0 && s.residualCap > window) store_.setResidualCapacity(s, window);
-    }
-  }
+  AppendSource src;
+  src.keys = k;
+  src.values = v;
+  src.f16 = std::is_same_v<T, uint16_t>;
+  src.count = count;
+  CpuStoreSteps steps(store_, o_, rope_, seq, layer);
+  steps.setAppendSource(src);
+  appendTokens(steps, rules(o_), count);
 }
 
 void KvCache::append(size_t seq, size_t layer, const float* k, const float* v, size_t T) { appendImpl(seq, layer, k, v, T); }
@@ -123,7 +83,7 @@ void KvCache::compress(size_t seq, long layer, const std::vector<const float*>* 
     q.queries = observed && l < observed->size() ? (*observed)[l] : nullptr;
     q.queryHeads = queryHeads;
     q.window = observedWindow;
-    CpuCompressSteps steps(store_, o_, rope_, seq, l);
+    CpuStoreSteps steps(store_, o_, rope_, seq, l);
     compressStore(steps, rules(o_), q);
   }
 }

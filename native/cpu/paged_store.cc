@@ -88,14 +88,6 @@ void PagedStore::setResidualCapacity(SeqLayerStore& s, size_t cap) const {
   s.residualCount = keep;
 }
 
-void PagedStore::growResidual(SeqLayerStore& s, size_t minCap) const {
-  if (minCap <= s.residualCap) return;
-  // Grow by a quarter (not double): before the first compress() the residual is the whole FP16 cache
-  // (preset "none"), and doubling would hold up to 2x the bytes it needs; amortized copying stays O(n).
-  // No floor: a few tokens get a few slots, so an uncompressed cache never holds more than 1.25x FP16.
-  setResidualCapacity(s, std::max(s.residualCap + s.residualCap / 4, minCap));
-}
-
 void PagedStore::ensureAccumulated(SeqLayerStore& s, size_t slots) const {
   if (slots <= s.accCap) return;
   const size_t H = layout_.kvHeads;

@@ -70,7 +70,6 @@ class PagedStore {
   const uint16_t* residualRows(const SeqLayerStore& s, size_t kv, size_t head) const;
   // Reallocates the residual to `cap` slots, keeping the first min(count, cap) rows.
   void setResidualCapacity(SeqLayerStore& s, size_t cap) const;
-  void growResidual(SeqLayerStore& s, size_t minCap) const;
   // The Accumulated scorer's row holds at least `slots` (zero-filled, power-of-two growth).
   void ensureAccumulated(SeqLayerStore& s, size_t slots) const;
 

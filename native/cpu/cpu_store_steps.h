@@ -12,12 +12,23 @@
 
 namespace nq {
 
-class CpuCompressSteps : public CompressSteps {
+// The rows an append brings: keys and values [H][count][d], f32 or FP16 bits.
+struct AppendSource {
+  const void* keys = nullptr;
+  const void* values = nullptr;
+  bool f16 = false;
+  size_t count = 0;
+};
+
+class CpuStoreSteps : public StoreSteps {
  public:
-  CpuCompressSteps(PagedStore& store, const CacheOptions& options, const RopeTable& rope, size_t seq, size_t layer)
+  CpuStoreSteps(PagedStore& store, const CacheOptions& options, const RopeTable& rope, size_t seq, size_t layer)
       : store_(store), o_(options), rope_(rope), seq_(seq), layer_(layer), s_(store.at(seq, layer)) {}
 
   HeldTokens held() const override;
+  size_t residualSlots() const override { return s_.residualCap; }
+  void setAppendSource(const AppendSource& src) { append_ = src; }
+  void appendRows(size_t first, size_t count) override;
   void quantizeResidual() override;
   void setResidualSlots(size_t slots) override { store_.setResidualCapacity(s_, slots); }
   void markCompressed() override { s_.compressedOnce = true; }
@@ -37,6 +48,7 @@ class CpuCompressSteps : public CompressSteps {
   const RopeTable& rope_;
   size_t seq_, layer_;
   SeqLayerStore& s_;
+  AppendSource append_;
   // Eviction state, between beginEviction and endEviction.
   size_t total_ = 0, target_ = 0;
   std::optional<Scratch<int32_t>> positions_;  // [H][total]

@@ -1,4 +1,4 @@
-#include "cpu/cpu_compress_steps.h"
+#include "cpu/cpu_store_steps.h"
 
 #include <algorithm>
 #include <vector>
@@ -10,16 +10,37 @@
 
 namespace nq {
 
-HeldTokens CpuCompressSteps::held() const {
+HeldTokens CpuStoreSteps::held() const {
   HeldTokens h;
   h.compressed = s_.compressed;
   h.residual = s_.residualCount;
   h.appended = s_.appended;
   h.hasPages = !s_.pages.empty();
+  h.compressedOnce = s_.compressedOnce;
   return h;
 }
 
-void CpuCompressSteps::residualRowsF32(size_t kv, size_t head, size_t firstPosition, float* rows) const {
+void CpuStoreSteps::appendRows(size_t first, size_t count) {
+  const size_t H = o_.kvHeads, d = o_.headDim, total = append_.count;
+  for (size_t kv = 0; kv < 2; ++kv) {
+    const void* src = kv == 0 ? append_.keys : append_.values;
+    for (size_t h = 0; h < H; ++h) {
+      uint16_t* dst = store_.residualRows(s_, kv, h) + s_.residualCount * d;
+      const size_t at = (h * total + first) * d;
+      if (append_.f16) {
+        std::copy(static_cast<const uint16_t*>(src) + at, static_cast<const uint16_t*>(src) + at + count * d, dst);
+      } else {
+        const float* row = static_cast<const float*>(src) + at;
+        for (size_t i = 0; i < count * d; ++i) dst[i] = floatToHalf(row[i]);
+      }
+    }
+  }
+  s_.residualCount += count;
+  s_.appended += count;
+  if (o_.scorer == Scorer::Accumulated) store_.ensureAccumulated(s_, s_.held());
+}
+
+void CpuStoreSteps::residualRowsF32(size_t kv, size_t head, size_t firstPosition, float* rows) const {
   const size_t n = s_.residualCount, d = o_.headDim;
   const uint16_t* src = store_.residualRows(s_, kv, head);
   for (size_t i = 0; i < n * d; ++i) rows[i] = halfToFloat(src[i]);
@@ -27,7 +48,7 @@ void CpuCompressSteps::residualRowsF32(size_t kv, size_t head, size_t firstPosit
     for (size_t r = 0; r < n; ++r) rope_.apply(rows + r * d, static_cast<int64_t>(firstPosition + r), true);
 }
 
-void CpuCompressSteps::quantizeResidual() {
+void CpuStoreSteps::quantizeResidual() {
   const PageLayout& L = store_.layout();
   const size_t P = L.pageTokens, H = o_.kvHeads, d = o_.headDim;
   const size_t n = s_.residualCount, first = s_.compressed, firstPosition = s_.firstResidualPosition();
@@ -64,7 +85,7 @@ void CpuCompressSteps::quantizeResidual() {
   s_.residualCount = 0;  // accumulated scores keep their slot order: residual slots became page slots
 }
 
-void CpuCompressSteps::beginEviction(size_t target) {
+void CpuStoreSteps::beginEviction(size_t target) {
   const size_t H = o_.kvHeads, nc = s_.compressed, nr = s_.residualCount;
   total_ = nc + nr;
   target_ = target;
@@ -78,7 +99,7 @@ void CpuCompressSteps::beginEviction(size_t target) {
   }
 }
 
-void CpuCompressSteps::score(const ObservedQueries& observed) {
+void CpuStoreSteps::score(const ObservedQueries& observed) {
   const size_t H = o_.kvHeads, d = o_.headDim, nc = s_.compressed, nr = s_.residualCount, total = total_;
   // Observed without queries for this layer falls back to key-key.
   const Scorer scorer = o_.scorer == Scorer::Observed && observed.queries == nullptr ? Scorer::KeyKey : o_.scorer;
@@ -120,7 +141,7 @@ void CpuCompressSteps::score(const ObservedQueries& observed) {
   });
 }
 
-void CpuCompressSteps::select(const ops::SelectLaunch& shape) {
+void CpuStoreSteps::select(const ops::SelectLaunch& shape) {
   kept_.emplace(o_.kvHeads * target_);
   ops::SelectLaunch a = shape;
   a.scores = scores_->data();
@@ -129,7 +150,7 @@ void CpuCompressSteps::select(const ops::SelectLaunch& shape) {
   ops::cpuSelect(a);
 }
 
-void CpuCompressSteps::encodeResidual() {
+void CpuStoreSteps::encodeResidual() {
   const PageLayout& L = store_.layout();
   const size_t H = o_.kvHeads, d = o_.headDim, nr = s_.residualCount, firstPosition = s_.firstResidualPosition();
   resKeyCodes_.emplace(H * nr * L.keyCodeBytes);
@@ -155,7 +176,7 @@ void CpuCompressSteps::encodeResidual() {
   });
 }
 
-void CpuCompressSteps::compact() {
+void CpuStoreSteps::compact() {
   const PageLayout& L = store_.layout();
   const size_t H = o_.kvHeads, target = target_;
   std::vector<HostBuffer> pages;
@@ -202,7 +223,7 @@ void CpuCompressSteps::compact() {
   s_.residualCount = 0;
 }
 
-void CpuCompressSteps::endEviction() {
+void CpuStoreSteps::endEviction() {
   positions_.reset();
   scores_.reset();
   kept_.reset();
