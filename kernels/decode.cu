@@ -75,7 +75,21 @@ __global__ void __launch_bounds__(kDecodeThreads) decodeKernel(DecodeParams p) {
   }
 }
 
+// FP16 bits -> f32, one element per thread (grid-stride).
+__global__ void halfToFloatKernel(const uint16_t* in, long long n, float* out) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n; i += static_cast<long long>(gridDim.x) * blockDim.x)
+    out[i] = halfToFloat(in[i]);
+}
+
 }  // namespace
+
+CudaStatus launchHalfToFloat(const uint16_t* in, size_t count, float* out, StreamHandle stream) {
+  if (count == 0) return CudaStatus::success();
+  if (!in || !out) return CudaStatus::fail(CudaCode::InvalidArgument, "halfToFloat: null device pointer");
+  const int grid = static_cast<int>(std::min<long long>(ceilDiv(static_cast<long long>(count), 256), static_cast<long long>(smCount()) * 32));
+  halfToFloatKernel<<<grid, 256, 0, asStream(stream)>>>(in, static_cast<long long>(count), out);
+  return checkLaunch("halfToFloatKernel");
+}
 
 CudaStatus launchDecode(const DecodeLaunch& a) {
   if (!codecSupported(a.codec.headDim, a.codec.bits)) return CudaStatus::fail(CudaCode::Unsupported, "decode: headDim/bits not supported by the CUDA codec");

@@ -134,6 +134,11 @@ CudaStatus copyToHost(void* dst, const void* src, size_t bytes, StreamHandle str
   return fromCuda(cudaStreamSynchronize(asStream(stream)), "copy to host");
 }
 
+CudaStatus copyOnDevice(void* dst, const void* src, size_t bytes, StreamHandle stream) {
+  if (bytes == 0) return CudaStatus::success();
+  return fromCuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, asStream(stream)), "copy on device");
+}
+
 CudaStatus fillDevice(void* dst, int byteValue, size_t bytes, StreamHandle stream) {
   if (bytes == 0) return CudaStatus::success();
   return fromCuda(cudaMemsetAsync(dst, byteValue, bytes, asStream(stream)), "cudaMemsetAsync");

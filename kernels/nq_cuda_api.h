@@ -48,6 +48,16 @@ struct CudaStatus {
   uint64_t freeBytes = 0;       // OutOfMemory: cudaMemGetInfo free bytes at the time
   int64_t badIndex = -1;        // InvalidData: first offending vector
   bool ok() const { return code == CudaCode::Ok; }
+  // The NexusQuantErrorCode a failure becomes in JS.
+  const char* errorCode() const {
+    switch (code) {
+      case CudaCode::OutOfMemory: return "OUT_OF_MEMORY";
+      case CudaCode::InvalidArgument: return "INVALID_ARGUMENT";
+      case CudaCode::Unsupported: return "UNSUPPORTED";
+      case CudaCode::InvalidData: return "INVALID_DATA";
+      default: return "NATIVE_ERROR";
+    }
+  }
   static CudaStatus success() { return {}; }
   static CudaStatus fail(CudaCode c, std::string m) {
     CudaStatus s;
@@ -130,6 +140,8 @@ class DeviceArena {
 
 CudaStatus copyToDevice(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
 CudaStatus copyToHost(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
+// Device -> device, queued on `stream` (not synchronized: later work on the stream sees it).
+CudaStatus copyOnDevice(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
 CudaStatus fillDevice(void* dst, int byteValue, size_t bytes, StreamHandle stream = nullptr);
 
 // ---- codec (encode.cu, decode.cu) ------------------------------------------------------------------
@@ -150,6 +162,8 @@ CudaStatus launchFindNonFinite(const void* input, bool inputF16, size_t vectors,
                                StreamHandle stream);
 
 CudaStatus launchDecode(const DecodeLaunch& a);
+// FP16 bits -> f32 on the device (the residual window's rows, for the scorers).
+CudaStatus launchHalfToFloat(const uint16_t* in, size_t count, float* out, StreamHandle stream = nullptr);
 
 // ---- decode attention on the paged cache (attention.cu) ------------------------------------------
 

@@ -1,4 +1,5 @@
-// NativeCache: the JS handle of a KvCache. TypeScript (src/runtime/cache.ts) validates arguments;
+// NativeCache: the JS handle of a CompressedCache (the CPU KvCache, or the CUDA cache when asked
+// for: cuda/cuda_kv_cache.h). TypeScript (src/runtime/cache.ts) validates arguments;
 // this layer converts typed arrays (refusing integers it cannot represent and lengths that do not
 // match), runs the work (compress also as async work off the event loop), and turns every C++
 // exception into a JS error with a `code`. Each cache charges its bytes to its own MemoryBudget
@@ -13,6 +14,7 @@
 #include "binding/register.h"
 #include "cpu/dense_attention.h"
 #include "cpu/kv_cache.h"
+#include "cuda/cuda_kv_cache.h"
 #include "cpu/codec.h"
 #include "cpu/nq_error.h"
 #include "memory/allocator.h"
@@ -44,7 +46,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   // What deserialize() hands the constructor through an External: the loaded cache and the budget
   // its bytes were charged to.
   struct Loaded {
-    std::unique_ptr<KvCache> cache;
+    std::unique_ptr<CompressedCache> cache;
     std::shared_ptr<MemoryBudget> budget;
   };
 
@@ -89,9 +91,15 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     c.budgetTokens = static_cast<size_t>(integer("budgetTokens", 0, format::kMaxPositions));
     const Napi::Value limit = o.Get("memoryLimitBytes");
     budget_ = std::make_shared<MemoryBudget>(limit.IsUndefined() ? 0 : static_cast<uint64_t>(readInteger(limit, "memoryLimitBytes", 0, kMaxSafeInteger)));
+    // "cpu" (the default) or "cuda": TypeScript resolves "auto" before this point.
+    const Napi::Value backend = o.Get("backend");
+    const std::string backendName = backend.IsUndefined() ? "cpu" : backend.IsString() ? backend.As<Napi::String>().Utf8Value() : "";
+    if (backendName != "cpu" && backendName != "cuda")
+      throwJs(env, "INVALID_ARGUMENT", "Expected \"cpu\" or \"cuda\" for backend but received " + describeJs(backend));
     guarded(env, [&] {
       BudgetScope scope(budget_.get());
-      cache_ = std::make_unique<KvCache>(c);
+      if (backendName == "cuda") cache_ = makeCudaCache(c);
+      else cache_ = std::make_unique<KvCache>(c);
     });
     reportExternal(env);
   }
@@ -102,7 +110,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   }
 
  private:
-  KvCache& cache(Napi::Env env) {
+  CompressedCache& cache(Napi::Env env) {
     if (!cache_) throwJs(env, "DISPOSED", "this CompressedKVCache has been disposed");
     if (busy_) throwJs(env, "INVALID_ARGUMENT", "this CompressedKVCache is busy with an async compress(); await it first");
     return *cache_;
@@ -130,7 +138,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
 
   Napi::Value append(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    KvCache& c = cache(env);
+    CompressedCache& c = cache(env);
     const size_t seq = argSize(info, 0, "sequence"), layer = argSize(info, 1, "layer"), tokens = argSize(info, 4, "tokens");
     const auto& o = c.options();
     if (seq >= o.batch || layer >= o.layers) throwJs(env, "INVALID_ARGUMENT", "sequence or layer out of range");
@@ -186,7 +194,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     }
     return a;
   }
-  static void runCompress(KvCache& c, const CompressArgs& a) {
+  static void runCompress(CompressedCache& c, const CompressArgs& a) {
     std::vector<const float*> ptrs(a.observed.size());
     for (size_t i = 0; i < ptrs.size(); ++i) ptrs[i] = a.observed[i].empty() ? nullptr : a.observed[i].data();
     c.compress(a.seq, a.layer, a.observed.empty() ? nullptr : &ptrs, a.queryHeads, a.window);
@@ -194,7 +202,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
 
   Napi::Value compress(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    KvCache& c = cache(env);
+    CompressedCache& c = cache(env);
     CompressArgs a = compressArgs(info, c.options());
     run(env, [&] { runCompress(c, a); });
     return env.Undefined();
@@ -233,7 +241,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
 
   Napi::Value compressAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    KvCache& c = cache(env);
+    CompressedCache& c = cache(env);
     auto* worker = new CompressWorker(env, this, compressArgs(info, c.options()));
     busy_ = true;
     Napi::Promise p = worker->promise();
@@ -243,7 +251,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
 
   Napi::Value attention(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    KvCache& c = cache(env);
+    CompressedCache& c = cache(env);
     const auto& o = c.options();
     const size_t seq = argSize(info, 0, "sequence"), layer = argSize(info, 1, "layer");
     if (seq >= o.batch || layer >= o.layers) throwJs(env, "INVALID_ARGUMENT", "sequence or layer out of range");
@@ -275,7 +283,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   // materialize(seq, layer, f16) -> { tokens, keys, values, positions }, decoded straight into JS memory.
   Napi::Value materialize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    KvCache& c = cache(env);
+    CompressedCache& c = cache(env);
     const size_t seq = argSize(info, 0, "sequence"), layer = argSize(info, 1, "layer");
     const bool f16 = info.Length() > 2 && info[2].ToBoolean().Value();
     const auto& o = c.options();
@@ -337,7 +345,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   // counts(seq, layer) -> { tokens, appended, compressedTokens, compressed }
   Napi::Value counts(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    KvCache& c = cache(env);
+    CompressedCache& c = cache(env);
     const size_t seq = argSize(info, 0, "sequence"), layer = argSize(info, 1, "layer");
     const auto& o = c.options();
     if (seq >= o.batch || layer >= o.layers) throwJs(env, "INVALID_ARGUMENT", "sequence or layer out of range");
@@ -376,7 +384,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
 
   Napi::Value serialize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    KvCache& c = cache(env);
+    CompressedCache& c = cache(env);
     std::vector<uint8_t> bytes = guarded(env, [&] { return c.serialize(); });
     Napi::Uint8Array out = Napi::Uint8Array::New(env, bytes.size());
     std::copy(bytes.begin(), bytes.end(), out.Data());
@@ -406,7 +414,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
 
   // Declared before cache_: the cache's buffers return their bytes to the budget when it is destroyed.
   std::shared_ptr<MemoryBudget> budget_;
-  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<CompressedCache> cache_;
   int64_t reported_ = 0;  // bytes V8 was told this object holds
   bool busy_ = false;
 };

@@ -22,15 +22,7 @@ using cuda::CudaCode;
 using cuda::CudaStatus;
 
 [[noreturn]] void throwStatus(Napi::Env env, const CudaStatus& st) {
-  const char* code = "NATIVE_ERROR";
-  switch (st.code) {
-    case CudaCode::OutOfMemory: code = "OUT_OF_MEMORY"; break;
-    case CudaCode::InvalidArgument: code = "INVALID_ARGUMENT"; break;
-    case CudaCode::Unsupported: code = "UNSUPPORTED"; break;
-    case CudaCode::InvalidData: code = "INVALID_DATA"; break;
-    default: break;
-  }
-  Napi::Error err = makeJsError(env, code, "CUDA backend: " + st.message);
+  Napi::Error err = makeJsError(env, st.errorCode(), "CUDA backend: " + st.message);
   Napi::Object details = Napi::Object::New(env);
   if (st.code == CudaCode::OutOfMemory) {
     details.Set("requestedBytes", static_cast<double>(st.requestedBytes));

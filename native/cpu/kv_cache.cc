@@ -44,11 +44,11 @@ void KvCache::checkRange(size_t seq, size_t layer) const {
 
 // ---- append: checked here, then the policy's residual rules (appendTokens) --------------------------
 
+namespace {
+
 template <typename T>
-void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t count) {
-  checkRange(seq, layer);
-  const size_t H = o_.kvHeads, d = o_.headDim, n = H * count * d;
-  // Check everything before touching state: a bad append leaves the cache as it was.
+void checkRows(const T* k, const T* v, size_t kvHeads, size_t count, size_t d) {
+  const size_t n = kvHeads * count * d;
   for (size_t i = 0; i < n; ++i) {
     const bool bad = [&] {
       if constexpr (std::is_same_v<T, float>) return !std::isfinite(k[i]) || !std::isfinite(v[i]) || std::fabs(k[i]) > 65504.f || std::fabs(v[i]) > 65504.f;
@@ -60,6 +60,17 @@ void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_
                                         ", token " + std::to_string(token) + " of this append; the cache was not changed");
     }
   }
+}
+
+}  // namespace
+
+void checkAppendRows(const float* k, const float* v, size_t kvHeads, size_t count, size_t headDim) { checkRows(k, v, kvHeads, count, headDim); }
+void checkAppendRows(const uint16_t* k, const uint16_t* v, size_t kvHeads, size_t count, size_t headDim) { checkRows(k, v, kvHeads, count, headDim); }
+
+template <typename T>
+void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t count) {
+  checkRange(seq, layer);
+  checkAppendRows(k, v, o_.kvHeads, count, o_.headDim);  // before touching state
   AppendSource src;
   src.keys = k;
   src.values = v;

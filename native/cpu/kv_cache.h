@@ -1,11 +1,12 @@
 // CompressedKVCache, CPU backend: the paged store (cpu/paged_store.h) driven by the backend-neutral
-// compress policy (cpu/compress_policy.h) through the CPU ops (cpu/ops/cpu_ops.h). This class keeps
-// the appends' residual-window rules, argument checks, and the public surface the binding uses.
+// compress policy (cpu/compress_policy.h) through the CPU ops (cpu/ops/cpu_ops.h). This class checks
+// arguments and holds the pieces together behind the CompressedCache surface the binding uses.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "compressed_cache.h"
 #include "cpu/paged_store.h"
 #include "cpu/rope.h"
 #include "cpu/scoring.h"
@@ -14,20 +15,6 @@
 
 namespace nq {
 
-struct CacheOptions {
-  size_t batch = 1, layers = 1, kvHeads = 1, headDim = 128;
-  format::Spec spec{};
-  Scorer scorer = Scorer::KeyKey;
-  uint32_t seed = 0;           // Hadamard sign-flip seed, shared by keys and values
-  size_t scorerWindow = 32;    // proxy/observation window of key-key and observed
-  size_t poolKernel = 7;       // max-pool width of observed
-  size_t queryHeads = 1;       // query heads per layer (GQA), recorded so a deserialized cache knows them
-  size_t budgetTokens = 0;     // 0: off; else at most this many tokens per sequence and layer
-  // > 0: keys are stored with RoPE (rotate-half convention, this theta) removed, and RoPE is
-  // re-applied at each key's position when keys are read back. 0: keys are stored as they come.
-  double ropeTheta = 0;
-};
-
 // Dense view of one (sequence, layer): K and V rows [H][n][d] in f32 and positions [H][n].
 struct DenseKV {
   size_t tokens = 0;
@@ -35,44 +22,49 @@ struct DenseKV {
   std::vector<int32_t> positions;
 };
 
-class KvCache {
+class KvCache : public CompressedCache {
  public:
   explicit KvCache(const CacheOptions& o);
 
-  const CacheOptions& options() const { return o_; }
+  const CacheOptions& options() const override { return o_; }
 
   // Appends T tokens; k and v are [H][T][d], f32 or FP16 bits. The residual grows freely until the
   // first compress(); afterwards it has `residualWindow` slots and full blocks are quantized.
-  void append(size_t seq, size_t layer, const float* k, const float* v, size_t T);
-  void appendF16(size_t seq, size_t layer, const uint16_t* k, const uint16_t* v, size_t T);
+  void append(size_t seq, size_t layer, const float* k, const float* v, size_t T) override;
+  void appendF16(size_t seq, size_t layer, const uint16_t* k, const uint16_t* v, size_t T) override;
 
   // Applies the spec to every layer of `seq`: score, evict to the kept count for the sequence's
   // true length (or the budget), quantize the residual. `observed` (Observed scorer) gives, per layer,
   // queries [queryHeads][window][d]; null entries fall back to key-key for that layer.
   // layer < 0 compresses every layer.
-  void compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow);
+  void compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow) override;
 
   // Softmax attention of queries [qHeads][nq][d] on the codes of (seq, layer) and its residual.
   // Query j sits at position qpos[j] (default: the last nq appended positions) and sees keys at
   // positions <= it. The rotation is folded into the query and applied once to the output.
   void attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale,
-                 float* out);
+                 float* out) override;
 
   DenseKV materialize(size_t seq, size_t layer) const;
   // Writes the dense view into caller memory: keys/values [H][tokens][d] as f32 or FP16 bits, and
   // positions [H][tokens]. Heads run in parallel. Sizes come from tokens(seq, layer).
-  void materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const;
+  void materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const override;
 
-  size_t tokens(size_t seq, size_t layer) const;       // tokens held (compressed + residual)
-  size_t appended(size_t seq, size_t layer) const;     // tokens ever appended (the true length)
-  size_t compressedTokens(size_t seq, size_t layer) const;
-  bool compressed(size_t seq) const;
-  CacheComponentBytes bytes() const;
+  size_t tokens(size_t seq, size_t layer) const override;
+  size_t appended(size_t seq, size_t layer) const override;
+  size_t compressedTokens(size_t seq, size_t layer) const override;
+  bool compressed(size_t seq) const override;
+  CacheComponentBytes bytes() const override;
 
   // Serialization of the whole state (options + every store), and the inverse. deserialize throws
   // CORRUPT_DATA for anything inconsistent before allocating what the header claims.
-  std::vector<uint8_t> serialize() const;
+  std::vector<uint8_t> serialize() const override;
   static KvCache deserialize(const uint8_t* data, size_t size);
+
+  // The host store, for a backend that moves a whole cache to or from host memory (the CUDA cache
+  // serializes and loads through a KvCache).
+  PagedStore& pagedStore() { return store_; }
+  const PagedStore& pagedStore() const { return store_; }
 
  private:
   template <typename T>

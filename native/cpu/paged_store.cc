@@ -10,18 +10,6 @@
 #include "cpu/rope.h"
 
 namespace nq {
-namespace {
-
-CategoryBytes pageSplit(const format::PageOffsets& off) {
-  CategoryBytes s{};
-  s[static_cast<int>(MemCategory::Headers)] = format::kPageHeaderBytes;
-  s[static_cast<int>(MemCategory::Codes)] = off.keyScales - off.keyCodes;
-  s[static_cast<int>(MemCategory::Scales)] = off.positions - off.keyScales;
-  s[static_cast<int>(MemCategory::Positions)] = off.end - off.positions;
-  return s;
-}
-
-}  // namespace
 
 [[noreturn]] void throwOutOfMemory(const char* what, size_t bytes) {
   throw NqError("OUT_OF_MEMORY", std::string("could not allocate ") + std::to_string(bytes) + " bytes for " + what + ": the limit was " +
@@ -39,6 +27,15 @@ PageLayout::PageLayout(size_t H, size_t d, const format::Spec& s)
       valueCodeBytes(format::codeBytesPerVector(d, s.valueBits)),
       storesPositions(format::storesPositions(s)) {}
 
+CategoryBytes PageLayout::split() const {
+  CategoryBytes s{};
+  s[static_cast<int>(MemCategory::Headers)] = format::kPageHeaderBytes;
+  s[static_cast<int>(MemCategory::Codes)] = offsets.keyScales - offsets.keyCodes;
+  s[static_cast<int>(MemCategory::Scales)] = offsets.positions - offsets.keyScales;
+  s[static_cast<int>(MemCategory::Positions)] = offsets.end - offsets.positions;
+  return s;
+}
+
 std::vector<const uint8_t*> SeqLayerStore::pagePointers() const {
   std::vector<const uint8_t*> p;
   p.reserve(pages.size());
@@ -51,7 +48,7 @@ PagedStore::PagedStore(size_t batch, size_t layers, const PageLayout& layout, ui
 
 HostBuffer PagedStore::newPage(size_t seq, size_t layer, size_t index) const {
   HostBuffer page;
-  if (!page.allocate(layout_.pageBytes, pageSplit(layout_.offsets))) throwOutOfMemory("a cache page", layout_.pageBytes);
+  if (!page.allocate(layout_.pageBytes, layout_.split())) throwOutOfMemory("a cache page", layout_.pageBytes);
   std::memset(page.data(), 0, layout_.pageBytes);
   const format::PageHeader h{0, static_cast<uint32_t>(layer), static_cast<uint32_t>(seq), static_cast<uint32_t>(index)};
   std::memcpy(page.data(), &h, sizeof h);

@@ -8,17 +8,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "compressed_cache.h"
 #include "memory/allocator.h"
 #include "nq_format.h"
 
 namespace nq {
 
 class RopeTable;
-
-struct CacheComponentBytes {
-  size_t codes = 0, scales = 0, positions = 0, residual = 0, headers = 0, scratch = 0;
-  size_t total() const { return codes + scales + positions + residual + headers + scratch; }
-};
 
 // The page geometry of one cache, computed by nq_format.h.
 struct PageLayout {
@@ -28,6 +24,8 @@ struct PageLayout {
   size_t pageBytes = 0, keyCodeBytes = 0, valueCodeBytes = 0;
   bool storesPositions = false;
   PageLayout(size_t kvHeads, size_t headDim, const format::Spec& spec);
+  // A page's bytes by memory category (header, codes, scales, positions), for the allocators.
+  CategoryBytes split() const;
 };
 
 // One (sequence, layer).

@@ -48,14 +48,16 @@ export function backendInfo(): BackendInfo {
 /**
  * Resolves a backend request. "auto" never fails (CPU when CUDA is missing, and backendInfo().auto
  * says why); "cuda" on a machine without a usable GPU is a BACKEND_UNAVAILABLE error with the reason.
+ * `autoUsesCuda: false`: "auto" stays on the CPU even with a GPU (a CUDA path that must be asked for
+ * by name until it has been verified on a GPU).
  */
-export function resolveBackend(request: BackendRequest = "auto", supportsCuda = true): BackendName {
+export function resolveBackend(request: BackendRequest = "auto", supportsCuda = true, autoUsesCuda = supportsCuda): BackendName {
   if (request !== "auto" && request !== "cpu" && request !== "cuda") {
     throw invalidArgument("backend", '"auto", "cpu" or "cuda"', request);
   }
   if (request === "cpu") return "cpu";
   const info = backendInfo();
-  if (request === "auto") return info.cuda.available && supportsCuda ? "cuda" : "cpu";
+  if (request === "auto") return info.cuda.available && supportsCuda && autoUsesCuda ? "cuda" : "cpu";
   if (!info.cuda.available) {
     throw new NexusQuantError("BACKEND_UNAVAILABLE", `backend "cuda" was requested but ${info.cuda.reason}. Use backend "auto" or "cpu".`, {
       reason: info.cuda.reason,

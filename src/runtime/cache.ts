@@ -40,6 +40,11 @@ export interface CompressedKVCacheOptions {
   /** A preset name (default "balanced"); `spec` fields override it. */
   preset?: string;
   spec?: Partial<CompressionSpec>;
+  /**
+   * "cpu", or "cuda" for the GPU cache (same compress policy, CUDA kernels; pages in device memory).
+   * "auto" (default) is the CPU: the CUDA cache has not run on a GPU yet (docs/cuda.md), so it is
+   * used only when asked for by name. "cuda" without a usable GPU is BACKEND_UNAVAILABLE.
+   */
   backend?: BackendRequest;
   /** Seed of the Hadamard sign flips (and of the random scorer). */
   seed?: number;
@@ -61,6 +66,7 @@ export interface CompressedKVCacheOptions {
    * The most bytes this cache may hold (codes, scales, positions, residual, scratch). An append or
    * compress that would pass it fails with OUT_OF_MEMORY naming the bytes needed, and leaves the
    * cache as it was. Default: no per-cache limit (the process-wide one and the system's still apply).
+   * Host bytes: the CUDA cache's device memory is not limited by it.
    */
   memoryLimitBytes?: number;
 }
@@ -193,7 +199,7 @@ export class CompressedKVCache {
     const poolKernel = checkInt("options.poolKernel", options.poolKernel ?? 7, { min: 1, max: L.maxPoolKernel, maxName: "FORMAT_LIMITS.maxPoolKernel" });
     if (poolKernel % 2 === 0) throw invalidArgument("options.poolKernel", "an odd integer", poolKernel);
     const scorerWindow = checkInt("options.scorerWindow", options.scorerWindow ?? 32, { min: 1, max: L.maxScorerWindow, maxName: "FORMAT_LIMITS.maxScorerWindow" });
-    this.backend = resolveBackend(options.backend ?? "auto", false);
+    this.backend = resolveBackend(options.backend ?? "auto", true, false);
     const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 }); // 0: no per-cache limit
     this.options = Object.freeze({
       layers: this.layers,
@@ -215,7 +221,7 @@ export class CompressedKVCache {
       return;
     }
     const Native = native().NativeCache;
-    const nativeOptions: NativeCacheOptions & { memoryLimitBytes: number } = {
+    const nativeOptions: NativeCacheOptions & { memoryLimitBytes: number; backend: BackendName } = {
       batch: this.batch,
       layers: this.layers,
       kvHeads: this.kvHeads,
@@ -235,6 +241,7 @@ export class CompressedKVCache {
       budgetTokens: this.budgetTokens,
       ropeTheta: this.ropeTheta,
       memoryLimitBytes,
+      backend: this.backend,
     };
     this.#handle = callNative(() => new Native(nativeOptions));
   }
