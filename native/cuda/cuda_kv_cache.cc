@@ -25,6 +25,7 @@ std::unique_ptr<CompressedCache> makeCudaCache(const CacheOptions&) {
 #include "cpu/kv_cache.h"
 #include "cpu/paged_store.h"
 #include "cpu/scoring.h"
+#include "cpu/scratch.h"
 #include "nq_cuda_api.h"
 #include "nq_half.h"
 #include "nq_page_pack.h"
@@ -164,8 +165,11 @@ class CudaKvCache : public CompressedCache {
     ops::SeqKV kv;
     kv.pages = s.compressed > 0 ? s.pageTable.as<const uint8_t* const>() : nullptr;
     kv.compressed = static_cast<int>(s.compressed);
-    kv.residual = s.residual.as<const uint16_t>();
-    kv.residualCap = static_cast<int>(s.residualCap);
+    // An empty window still gets one row of device memory, as cuda::hostAttention gives the kernel.
+    DeviceBuffer emptyWindow;
+    if (s.residualCap == 0) emptyWindow = deviceBuffer(format::residualSlotBytes(H, d, 1), MemCategory::Scratch);
+    kv.residual = s.residualCap > 0 ? s.residual.as<const uint16_t>() : emptyWindow.as<const uint16_t>();
+    kv.residualCap = static_cast<int>(std::max<size_t>(s.residualCap, 1));
     kv.residualCount = static_cast<int>(s.residualCount);
     kv.firstResidualPos = static_cast<int>(s.appended - s.residualCount);
     const bool accumulate = o_.scorer == Scorer::Accumulated && s.accCap > 0;
@@ -201,7 +205,7 @@ class CudaKvCache : public CompressedCache {
     const size_t H = o_.kvHeads, d = o_.headDim, nc = s.compressed, nr = s.residualCount, n = nc + nr, P = layout_.pageTokens;
     const size_t elem = f16 ? 2 : 4;
     DeviceBuffer rows = deviceBuffer(std::max<size_t>(nc, 1) * d * elem, MemCategory::Scratch);
-    std::vector<uint16_t> res(nr * d);
+    Scratch<uint16_t> res(nr * d);
     for (size_t kv = 0; kv < 2; ++kv) {
       const bool key = kv == 0;
       for (size_t h = 0; h < H; ++h) {
@@ -274,8 +278,8 @@ class CudaKvCache : public CompressedCache {
         h.compressed = s.compressed;
         h.appended = s.appended;
         h.compressedOnce = s.compressedOnce;
+        hs.setResidualCapacity(h, s.residualCount);  // while h holds no rows: nothing to carry over
         h.residualCount = s.residualCount;
-        hs.setResidualCapacity(h, s.residualCount);
         for (size_t kv = 0; kv < 2; ++kv)
           for (size_t head = 0; head < H; ++head)
             check(cuda::copyToHost(hs.residualRows(h, kv, head), s.residual.as<uint16_t>() + (kv * H + head) * s.residualCap * d,
@@ -393,12 +397,12 @@ const uint16_t* CudaStoreSteps::residualRows(size_t kv, size_t head) const {
 
 void CudaStoreSteps::appendRows(size_t first, size_t count) {
   const size_t H = c_.o_.kvHeads, d = c_.o_.headDim;
-  std::vector<uint16_t> rows(count * d);
+  Scratch<uint16_t> rows(count * d);  // staging: one head's rows in FP16
   for (size_t kv = 0; kv < 2; ++kv) {
     const void* src = kv == 0 ? keys_ : values_;
     for (size_t h = 0; h < H; ++h) {
       const size_t at = (h * count_ + first) * d;
-      if (f16_) std::copy(static_cast<const uint16_t*>(src) + at, static_cast<const uint16_t*>(src) + at + count * d, rows.begin());
+      if (f16_) std::copy(static_cast<const uint16_t*>(src) + at, static_cast<const uint16_t*>(src) + at + count * d, rows.data());
       else
         for (size_t i = 0; i < count * d; ++i) rows[i] = floatToHalf(static_cast<const float*>(src)[at + i]);
       uint16_t* dst = s_.residual.as<uint16_t>() + ((kv * H + h) * s_.residualCap + s_.residualCount) * d;
@@ -577,8 +581,9 @@ void CudaStoreSteps::compact() {
   for (DeviceBuffer& p : pages) newPtrs.push_back(p.as<uint8_t>());
   std::vector<const uint8_t*> oldPtrs;
   for (const DeviceBuffer& p : s_.pages) oldPtrs.push_back(p.as<const uint8_t>());
-  DeviceBuffer dNew = upload(newPtrs.data(), std::max<size_t>(newPtrs.size(), 1), c_.stream_);
-  DeviceBuffer dOld = upload(oldPtrs.data(), std::max<size_t>(oldPtrs.size(), 1), c_.stream_);
+  if (oldPtrs.empty()) oldPtrs.push_back(nullptr);  // a store evicting before it had pages: only residual rows are read
+  DeviceBuffer dNew = upload(newPtrs.data(), newPtrs.size(), c_.stream_);
+  DeviceBuffer dOld = upload(oldPtrs.data(), oldPtrs.size(), c_.stream_);
   ops::CompactLaunch a;
   a.kvHeads = static_cast<int>(H);
   a.target = static_cast<int>(target);
