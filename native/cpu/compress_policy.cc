@@ -87,6 +87,15 @@ void appendTokens(StoreSteps& steps, const CompressRules& rules, size_t count) {
   }
 }
 
+CompressRules compressRules(const CacheOptions& o) {
+  CompressRules r;
+  r.spec = o.spec;
+  r.budgetTokens = o.budgetTokens;
+  r.kvHeads = o.kvHeads;
+  r.headDim = o.headDim;
+  return r;
+}
+
 size_t compressTarget(const CompressRules& rules, const HeldTokens& h) {
   size_t target = std::min(h.total(), format::keptTokenCount(h.appended, rules.spec));
   if (rules.budgetTokens > 0) target = std::min(target, rules.budgetTokens);

@@ -7,6 +7,9 @@
 #pragma once
 #include <cstddef>
 
+#include <vector>
+
+#include "compressed_cache.h"
 #include "nq_format.h"
 #include "nq_ops_params.h"
 
@@ -22,6 +25,29 @@ struct HeldTokens {
   size_t total() const { return compressed + residual; }
 };
 
+// The counters every store keeps per (sequence, layer), whatever memory holds its data.
+struct StoreCounters {
+  size_t compressed = 0;     // slots used in pages (same for every head)
+  size_t residualCap = 0;    // FP16 residual slots allocated
+  size_t residualCount = 0;  // residual slots holding tokens
+  size_t appended = 0;       // tokens ever appended: the sequence's true length
+  size_t accCap = 0;         // accumulated-mass slots per head (Accumulated scorer)
+  bool compressedOnce = false;
+
+  size_t held() const { return compressed + residualCount; }
+  // Residual row 0 sits at this position (residual tokens are the last ones appended).
+  size_t firstResidualPosition() const { return appended - residualCount; }
+  HeldTokens heldTokens(bool hasPages) const {
+    HeldTokens h;
+    h.compressed = compressed;
+    h.residual = residualCount;
+    h.appended = appended;
+    h.hasPages = hasPages;
+    h.compressedOnce = compressedOnce;
+    return h;
+  }
+};
+
 // Observation-window queries of the Observed scorer for one layer: [queryHeads][window][headDim].
 // Null queries: the scorer falls back to key-key for that layer.
 struct ObservedQueries {
@@ -34,6 +60,7 @@ struct CompressRules {
   size_t budgetTokens = 0;  // 0: off
   size_t kvHeads = 1, headDim = 0;
 };
+CompressRules compressRules(const CacheOptions& o);
 
 // The steps a store offers the policy, for one (sequence, layer).
 class StoreSteps {
@@ -72,6 +99,22 @@ void compressStore(StoreSteps& steps, const CompressRules& rules, const Observed
 // rules (before the first compress() by a quarter, afterwards in powers of two up to the window) and
 // flushes it whenever a full window waits (flushFullResidual).
 void appendTokens(StoreSteps& steps, const CompressRules& rules, size_t count);
+
+// compress() of one sequence's layer `layer` (< 0: every layer): `stepsFor(l)` returns layer l's steps
+// (by value); `observed` as CompressedCache::compress.
+template <typename StepsFor>
+void compressLayers(const CacheOptions& o, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t window,
+                    StepsFor&& stepsFor) {
+  const size_t first = layer < 0 ? 0 : static_cast<size_t>(layer), end = layer < 0 ? o.layers : first + 1;
+  for (size_t l = first; l < end; ++l) {
+    ObservedQueries q;
+    q.queries = observed && l < observed->size() ? (*observed)[l] : nullptr;
+    q.queryHeads = queryHeads;
+    q.window = window;
+    auto steps = stepsFor(l);
+    compressStore(steps, compressRules(o), q);
+  }
+}
 
 // The residual window filled after a compress(): quantize it onto pages; under a budget that the
 // store would pass, evict down to the budget instead. A page-less store whose tokens cost more as

@@ -10,15 +10,7 @@
 
 namespace nq {
 
-HeldTokens CpuStoreSteps::held() const {
-  HeldTokens h;
-  h.compressed = s_.compressed;
-  h.residual = s_.residualCount;
-  h.appended = s_.appended;
-  h.hasPages = !s_.pages.empty();
-  h.compressedOnce = s_.compressedOnce;
-  return h;
-}
+HeldTokens CpuStoreSteps::held() const { return s_.heldTokens(!s_.pages.empty()); }
 
 void CpuStoreSteps::appendRows(size_t first, size_t count) {
   const size_t H = o_.kvHeads, d = o_.headDim, total = append_.count;
@@ -184,18 +176,7 @@ void CpuStoreSteps::compact() {
   std::vector<uint8_t*> newPages;
   for (HostBuffer& p : pages) newPages.push_back(p.data());
   const std::vector<const uint8_t*> oldPages = s_.pagePointers();
-  ops::CompactLaunch a;
-  a.kvHeads = static_cast<int>(H);
-  a.target = static_cast<int>(target);
-  a.pageTokens = static_cast<int>(L.pageTokens);
-  a.keyCodeBytes = static_cast<int>(L.keyCodeBytes);
-  a.valueCodeBytes = static_cast<int>(L.valueCodeBytes);
-  a.keyCodesOff = L.offsets.keyCodes;
-  a.valueCodesOff = L.offsets.valueCodes;
-  a.keyScalesOff = L.offsets.keyScales;
-  a.valueScalesOff = L.offsets.valueScales;
-  a.positionsOff = L.offsets.positions;
-  a.storesPositions = L.storesPositions;
+  ops::CompactLaunch a = L.compactLaunch(target);
   a.kept = kept_->data();
   a.oldPages = oldPages.data();
   a.oldCompressed = static_cast<int>(s_.compressed);

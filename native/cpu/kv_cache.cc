@@ -16,19 +16,6 @@
 #include "nq_page_pack.h"
 
 namespace nq {
-namespace {
-
-CompressRules rules(const CacheOptions& o) {
-  CompressRules r;
-  r.spec = o.spec;
-  r.budgetTokens = o.budgetTokens;
-  r.kvHeads = o.kvHeads;
-  r.headDim = o.headDim;
-  return r;
-}
-
-}  // namespace
-
 KvCache::KvCache(const CacheOptions& o)
     : o_(o), store_(o.batch, o.layers, PageLayout(o.kvHeads, o.headDim, o.spec), o.seed), rope_(o.ropeTheta, o.headDim) {
   // Evicting needs stored positions (evictFraction > 0); TypeScript and deserialize() refuse a budget
@@ -78,7 +65,7 @@ void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_
   src.count = count;
   CpuStoreSteps steps(store_, o_, rope_, seq, layer);
   steps.setAppendSource(src);
-  appendTokens(steps, rules(o_), count);
+  appendTokens(steps, compressRules(o_), count);
 }
 
 void KvCache::append(size_t seq, size_t layer, const float* k, const float* v, size_t T) { appendImpl(seq, layer, k, v, T); }
@@ -89,14 +76,7 @@ void KvCache::appendF16(size_t seq, size_t layer, const uint16_t* k, const uint1
 void KvCache::compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow) {
   if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range");
   if (layer >= static_cast<long>(o_.layers)) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range");
-  for (size_t l = layer < 0 ? 0 : static_cast<size_t>(layer); l < (layer < 0 ? o_.layers : static_cast<size_t>(layer) + 1); ++l) {
-    ObservedQueries q;
-    q.queries = observed && l < observed->size() ? (*observed)[l] : nullptr;
-    q.queryHeads = queryHeads;
-    q.window = observedWindow;
-    CpuStoreSteps steps(store_, o_, rope_, seq, l);
-    compressStore(steps, rules(o_), q);
-  }
+  compressLayers(o_, layer, observed, queryHeads, observedWindow, [&](size_t l) { return CpuStoreSteps(store_, o_, rope_, seq, l); });
 }
 
 // ---- attention on codes: the CPU attention op on this store ----------------------------------------

@@ -36,6 +36,22 @@ CategoryBytes PageLayout::split() const {
   return s;
 }
 
+ops::CompactLaunch PageLayout::compactLaunch(size_t target) const {
+  ops::CompactLaunch a;
+  a.kvHeads = static_cast<int>(kvHeads);
+  a.target = static_cast<int>(target);
+  a.pageTokens = static_cast<int>(pageTokens);
+  a.keyCodeBytes = static_cast<int>(keyCodeBytes);
+  a.valueCodeBytes = static_cast<int>(valueCodeBytes);
+  a.keyCodesOff = offsets.keyCodes;
+  a.valueCodesOff = offsets.valueCodes;
+  a.keyScalesOff = offsets.keyScales;
+  a.valueScalesOff = offsets.valueScales;
+  a.positionsOff = offsets.positions;
+  a.storesPositions = storesPositions;
+  return a;
+}
+
 std::vector<const uint8_t*> SeqLayerStore::pagePointers() const {
   std::vector<const uint8_t*> p;
   p.reserve(pages.size());

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "compressed_cache.h"
+#include "cpu/compress_policy.h"
 #include "memory/allocator.h"
 #include "nq_format.h"
 
@@ -26,22 +27,15 @@ struct PageLayout {
   PageLayout(size_t kvHeads, size_t headDim, const format::Spec& spec);
   // A page's bytes by memory category (header, codes, scales, positions), for the allocators.
   CategoryBytes split() const;
+  // A CompactLaunch for these pages: shapes, code sizes, offsets; the arrays are the caller's.
+  ops::CompactLaunch compactLaunch(size_t target) const;
 };
 
 // One (sequence, layer).
-struct SeqLayerStore {
+struct SeqLayerStore : StoreCounters {
   std::vector<HostBuffer> pages;
-  size_t compressed = 0;  // slots used in pages (same for every head)
-  HostBuffer residual;    // FP16 [2][H][residualCap][d]: keys then values
-  size_t residualCap = 0, residualCount = 0;
-  size_t appended = 0;    // tokens ever appended: the sequence's true length
-  bool compressedOnce = false;
+  HostBuffer residual;     // FP16 [2][H][residualCap][d]: keys then values
   HostBuffer accumulated;  // f32 [H][accCap], Accumulated scorer only
-  size_t accCap = 0;
-
-  size_t held() const { return compressed + residualCount; }
-  // Residual row 0 sits at this position (residual tokens are the last ones appended).
-  size_t firstResidualPosition() const { return appended - residualCount; }
   std::vector<const uint8_t*> pagePointers() const;
 };
 

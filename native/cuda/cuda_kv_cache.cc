@@ -66,15 +66,11 @@ ops::CodecArgs codec(const CacheOptions& o, int bits) {
 }
 
 // One (sequence, layer) in device memory; counters on the host.
-struct DeviceStore {
+struct DeviceStore : StoreCounters {
   std::vector<DeviceBuffer> pages;
-  DeviceBuffer pageTable;  // device array of the page pointers, for attention
-  size_t compressed = 0;
-  DeviceBuffer residual;  // FP16 [2][H][residualCap][d]
-  size_t residualCap = 0, residualCount = 0, appended = 0;
-  bool compressedOnce = false;
+  DeviceBuffer pageTable;    // device array of the page pointers, for attention
+  DeviceBuffer residual;     // FP16 [2][H][residualCap][d]
   DeviceBuffer accumulated;  // f32 [H][accCap], Accumulated scorer only
-  size_t accCap = 0;
 };
 
 class CudaKvCache;
@@ -143,14 +139,7 @@ class CudaKvCache : public CompressedCache {
   void compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow) override {
     if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range");
     if (layer >= static_cast<long>(o_.layers)) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range");
-    for (size_t l = layer < 0 ? 0 : static_cast<size_t>(layer); l < (layer < 0 ? o_.layers : static_cast<size_t>(layer) + 1); ++l) {
-      ObservedQueries q;
-      q.queries = observed && l < observed->size() ? (*observed)[l] : nullptr;
-      q.queryHeads = queryHeads;
-      q.window = observedWindow;
-      CudaStoreSteps steps(*this, seq, l);
-      compressStore(steps, rules(), q);
-    }
+    compressLayers(o_, layer, observed, queryHeads, observedWindow, [&](size_t l) { return CudaStoreSteps(*this, seq, l); });
   }
 
   void attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale, float* out) override {
@@ -302,7 +291,7 @@ class CudaKvCache : public CompressedCache {
     checkAppendRows(k, v, o_.kvHeads, count, o_.headDim);  // before touching state
     CudaStoreSteps steps(*this, seq, layer);
     steps.setAppendSource(k, v, std::is_same_v<T, uint16_t>, count);
-    appendTokens(steps, rules(), count);
+    appendTokens(steps, compressRules(o_), count);
   }
 
   void checkRange(size_t seq, size_t layer) const {
@@ -310,15 +299,6 @@ class CudaKvCache : public CompressedCache {
   }
   DeviceStore& at(size_t seq, size_t layer) { return stores_[seq * o_.layers + layer]; }
   const DeviceStore& at(size_t seq, size_t layer) const { return stores_[seq * o_.layers + layer]; }
-
-  CompressRules rules() const {
-    CompressRules r;
-    r.spec = o_.spec;
-    r.budgetTokens = o_.budgetTokens;
-    r.kvHeads = o_.kvHeads;
-    r.headDim = o_.headDim;
-    return r;
-  }
 
   // A zeroed device page whose header names it.
   DeviceBuffer newPage(size_t seq, size_t layer, size_t index) const {
@@ -381,15 +361,7 @@ class CudaKvCache : public CompressedCache {
 
 CudaStoreSteps::CudaStoreSteps(CudaKvCache& cache, size_t seq, size_t layer) : c_(cache), seq_(seq), layer_(layer), s_(cache.at(seq, layer)) {}
 
-HeldTokens CudaStoreSteps::held() const {
-  HeldTokens h;
-  h.compressed = s_.compressed;
-  h.residual = s_.residualCount;
-  h.appended = s_.appended;
-  h.hasPages = !s_.pages.empty();
-  h.compressedOnce = s_.compressedOnce;
-  return h;
-}
+HeldTokens CudaStoreSteps::held() const { return s_.heldTokens(!s_.pages.empty()); }
 
 const uint16_t* CudaStoreSteps::residualRows(size_t kv, size_t head) const {
   return s_.residual.as<uint16_t>() + (kv * c_.o_.kvHeads + head) * s_.residualCap * c_.o_.headDim;
@@ -584,18 +556,7 @@ void CudaStoreSteps::compact() {
   if (oldPtrs.empty()) oldPtrs.push_back(nullptr);  // a store evicting before it had pages: only residual rows are read
   DeviceBuffer dNew = upload(newPtrs.data(), newPtrs.size(), c_.stream_);
   DeviceBuffer dOld = upload(oldPtrs.data(), oldPtrs.size(), c_.stream_);
-  ops::CompactLaunch a;
-  a.kvHeads = static_cast<int>(H);
-  a.target = static_cast<int>(target);
-  a.pageTokens = static_cast<int>(L.pageTokens);
-  a.keyCodeBytes = static_cast<int>(L.keyCodeBytes);
-  a.valueCodeBytes = static_cast<int>(L.valueCodeBytes);
-  a.keyCodesOff = L.offsets.keyCodes;
-  a.valueCodesOff = L.offsets.valueCodes;
-  a.keyScalesOff = L.offsets.keyScales;
-  a.valueScalesOff = L.offsets.valueScales;
-  a.positionsOff = L.offsets.positions;
-  a.storesPositions = L.storesPositions;
+  ops::CompactLaunch a = L.compactLaunch(target);
   a.kept = kept_->as<uint32_t>();
   a.oldPages = dOld.as<const uint8_t* const>();
   a.oldCompressed = static_cast<int>(s_.compressed);
