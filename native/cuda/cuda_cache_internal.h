@@ -1,0 +1,146 @@
+// Internal to native/cuda/: the CUDA cache's classes, shared by cuda_kv_cache.cc (the cache) and
+// cuda_store_steps.cc (the compress policy's steps on its device stores). CUDA builds only.
+#pragma once
+#if defined(NQ_WITH_CUDA)
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "compressed_cache.h"
+#include "cpu/compress_policy.h"
+#include "cpu/nq_error.h"
+#include "cpu/paged_store.h"
+#include "nq_cuda_api.h"
+
+namespace nq::cudacache {
+
+using cuda::CudaStatus;
+using cuda::DeviceBuffer;
+
+// A failed CUDA status as the NqError the binding turns into a NexusQuantError.
+void check(const CudaStatus& st);
+// A device buffer of at least one byte, counted under `c`.
+DeviceBuffer deviceBuffer(size_t bytes, MemCategory c);
+// The codec arguments of the cache's keys or values (rotated, the cache's seed, nq_scale.h's factor).
+ops::CodecArgs codec(const CacheOptions& o, int bits);
+
+// Host array -> a fresh device buffer (category Scratch).
+template <typename T>
+DeviceBuffer upload(const T* data, size_t count, cuda::StreamHandle stream) {
+  DeviceBuffer b = deviceBuffer(count * sizeof(T), MemCategory::Scratch);
+  check(cuda::copyToDevice(b.data(), data, count * sizeof(T), stream));
+  return b;
+}
+
+// One (sequence, layer) in device memory; counters on the host.
+struct DeviceStore : StoreCounters {
+  std::vector<DeviceBuffer> pages;
+  DeviceBuffer pageTable;    // device array of the page pointers, for attention
+  DeviceBuffer residual;     // FP16 [2][H][residualCap][d]
+  DeviceBuffer accumulated;  // f32 [H][accCap], Accumulated scorer only
+};
+
+class CudaKvCache;
+
+// The policy's steps on one DeviceStore, with the CUDA launchers as the ops.
+class CudaStoreSteps : public StoreSteps {
+ public:
+  CudaStoreSteps(CudaKvCache& cache, size_t seq, size_t layer);
+  void setAppendSource(const void* keys, const void* values, bool f16, size_t count) {
+    keys_ = keys;
+    values_ = values;
+    f16_ = f16;
+    count_ = count;
+  }
+  HeldTokens held() const override;
+  size_t residualSlots() const override { return s_.residualCap; }
+  void appendRows(size_t first, size_t count) override;
+  void quantizeResidual() override;
+  void setResidualSlots(size_t slots) override;
+  void markCompressed() override { s_.compressedOnce = true; }
+  void beginEviction(size_t target) override;
+  void score(const ObservedQueries& observed) override;
+  void select(const ops::SelectLaunch& shape) override;
+  void encodeResidual() override;
+  void compact() override;
+  void endEviction() override;
+
+ private:
+  const uint16_t* residualRows(size_t kv, size_t head) const;
+
+  CudaKvCache& c_;
+  size_t seq_, layer_;
+  DeviceStore& s_;
+  const void* keys_ = nullptr;
+  const void* values_ = nullptr;
+  bool f16_ = false;
+  size_t count_ = 0;
+  size_t total_ = 0, target_ = 0;
+  std::optional<DeviceBuffer> positions_, scores_, kept_, resKeyCodes_, resValueCodes_, resKeyScales_, resValueScales_;
+};
+
+class CudaKvCache : public CompressedCache {
+ public:
+  explicit CudaKvCache(const CacheOptions& o);
+  ~CudaKvCache() override;
+
+  const CacheOptions& options() const override { return o_; }
+
+  void append(size_t seq, size_t layer, const float* k, const float* v, size_t T) override { appendImpl(seq, layer, k, v, T); }
+  void appendF16(size_t seq, size_t layer, const uint16_t* k, const uint16_t* v, size_t T) override { appendImpl(seq, layer, k, v, T); }
+
+  void compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow) override;
+
+  void attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale, float* out) override;
+
+  void materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const override;
+
+  size_t tokens(size_t seq, size_t layer) const override { return at(seq, layer).compressed + at(seq, layer).residualCount; }
+  size_t appended(size_t seq, size_t layer) const override { return at(seq, layer).appended; }
+  size_t compressedTokens(size_t seq, size_t layer) const override { return at(seq, layer).compressed; }
+  bool compressed(size_t seq) const override;
+
+  CacheComponentBytes bytes() const override;
+
+  // Through a host KvCache holding the same stores: one serializer for both backends.
+  std::vector<uint8_t> serialize() const override;
+
+ private:
+  friend class CudaStoreSteps;
+
+  template <typename T>
+  void appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t count) {
+    checkRange(seq, layer);
+    checkAppendRows(k, v, o_.kvHeads, count, o_.headDim);  // before touching state
+    CudaStoreSteps steps(*this, seq, layer);
+    steps.setAppendSource(k, v, std::is_same_v<T, uint16_t>, count);
+    appendTokens(steps, compressRules(o_), count);
+  }
+
+  void checkRange(size_t seq, size_t layer) const {
+    if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
+  }
+  DeviceStore& at(size_t seq, size_t layer) { return stores_[seq * o_.layers + layer]; }
+  const DeviceStore& at(size_t seq, size_t layer) const { return stores_[seq * o_.layers + layer]; }
+
+  // A zeroed device page whose header names it.
+  DeviceBuffer newPage(size_t seq, size_t layer, size_t index) const;
+
+  // Headers' slotsUsed for `used` slots, and the device page table.
+  void finishPages(DeviceStore& s, size_t used) const;
+
+  // Positions of the page slots [H][compressed], read back from the pages (slot index without eviction).
+  std::vector<int32_t> slotPositions(const DeviceStore& s) const;
+
+  void ensureAccumulated(DeviceStore& s, size_t slots) const;
+
+  CacheOptions o_;
+  PageLayout layout_;
+  std::vector<DeviceStore> stores_;
+  cuda::StreamHandle stream_ = nullptr;
+};
+
+}  // namespace nq::cudacache
+
+#endif
