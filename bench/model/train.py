@@ -59,9 +59,10 @@ def log(message):
 CPU_RECIPE = dict(
     vocab_size=2048, hidden=256, layers=4, heads=4, kv_heads=2, head_dim=64, intermediate=512, context=2048,
     phases="512:0.35,768:0.15,1024:0.2,1536:0.15,2048:0.15", tokens_per_step=2048, lr=1e-3, beta2=0.999, warmup_steps=30, dropout=0.0,
-    passkey_fraction=0.3, repeat_fraction=0.25, repeat_kind="random", repeat_span="half",
-    copy_warmup_steps=2000, copy_warmup_context="128,192,256,384,512", copy_warmup_until=0.5, answer_loss_weight=2.0,
-    train_seconds=3600.0, deadline_seconds=4200.0, reserve_seconds=450.0, eval_every_seconds=60.0, eval_windows=8,
+    passkey_fraction=0.3, repeat_fraction=0.0, repeat_kind="random", repeat_span="half",
+    warmup_rows="retrieval", copy_warmup_steps=3000, copy_warmup_context="128,256,512", copy_warmup_until=0.3,
+    answer_loss_weight=2.0,
+    train_seconds=3300.0, deadline_seconds=3900.0, reserve_seconds=450.0, eval_every_seconds=60.0, eval_windows=8,
     patience_evals=1000, passkey_contexts="1024,2048", passkey_per_cell=3, final_val_windows=12,
     checkpoint_every_seconds=600.0, compile=False, threads=2,
 )
@@ -112,6 +113,9 @@ def parse_args(argv=None):
     p.add_argument("--copy-warmup-steps", type=int, default=0,
                    help="the first N steps train on copy rows only (random tokens, --repeat-span): induction heads "
                         "form there before prose and retrieval rows share the batch")
+    p.add_argument("--warmup-rows", choices=("copy", "retrieval"), default="copy",
+                   help="what the warm-up (--copy-warmup-*) trains on: copy rows (random tokens, --repeat-span) or "
+                        "retrieval samples as long as the stage's rows (loss watched: the answer loss)")
     p.add_argument("--copy-warmup-context", default="128",
                    help="row lengths of the copy warm-up's stages, e.g. 128,512: each stage lasts until the copy loss "
                         "is below --copy-warmup-until. Short rows first, because at initialisation attention spreads over "
@@ -515,7 +519,10 @@ def main():
         x = windows(train_stream, torch.randint(0, len(train_stream) - T - 1, (B,), generator=gen), T)
         mask = torch.zeros(B, T, dtype=torch.bool)
         warmup = copy_warmup["on"] and step < args.copy_warmup_steps
-        passkey_fraction, repeat_fraction = (0.0, 1.0) if warmup else (args.passkey_fraction, args.repeat_fraction)
+        if warmup:  # warm-up rows only: copy rows, or retrieval samples as short as the stage's rows
+            passkey_fraction, repeat_fraction = (1.0, 0.0) if args.warmup_rows == "retrieval" else (0.0, 1.0)
+        else:
+            passkey_fraction, repeat_fraction = args.passkey_fraction, args.repeat_fraction
         n_retrieval = int(B * passkey_fraction) + (row_rng.random() < (B * passkey_fraction) % 1)
         for r in range(n_retrieval):
             while True:  # a sample whose tokens fit the row; retried with the next seed when one is too long
@@ -662,26 +669,31 @@ def main():
         if n_retrieval:
             run["ans"] += answer_loss.detach()
             run["n_ans"] += 1
+        warmup_loss = None  # what the warm-up watches: the copy loss, or the answer loss of retrieval rows
         if bool(copy_mask.any()):
             copy_loss_now = (ce.detach() * copy_mask).sum() / copy_mask.sum()
             run["copy"] += copy_loss_now
             run["n_copy"] += 1
-            if copy_warmup["on"]:
-                v = copy_loss_now.item()
-                copy_warmup["ema"] = v if copy_warmup["ema"] is None else 0.95 * copy_warmup["ema"] + 0.05 * v
-                finished = step >= args.copy_warmup_steps or copy_warmup["ema"] < args.copy_warmup_until
-                if args.copy_warmup_mix:
-                    if finished:
-                        log(f"copy warm-up (mixed lengths) over at step {step}: copy loss (moving average) "
-                            f"{copy_warmup['ema']:.3f}")
-                        copy_warmup["on"] = False
-                elif finished:
-                    log(f"copy warm-up stage {copy_warmup['contexts'][copy_warmup['stage']]} over at step {step}: "
-                        f"copy loss (moving average) {copy_warmup['ema']:.3f}")
-                    copy_warmup["stage"] += 1
-                    copy_warmup["ema"] = None
-                    if step >= args.copy_warmup_steps or copy_warmup["stage"] == len(copy_warmup["contexts"]):
-                        copy_warmup["on"] = False
+            warmup_loss = copy_loss_now
+        if args.warmup_rows == "retrieval":
+            warmup_loss = answer_loss.detach() if n_retrieval else None
+        if copy_warmup["on"] and warmup_loss is not None:
+            v = warmup_loss.item()
+            copy_warmup["ema"] = v if copy_warmup["ema"] is None else 0.95 * copy_warmup["ema"] + 0.05 * v
+            finished = step >= args.copy_warmup_steps or copy_warmup["ema"] < args.copy_warmup_until
+            what = f"{args.warmup_rows} warm-up"
+            if args.copy_warmup_mix:
+                if finished:
+                    log(f"{what} (mixed lengths) over at step {step}: {args.warmup_rows} loss (moving average) "
+                        f"{copy_warmup['ema']:.3f}")
+                    copy_warmup["on"] = False
+            elif finished:
+                log(f"{what} stage {copy_warmup['contexts'][copy_warmup['stage']]} over at step {step}: "
+                    f"{'answer' if args.warmup_rows == 'retrieval' else 'copy'} loss (moving average) {copy_warmup['ema']:.3f}")
+                copy_warmup["stage"] += 1
+                copy_warmup["ema"] = None
+                if step >= args.copy_warmup_steps or copy_warmup["stage"] == len(copy_warmup["contexts"]):
+                    copy_warmup["on"] = False
         if step == 1:
             log(f"first step done (includes compilation): loss {lm_loss.item():.3f}")
         if time.time() >= next_eval or time.time() >= stop_at:
