@@ -33,7 +33,8 @@ def main():
     assert cpu.head_dim == 64 and cpu.heads == 4 and cpu.kv_heads == 2 and cpu.hidden == 256 and cpu.layers == 5
     assert cpu.phases == [(512, 0.35), (768, 0.15), (1024, 0.2), (1536, 0.15), (2048, 0.15)]
     assert train.phase_at(cpu.phases, 0.69) == 1024 and train.phase_at(cpu.phases, 0.71) == 1536
-    assert cpu.lr == 1e-3 and cpu.beta2 == 0.999 and cpu.copy_warmup_steps > 0 and cpu.repeat_kind == "random"
+    assert cpu.lr == 1e-3 and cpu.beta2 == 0.999 and cpu.copy_warmup_steps > 0 and cpu.warmup_rows == "retrieval"
+    assert train.parse_args(["--out", "/tmp/unused", "--recipe", "cpu", "--warmup-rows", "copy"]).warmup_rows == "copy"
     import random as _random
     row, unit = train.repeated_span_row(None, 129, _random.Random(1), 0, (63, 63), 2048)
     assert len(row) == 129 and unit == 64 and row[63] == 0 and row[:63] == row[64:127], "a copy row is one span written twice"
