@@ -17,7 +17,7 @@ import { fp16BytesPerTokenLayer } from "../format/index.js";
 import { inspectConvention, type ModelConvention, type SessionMetadataLike } from "./convention.js";
 import { createKvState, emptyKvStats, type KvArray, type KvDtype, type KvState, type KvStats } from "./kv-state.js";
 import type { ResolvedOptions } from "./options.js";
-import { absorbPresent, pastFeeds, planStep, type TensorFactory } from "./step-adapter.js";
+import { runStateStep, type PaddedTokens, type TensorFactory } from "./step-adapter.js";
 
 /** The parts of a transformers.js Tensor the hook reads (it is a Proxy over an ORT tensor). */
 interface TjsTensor {
@@ -187,19 +187,24 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
     const newMask = new Uint8Array(batch * n);
     for (let b = 0; b < batch; b++) newMask.set(maskData.subarray(b * total + total - n, (b + 1) * total), b * n);
 
-    // True positions (what transformers.js would compute from the full mask: cumsum - 1, 1 at
-    // padding), unless the caller gave its own.
-    const plan = planStep(state, newMask, n);
+    // The same step as every other wrapper (runStateStep): plan, feeds, forward, absorb, compress.
+    // transformers.js takes its own input_ids/inputs_embeds (passed through) and the past as one
+    // object; the positions are the true ones (what transformers.js would compute from the full
+    // mask: cumsum - 1, 1 at padding), unless the caller gave its own.
+    const tokens: PaddedTokens = { batch, n, ids: ids.data instanceof BigInt64Array ? ids.data : new BigInt64Array(batch * n), newMask };
     const tensor: TensorFactory<TjsTensor> = (type, data, dims) => new TensorCtor(type, data, dims);
-    const outputs = await this.#originalForward({
-      ...inputs,
-      attention_mask: tensor("int64", plan.attentionMask, [batch, plan.past.slots + n]),
-      position_ids: inputs["position_ids"] ?? tensor("int64", plan.positionIds, [batch, n]),
-      // No past at all on the first step, as transformers.js itself feeds it.
-      past_key_values: plan.past.slots > 0 ? pastFeeds(state.layout, plan, tensor) : null,
+    const outputs = await runStateStep(state, tokens, tensor, (feeds) => {
+      const past: Record<string, TjsTensor> = {};
+      for (const [name, t] of Object.entries(feeds)) if (name.startsWith("past_key_values.")) past[name] = t;
+      const pastSlots = feeds["past_key_values.0.key"]?.dims[2] ?? 0;
+      return this.#originalForward({
+        ...inputs,
+        attention_mask: feeds["attention_mask"],
+        position_ids: inputs["position_ids"] ?? feeds["position_ids"],
+        // No past at all on the first step, as transformers.js itself feeds it.
+        past_key_values: pastSlots > 0 ? past : null,
+      });
     });
-    absorbPresent(state, plan, outputs);
-    await state.compressIfDue(n);
 
     const { layers, kvHeads, headDim, kvDtype } = this.convention;
     // Dense presents go no further: generate() keeps placeholders that carry the true length.
