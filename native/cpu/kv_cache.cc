@@ -77,6 +77,7 @@ void KvCache::compress(size_t seq, long layer, const std::vector<const float*>* 
   if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range");
   if (layer >= static_cast<long>(o_.layers)) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range");
   compressLayers(o_, layer, observed, queryHeads, observedWindow, [&](size_t l) { return CpuStoreSteps(store_, o_, rope_, seq, l); });
+  returnFreedHostMemory();  // the evicted pages' memory back to the OS, not kept by malloc (allocator.h)
 }
 
 // ---- attention on codes: the CPU attention op on this store ----------------------------------------

@@ -2,6 +2,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cstring>
 #include <string>
 #include <vector>
@@ -221,6 +224,12 @@ void hostRelease(void* ptr, const CategoryBytes& split) {
   if (!ptr) return;
   std::free(ptr);
   counters(MemSpace::Host).add(split, -1);
+}
+
+void returnFreedHostMemory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
 }
 
 HostBuffer& HostBuffer::operator=(HostBuffer&& o) noexcept {

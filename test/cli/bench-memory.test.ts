@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { runMemoryCase } from "../../src/cli/bench/memory-case.js";
-import { memoryTargets, type MemoryBenchRow } from "../../src/cli/bench/memory.js";
+import { kvShare, memoryTargets, type MemoryBenchRow } from "../../src/cli/bench/memory.js";
+import type { MemoryCaseResult } from "../../src/cli/bench/memory-case.js";
 
 const tiny = { seed: 1, layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 32, intermediate: 64, vocab: 256 };
 
@@ -14,9 +15,20 @@ describe("bench memory", () => {
     expect(none.tokens).toEqual(plain.tokens);
     for (const r of [plain, none]) {
       expect(r.peakRssBytes).toBeGreaterThan(0);
+      // The run's own peak (reset after loading) exists on Linux and never exceeds the process's.
+      if (process.platform === "linux") expect(r.runPeakRssBytes).toBeGreaterThan(0);
+      // (getrusage and /proc read the kernel's marks at slightly different moments: 4 MiB of slack)
+      if (r.runPeakRssBytes !== null) expect(r.runPeakRssBytes).toBeLessThanOrEqual(r.peakRssBytes + 4 * 2 ** 20);
       expect(r.decodeTokensPerSecond).toBeGreaterThan(0);
     }
     await expect(runMemoryCase({ ...spec, case: "nope" })).rejects.toThrow(/unknown memory case/);
+  });
+
+  it("the KV share subtracts run peaks when both cases have one, else whole-process peaks", () => {
+    const r = (peak: number, run: number | null) => ({ peakRssBytes: peak, runPeakRssBytes: run }) as MemoryCaseResult;
+    expect(kvShare(r(900, 300), r(950, 120))).toBe(180); // a loading peak above the run's does not hide it
+    expect(kvShare(r(900, null), r(700, 120))).toBe(200);
+    expect(kvShare(r(900, 300), undefined)).toBe(300);
   });
 
   it("states each target as MET or MISSED", () => {

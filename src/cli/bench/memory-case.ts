@@ -6,6 +6,7 @@
  *   ort-wrapper   withNexusQuant(session, { preset }) on that graph: compressed between steps, dense during one
  *   native-<p>    the native path (segments + attention on the codes), preset p ("none" = FP16, no eviction)
  */
+import { readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { withNexusQuant } from "../../integrations/index.js";
 import { argmax } from "../../integrations/sampling.js";
@@ -28,6 +29,13 @@ export interface MemoryCaseResult {
   prompt: number;
   decode: number;
   peakRssBytes: number;
+  /**
+   * Peak RSS of the run itself: the OS's high-water mark (VmHWM) reset once the model is loaded and
+   * its build garbage collected, read after the last decode step. Null where Linux's
+   * /proc/self/clear_refs is unavailable. Loading peaks (the ONNX build, weights in JS) vary by tens
+   * of MB between runs and hide a small cache's share in the whole-process peak; this does not.
+   */
+  runPeakRssBytes: number | null;
   /** Peak of nexusquant's accounting allocator over the whole run (cache + scratch). */
   allocatorPeakBytes: number;
   /** KV bytes held at the end: allocator bytes of the cache, or the dense past's bytes for plain ORT. */
@@ -56,11 +64,13 @@ export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseRes
   let prefillSeconds = 0;
   let decodeSeconds = 0;
   let heldKvBytes = 0;
+  let resetDone = false;
   const tokens: number[] = [];
 
   if (spec.case === "ort-plain") {
     const session = await ort.InferenceSession.create(buildLlamaOnnx({ ...model, dtype: "f16" }));
     model.weights.clear(); // the session holds its own copy
+    resetDone = resetPeakRss();
     let past: Record<string, InstanceType<Ort["Tensor"]>> = {};
     for (let l = 0; l < c.numLayers; l++) {
       for (const kind of ["key", "value"]) past[`past_key_values.${l}.${kind}`] = new ort.Tensor("float16", new Uint16Array(0), [1, c.numKvHeads, 0, c.headDim]);
@@ -101,6 +111,7 @@ export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseRes
     const session = await ort.InferenceSession.create(buildLlamaOnnx({ ...model, dtype: "f16" }));
     model.weights.clear();
     await using w = await withNexusQuant(session, { preset: spec.wrapperPreset, ort });
+    resetDone = resetPeakRss();
     const t = performance.now();
     let r = await w.step(ids.slice(0, spec.chunk));
     for (let s = spec.chunk; s < ids.length; s += spec.chunk) r = await w.step(ids.slice(s, s + spec.chunk));
@@ -112,6 +123,7 @@ export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseRes
     const preset = spec.case.slice("native-".length);
     await using w = await withNexusQuant(model, { preset, prefillChunk: spec.chunk, ort });
     model.weights.clear();
+    resetDone = resetPeakRss();
     const t = performance.now();
     const r = await w.step(ids);
     prefillSeconds = (performance.now() - t) / 1000;
@@ -120,11 +132,13 @@ export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseRes
   } else {
     throw new Error(`unknown memory case ${JSON.stringify(spec.case)}`);
   }
+  const runPeakRssBytes = resetDone ? peakRssSinceReset() : null; // before maxRSS: the process's mark is read last
   return {
     case: spec.case,
     prompt: spec.prompt,
     decode: spec.decode,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    runPeakRssBytes,
     allocatorPeakBytes: memoryStats().host.peakBytes,
     heldKvBytes,
     fp16KvBytes,
@@ -143,6 +157,25 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       process.exitCode = 1;
     },
   );
+}
+
+/**
+ * Collects garbage (the child runs with --expose-gc) and resets the OS's peak-RSS mark (Linux:
+ * "5" to /proc/self/clear_refs resets VmHWM). False where that is unavailable.
+ */
+function resetPeakRss(): boolean {
+  (globalThis as { gc?: () => void }).gc?.();
+  try {
+    writeFileSync("/proc/self/clear_refs", "5");
+    return peakRssSinceReset() !== null;
+  } catch {
+    return false;
+  }
+}
+
+function peakRssSinceReset(): number | null {
+  const kib = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))?.[1];
+  return kib === undefined ? null : Number(kib) * 1024;
 }
 
 /** `steps` greedy decode steps after a prefill's result `r`, appending to `tokens`; returns the seconds. */

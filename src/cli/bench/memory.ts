@@ -54,7 +54,7 @@ export interface MemoryBenchReport {
 function runChild(spec: MemoryCaseSpec): Promise<MemoryCaseResult> {
   const script = fileURLToPath(new URL("./memory-case.js", import.meta.url));
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, JSON.stringify(spec)], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, ["--expose-gc", script, JSON.stringify(spec)], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
@@ -75,6 +75,17 @@ function runChild(spec: MemoryCaseSpec): Promise<MemoryCaseResult> {
 }
 
 const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
+
+/**
+ * The KV share of a case's peak: its run peak minus the same case's at the baseline prompt (both
+ * measured after loading, see MemoryCaseResult.runPeakRssBytes), or whole-process peaks where the OS
+ * gave no run peak.
+ */
+export function kvShare(row: MemoryCaseResult, baseline: MemoryCaseResult | undefined): number {
+  if (baseline === undefined) return row.runPeakRssBytes ?? row.peakRssBytes;
+  if (row.runPeakRssBytes !== null && baseline.runPeakRssBytes !== null) return row.runPeakRssBytes - baseline.runPeakRssBytes;
+  return row.peakRssBytes - baseline.peakRssBytes;
+}
 
 export function memoryTargets(rows: MemoryBenchRow[]): string[] {
   const lines: string[] = [];
@@ -115,6 +126,7 @@ export function memoryMarkdown(report: MemoryBenchReport): string {
     r.case,
     String(r.prompt),
     mb(r.peakRssBytes),
+    r.runPeakRssBytes === null ? "n/a" : mb(r.runPeakRssBytes),
     mb(r.kvShareBytes),
     mb(r.heldKvBytes),
     mb(r.fp16KvBytes),
@@ -131,9 +143,11 @@ export function memoryMarkdown(report: MemoryBenchReport): string {
     `Machine: ${m.cpu}, ${m.cores} cores, ${(m.memoryBytes / 2 ** 30).toFixed(0)} GiB, Node ${m.node}; load average ${m.loadAverageStart.map((x) => x.toFixed(1)).join("/")} at start, ` +
       `${m.loadAverageEnd.map((x) => x.toFixed(1)).join("/")} at end (shared machine: other jobs ran; times are noisy, memory is not).`,
     `Model: random weights, ${report.model.layers} layers, ${report.model.kvHeads} KV heads × head_dim ${report.model.headDim} (Llama-3.2-1B's KV shape), hidden ${report.model.hidden}, ${report.model.heads} query heads. ` +
-      `${report.decode} decode steps, prefill chunk ${report.chunk}. KV share = peak RSS minus the same case at ${report.baselinePrompt} tokens.`,
+      `${report.decode} decode steps, prefill chunk ${report.chunk}. Peak RSS: the whole child process (getrusage maxRSS). ` +
+      `Run peak: the OS's peak-RSS mark reset after the model is loaded and its build garbage collected (VmHWM), read after the last decode step. ` +
+      `KV share = run peak minus the same case's at ${report.baselinePrompt} tokens (loading peaks vary by tens of MB between runs and would hide a small cache).`,
     "",
-    markdownTable(["case", "prompt", "peak RSS MB", "KV share MB", "held KV MB", "FP16 KV MB", "held ratio", "allocator peak MB", "prefill s", "decode tok/s"], rows),
+    markdownTable(["case", "prompt", "peak RSS MB", "run peak MB", "KV share MB", "held KV MB", "FP16 KV MB", "held ratio", "allocator peak MB", "prefill s", "decode tok/s"], rows),
     "",
     "Targets:",
     ...report.targets.map((t) => `- ${t}`),
@@ -184,7 +198,7 @@ export const memorySuite: CliCommand = {
       .filter((r) => r.prompt !== BASELINE_PROMPT)
       .map((r) => ({
         ...r,
-        kvShareBytes: r.peakRssBytes - (baselines.find((b) => b.case === r.case)?.peakRssBytes ?? 0),
+        kvShareBytes: kvShare(r, baselines.find((b) => b.case === r.case)),
         heldRatio: r.fp16KvBytes / r.heldKvBytes,
       }));
     const cpu = cpus();
