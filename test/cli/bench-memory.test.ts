@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { runMemoryCase } from "../../src/cli/bench/memory-case.js";
-import { kvShare, memoryTargets, type MemoryBenchRow } from "../../src/cli/bench/memory.js";
+import { kvShare, memoryPlot, memoryTargets, type MemoryBenchReport, type MemoryBenchRow } from "../../src/cli/bench/memory.js";
 import type { MemoryCaseResult } from "../../src/cli/bench/memory-case.js";
 
 const tiny = { seed: 1, layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 32, intermediate: 64, vocab: 256 };
@@ -29,6 +29,16 @@ describe("bench memory", () => {
     expect(kvShare(r(900, 300), r(950, 120))).toBe(180); // a loading peak above the run's does not hide it
     expect(kvShare(r(900, null), r(700, 120))).toBe(200);
     expect(kvShare(r(900, 300), undefined)).toBe(300);
+  });
+
+  it("plots every case's peak RSS against the prompt, the 256-token baselines included", () => {
+    const r = (c: string, prompt: number, peak: number) => ({ case: c, prompt, peakRssBytes: peak }) as MemoryBenchRow;
+    const report = { date: "2026-12-02T00:00:00Z", baselines: [r("native-none", 256, 3e8), r("ort-plain", 256, 2e8)], rows: [r("native-none", 4096, 5e8), r("ort-plain", 4096, 9e8)] } as MemoryBenchReport;
+    const spec = memoryPlot(report) as unknown as { layer: { data: { values: { context: number; gb: number; series: string }[] } }[] };
+    const points = spec.layer[0]!.data.values;
+    expect(points).toHaveLength(4);
+    expect(points.find((p) => p.series === "ort-plain" && p.context === 4096)?.gb).toBeCloseTo(0.9);
+    expect(points.map((p) => p.context)).toEqual([256, 256, 4096, 4096]);
   });
 
   it("states each target as MET or MISSED", () => {

@@ -2,7 +2,7 @@
  * `nexusquant bench memory`: peak memory as the OS sees it, per case in its own child process
  * (memory-case.ts), on a model with Llama-3.2-1B's KV shape (16 layers, 8 KV heads, head_dim 64) but a
  * small width, so that the KV cache dominates what grows with the prompt. The KV share of a case's
- * peak is its peak minus the same case's peak at a 256-token prompt.
+ * peak is its run peak minus the same case's at a 256-token prompt (kvShare).
  */
 import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
@@ -10,21 +10,23 @@ import { cpus, loadavg, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
 import { NexusQuantError } from "../../errors.js";
 import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
+import { memoryPlotSpec, renderSvg, type MemoryPoint } from "../plot.js";
 import { toJson } from "../table.js";
 import type { CliCommand, CliIo } from "../types.js";
 import type { MemoryCaseResult, MemoryCaseSpec } from "./memory-case.js";
 
 const USAGE = `nexusquant bench memory [--prompts 4k,16k] [--decode N] [--chunk N] [--cases a,b] [--quick]
                        [--out PREFIX] [--json]
-  Peak RSS (getrusage maxRSS of a child process per case), the KV share of it (peak minus the same
-  case at a 256-token prompt), KV bytes held (accounting allocator; dense past bytes for plain ORT),
+  Peak RSS (getrusage maxRSS of a child process per case), the KV share of it (the run's peak, reset
+  after loading, minus the same case's at a 256-token prompt), KV bytes held (accounting allocator; dense past bytes for plain ORT),
   prefill seconds and decode tokens/s, on a model with Llama-3.2-1B's KV shape (16 layers, 8 KV
   heads, head_dim 64; hidden 256, 8 query heads, vocab 256, random weights).
   Cases: ort-plain (whole-model graph, dense FP16 past, prefilled in the same chunks), ort-wrapper
   (withNexusQuant(session, { preset: "balanced" })), native-none, native-quant, native-high,
   native-balanced (the native path: attention on the compressed cache).
   Defaults: prompts 4k,16k, 16 decode steps, chunk 256. --quick: prompts 1k, 4 decode steps.
-  --out PREFIX writes PREFIX.json and PREFIX.md. Progress goes to stderr.
+  --out PREFIX writes PREFIX.json, PREFIX.md and PREFIX.svg (peak RSS by prompt, per case).
+  Progress goes to stderr.
 `;
 
 export const MEMORY_CASES = ["ort-plain", "ort-wrapper", "native-none", "native-quant", "native-high", "native-balanced"] as const;
@@ -32,7 +34,7 @@ const BASELINE_PROMPT = 256;
 const BENCH_MODEL = { seed: 1, layers: 16, hidden: 256, heads: 8, kvHeads: 8, headDim: 64, intermediate: 512, vocab: 256 };
 
 export interface MemoryBenchRow extends MemoryCaseResult {
-  /** peakRssBytes minus this case's peak at the 256-token prompt. */
+  /** The run's peak minus this case's at the 256-token prompt (kvShare). */
   kvShareBytes: number;
   /** FP16 bytes / held bytes. */
   heldRatio: number;
@@ -155,6 +157,17 @@ export function memoryMarkdown(report: MemoryBenchReport): string {
   ].join("\n");
 }
 
+/** Peak RSS of every case against the prompt length (the 256-token baselines included), as a plot spec. */
+export function memoryPlot(report: MemoryBenchReport): ReturnType<typeof memoryPlotSpec> {
+  const points: MemoryPoint[] = [...report.baselines, ...report.rows].map((r) => ({ context: r.prompt, gb: r.peakRssBytes / 1e9, series: r.case }));
+  return memoryPlotSpec({
+    title: `bench memory: peak RSS of one process per case (${report.date.slice(0, 10)})`,
+    yTitle: "peak RSS (GB)",
+    points: points.sort((a, b) => a.context - b.context),
+    series: [...new Set(points.map((p) => p.series))],
+  });
+}
+
 export const memorySuite: CliCommand = {
   name: "memory",
   summary: "peak RSS per case in child processes: plain ORT, the ORT wrapper, the native path per preset",
@@ -218,6 +231,7 @@ export const memorySuite: CliCommand = {
     if (values.out !== undefined) {
       await writeFile(`${values.out}.json`, toJson(report));
       await writeFile(`${values.out}.md`, markdown);
+      await writeFile(`${values.out}.svg`, await renderSvg(memoryPlot(report)));
     }
     io.stdout(values.json ? toJson(report) : markdown);
     return 0;
