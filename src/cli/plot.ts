@@ -18,8 +18,33 @@ export interface MemoryPlot {
   limit?: { gb: number; label: string };
 }
 
+/** A quantity against context, one line per series. */
+export interface ContextPlot {
+  title: string;
+  yTitle: string;
+  /** Legend title. */
+  seriesTitle: string;
+  points: { context: number; value: number; series: string }[];
+  /** Series in legend order. */
+  series: string[];
+  /** A horizontal line at this value, labelled. */
+  limit?: { value: number; label: string };
+}
+
 /** Memory against context as a Vega-Lite spec: log-2 context axis, log memory axis (presets span 30x). */
 export function memoryPlotSpec(plot: MemoryPlot): TopLevelSpec {
+  return contextPlotSpec({
+    title: plot.title,
+    yTitle: plot.yTitle,
+    seriesTitle: "cache",
+    points: plot.points.map((p) => ({ context: p.context, value: p.gb, series: p.series })),
+    series: plot.series,
+    ...(plot.limit ? { limit: { value: plot.limit.gb, label: plot.limit.label } } : {}),
+  });
+}
+
+/** A quantity against context as a Vega-Lite spec: log-2 context axis, log y axis. */
+export function contextPlotSpec(plot: ContextPlot): TopLevelSpec {
   const lines = {
     data: { values: plot.points },
     mark: { type: "line", point: true },
@@ -29,19 +54,19 @@ export function memoryPlotSpec(plot: MemoryPlot): TopLevelSpec {
           values: [...new Set(plot.points.map((p) => p.context))].filter((c) => Number.isInteger(Math.log2(c))),
           labelExpr: "datum.value >= 1048576 ? datum.value / 1048576 + 'm' : datum.value >= 1024 ? datum.value / 1024 + 'k' : datum.value",
         } },
-      y: { field: "gb", type: "quantitative", title: plot.yTitle, scale: { type: "log" } },
-      color: { field: "series", type: "nominal", title: "cache", sort: plot.series },
+      y: { field: "value", type: "quantitative", title: plot.yTitle, scale: { type: "log" } },
+      color: { field: "series", type: "nominal", title: plot.seriesTitle, sort: plot.series },
     },
   };
   const layers: unknown[] = [lines];
   if (plot.limit) {
-    const limit = [{ gb: plot.limit.gb, label: plot.limit.label }];
+    const limit = [{ value: plot.limit.value, label: plot.limit.label }];
     layers.push(
-      { data: { values: limit }, mark: { type: "rule", color: "black", strokeDash: [6, 4] }, encoding: { y: { field: "gb", type: "quantitative" } } },
+      { data: { values: limit }, mark: { type: "rule", color: "black", strokeDash: [6, 4] }, encoding: { y: { field: "value", type: "quantitative" } } },
       {
         data: { values: limit },
         mark: { type: "text", align: "left", dx: 4, dy: -6, color: "black" },
-        encoding: { y: { field: "gb", type: "quantitative" }, x: { value: 0 }, text: { field: "label" } },
+        encoding: { y: { field: "value", type: "quantitative" }, x: { value: 0 }, text: { field: "label" } },
       },
     );
   }

@@ -33,11 +33,11 @@ describe("bench memory", () => {
 
   it("plots every case's peak RSS against the prompt, the 256-token baselines included", () => {
     const r = (c: string, prompt: number, peak: number) => ({ case: c, prompt, peakRssBytes: peak }) as MemoryBenchRow;
-    const report = { date: "2026-12-02T00:00:00Z", baselines: [r("native-none", 256, 3e8), r("ort-plain", 256, 2e8)], rows: [r("native-none", 4096, 5e8), r("ort-plain", 4096, 9e8)] } as MemoryBenchReport;
-    const spec = memoryPlot(report) as unknown as { layer: { data: { values: { context: number; gb: number; series: string }[] } }[] };
+    const report = { date: "2026-12-02T00:00:00Z", baselines: [r("native-none", 256, 3e8), r("ort-plain", 256, 2e8)], rows: [r("native-none", 4096, 5e8), r("ort-plain", 4096, 9e8)] } as unknown as MemoryBenchReport;
+    const spec = memoryPlot(report) as unknown as { layer: { data: { values: { context: number; value: number; series: string }[] } }[] };
     const points = spec.layer[0]!.data.values;
     expect(points).toHaveLength(4);
-    expect(points.find((p) => p.series === "ort-plain" && p.context === 4096)?.gb).toBeCloseTo(0.9);
+    expect(points.find((p) => p.series === "ort-plain" && p.context === 4096)?.value).toBeCloseTo(0.9);
     expect(points.map((p) => p.context)).toEqual([256, 256, 4096, 4096]);
   });
 

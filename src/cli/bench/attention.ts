@@ -1,3 +1,4 @@
+import { writeFile } from "node:fs/promises";
 import { CompressedKVCache } from "../../runtime/cache.js";
 import { floatsToHalfBits } from "../../runtime/half.js";
 import { native } from "../../runtime/native.js";
@@ -5,11 +6,12 @@ import { gaussian } from "../../runtime/synthetic.js";
 import { seededRandom } from "../../shared/prng.js";
 import type { CompressionSpec } from "../../format/index.js";
 import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
+import { contextPlotSpec, renderSvg } from "../plot.js";
 import { renderTable, toJson } from "../table.js";
 import type { CliCommand } from "../types.js";
 
 const USAGE = `nexusquant bench attention [--contexts 1k,4k,16k,64k] [--prefill-contexts 1k,4k] [--head-dims 64,128]
-                           [--prefill 256] [--repeats 5] [--json]
+                           [--prefill 256] [--repeats 5] [--plot FILE.svg] [--json]
   Time per call of softmax attention, batch 1, 8 KV heads, GQA 4:1 (32 query heads), side by side in
   one run: decode (1 query per head) at every context, and a causal prefill chunk (--prefill queries
   at the end of the context) at --prefill-contexts. Cases: dense FP32 and dense FP16 rows through the
@@ -19,6 +21,7 @@ const USAGE = `nexusquant bench attention [--contexts 1k,4k,16k,64k] [--prefill-
   onnxruntime's com.microsoft.GroupQueryAttention on an FP32 and an int8 (k_quant_type PER_TENSOR,
   kv_cache_bit_width 8) past cache. Reports the
   median time, the bytes of KV the call reads, effective GB/s and the speed ratio to dense FP16.
+  --plot writes decode time per call against context for the largest head_dim (SVG).
 `;
 
 const KV_HEADS = 8;
@@ -259,6 +262,19 @@ export async function runAttentionBench(opts: {
   return { rows, ortNote };
 }
 
+/** Decode time per call against context, one line per case, at the largest head_dim measured. */
+export function attentionPlot(rows: AttentionBenchRow[], date: string): ReturnType<typeof contextPlotSpec> {
+  const headDim = Math.max(...rows.map((r) => r.headDim));
+  const decode = rows.filter((r) => r.mode === "decode" && r.headDim === headDim && r.medianMs !== null);
+  return contextPlotSpec({
+    title: `bench attention: decode, head_dim ${headDim}, ${KV_HEADS} KV heads, GQA ${GROUP}:1, batch 1 (${date.slice(0, 10)})`,
+    yTitle: "median ms per call",
+    seriesTitle: "case",
+    points: decode.map((r) => ({ context: r.context, value: r.medianMs!, series: r.case })),
+    series: [...new Set(decode.map((r) => r.case))],
+  });
+}
+
 function parseList<T>(flag: string, text: string, parse: (flag: string, s: string) => T): T[] {
   return text.split(",").map((s) => parse(flag, s));
 }
@@ -274,6 +290,7 @@ export const attentionSuite: CliCommand = {
       "head-dims": { type: "string" },
       prefill: { type: "string" },
       repeats: { type: "string" },
+      plot: { type: "string" },
       json: { type: "boolean" },
     });
     const contexts = parseList("--contexts", v.contexts ?? "1k,4k,16k,64k", parseContext);
@@ -283,8 +300,10 @@ export const attentionSuite: CliCommand = {
     const repeats = v.repeats ? parsePositiveInt("--repeats", v.repeats) : 5;
     const { rows, ortNote } = await runAttentionBench({ contexts, prefillContexts, headDims, prefill, repeats, progress: (l) => io.stderr(l + "\n") });
     const cpu = native().backendInfo().cpu;
+    const date = new Date().toISOString();
+    if (v.plot !== undefined) await writeFile(v.plot, await renderSvg(attentionPlot(rows, date)));
     if (v.json) {
-      io.stdout(toJson({ suite: "attention", kvHeads: KV_HEADS, queryHeads: KV_HEADS * GROUP, batch: 1, threads: cpu.threads, isa: cpu.isa, date: new Date().toISOString(), ortNote, results: rows }));
+      io.stdout(toJson({ suite: "attention", kvHeads: KV_HEADS, queryHeads: KV_HEADS * GROUP, batch: 1, threads: cpu.threads, isa: cpu.isa, date, ortNote, results: rows }));
       return 0;
     }
     io.stdout(`batch 1, ${KV_HEADS} KV heads, GQA ${GROUP}:1, ${cpu.threads} CPU threads, ISA ${cpu.isa}\n${ortNote}\n\n`);
