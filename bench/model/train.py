@@ -52,10 +52,11 @@ def log(message):
 # Recipes: the defaults below are the GPU one (H100/H200, ~9 minutes); the CPU one is sized for ~1 hour
 # on 2 cores with OpenBLAS (~2K tokens/s): head_dim 64, 4 query / 2 KV heads, 4 layers, hidden 256,
 # trained at 512 -> 1K -> 2K context so that 2K retrieval works.
-# Retrieval needs induction heads (copying from earlier in the context). On this budget they form only
-# with a copy warm-up on short rows of random tokens, from scratch, at lr 1e-3 and beta2 0.999: in CPU
-# trials, the same warm-up started from a prose-trained model (--init), or at lr 3e-3 / beta2 0.95, kept
-# the copy loss at ln(vocab) for 150+ steps, and prose-only or text-copy rows formed none in 40-50 min.
+# Retrieval needs copying from far back in the context. A copy warm-up on random-token rows taught only a
+# positional shortcut (its repeat sat half a row back; copy_diag.py), and copies at random distances formed
+# nothing in 1000 steps, so the CPU recipe warms up on retrieval samples in short rows (--warmup-rows
+# retrieval), 128 -> 256 -> 512 tokens. In trials that taught retrieval within 128-256 tokens but did not yet
+# carry to 1K-2K (bench/model/README.md).
 CPU_RECIPE = dict(
     vocab_size=2048, hidden=256, layers=4, heads=4, kv_heads=2, head_dim=64, intermediate=512, context=2048,
     phases="512:0.35,768:0.15,1024:0.2,1536:0.15,2048:0.15", tokens_per_step=2048, lr=1e-3, beta2=0.999, warmup_steps=30, dropout=0.0,
@@ -681,15 +682,15 @@ def main():
             v = warmup_loss.item()
             copy_warmup["ema"] = v if copy_warmup["ema"] is None else 0.95 * copy_warmup["ema"] + 0.05 * v
             finished = step >= args.copy_warmup_steps or copy_warmup["ema"] < args.copy_warmup_until
-            what = f"{args.warmup_rows} warm-up"
+            what, watched = f"{args.warmup_rows} warm-up", "answer" if args.warmup_rows == "retrieval" else "copy"
             if args.copy_warmup_mix:
                 if finished:
-                    log(f"{what} (mixed lengths) over at step {step}: {args.warmup_rows} loss (moving average) "
+                    log(f"{what} (mixed lengths) over at step {step}: {watched} loss (moving average) "
                         f"{copy_warmup['ema']:.3f}")
                     copy_warmup["on"] = False
             elif finished:
                 log(f"{what} stage {copy_warmup['contexts'][copy_warmup['stage']]} over at step {step}: "
-                    f"{'answer' if args.warmup_rows == 'retrieval' else 'copy'} loss (moving average) {copy_warmup['ema']:.3f}")
+                    f"{watched} loss (moving average) {copy_warmup['ema']:.3f}")
                 copy_warmup["stage"] += 1
                 copy_warmup["ema"] = None
                 if step >= args.copy_warmup_steps or copy_warmup["stage"] == len(copy_warmup["contexts"]):
