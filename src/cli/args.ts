@@ -1,3 +1,5 @@
+import { existsSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 /** What parseFlags returns: flag values by name (strings or booleans), and positionals. */
@@ -89,4 +91,14 @@ export function parseBytes(flag: string, text: string): number {
     throw invalidArgument(flag, "a byte count such as 4GiB, 512MiB, 8GB or 1000000 (GB = 10^9, GiB = 2^30)", text);
   }
   return value;
+}
+
+/**
+ * An output path whose folder must already exist: checked before long work starts, so that a typo
+ * does not cost a whole benchmark run and then fail on the write.
+ */
+export function parseOutputPath(flag: string, path: string): string {
+  const dir = dirname(resolve(path));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw invalidArgument(flag, "a path in an existing folder", path);
+  return path;
 }

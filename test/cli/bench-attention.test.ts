@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { attentionPlot, runAttentionBench, type AttentionBenchRow } from "../../src/cli/bench/attention.js";
+import { cli } from "./helpers.js";
 
 describe("bench attention", () => {
   it("runs every case side by side on a tiny shape, each with a time and a ratio to dense FP16", async () => {
@@ -23,5 +24,15 @@ describe("bench attention", () => {
       { context: 1024, value: 2, series: "codes K2V2" },
       { context: 4096, value: 5, series: "codes K2V2" },
     ]);
+  });
+
+  it("a --plot (or bench memory --out) in a missing folder is a usage error before any case runs", async () => {
+    for (const args of [["bench", "attention", "--plot", "/no/such/dir/a.svg"], ["bench", "memory", "--out", "/no/such/dir/memory"]]) {
+      const r = await cli(...args);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/existing folder/);
+      expect(r.stdout).toBe("");
+      expect(r.stderr).not.toMatch(/decode n=|\[1\//); // refused up front: no case's progress line was printed
+    }
   });
 });

@@ -5,7 +5,7 @@ import { native } from "../../runtime/native.js";
 import { gaussian } from "../../runtime/synthetic.js";
 import { seededRandom } from "../../shared/prng.js";
 import type { CompressionSpec } from "../../format/index.js";
-import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
+import { parseContext, parseFlags, parseOutputPath, parsePositiveInt } from "../args.js";
 import { contextPlotSpec, renderSvg } from "../plot.js";
 import { renderTable, toJson } from "../table.js";
 import type { CliCommand } from "../types.js";
@@ -298,10 +298,11 @@ export const attentionSuite: CliCommand = {
     const headDims = parseList("--head-dims", v["head-dims"] ?? "64,128", parsePositiveInt);
     const prefill = v.prefill ? parsePositiveInt("--prefill", v.prefill) : 256;
     const repeats = v.repeats ? parsePositiveInt("--repeats", v.repeats) : 5;
+    const plot = v.plot === undefined ? undefined : parseOutputPath("--plot", v.plot);
     const { rows, ortNote } = await runAttentionBench({ contexts, prefillContexts, headDims, prefill, repeats, progress: (l) => io.stderr(l + "\n") });
     const cpu = native().backendInfo().cpu;
     const date = new Date().toISOString();
-    if (v.plot !== undefined) await writeFile(v.plot, await renderSvg(attentionPlot(rows, date)));
+    if (plot !== undefined) await writeFile(plot, await renderSvg(attentionPlot(rows, date)));
     if (v.json) {
       io.stdout(toJson({ suite: "attention", kvHeads: KV_HEADS, queryHeads: KV_HEADS * GROUP, batch: 1, threads: cpu.threads, isa: cpu.isa, date, ortNote, results: rows }));
       return 0;

@@ -9,7 +9,7 @@ import { writeFile } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
 import { NexusQuantError } from "../../errors.js";
-import { parseContext, parseFlags, parsePositiveInt } from "../args.js";
+import { parseContext, parseFlags, parseOutputPath, parsePositiveInt } from "../args.js";
 import { memoryPlotSpec, renderSvg, type MemoryPoint } from "../plot.js";
 import { toJson } from "../table.js";
 import type { CliCommand, CliIo } from "../types.js";
@@ -191,6 +191,7 @@ export const memorySuite: CliCommand = {
     const decode = values.decode === undefined ? (values.quick ? 4 : 16) : parsePositiveInt("--decode", values.decode);
     const chunk = values.chunk === undefined ? 256 : parsePositiveInt("--chunk", values.chunk);
     const cases = values.cases === undefined ? [...MEMORY_CASES] : values.cases.split(",");
+    const out = values.out === undefined ? undefined : parseOutputPath("--out", values.out);
     for (const c of cases) {
       if (!(MEMORY_CASES as readonly string[]).includes(c)) throw new NexusQuantError("INVALID_ARGUMENT", `Expected cases among ${MEMORY_CASES.join(", ")} for --cases but received ${JSON.stringify(c)}`, { arg: "--cases" });
     }
@@ -228,10 +229,10 @@ export const memorySuite: CliCommand = {
       targets: memoryTargets(rows),
     };
     const markdown = memoryMarkdown(report);
-    if (values.out !== undefined) {
-      await writeFile(`${values.out}.json`, toJson(report));
-      await writeFile(`${values.out}.md`, markdown);
-      await writeFile(`${values.out}.svg`, await renderSvg(memoryPlot(report)));
+    if (out !== undefined) {
+      await writeFile(`${out}.json`, toJson(report));
+      await writeFile(`${out}.md`, markdown);
+      await writeFile(`${out}.svg`, await renderSvg(memoryPlot(report)));
     }
     io.stdout(values.json ? toJson(report) : markdown);
     return 0;
