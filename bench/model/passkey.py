@@ -189,6 +189,62 @@ def make_training_sample(seed, filler, min_chars, max_chars):
     return make_retrieval_sample(derive_seed(seed, 1), filler, target_chars, depth, kind, count_tokens=len)
 
 
+def _fact_needle(key, value):
+    return (f"The secret word for the {key} is {value}.",
+            f"What is the secret word for the {key}? The secret word for the {key} is")
+
+
+def make_multi_needle_sample(seed, filler, min_chars, max_chars, max_needles):
+    """A training row's sample with 1..max_needles needles, each asked once at the end (Python only).
+
+    Why: a retrieval row of T tokens carries only its few answer tokens of retrieval signal, so at 1-2K
+    tokens a 2048-token step saw one or two answers and the CPU run never learned to retrieve that far
+    (bench/model/README.md). Extra needles have keys unlike every other needle's, so
+    each question has exactly one right answer and the model must match the key, as a single-needle prompt
+    (the evaluation's form) also allows; half of them are five-digit codes, because copying the pass key's digit
+    tokens one by one is what a checkpoint got wrong most (first digit right, later ones not). The first needle is make_training_sample's (its depth and kind);
+    the others go to random sentence boundaries. Returns {"segments": [(text, is_answer), ...], "values": [...]}:
+    passage, then per needle (in random order) "\\n\\n" question and " " value."""
+    rng = Mulberry32(seed)
+    n = 1 + rng.next_int(max(1, max_needles))
+    extra_chars = (n - 1) * 150  # room for each extra needle and its question within max_chars
+    base = make_training_sample(derive_seed(seed, 2), filler, min(min_chars, max_chars - extra_chars),
+                                max(1, max_chars - extra_chars))
+    passage = base["prompt"][:-(len(base["question"]) + 2)]
+    lower = passage.lower()
+    pairs = [(base["question"], base["value"])]
+    used_keys = {base["key"]} if base["key"] else set()
+    used_values = {base["value"]}
+    sentences = split_sentences(passage)
+    for _ in range(n - 1):
+        key = FACT_KEYS[rng.next_int(len(FACT_KEYS))]
+        if rng.next_int(2):  # a number, like the pass key: five digit tokens to copy, the hardest answer
+            value = str(10000 + rng.next_int(90000))
+            needle, question = (f"The code for the {key} is {value}.",
+                                f"What is the code for the {key}? The code for the {key} is")
+        else:
+            value = FACT_WORDS[rng.next_int(len(FACT_WORDS))]
+            needle, question = _fact_needle(key, value)
+        if key in used_keys or value in used_values or value.lower() in lower:
+            continue  # a clash: this row gets one needle fewer (rows stay deterministic per seed)
+        used_keys.add(key)
+        used_values.add(value)
+        sentences.insert(rng.next_int(len(sentences) + 1), needle)
+        pairs.append((question, value))
+    order = list(range(len(pairs)))
+    for i in range(len(order) - 1, 0, -1):  # Fisher-Yates with the sample's generator
+        j = rng.next_int(i + 1)
+        order[i], order[j] = order[j], order[i]
+    segments = []
+    text = " ".join(sentences)
+    for i in order:
+        question, value = pairs[i]
+        segments.append((text + "\n\n" + question, False))
+        segments.append((" " + value, True))
+        text = ""
+    return {"segments": segments, "values": [pairs[i][1] for i in order]}
+
+
 def is_correct_completion(sample, completion):
     text = completion.lstrip()
     rest = text[len(sample["value"]):]

@@ -31,8 +31,11 @@ def main():
     assert max(smoke.passkey_contexts) <= smoke.context
     cpu = train.parse_args(["--out", "/tmp/unused", "--recipe", "cpu", "--layers", "5"])
     assert cpu.head_dim == 64 and cpu.heads == 4 and cpu.kv_heads == 2 and cpu.hidden == 256 and cpu.layers == 5
-    assert cpu.phases == [(512, 0.35), (768, 0.15), (1024, 0.2), (1536, 0.15), (2048, 0.15)]
-    assert train.phase_at(cpu.phases, 0.69) == 1024 and train.phase_at(cpu.phases, 0.71) == 1536
+    assert cpu.phases == [(1024, 0.5), (1536, 0.2), (2048, 0.3)]
+    assert train.phase_at(cpu.phases, 0.49) == 1024 and train.phase_at(cpu.phases, 0.51) == 1536
+    assert len(cpu.copy_warmup_stage_steps) == len(cpu.copy_warmup_context.split(",")) and cpu.needles_max > 1
+    one = train.parse_args(["--out", "/tmp/unused", "--recipe", "cpu", "--copy-warmup-stage-steps", "50"])
+    assert one.copy_warmup_stage_steps == [50] * 4
     assert cpu.lr == 1e-3 and cpu.beta2 == 0.999 and cpu.copy_warmup_steps > 0 and cpu.warmup_rows == "retrieval"
     assert train.parse_args(["--out", "/tmp/unused", "--recipe", "cpu", "--warmup-rows", "copy"]).warmup_rows == "copy"
     import random as _random
@@ -58,6 +61,23 @@ def main():
         assert ids[0] == 0 and ids[-1] == 0 and 0 < a0 < a1 == len(ids) - 1
         assert ids[a0:a1] == tok.encode(sample["answer"])
     per_sample_ms = (time.time() - t0) / n * 1e3
+    counts = set()
+    for i in range(100):
+        sample = passkey.make_multi_needle_sample(passkey.derive_seed(99, i), train_texts, 400, 6000, 4)
+        values = sample["values"]
+        counts.add(len(values))
+        full = "".join(text for text, _ in sample["segments"])
+        assert len(values) == len(set(values)) and len(full) <= 6000
+        for v in values:  # stated once in the passage, answered once after its question
+            assert full.count(v) == 2, (v, full.count(v))
+        ids, spans = train.training_row_ids(tok, sample["segments"], 0)
+        assert ids[0] == 0 and ids[-1] == 0 and len(spans) == len(values)
+        assert [ids[a0:a1] for a0, a1 in spans] == [tok.encode(" " + v) for v in values]
+        questions = [text for text, is_answer in sample["segments"] if not is_answer]
+        assert len(questions) == len(values) and all(q.endswith(" is") and "\n\nWhat is the " in q for q in questions)
+    assert counts == {1, 2, 3, 4}, counts
+    short = passkey.make_multi_needle_sample(7, train_texts, 400, 2000, 1)
+    assert len(short["values"]) == 1
 
     report = {
         "model": config, "parameters": {"total": total, "embedding": args.vocab_size * args.hidden},

@@ -59,13 +59,14 @@ def log(message):
 # carry to 1K-2K (bench/model/README.md).
 CPU_RECIPE = dict(
     vocab_size=2048, hidden=256, layers=4, heads=4, kv_heads=2, head_dim=64, intermediate=512, context=2048,
-    phases="512:0.35,768:0.15,1024:0.2,1536:0.15,2048:0.15", tokens_per_step=2048, lr=1e-3, beta2=0.999, warmup_steps=30, dropout=0.0,
-    passkey_fraction=0.3, repeat_fraction=0.0, repeat_kind="random", repeat_span="half",
-    warmup_rows="retrieval", copy_warmup_steps=3000, copy_warmup_context="128,256,512", copy_warmup_until=0.3,
-    answer_loss_weight=2.0,
-    train_seconds=3300.0, deadline_seconds=3900.0, reserve_seconds=450.0, eval_every_seconds=60.0, eval_windows=8,
+    phases="1024:0.5,1536:0.2,2048:0.3", tokens_per_step=2048, lr=1e-3, beta2=0.999, warmup_steps=30, dropout=0.0,
+    passkey_fraction=0.6, repeat_fraction=0.0, repeat_kind="random", repeat_span="half",
+    warmup_rows="retrieval", copy_warmup_steps=3000, copy_warmup_context="128,256,512,768",
+    copy_warmup_stage_steps="400,400,300,200", copy_warmup_until=0.3,
+    needles_max=4, tokens_per_needle=128, answer_loss_weight=2.0,
+    train_seconds=3900.0, deadline_seconds=4500.0, reserve_seconds=450.0, eval_every_seconds=60.0, eval_windows=8,
     patience_evals=1000, passkey_contexts="1024,2048", passkey_per_cell=3, final_val_windows=12,
-    checkpoint_every_seconds=600.0, compile=False, threads=2,
+    checkpoint_every_seconds=600.0, compile=False, threads=1, procs=2,
 )
 
 
@@ -94,6 +95,10 @@ def parse_args(argv=None):
     p.add_argument("--tokens-per-step", type=int, default=0,
                    help="if > 0: batch size = this / the phase's context (constant tokens per step)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--procs", type=int, default=1,
+                   help="data-parallel processes on this machine (torch.distributed, gloo), each with --threads "
+                        "threads and its own rows; gradients are averaged. On the 2-core dev box one process "
+                        "with 2 threads trained no faster than with 1, and two 1-thread processes trained twice the tokens")
     p.add_argument("--checkpoint-every-seconds", type=float, default=0.0,
                    help="if > 0: export the current weights this often, so that a killed run leaves a model")
     # Optimisation.
@@ -133,6 +138,15 @@ def parse_args(argv=None):
                         "because mixing in 8-256-token repeats at 512 tokens undid a fresh copying circuit in a trial)")
     p.add_argument("--init", default="",
                    help="start from the weights of this model directory (its config must match; its tokenizer is used)")
+    p.add_argument("--needles-max", type=int, default=1,
+                   help="retrieval rows hold 1..N needles (extra ones: secret-word facts with distinct keys), each asked "
+                        "at the end: N times the retrieval signal per row, which long rows lack (see make_multi_needle_sample)")
+    p.add_argument("--tokens-per-needle", type=int, default=256,
+                   help="a row of T tokens holds at most T / this many needles (short rows: one)")
+    p.add_argument("--copy-warmup-stage-steps", default="0",
+                   help="the most steps of each warm-up stage, one value for all or one per --copy-warmup-context "
+                        "(0: no cap but --copy-warmup-steps): a stage that never reaches --copy-warmup-until then "
+                        "does not eat the whole warm-up")
     p.add_argument("--answer-loss-weight", type=float, default=1.0,
                    help="extra loss on the answer tokens of retrieval rows (they are ~0.1%% of their row)")
     # Budget: training stops at --train-seconds, and early enough that the script ends by --deadline-seconds.
@@ -181,6 +195,18 @@ def parse_args(argv=None):
         warmup_contexts = []
     if not warmup_contexts or min(warmup_contexts) < 8:
         p.error(f"--copy-warmup-context must be row lengths >= 8, comma-separated (got {args.copy_warmup_context!r})")
+    try:
+        stage_steps = [int(v) for v in str(args.copy_warmup_stage_steps).split(",")]
+    except ValueError:
+        stage_steps = [-1]
+    if min(stage_steps) < 0 or len(stage_steps) not in (1, len(warmup_contexts)):
+        p.error(f"--copy-warmup-stage-steps must be one step count or one per warm-up stage "
+                f"({len(warmup_contexts)}), each >= 0 (got {args.copy_warmup_stage_steps!r})")
+    args.copy_warmup_stage_steps = stage_steps * len(warmup_contexts) if len(stage_steps) == 1 else stage_steps
+    if args.procs < 1:
+        p.error("--procs must be >= 1")
+    if args.needles_max < 1 or args.tokens_per_needle < 1:
+        p.error("--needles-max and --tokens-per-needle must be >= 1")
     if args.repeat_span != "half":
         try:
             lo, hi = (int(v) for v in args.repeat_span.split(","))
@@ -403,6 +429,18 @@ def init_model(model, args, torch):
     log(f"initialized from {args.init} ({len(loaded)} tensors)")
 
 
+def training_row_ids(tok, segments, eot_id):
+    """<eot> segment... <eot> for a multi-needle training sample; returns the ids and the answers' [start, end)
+    spans. Each segment is tokenized alone, as the evaluation tokenizes its prompt and answer."""
+    ids, spans = [eot_id], []
+    for text, is_answer in segments:
+        part = tok.encode(text)
+        if is_answer:
+            spans.append((len(ids), len(ids) + len(part)))
+        ids += part
+    return ids + [eot_id], spans
+
+
 def retrieval_row_ids(tok, sample, eot_id):
     """<eot> prompt answer <eot>; returns the ids and the answer's [start, end) positions among them."""
     prompt = tok.encode(sample["prompt"])
@@ -415,10 +453,29 @@ def retrieval_row_ids(tok, sample, eot_id):
 
 def main():
     args = parse_args()
+    if args.procs > 1:
+        import torch.multiprocessing as mp
+        port = 29500 + os.getpid() % 1000
+        mp.spawn(worker, args=(args, port), nprocs=args.procs, join=True)
+    else:
+        worker(0, args, None)
+
+
+def worker(rank, args, port):
+    """One training process: rank 0 decides (clock, phases, warm-up stages, evaluation) and tells the others
+    every step; every rank draws its own rows; only rank 0 logs, evaluates and writes files."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
+    global log
+    if rank:
+        log = lambda message: None  # noqa: E731
+    dist = None
+    if port is not None:
+        import torch.distributed as dist
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+        dist.init_process_group("gloo", rank=rank, world_size=args.procs)
     os.makedirs(args.out, exist_ok=True)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -494,6 +551,8 @@ def main():
                             lr=args.lr, betas=(0.9, args.beta2), eps=1e-8,
                             **({"fused": True} if device == "cuda" else {}))
     train_model = model
+    if dist is not None:
+        train_model = nn.parallel.DistributedDataParallel(model)  # broadcasts rank 0's weights, averages gradients
     if args.compile and device == "cuda":
         try:
             train_model = torch.compile(model)
@@ -504,14 +563,14 @@ def main():
         return max(1, args.tokens_per_step // T) if args.tokens_per_step else args.batch_size
 
     VT = args.phases[0][0]  # periodic validation windows: the first phase's context, comparable throughout
-    gen = torch.Generator().manual_seed(args.seed)
-    row_rng = random.Random(args.seed)
-    retrieval_rows = 0
+    gen = torch.Generator().manual_seed(args.seed + 7919 * rank)  # each rank its own rows
+    row_rng = random.Random(args.seed + 7919 * rank)
+    retrieval_rows = 10 ** 9 * rank
 
     def windows(stream, starts, T):
         return stream[(torch.as_tensor(starts)[:, None] + torch.arange(T + 1)).to(stream.device)]
 
-    copy_warmup = {"on": args.copy_warmup_steps > 0, "ema": None, "stage": 0,
+    copy_warmup = {"on": args.copy_warmup_steps > 0, "ema": None, "stage": 0, "stage_start": 0,
                    "contexts": [int(v) for v in str(args.copy_warmup_context).split(",")]}
 
     def make_batch(T, B):
@@ -525,18 +584,20 @@ def main():
         else:
             passkey_fraction, repeat_fraction = args.passkey_fraction, args.repeat_fraction
         n_retrieval = int(B * passkey_fraction) + (row_rng.random() < (B * passkey_fraction) % 1)
+        max_needles = min(args.needles_max, max(1, T // args.tokens_per_needle))
         for r in range(n_retrieval):
             while True:  # a sample whose tokens fit the row; retried with the next seed when one is too long
                 retrieval_rows += 1
-                sample = passkey.make_training_sample(passkey.derive_seed(args.seed, retrieval_rows), train_texts,
-                                                      min(400, max_chars), max_chars)
-                ids, a0, a1 = retrieval_row_ids(tok, sample, eot_id)
+                sample = passkey.make_multi_needle_sample(passkey.derive_seed(args.seed, retrieval_rows), train_texts,
+                                                          min(400, max_chars), max_chars, max_needles)
+                ids, spans = training_row_ids(tok, sample["segments"], eot_id)
                 if len(ids) <= T + 1:
                     break
             fill_start = row_rng.randrange(0, len(train_ids) - T - 1)
             ids = ids + train_ids[fill_start:fill_start + T + 1 - len(ids)]  # pack the rest with speech text
             x[r] = torch.tensor(ids, dtype=torch.long, device=x.device)
-            mask[r, a0 - 1:a1 - 1] = True  # target t predicts token t+1
+            for a0, a1 in spans:
+                mask[r, a0 - 1:a1 - 1] = True  # target t predicts token t+1
         n_repeat = int(B * repeat_fraction) + (row_rng.random() < (B * repeat_fraction) % 1)
         copy_mask = torch.zeros(B, T, dtype=torch.bool)
         for r in range(n_retrieval, min(B, n_retrieval + n_repeat)):
@@ -627,14 +688,22 @@ def main():
                        "copy": torch.zeros((), device=device), "n": 0, "n_ans": 0, "n_copy": 0}
     run = new_run()
     model.train()
+    stop = False
     while True:
         now = time.time()
         if args.max_steps and step >= args.max_steps:
-            stop_reason = "max steps"
-            break
+            stop_reason, stop = "max steps", True
         if now >= stop_at:
-            break
+            stop = True
         progress = step / args.max_steps if args.max_steps else (now - train_start) / budget
+        if dist is not None:  # rank 0's clock and warm-up state rule every rank
+            control = torch.tensor([float(stop), progress, float(copy_warmup["on"]), float(copy_warmup["stage"])],
+                                   dtype=torch.float64)
+            dist.broadcast(control, 0)
+            stop, progress = bool(control[0]), float(control[1])
+            copy_warmup["on"], copy_warmup["stage"] = bool(control[2]), int(control[3])
+        if stop:
+            break
         if phase_at(args.phases, progress) != T:
             T = phase_at(args.phases, progress)
             B = batch_for(T)
@@ -664,7 +733,7 @@ def main():
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        tokens_seen += inputs.numel()
+        tokens_seen += inputs.numel() * args.procs
         run["lm"] += lm_loss.detach()
         run["n"] += 1
         if n_retrieval:
@@ -678,10 +747,12 @@ def main():
             warmup_loss = copy_loss_now
         if args.warmup_rows == "retrieval":
             warmup_loss = answer_loss.detach() if n_retrieval else None
-        if copy_warmup["on"] and warmup_loss is not None:
+        if copy_warmup["on"] and warmup_loss is not None and rank == 0:
             v = warmup_loss.item()
             copy_warmup["ema"] = v if copy_warmup["ema"] is None else 0.95 * copy_warmup["ema"] + 0.05 * v
-            finished = step >= args.copy_warmup_steps or copy_warmup["ema"] < args.copy_warmup_until
+            stage_cap = 0 if args.copy_warmup_mix else args.copy_warmup_stage_steps[copy_warmup["stage"]]
+            finished = (step >= args.copy_warmup_steps or copy_warmup["ema"] < args.copy_warmup_until
+                        or (stage_cap and step - copy_warmup["stage_start"] >= stage_cap))
             what, watched = f"{args.warmup_rows} warm-up", "answer" if args.warmup_rows == "retrieval" else "copy"
             if args.copy_warmup_mix:
                 if finished:
@@ -693,11 +764,12 @@ def main():
                     f"{watched} loss (moving average) {copy_warmup['ema']:.3f}")
                 copy_warmup["stage"] += 1
                 copy_warmup["ema"] = None
+                copy_warmup["stage_start"] = step
                 if step >= args.copy_warmup_steps or copy_warmup["stage"] == len(copy_warmup["contexts"]):
                     copy_warmup["on"] = False
         if step == 1:
             log(f"first step done (includes compilation): loss {lm_loss.item():.3f}")
-        if time.time() >= next_eval or time.time() >= stop_at:
+        if rank == 0 and (time.time() >= next_eval or time.time() >= stop_at):
             val, _ = validation_loss(args.eval_windows)
             elapsed = time.time() - train_start
             train_loss = run["lm"].item() / max(1, run["n"])
@@ -718,7 +790,7 @@ def main():
                 evals_since_best += 1
                 if evals_since_best >= args.patience_evals:
                     stop_reason = f"no better validation loss in {args.patience_evals} evaluations"
-                    break
+                    stop_at = 0  # every rank stops at the next step's broadcast
             if next_checkpoint is not None and time.time() >= next_checkpoint:
                 export(model, tag=f"checkpoint at step {step}")
                 probe_acc = retrieval_accuracy(probe)
@@ -728,6 +800,10 @@ def main():
                 next_checkpoint = time.time() + args.checkpoint_every_seconds
             next_eval = time.time() + args.eval_every_seconds
     train_seconds = time.time() - train_start
+    if dist is not None:
+        dist.destroy_process_group()
+    if rank:
+        return
     log(f"stopped after {step} steps, {train_seconds:.0f}s ({stop_reason}); best validation loss "
         f"{best['loss']:.4f} at step {best['step']}")
     if best["state"] is not None:

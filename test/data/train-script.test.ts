@@ -12,7 +12,7 @@ describe.skipIf(!python)("bench/model/train.py", () => {
   it("compiles", () => {
     // compile() rather than py_compile, which would leave __pycache__ behind.
     const check = "import sys\nfor f in sys.argv[1:]: compile(open(f).read(), f, 'exec')";
-    const r = spawnSync("python3", ["-c", check, "train.py", "passkey.py", "corpus.py", "selftest.py", "bpe.py", "safetensors_io.py", "interop.py", "copy_diag.py"], { cwd: dir, encoding: "utf8" });
+    const r = spawnSync("python3", ["-c", check, "train.py", "passkey.py", "corpus.py", "selftest.py", "bpe.py", "safetensors_io.py", "interop.py", "copy_diag.py", "retrieval_diag.py"], { cwd: dir, encoding: "utf8" });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
   });
