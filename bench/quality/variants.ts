@@ -1,7 +1,7 @@
 /**
  * The cache variants the harness compares: the FP16 baseline, every preset, quantization-only
  * specs (no eviction) and the eviction scorers at one preset's ratio. Variants whose resolved specs
- * are identical (K3V2 is `quant`; L is `balanced`; the key-key scorer row is the preset itself) are
+ * are identical (K3V3 is `quant` and `S`; K2V2 is `high`; L is `balanced`; the key-key scorer row is the preset itself) are
  * measured once and reported with `sameAs`, so no number is computed twice or copied by hand.
  */
 import { invalidArgument } from "../../src/errors.js";

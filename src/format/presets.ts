@@ -16,10 +16,17 @@ function preset(name: string, description: string, spec: Partial<CompressionSpec
 /**
  * Named compression specs. Ratios are never typed in: `presetRatio` computes them from the layout.
  * K3V2 = 3-bit keys, 2-bit values (keys carry the softmax logits and deserve the extra bit).
+ *
+ * quant and high were chosen by `nexusquant bench quality` on the trained reference model
+ * (bench/results/quality.md, 2026-12-03): K3V2 missed quant's ΔPPL ≤ 0.5% (+0.54%) where K3V3 met
+ * it (+0.30%, recall equal to FP16), and any eviction by the key-key scorer lost retrieval (recall
+ * 89% → 19% at 20% evicted, 11% at high's old 35%) while K2V2 without eviction kept it (86%) at
+ * ΔPPL +0.59%. The eviction presets (asym, balanced, max) trade recall of facts stated once in the
+ * prompt for memory; the README says so.
  */
 export const PRESETS: Readonly<Record<string, Preset>> = Object.freeze({
-  quant: preset("quant", "K3V2 lattice codes, no eviction", { keyBits: 3, valueBits: 2, evictFraction: 0 }),
-  high: preset("high", "K3V2, 35% of evictable tokens evicted", { keyBits: 3, valueBits: 2, evictFraction: 0.35 }),
+  quant: preset("quant", "K3V3 lattice codes, no eviction", { keyBits: 3, valueBits: 3, evictFraction: 0 }),
+  high: preset("high", "K2V2 lattice codes, no eviction", { keyBits: 2, valueBits: 2, evictFraction: 0 }),
   asym: preset("asym", "K3V2, 60% evicted", { keyBits: 3, valueBits: 2, evictFraction: 0.6 }),
   balanced: preset("balanced", "K2V2, 60% evicted", { keyBits: 2, valueBits: 2, evictFraction: 0.6 }),
   max: preset("max", "K2V2, 80% evicted", { keyBits: 2, valueBits: 2, evictFraction: 0.8 }),

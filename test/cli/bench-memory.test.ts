@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { cli } from "./helpers.js";
 import { runMemoryCase } from "../../src/cli/bench/memory-case.js";
 import { kvShare, memoryPlot, memoryTargets, type MemoryBenchReport, type MemoryBenchRow } from "../../src/cli/bench/memory.js";
 import type { MemoryCaseResult } from "../../src/cli/bench/memory-case.js";
@@ -22,6 +23,12 @@ describe("bench memory", () => {
       expect(r.decodeTokensPerSecond).toBeGreaterThan(0);
     }
     await expect(runMemoryCase({ ...spec, case: "nope" })).rejects.toThrow(/unknown memory case/);
+  });
+
+  it("run from the TypeScript sources (no compiled case script), it says to build first instead of a child's stack trace", async () => {
+    const r = await cli("bench", "memory", "--quick", "--cases", "ort-plain");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/npm run build:ts/);
   });
 
   it("the KV share subtracts run peaks when both cases have one, else whole-process peaks", () => {

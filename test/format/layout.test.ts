@@ -103,8 +103,8 @@ describe("presets", () => {
     expect(presetRatio("high")).toBeLessThan(presetRatio("asym"));
     expect(presetRatio("asym")).toBeLessThan(presetRatio("balanced"));
     expect(presetRatio("balanced")).toBeLessThan(presetRatio("max"));
-    // K3V2 without eviction: (48 + 32 code bytes + 4 scale bytes + 16/64 header) per slot vs 512 FP16 bytes
-    expect(presetRatio("quant")).toBeCloseTo(512 / (84 + 16 / (64 * 8)), 10);
+    // K3V3 without eviction: (48 + 48 code bytes + 4 scale bytes + 16/64 header) per slot vs 512 FP16 bytes
+    expect(presetRatio("quant")).toBeCloseTo(512 / (100 + 16 / (64 * 8)), 10);
   });
 
   it("compressedLayout's ratio approaches the preset ratio at long context", () => {

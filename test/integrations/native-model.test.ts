@@ -95,7 +95,7 @@ describe("native path", () => {
     quant.dispose();
   });
 
-  it.each(["high", "balanced"])("%s: 300 decode steps with eviction keep true positions", async (preset) => {
+  it.each(["asym", "balanced"])("%s: 300 decode steps with eviction keep true positions", async (preset) => {
     const m = model();
     const prompt = promptTokens(200, 1);
     const s = await nativeSession(m, preset, { prefillChunk: 64, compressEvery: 32 });

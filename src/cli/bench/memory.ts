@@ -5,6 +5,7 @@
  * peak is its run peak minus the same case's at a 256-token prompt (kvShare).
  */
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
@@ -55,6 +56,10 @@ export interface MemoryBenchReport {
 
 function runChild(spec: MemoryCaseSpec): Promise<MemoryCaseResult> {
   const script = fileURLToPath(new URL("./memory-case.js", import.meta.url));
+  // Under tsx (src/cli/main.ts) there is no compiled case script to hand to a plain `node` child.
+  if (!existsSync(script)) {
+    return Promise.reject(new NexusQuantError("UNSUPPORTED", `bench memory runs each case in a child process from the compiled ${script}, which does not exist (this run is from the TypeScript sources). Run \`npm run build:ts\` and then \`npx nexusquant bench memory\` (or \`node dist/cli/main.js bench memory\`).`));
+  }
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--expose-gc", script, JSON.stringify(spec)], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
