@@ -19,7 +19,7 @@ function preset(name: string, description: string, spec: Partial<CompressionSpec
  *
  * quant and high were chosen by `nexusquant bench quality` on the trained reference model
  * (bench/results/quality.md, 2026-12-03): K3V2 missed quant's ΔPPL ≤ 0.5% (+0.54%) where K3V3 met
- * it (+0.30%, recall equal to FP16), and any eviction by the key-key scorer lost retrieval (recall
+ * it (+0.30%, recall 92% against FP16's 89%), and any eviction by the key-key scorer lost retrieval (recall
  * 89% → 19% at 20% evicted, 11% at high's old 35%) while K2V2 without eviction kept it (86%) at
  * ΔPPL +0.59%. The eviction presets (asym, balanced, max) trade recall of facts stated once in the
  * prompt for memory; the README says so.
