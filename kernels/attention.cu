@@ -239,6 +239,8 @@ CudaStatus launchAttention(const AttentionLaunch& a) {
   if (a.kvHeads <= 0 || a.queryHeads % a.kvHeads != 0 || a.batch <= 0 || a.queriesPerSeq <= 0)
     return CudaStatus::fail(CudaCode::InvalidArgument, "attention: queryHeads must be a positive multiple of kvHeads");
   if (a.ropeTheta != 0) return CudaStatus::fail(CudaCode::Unsupported, "attention: keys stored without RoPE (keyStorage \"unrope\") are CPU only");
+  if (a.captureMax || a.extraKeys || a.extraValues || a.recentSlots > 0)
+    return CudaStatus::fail(CudaCode::Unsupported, "attention: the reconstruction pass (captureMax, extra rows, recent slots) is CPU only");
   if (!a.seqs || !a.queries || !a.queryPositions || !a.out) return CudaStatus::fail(CudaCode::InvalidArgument, "attention: null device pointer");
   const Plan pl = makePlan(a.batch, a.queriesPerSeq, a.kvHeads, a.queryHeads, a.headDim, a.maxCompressed, a.maxResidual, a.splitTokens);
   if (!a.workspace || a.workspaceBytes < pl.bytes) return CudaStatus::fail(CudaCode::InvalidArgument, "attention: workspace too small");

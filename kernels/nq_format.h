@@ -34,8 +34,14 @@ constexpr int kMaxHeadDim = 8192;                  // head vector length, a mult
 
 // Eviction scorers, by the id the binding, the CUDA scorer launch and the serialized header use
 // (src/format/spec.ts SCORER_IDS). CUDA implements KeyNorm, KeyKey and Observed.
-enum class Scorer : uint8_t { KeyNorm = 0, KeyKey = 1, Observed = 2, Accumulated = 3, Random = 4 };
-constexpr int kScorerCount = 5;
+// Reconstruct (KVzip-style): a token's score is the most attention it received from the queries of a
+// re-read of the context (reconstruction attention); query-agnostic, and state of the store.
+enum class Scorer : uint8_t { KeyNorm = 0, KeyKey = 1, Observed = 2, Accumulated = 3, Random = 4, Reconstruct = 5 };
+constexpr int kScorerCount = 6;
+
+// Scorers whose scores are state of the store (a score per held slot, kept through compaction and
+// serialized), not a function of the keys at compress time.
+NQ_FMT_HD constexpr bool keepsSlotScores(Scorer s) { return s == Scorer::Accumulated || s == Scorer::Reconstruct; }
 
 // The first kPageHeaderBytes of every page (CPU pages and CUDA pages alike).
 struct PageHeader {

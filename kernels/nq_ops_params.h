@@ -76,6 +76,17 @@ struct AttentionLaunch {
   const int* queryPositions = nullptr;  // [batch][queriesPerSeq]; a query sees positions <= its own
   float* out = nullptr;              // [batch][queryHeads][queriesPerSeq][headDim]
   bool accumulate = false;           // add softmax mass into SeqKV::accumulated (H2O scorer)
+  // Reconstruction pass (the Reconstruct scorer; CPU only, the CUDA kernel refuses it): raise each held
+  // slot's SeqKV::accumulated entry to the largest softmax probability any query gives it.
+  bool captureMax = false;
+  // Transient rows attended after the held ones and never stored or scored (a re-read's own K/V):
+  // [batch][kvHeads][queriesPerSeq][headDim] f32 at the query positions. Null: none.
+  const float* extraKeys = nullptr;
+  const float* extraValues = nullptr;
+  // > 0: of the held slots, only the first `sinkSlots` and the last `recentSlots` of each head are
+  // attended (a re-read of recent context: work bounded by it). 0: every held slot.
+  int recentSlots = 0;
+  int sinkSlots = 0;
   int splitTokens = 0;               // CUDA: tokens per split-K chunk (0: chosen from the SM count)
   void* workspace = nullptr;         // CUDA only
   size_t workspaceBytes = 0;

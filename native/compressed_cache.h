@@ -56,6 +56,16 @@ class CompressedCache {
   // positions <= it. `out` is host memory [qHeads][nq][d].
   virtual void attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale, float* out) = 0;
 
+  // Reconstruction attention (the Reconstruct scorer, KVzip-style): queries [qHeads][nq][d] of a
+  // re-read of recent context attend to what (seq, layer) holds plus the re-read's own keys/values
+  // `extraK`/`extraV` ([kvHeads][nq][d], at the query positions, causal, never stored); each held slot's
+  // score becomes the max of its score and the attention probability it receives from any of these
+  // queries (over the query heads of its KV head). recentSlots > 0 restricts the held slots attended
+  // to the first sinkTokens slots and the last recentSlots (work bounded by the re-read); 0 attends to
+  // all. `out` as attention(). Marks the store's scores current (a compress() then uses them).
+  virtual void reconstructionAttention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale,
+                                       const float* extraK, const float* extraV, size_t recentSlots, float* out) = 0;
+
   // The dense view into host memory: keys/values [H][tokens][d] as f32 or FP16 bits, positions [H][tokens].
   virtual void materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const = 0;
 

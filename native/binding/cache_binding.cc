@@ -37,6 +37,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     return DefineClass(env, "NativeCache",
                        {InstanceMethod<&NativeCache::append>("append"), InstanceMethod<&NativeCache::compress>("compress"),
                         InstanceMethod<&NativeCache::compressAsync>("compressAsync"), InstanceMethod<&NativeCache::attention>("attention"),
+                        InstanceMethod<&NativeCache::reconstructionAttention>("reconstructionAttention"),
                         InstanceMethod<&NativeCache::materialize>("materialize"), InstanceMethod<&NativeCache::counts>("counts"),
                         InstanceMethod<&NativeCache::bytes>("bytes"), InstanceMethod<&NativeCache::serialize>("serialize"),
                         InstanceMethod<&NativeCache::dispose>("dispose"), InstanceMethod<&NativeCache::heldBytes>("heldBytes"),
@@ -249,34 +250,71 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     return p;
   }
 
-  Napi::Value attention(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    CompressedCache& c = cache(env);
-    const auto& o = c.options();
-    const size_t seq = argSize(info, 0, "sequence"), layer = argSize(info, 1, "layer");
-    if (seq >= o.batch || layer >= o.layers) throwJs(env, "INVALID_ARGUMENT", "sequence or layer out of range");
-    Napi::Float32Array q = typedArray<Napi::Float32Array>(info[2], napi_float32_array, "queries", "Float32Array");
-    const size_t qHeads = argSize(info, 3, "queryHeads", format::kMaxQueryHeads), nq = argSize(info, 4, "query count", format::kMaxPositions);
-    if (qHeads == 0 || qHeads % o.kvHeads != 0 || q.ElementLength() != qHeads * nq * o.headDim)
-      throwJs(env, "INVALID_ARGUMENT", "queries must be laid out [queryHeads, nq, headDim] with queryHeads a multiple of kvHeads");
+  // The arguments every attention call shares: (seq, layer, queries, queryHeads, nq, positions, scale).
+  struct AttentionArgs {
+    size_t seq = 0, layer = 0, qHeads = 0, nq = 0;
+    Napi::Float32Array q;
     const int32_t* qpos = nullptr;
+    float scale = 0;
+  };
+  AttentionArgs attentionArgs(const Napi::CallbackInfo& info, const CacheOptions& o) {
+    Napi::Env env = info.Env();
+    AttentionArgs a;
+    a.seq = argSize(info, 0, "sequence");
+    a.layer = argSize(info, 1, "layer");
+    if (a.seq >= o.batch || a.layer >= o.layers) throwJs(env, "INVALID_ARGUMENT", "sequence or layer out of range");
+    a.q = typedArray<Napi::Float32Array>(info[2], napi_float32_array, "queries", "Float32Array");
+    a.qHeads = argSize(info, 3, "queryHeads", format::kMaxQueryHeads);
+    a.nq = argSize(info, 4, "query count", format::kMaxPositions);
+    if (a.qHeads == 0 || a.qHeads % o.kvHeads != 0 || a.q.ElementLength() != a.qHeads * a.nq * o.headDim)
+      throwJs(env, "INVALID_ARGUMENT", "queries must be laid out [queryHeads, nq, headDim] with queryHeads a multiple of kvHeads");
     if (info[5].IsTypedArray()) {
       Napi::Int32Array p = typedArray<Napi::Int32Array>(info[5], napi_int32_array, "positions", "Int32Array");
-      if (p.ElementLength() != nq) throwJs(env, "INVALID_ARGUMENT", "positions must hold one entry per query");
-      qpos = p.Data();
+      if (p.ElementLength() != a.nq) throwJs(env, "INVALID_ARGUMENT", "positions must hold one entry per query");
+      a.qpos = p.Data();
     }
     // The kernel works in float: a scale beyond float's range (1e300) would turn every logit into
     // +-Inf and the output into NaN.
     const double scale64 = readFinite(info[6], "scale");
-    const float scale = static_cast<float>(scale64);
-    if (!std::isfinite(scale) || (scale == 0 && scale64 != 0))
+    a.scale = static_cast<float>(scale64);
+    if (!std::isfinite(a.scale) || (a.scale == 0 && scale64 != 0))
       throwJs(env, "INVALID_ARGUMENT", "Expected a scale within float32 range for attention but received " + describeJs(info[6]));
-    Napi::Float32Array out = Napi::Float32Array::New(env, q.ElementLength());
-    run(env, [&] { c.attention(seq, layer, q.Data(), qHeads, nq, qpos, scale, out.Data()); });
+    return a;
+  }
+  static void checkFiniteOutput(Napi::Env env, const Napi::Float32Array& out) {
     for (size_t i = 0; i < out.ElementLength(); ++i)
       if (!std::isfinite(out[i]))
         throwJs(env, "INVALID_DATA", "attention produced a non-finite output (the logits overflowed float32: scale × q·k is too large); "
                                      "lower the scale or check the queries");
+  }
+
+  Napi::Value attention(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CompressedCache& c = cache(env);
+    const AttentionArgs a = attentionArgs(info, c.options());
+    Napi::Float32Array out = Napi::Float32Array::New(env, a.q.ElementLength());
+    run(env, [&] { c.attention(a.seq, a.layer, a.q.Data(), a.qHeads, a.nq, a.qpos, a.scale, out.Data()); });
+    checkFiniteOutput(env, out);
+    return out;
+  }
+
+  // reconstructionAttention(seq, layer, queries, queryHeads, nq, positions, scale, extraKeys,
+  // extraValues, recentSlots): the Reconstruct scorer's re-read pass (compressed_cache.h).
+  Napi::Value reconstructionAttention(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CompressedCache& c = cache(env);
+    const auto& o = c.options();
+    const AttentionArgs a = attentionArgs(info, o);
+    if (!a.qpos) throwJs(env, "INVALID_ARGUMENT", "a reconstruction pass needs the queries' positions");
+    Napi::Float32Array k = typedArray<Napi::Float32Array>(info[7], napi_float32_array, "extraKeys", "Float32Array");
+    Napi::Float32Array v = typedArray<Napi::Float32Array>(info[8], napi_float32_array, "extraValues", "Float32Array");
+    const size_t extra = o.kvHeads * a.nq * o.headDim;
+    if (k.ElementLength() != extra || v.ElementLength() != extra)
+      throwJs(env, "INVALID_ARGUMENT", "the re-read's keys and values must be laid out [kvHeads, nq, headDim]");
+    const size_t recent = argSize(info, 9, "recentSlots", format::kMaxPositions);
+    Napi::Float32Array out = Napi::Float32Array::New(env, a.q.ElementLength());
+    run(env, [&] { c.reconstructionAttention(a.seq, a.layer, a.q.Data(), a.qHeads, a.nq, a.qpos, a.scale, k.Data(), v.Data(), recent, out.Data()); });
+    checkFiniteOutput(env, out);
     return out;
   }
 

@@ -80,7 +80,8 @@ Napi::Value formatInfo(const Napi::CallbackInfo& info) {
                                                         {"key-key", format::Scorer::KeyKey},
                                                         {"observed", format::Scorer::Observed},
                                                         {"accumulated", format::Scorer::Accumulated},
-                                                        {"random", format::Scorer::Random}};
+                                                        {"random", format::Scorer::Random},
+                                                        {"reconstruct", format::Scorer::Reconstruct}};
   static_assert(sizeof(ids) / sizeof(ids[0]) == format::kScorerCount, "every scorer is named");
   for (const auto& [name, id] : ids) scorers.Set(name, static_cast<double>(id));
   r.Set("scorerIds", scorers);

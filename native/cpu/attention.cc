@@ -80,12 +80,13 @@ class Runner {
     return jobs;
   }
 
-  // One pass over a job's rows. With `probs` (second pass for accumulated scores) the final (M, L)
-  // of each query turn logits into probabilities added to the accumulated row; otherwise the
-  // partial state is updated online.
+  // One pass over a job's rows. Without `state` (second pass, for slot scores) the final (M, L) of
+  // each query turn logits into probabilities added to the accumulated row (or, with captureMax,
+  // raising it to the largest); otherwise the partial state is updated online.
   void run(const Job& job, const PartialView* state, const float* finalM, const float* finalL, float* logits, const BlockBuffers& buf) const {
     const KvSource& s = *src_[job.source];
     const size_t h = job.head;
+    if (!state && !s.scored) return;  // transient rows take part in the softmax but get no score
     const float* q = (s.keysRotated ? p_.qRot : p_.q) + h * R_ * d_;
     if (state)
       for (size_t r = 0; r < R_; ++r) {
@@ -122,7 +123,10 @@ class Runner {
           for (size_t i = 0; i < n; ++i) lr[i] -= finalM[h * R_ + r];
           ops_.expInPlace(lr, n);
           const float inv = 1.f / finalL[h * R_ + r];
-          for (size_t i = 0; i < n; ++i) acc[i] += lr[i] * inv;
+          if (p_.captureMax)
+            for (size_t i = 0; i < n; ++i) acc[i] = std::max(acc[i], lr[i] * inv);
+          else
+            for (size_t i = 0; i < n; ++i) acc[i] += lr[i] * inv;
         }
         t += n;
         continue;

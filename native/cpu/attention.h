@@ -49,6 +49,7 @@ class KvSource {
   bool keysRotated = false;    // keys are in the rotated domain: dot with the rotated query
   bool valuesRotated = false;  // values are in the rotated domain: un-rotated once at the end
   size_t slotOffset = 0;       // index of row 0 in the accumulated-scores row
+  bool scored = true;          // false: rows attended but never scored (a re-read's transient K/V)
 };
 
 struct AttentionProblem {
@@ -61,6 +62,7 @@ struct AttentionProblem {
   std::function<void(float*)> unrotate;  // inverse rotation of one d-vector (for valuesRotated)
   float* accumulated = nullptr;  // optional [kvHeads][accumulatedStride]: += probability of each row, summed over queries
   size_t accumulatedStride = 0;
+  bool captureMax = false;       // accumulated[row] = max(accumulated[row], probability from any query) instead of the sum
 };
 
 void fusedAttention(const AttentionOps& ops, const AttentionProblem& p, const std::vector<const KvSource*>& sources);

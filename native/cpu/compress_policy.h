@@ -31,8 +31,11 @@ struct StoreCounters {
   size_t residualCap = 0;    // FP16 residual slots allocated
   size_t residualCount = 0;  // residual slots holding tokens
   size_t appended = 0;       // tokens ever appended: the sequence's true length
-  size_t accCap = 0;         // accumulated-mass slots per head (Accumulated scorer)
+  size_t accCap = 0;         // slot-score slots per head (scorers that keep slot scores: format::keepsSlotScores)
   bool compressedOnce = false;
+  // Reconstruct scorer: a reconstruction pass ran after the last append, so every held slot has a
+  // score from the context it belongs to. Appends clear it; without it compress() scores key-key.
+  bool scoresCurrent = false;
 
   size_t held() const { return compressed + residualCount; }
   // Residual row 0 sits at this position (residual tokens are the last ones appended).
@@ -54,6 +57,15 @@ struct ObservedQueries {
   const float* queries = nullptr;
   size_t queryHeads = 0, window = 0;
 };
+
+// The scorer a compress() really uses: Observed without queries for this layer, and Reconstruct when
+// tokens were appended after the last reconstruction pass (their scores would be missing), fall back
+// to key-key, so a runtime that cannot provide them still evicts sensibly.
+inline Scorer effectiveScorer(Scorer configured, const ObservedQueries& observed, const StoreCounters& store) {
+  if (configured == Scorer::Observed && observed.queries == nullptr) return Scorer::KeyKey;
+  if (configured == Scorer::Reconstruct && !store.scoresCurrent) return Scorer::KeyKey;
+  return configured;
+}
 
 struct CompressRules {
   format::Spec spec{};

@@ -29,7 +29,8 @@ void CpuStoreSteps::appendRows(size_t first, size_t count) {
   }
   s_.residualCount += count;
   s_.appended += count;
-  if (o_.scorer == Scorer::Accumulated) store_.ensureAccumulated(s_, s_.held());
+  s_.scoresCurrent = false;  // the new tokens have no reconstruction score yet
+  if (format::keepsSlotScores(o_.scorer)) store_.ensureAccumulated(s_, s_.held());
 }
 
 void CpuStoreSteps::residualRowsF32(size_t kv, size_t head, size_t firstPosition, float* rows) const {
@@ -93,8 +94,7 @@ void CpuStoreSteps::beginEviction(size_t target) {
 
 void CpuStoreSteps::score(const ObservedQueries& observed) {
   const size_t H = o_.kvHeads, d = o_.headDim, nc = s_.compressed, nr = s_.residualCount, total = total_;
-  // Observed without queries for this layer falls back to key-key.
-  const Scorer scorer = o_.scorer == Scorer::Observed && observed.queries == nullptr ? Scorer::KeyKey : o_.scorer;
+  const Scorer scorer = effectiveScorer(o_.scorer, observed, s_);
   const bool fromKeys = scorer == Scorer::KeyNorm || scorer == Scorer::KeyKey || scorer == Scorer::Observed;
   // One head at a time per worker: the decoded keys of one head, not of all, are held at once.
   parallelFor(H, 1, [&](size_t hb, size_t he) {
@@ -122,7 +122,7 @@ void CpuStoreSteps::score(const ObservedQueries& observed) {
           a.window = static_cast<int>(o_.scorerWindow);
         }
         ops::cpuScore(a);
-      } else if (scorer == Scorer::Accumulated) {
+      } else if (format::keepsSlotScores(scorer)) {
         const float* acc = reinterpret_cast<const float*>(s_.accumulated.data()) + h * s_.accCap;
         std::copy(acc, acc + total, sc);
       } else {  // Random: a seed per (cache seed, sequence, layer, head, length)
@@ -189,7 +189,7 @@ void CpuStoreSteps::compact() {
   a.newPages = newPages.data();
   ops::cpuCompact(a);
   store_.writeSlotCounts(pages, target);
-  if (o_.scorer == Scorer::Accumulated) {  // the kept slots' mass moves with them
+  if (format::keepsSlotScores(o_.scorer)) {  // the kept slots' scores move with them
     float* acc = reinterpret_cast<float*>(s_.accumulated.data());
     std::vector<float> row(target);
     const uint32_t* kept = kept_->data();

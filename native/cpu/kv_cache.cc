@@ -83,9 +83,43 @@ void KvCache::compress(size_t seq, long layer, const std::vector<const float*>* 
 // ---- attention on codes: the CPU attention op on this store ----------------------------------------
 
 void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale, float* out) {
+  AttentionCall c;
+  c.q = q;
+  c.qHeads = qHeads;
+  c.nq = nq;
+  c.qpos = qpos;
+  c.scale = scale;
+  c.out = out;
+  c.accumulate = o_.scorer == Scorer::Accumulated;
+  runAttention(seq, layer, c);
+}
+
+void KvCache::reconstructionAttention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale,
+                                      const float* extraK, const float* extraV, size_t recentSlots, float* out) {
+  if (o_.scorer != Scorer::Reconstruct)
+    throw NqError("INVALID_ARGUMENT", "a reconstruction pass scores tokens for the \"reconstruct\" scorer; this cache uses another scorer");
+  if (!qpos || !extraK || !extraV) throw NqError("INVALID_ARGUMENT", "a reconstruction pass needs query positions and the re-read's keys and values");
+  AttentionCall c;
+  c.q = q;
+  c.qHeads = qHeads;
+  c.nq = nq;
+  c.qpos = qpos;
+  c.scale = scale;
+  c.out = out;
+  c.captureMax = true;
+  c.extraK = extraK;
+  c.extraV = extraV;
+  c.recentSlots = recentSlots;
+  runAttention(seq, layer, c);
+  store_.at(seq, layer).scoresCurrent = true;
+}
+
+void KvCache::runAttention(size_t seq, size_t layer, const AttentionCall& c) {
   if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
   SeqLayerStore& s = store_.at(seq, layer);
   const size_t H = o_.kvHeads;
+  const size_t qHeads = c.qHeads, nq = c.nq;
+  const int32_t* qpos = c.qpos;
   if (qHeads == 0 || qHeads % H != 0) throw NqError("INVALID_ARGUMENT", "query heads must be a positive multiple of the KV heads");
   if (nq == 0) return;
   std::vector<int32_t> defaultPos;
@@ -93,6 +127,7 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
     for (size_t j = 0; j < nq; ++j) defaultPos.push_back(static_cast<int32_t>(static_cast<int64_t>(s.appended) - static_cast<int64_t>(nq) + static_cast<int64_t>(j)));
     qpos = defaultPos.data();
   }
+  if (c.captureMax) store_.ensureAccumulated(s, std::max<size_t>(s.held(), 1));
   const std::vector<const uint8_t*> pages = s.pagePointers();
   ops::SeqKV kv;
   kv.pages = pages.data();
@@ -104,16 +139,21 @@ void KvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads,
   kv.accumulated = reinterpret_cast<float*>(s.accumulated.data());
   kv.accPitch = static_cast<int>(s.accCap);
   ops::AttentionLaunch a = ops::pagedAttentionLaunch(static_cast<int>(H), static_cast<int>(qHeads), static_cast<int>(o_.headDim),
-                                                     static_cast<int>(nq), o_.spec, o_.seed, scale);
+                                                     static_cast<int>(nq), o_.spec, o_.seed, c.scale);
   a.batch = 1;
   a.ropeTheta = o_.ropeTheta;
   a.seqs = &kv;
   a.maxCompressed = kv.compressed;
   a.maxResidual = kv.residualCount;
-  a.queries = q;
+  a.queries = c.q;
   a.queryPositions = qpos;
-  a.out = out;
-  a.accumulate = o_.scorer == Scorer::Accumulated;
+  a.out = c.out;
+  a.accumulate = c.accumulate;
+  a.captureMax = c.captureMax;
+  a.extraKeys = c.extraK;
+  a.extraValues = c.extraV;
+  a.recentSlots = static_cast<int>(std::min<size_t>(c.recentSlots, static_cast<size_t>(format::kMaxPositions)));
+  a.sinkSlots = o_.spec.sinkTokens;
   ops::cpuAttention(a);
 }
 

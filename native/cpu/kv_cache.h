@@ -45,6 +45,10 @@ class KvCache : public CompressedCache {
   void attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale,
                  float* out) override;
 
+  // The reconstruction pass of the Reconstruct scorer (compressed_cache.h).
+  void reconstructionAttention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale,
+                               const float* extraK, const float* extraV, size_t recentSlots, float* out) override;
+
   DenseKV materialize(size_t seq, size_t layer) const;
   // Writes the dense view into caller memory: keys/values [H][tokens][d] as f32 or FP16 bits, and
   // positions [H][tokens]. Heads run in parallel. Sizes come from tokens(seq, layer).
@@ -67,6 +71,19 @@ class KvCache : public CompressedCache {
   const PagedStore& pagedStore() const { return store_; }
 
  private:
+  // One attention launch on (seq, layer): a plain call, or a reconstruction pass.
+  struct AttentionCall {
+    const float* q = nullptr;
+    size_t qHeads = 0, nq = 0;
+    const int32_t* qpos = nullptr;
+    float scale = 0;
+    float* out = nullptr;
+    bool accumulate = false, captureMax = false;
+    const float *extraK = nullptr, *extraV = nullptr;
+    size_t recentSlots = 0;
+  };
+  void runAttention(size_t seq, size_t layer, const AttentionCall& c);
+
   template <typename T>
   void appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t T_);
   void checkRange(size_t seq, size_t layer) const;

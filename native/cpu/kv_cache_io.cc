@@ -100,12 +100,13 @@ std::vector<uint8_t> KvCache::serialize() const {
     w.put<uint64_t>(s.appended);
     w.put<uint64_t>(s.compressed);
     w.put<uint64_t>(s.residualCount);
-    w.put<uint8_t>(s.compressedOnce ? 1 : 0);
+    // State flags: bit 0 compressed once, bit 1 the reconstruction scores are current.
+    w.put<uint8_t>(static_cast<uint8_t>((s.compressedOnce ? 1 : 0) | (s.scoresCurrent ? 2 : 0)));
     for (const HostBuffer& p : s.pages) w.bytes(p.data(), p.size());
     for (size_t kv = 0; kv < 2; ++kv)
       for (size_t h = 0; h < H; ++h)
         w.bytes(store_.residualRows(s, kv, h), s.residualCount * d * 2);
-    if (o_.scorer == Scorer::Accumulated)
+    if (format::keepsSlotScores(o_.scorer))
       for (size_t h = 0; h < H; ++h) w.bytes(s.accumulated.data() + h * s.accCap * 4, (s.compressed + s.residualCount) * 4);
   }
   w.put<uint32_t>(crc32(w.out.data(), w.out.size()));
@@ -188,7 +189,9 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
     const size_t seq = i / o.layers, layer = i % o.layers;
     const uint64_t appended = r.get<uint64_t>("token count"), compressed = r.get<uint64_t>("compressed count"),
                    residualCount = r.get<uint64_t>("residual count");
-    const bool compressedOnce = r.get<uint8_t>("state") != 0;
+    const uint8_t state = r.get<uint8_t>("state");
+    if (state > 3) r.corrupt("invalid store state flags");
+    const bool compressedOnce = (state & 1) != 0;
     // Positions are int32: nothing beyond kMaxPositions can have been appended.
     if (appended > static_cast<uint64_t>(format::kMaxPositions) || compressed > appended || residualCount > appended - compressed)
       r.corrupt("a store holds more tokens than were appended, or more than int32 positions allow");
@@ -200,11 +203,12 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
     const size_t resRowBytes = 2 * H * d * 2;  // one token of K and V, every head, FP16
     if (residualCount > (left - pages * L.pageBytes) / resRowBytes) r.corrupt("truncated residual window");
     const size_t held = compressed + residualCount;
-    if (o.scorer == Scorer::Accumulated && held > (left - pages * L.pageBytes - residualCount * resRowBytes) / (H * 4))
-      r.corrupt("truncated accumulated scores");
+    if (format::keepsSlotScores(o.scorer) && held > (left - pages * L.pageBytes - residualCount * resRowBytes) / (H * 4))
+      r.corrupt("truncated slot scores");
     s.appended = appended;
     s.compressed = compressed;
     s.compressedOnce = compressedOnce;
+    s.scoresCurrent = (state & 2) != 0;
 
     for (size_t p = 0; p < pages; ++p) {
       HostBuffer page = c.store_.newPage(seq, layer, p);
@@ -242,14 +246,14 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
         }
         if (bytes > 0) std::memcpy(c.store_.residualRows(s, kv, h), src, bytes);
       }
-    if (o.scorer == Scorer::Accumulated) {
+    if (format::keepsSlotScores(o.scorer)) {
       c.store_.ensureAccumulated(s, std::max<size_t>(held, 1));
       for (size_t h = 0; h < H; ++h) {
-        const uint8_t* src = r.take(held * 4, "accumulated scores");
+        const uint8_t* src = r.take(held * 4, "slot scores");
         for (size_t e = 0; e < held; ++e) {
           float v;
           std::memcpy(&v, src + 4 * e, 4);
-          if (!std::isfinite(v)) r.corrupt("an accumulated score is not finite");
+          if (!std::isfinite(v)) r.corrupt("a slot score is not finite");
         }
         if (held > 0) std::memcpy(s.accumulated.data() + h * s.accCap * 4, src, held * 4);
       }

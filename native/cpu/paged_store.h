@@ -35,7 +35,7 @@ struct PageLayout {
 struct SeqLayerStore : StoreCounters {
   std::vector<HostBuffer> pages;
   HostBuffer residual;     // FP16 [2][H][residualCap][d]: keys then values
-  HostBuffer accumulated;  // f32 [H][accCap], Accumulated scorer only
+  HostBuffer accumulated;  // f32 [H][accCap]: slot scores of Accumulated (summed mass) and Reconstruct (max attention)
   std::vector<const uint8_t*> pagePointers() const;
 };
 
@@ -62,7 +62,7 @@ class PagedStore {
   const uint16_t* residualRows(const SeqLayerStore& s, size_t kv, size_t head) const;
   // Reallocates the residual to `cap` slots, keeping the first min(count, cap) rows.
   void setResidualCapacity(SeqLayerStore& s, size_t cap) const;
-  // The Accumulated scorer's row holds at least `slots` (zero-filled, power-of-two growth).
+  // The slot-score rows (format::keepsSlotScores) hold at least `slots` (zero-filled, power-of-two growth).
   void ensureAccumulated(SeqLayerStore& s, size_t slots) const;
 
   int32_t slotPosition(const SeqLayerStore& s, size_t head, size_t slot) const;

@@ -93,6 +93,11 @@ class CudaKvCache : public CompressedCache {
   void compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow) override;
 
   void attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale, float* out) override;
+  // The Reconstruct scorer is CPU only (the constructor refuses it), so this always throws UNSUPPORTED.
+  void reconstructionAttention(size_t, size_t, const float*, size_t, size_t, const int32_t*, float, const float*, const float*, size_t,
+                               float*) override {
+    throw NqError("UNSUPPORTED", "the reconstruction pass is CPU only");
+  }
 
   void materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const override;
 

@@ -52,6 +52,8 @@ CudaKvCache::CudaKvCache(const CacheOptions& o) : o_(o), layout_(o.kvHeads, o.he
   std::string reason;
   if (!cuda::probeDevices(devices, reason)) throw NqError("BACKEND_UNAVAILABLE", "CUDA is not available: " + reason);
   if (o.ropeTheta > 0) throw NqError("UNSUPPORTED", "keyStorage \"unrope\" is CPU only: the CUDA attention kernel reads keys as stored");
+  if (o.scorer == Scorer::Reconstruct)
+    throw NqError("UNSUPPORTED", "the reconstruct scorer is CPU only: the CUDA attention kernel has no reconstruction pass yet (use backend \"cpu\")");
   if (!cuda::attentionSupported(static_cast<int>(o.headDim), o.spec.keyBits, o.spec.valueBits) ||
       !cuda::codecSupported(static_cast<int>(o.headDim), o.spec.keyBits) || !cuda::codecSupported(static_cast<int>(o.headDim), o.spec.valueBits))
     throw NqError("UNSUPPORTED", "the CUDA cache supports head_dim a multiple of 8 up to " + std::to_string(cuda::kCudaMaxAttentionHeadDim));

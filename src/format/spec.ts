@@ -6,13 +6,13 @@ import { FORMAT_LIMITS } from "./limits.js";
 export type CodeBits = 2 | 3 | 4;
 export const CODE_BITS: readonly CodeBits[] = [2, 3, 4];
 
-export type ScorerName = "keynorm" | "key-key" | "observed" | "accumulated" | "random";
-export const SCORERS: readonly ScorerName[] = ["keynorm", "key-key", "observed", "accumulated", "random"];
+export type ScorerName = "keynorm" | "key-key" | "observed" | "accumulated" | "random" | "reconstruct";
+export const SCORERS: readonly ScorerName[] = ["keynorm", "key-key", "observed", "accumulated", "random", "reconstruct"];
 /**
  * Each scorer's id in native code: the cache binding, the CUDA scorer launch and the serialized
  * header (format::Scorer in kernels/nq_format.h; the agreement test compares them).
  */
-export const SCORER_IDS: Readonly<Record<ScorerName, number>> = Object.freeze({ keynorm: 0, "key-key": 1, observed: 2, accumulated: 3, random: 4 });
+export const SCORER_IDS: Readonly<Record<ScorerName, number>> = Object.freeze({ keynorm: 0, "key-key": 1, observed: 2, accumulated: 3, random: 4, reconstruct: 5 });
 
 /** The scorer named by a native id (the inverse of SCORER_IDS); undefined for an unknown id. */
 export function scorerFromId(id: number): ScorerName | undefined {

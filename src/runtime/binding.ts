@@ -85,6 +85,18 @@ export interface NativeCacheHandle {
   compress(seq: number, layer: number, observed?: (Float32Array | null)[], queryHeads?: number, window?: number): void;
   compressAsync(seq: number, layer: number, observed?: (Float32Array | null)[], queryHeads?: number, window?: number): Promise<void>;
   attention(seq: number, layer: number, q: Float32Array, qHeads: number, nq: number, pos: Int32Array | null, scale: number): Float32Array;
+  reconstructionAttention(
+    seq: number,
+    layer: number,
+    q: Float32Array,
+    qHeads: number,
+    nq: number,
+    pos: Int32Array,
+    scale: number,
+    extraKeys: Float32Array,
+    extraValues: Float32Array,
+    recentSlots: number,
+  ): Float32Array;
   materialize(seq: number, layer: number, f16: boolean): { tokens: number; keys: Float32Array | Uint16Array; values: Float32Array | Uint16Array; positions: Int32Array };
   counts(seq: number, layer: number): { tokens: number; appended: number; compressedTokens: number; compressed: boolean };
   bytes(): { codes: number; scales: number; positions: number; residual: number; headers: number; scratch: number; total: number };

@@ -79,6 +79,26 @@ const CACHE_OPTION_KEYS: readonly (keyof CompressedKVCacheOptions)[] = [
 const COMPRESS_OPTION_KEYS: readonly (keyof CompressOptions)[] = ["sequence", "layer", "observedQueries"];
 const ATTENTION_OPTION_KEYS = ["sequence", "scale", "positions"] as const;
 
+/** Options of `attention()` (and of `reconstructionAttention()`, which adds its own). */
+export interface AttentionOptions {
+  /** The sequence of the batch (default 0). */
+  sequence?: number;
+  /** Logit scale (default 1/sqrt(headDim)). */
+  scale?: number;
+  /** Position of each query (default: the last nq appended positions); a query sees tokens at or before it. */
+  positions?: Int32Array;
+}
+
+/** Finite inputs can still overflow the logits (scale · q·k beyond the float range): say so rather than hand back NaN. */
+function checkAttentionOutput(out: Float32Array, scale: number): Float32Array {
+  for (let i = 0; i < out.length; i++) {
+    if (!Number.isFinite(out[i]!)) {
+      throw new NexusQuantError("INVALID_DATA", `attention overflowed (scale ${scale} × q·k beyond the float range); use the model's scale (default 1/sqrt(headDim))`, { arg: "options.scale" });
+    }
+  }
+  return out;
+}
+
 export interface CacheStats {
   backend: BackendName;
   /** Bytes the cache holds now, by component, from the accounting allocator. */
@@ -348,9 +368,52 @@ export class CompressedKVCache {
    * this layer, computed on the codes. Query j sits at positions[j] (default: the last nq appended
    * positions) and sees tokens at or before it. Returns [queryHeads, nq, headDim].
    */
-  attention(layer: number, queriesIn: Float32Array | TfjsTensorLike, options: { sequence?: number; scale?: number; positions?: Int32Array } = {}): Float32Array {
+  attention(layer: number, queriesIn: Float32Array | TfjsTensorLike, options: AttentionOptions = {}): Float32Array {
     const h = this.#native();
     checkOptionKeys("options", checkObject("options", options), ATTENTION_OPTION_KEYS);
+    const { seq, queries, nq, scale, positions } = this.#attentionArgs(layer, queriesIn, options);
+    return checkAttentionOutput(callNative(() => h.attention(seq, layer, queries, this.queryHeads, nq, positions, scale)), scale);
+  }
+
+  /**
+   * The re-read pass of the `reconstruct` scorer (KVzip-style, query-agnostic): the queries of a
+   * teacher-forced re-read of recent context attend to what the sequence holds in this layer plus
+   * the re-read's own `keys`/`values` ([kvHeads, nq, headDim] at `options.positions`, which are
+   * required: the re-read sits after the context). Those are attended causally and never stored.
+   * Each held token's score becomes the highest attention probability any of these queries (over its
+   * KV head's query heads) gives it, or stays higher if an earlier pass gave more; the next
+   * `compress()` evicts by these scores. With `recentTokens: n` only the sinks and the last n held
+   * tokens are attended (the re-read of a chunk just appended: work bounded by the chunk); default:
+   * every held token. Returns the attention output like `attention()`, so the re-read can go on to
+   * the next layer. Needs a cache whose scorer is "reconstruct"; tokens appended after the last pass
+   * make the next `compress()` fall back to key-key scores.
+   */
+  reconstructionAttention(
+    layer: number,
+    queriesIn: Float32Array | TfjsTensorLike,
+    keys: Float32Array,
+    values: Float32Array,
+    options: AttentionOptions & { positions: Int32Array; recentTokens?: number },
+  ): Float32Array {
+    const h = this.#native();
+    checkOptionKeys("options", checkObject("options", options), [...ATTENTION_OPTION_KEYS, "recentTokens"]);
+    if (this.options.spec.scorer !== "reconstruct") {
+      throw invalidArgument("this cache's scorer", '"reconstruct" (a reconstruction pass scores tokens for that scorer only)', this.options.spec.scorer);
+    }
+    if (options.positions === undefined) throw invalidArgument("options.positions", "the positions of the re-read's queries (an Int32Array)", undefined);
+    const { seq, queries, nq, scale, positions } = this.#attentionArgs(layer, queriesIn, options);
+    const per = this.kvHeads * nq * this.headDim;
+    for (const [name, a] of [["keys", keys], ["values", values]] as const) {
+      checkFloat32(name, a);
+      if (a.length !== per) throw invalidArgument(`${name}.length`, `kvHeads × nq × headDim = ${per} ([kvHeads, nq, headDim] at the query positions)`, a.length);
+      checkFinite(name, a);
+    }
+    const recent = checkInt("options.recentTokens", options.recentTokens ?? 0, { min: 0, max: FORMAT_LIMITS.maxSequenceTokens, maxName: "positions are int32" });
+    return checkAttentionOutput(callNative(() => h.reconstructionAttention(seq, layer, queries, this.queryHeads, nq, positions!, scale, keys, values, recent)), scale);
+  }
+
+  /** The checks every attention call shares: layer, sequence, queries [queryHeads, nq, headDim], scale, positions. */
+  #attentionArgs(layer: number, queriesIn: Float32Array | TfjsTensorLike, options: AttentionOptions) {
     const queries = fromTensor("queries", queriesIn);
     checkIndex("layer", layer, this.layers);
     const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
@@ -367,15 +430,7 @@ export class CompressedKVCache {
       }
       positions = options.positions;
     }
-    const out = callNative(() => h.attention(seq, layer, queries, this.queryHeads, nq, positions, scale));
-    // Finite inputs can still overflow the logits (scale · q·k beyond the float range): say so
-    // rather than hand back NaN.
-    for (let i = 0; i < out.length; i++) {
-      if (!Number.isFinite(out[i]!)) {
-        throw new NexusQuantError("INVALID_DATA", `attention overflowed (scale ${scale} × q·k beyond the float range); use the model's scale (default 1/sqrt(headDim))`, { arg: "options.scale" });
-      }
-    }
-    return out;
+    return { seq, queries, nq, scale, positions };
   }
 
   /** Dense K/V of one layer and sequence (dequantized codes + the residual), for runtimes that need dense past tensors. */

@@ -2,7 +2,9 @@
 // pages (codes, scales, positions) and the FP16 residual window of each sequence as the CUDA kernel
 // does (kernels/attention.cu).
 #include <algorithm>
+#include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu/attention.h"
@@ -20,20 +22,24 @@ namespace {
 // The compressed slots of one sequence, read page by page: lattice points + FP16 scales, rotated
 // domain. With un-RoPE'd storage the keys are decoded to the original domain and RoPE is re-applied
 // at each key's position (it needs the position, which the rotated domain cannot fold in).
+// Slots [begin, end) of the sequence's compressed slots (all of them unless a reconstruction pass
+// restricts attention to the sinks and the recent slots).
 class CodesSource : public KvSource {
  public:
-  CodesSource(const AttentionLaunch& a, const SeqKV& s, const RopeTable& rope)
-      : a_(a), pages_(s.pages), n_(static_cast<size_t>(s.compressed)), P_(static_cast<size_t>(a.pageTokens)),
-        d_(static_cast<size_t>(a.headDim)), rope_(rope) {
+  CodesSource(const AttentionLaunch& a, const SeqKV& s, const RopeTable& rope, size_t begin, size_t end)
+      : a_(a), pages_(s.pages), begin_(begin), n_(end - begin), P_(static_cast<size_t>(a.pageTokens)), d_(static_cast<size_t>(a.headDim)),
+        rope_(rope) {
     keysRotated = !rope_.active();
     valuesRotated = true;
+    slotOffset = begin;
     kcb_ = format::codeBytesPerVector(d_, a.keyBits);
     vcb_ = format::codeBytesPerVector(d_, a.valueBits);
   }
   size_t tokens() const override { return n_; }
-  size_t blockLimit(size_t t) const override { return P_ - t % P_; }
+  size_t blockLimit(size_t t) const override { return P_ - (begin_ + t) % P_; }
   size_t granularity() const override { return P_; }
   void read(const AttentionOps& ops, size_t head, size_t t, size_t n, const BlockBuffers& buf, KvBlock& out) const override {
+    t += begin_;
     const uint8_t* page = pages_[t / P_];
     const size_t slot = head * P_ + t % P_;
     const uint16_t* ks = reinterpret_cast<const uint16_t*>(page + a_.keyScalesOff) + slot;
@@ -64,15 +70,18 @@ class CodesSource : public KvSource {
  private:
   const AttentionLaunch& a_;
   const uint8_t* const* pages_;
-  size_t n_, P_, d_, kcb_ = 0, vcb_ = 0;
+  size_t begin_, n_, P_, d_, kcb_ = 0, vcb_ = 0;
   const RopeTable& rope_;
 };
 
-// The FP16 residual window [2][H][cap][d], original domain, at consecutive positions from `first`.
+// Rows [begin, end) of the FP16 residual window [2][H][cap][d], original domain, at consecutive
+// positions from `first` (the position of row 0).
 class ResidualSource : public KvSource {
  public:
-  ResidualSource(const uint16_t* residual, size_t H, size_t cap, size_t n, size_t d, int64_t first)
-      : res_(residual), H_(H), cap_(cap), n_(n), d_(d), first_(first) {}
+  ResidualSource(const uint16_t* residual, size_t H, size_t cap, size_t begin, size_t end, size_t d, int64_t first)
+      : res_(residual), H_(H), cap_(cap), n_(end - begin), d_(d), first_(first + static_cast<int64_t>(begin)) {
+    res_ += begin * d;
+  }
   size_t tokens() const override { return n_; }
   void read(const AttentionOps& ops, size_t head, size_t t, size_t n, const BlockBuffers& buf, KvBlock& out) const override {
     ops.halfToFloat(res_ + (head * cap_ + t) * d_, n * d_, buf.keys);
@@ -88,6 +97,40 @@ class ResidualSource : public KvSource {
   size_t H_, cap_, n_, d_;
   int64_t first_;
 };
+
+// A re-read's own keys and values [H][nq][d] f32 at the query positions: attended causally, never
+// scored (they are not held).
+class ExtraSource : public KvSource {
+ public:
+  ExtraSource(const float* keys, const float* values, size_t n, size_t d, const int32_t* positions)
+      : k_(keys), v_(values), n_(n), d_(d), pos_(positions) {
+    scored = false;
+  }
+  size_t tokens() const override { return k_ ? n_ : 0; }
+  void read(const AttentionOps&, size_t head, size_t t, size_t n, const BlockBuffers&, KvBlock& out) const override {
+    out.keys = k_ + (head * n_ + t) * d_;
+    out.values = v_ + (head * n_ + t) * d_;
+    out.positions = pos_ + t;
+  }
+
+ private:
+  const float *k_, *v_;
+  size_t n_, d_;
+  const int32_t* pos_;
+};
+
+// The held slots a launch attends to, as at most two ranges: all of [0, total), or with recentSlots the
+// first sinkSlots and the last recentSlots (merged when they meet).
+std::vector<std::pair<size_t, size_t>> attendedRanges(const AttentionLaunch& a, size_t total) {
+  if (a.recentSlots <= 0) return {{0, total}};
+  const size_t sinks = std::min(total, static_cast<size_t>(std::max(a.sinkSlots, 0)));
+  const size_t recentBegin = total > static_cast<size_t>(a.recentSlots) ? total - static_cast<size_t>(a.recentSlots) : 0;
+  if (recentBegin <= sinks) return {{0, total}};
+  std::vector<std::pair<size_t, size_t>> r;
+  if (sinks > 0) r.push_back({0, sinks});
+  r.push_back({recentBegin, total});
+  return r;
+}
 
 }  // namespace
 
@@ -114,9 +157,24 @@ void cpuAttention(const AttentionLaunch& a) {
     parallelFor(QH * nq, 64, [&](size_t lo, size_t hi) {
       for (size_t i = lo; i < hi; ++i) rotateVector(rotation, qRot.data() + i * d);
     });
-    CodesSource codes(a, s, rope);
-    ResidualSource residual(s.residual, H, static_cast<size_t>(s.residualCap), static_cast<size_t>(s.residualCount), d, s.firstResidualPos);
-    residual.slotOffset = static_cast<size_t>(s.compressed);
+    // Sources: the compressed slots and the residual rows attended (split at the compressed count), then
+    // any transient rows. std::deque keeps the sources' addresses stable while the list grows.
+    const size_t nc = static_cast<size_t>(s.compressed), nr = static_cast<size_t>(s.residualCount);
+    std::deque<CodesSource> codes;
+    std::deque<ResidualSource> residual;
+    std::vector<const KvSource*> sources;
+    for (const auto& [lo, hi] : attendedRanges(a, nc + nr)) {
+      if (lo < nc) sources.push_back(&codes.emplace_back(a, s, rope, lo, std::min(hi, nc)));
+      if (hi > nc) {
+        const size_t rlo = std::max(lo, nc) - nc, rhi = hi - nc;
+        ResidualSource& r = residual.emplace_back(s.residual, H, static_cast<size_t>(s.residualCap), rlo, rhi, d, s.firstResidualPos);
+        r.slotOffset = nc + rlo;
+        sources.push_back(&r);
+      }
+    }
+    const int32_t* qpos = a.queryPositions + b * nq;
+    ExtraSource extra(a.extraKeys ? a.extraKeys + b * H * nq * d : nullptr, a.extraValues ? a.extraValues + b * H * nq * d : nullptr, nq, d, qpos);
+    if (a.extraKeys && a.extraValues) sources.push_back(&extra);
     AttentionProblem p;
     p.kvHeads = H;
     p.group = QH / H;
@@ -124,15 +182,16 @@ void cpuAttention(const AttentionLaunch& a) {
     p.d = d;
     p.q = q;
     p.qRot = qRot.data();
-    p.qpos = a.queryPositions + b * nq;
+    p.qpos = qpos;
     p.scale = a.scale;
     p.out = a.out + b * perSeq;
     p.unrotate = [&rotation](float* v) { unrotateVector(rotation, v); };
-    if (a.accumulate && s.accumulated) {
+    if ((a.accumulate || a.captureMax) && s.accumulated) {
       p.accumulated = s.accumulated;
       p.accumulatedStride = static_cast<size_t>(s.accPitch);
+      p.captureMax = a.captureMax;
     }
-    fusedAttention(kernels, p, {&codes, &residual});
+    fusedAttention(kernels, p, sources);
   }
 }
 

@@ -25,7 +25,8 @@ void cpuScore(const ScoreLaunch& a) {
                     a.scores);
       return;
     case Scorer::Accumulated:
-    case Scorer::Random: break;
+    case Scorer::Random:
+    case Scorer::Reconstruct: break;
   }
   throw NqError("UNSUPPORTED", "score: scorer " + std::to_string(static_cast<int>(a.scorer)) +
                                    " is state of the cache, not a function of the keys (the store computes it)");
