@@ -123,10 +123,9 @@ export class NativeStepEngine implements StepEngine {
       } else if (start + width === n) {
         logits.set(chunkLogits);
       }
-      // A prompt chunk is compressed as soon as it is in (the schedule: any step of n > 1 tokens).
-      if (n > 1) this.#timings.compressSeconds += await conversation.compressIfDue(n);
+      // The schedule: each chunk of a prompt (n > 1) as soon as it is in; decode tokens every compressEvery.
+      this.#timings.compressSeconds += await conversation.compressIfDue(n);
     }
-    if (n === 1) this.#timings.compressSeconds += await conversation.compressIfDue(1); // decode: every compressEvery tokens
     this.#timings.steps += 1;
     this.#timings.totalSeconds += (performance.now() - t0) / 1000;
     return stepResult(logits, batch, all ? n : 1, vocab);
