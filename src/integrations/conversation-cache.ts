@@ -73,7 +73,7 @@ export interface KvStats {
   compressSeconds: number;
 }
 
-/** The stats of a wrapper that has not run a step yet. */
+/** The stats of a wrapper that has not run a step yet (no tokens, so no shape is needed). */
 export function emptyKvStats(preset: string): KvStats {
   return uncompressedKvStats(preset, { layers: 0, kvHeads: 0, headDim: 0 }, 0, 0);
 }
