@@ -20,7 +20,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { buildLlamaOnnx, createTinyLlama, writeModelDir, type TinyLlamaOptions } from "../src/model/index.js";
+import { buildLlamaOnnx, createTinyLlama, pastKeyName, pastValueName, presentKeyName, presentValueName, writeModelDir, type TinyLlamaOptions } from "../src/model/index.js";
 
 const SHAPE: TinyLlamaOptions = { seed: 5, layers: 16, hidden: 256, heads: 8, kvHeads: 8, headDim: 64, intermediate: 512, vocab: 256 };
 const SHORT = 256;
@@ -70,7 +70,7 @@ async function child(name: CaseName, context: number, steps: number, chunk: numb
       // What a user writes without nexusquant: present fed back as past, chunked prefill.
       let past: Record<string, import("onnxruntime-node").Tensor> = {};
       for (let l = 0; l < c.layers; l++) {
-        for (const kind of ["key", "value"]) past[`past_key_values.${l}.${kind}`] = new ort.Tensor("float32", new Float32Array(0), [1, c.kvHeads, 0, c.headDim]);
+        for (const name of [pastKeyName(l), pastValueName(l)]) past[name] = new ort.Tensor("float32", new Float32Array(0), [1, c.kvHeads, 0, c.headDim]);
       }
       let position = 0;
       for (const [i, part] of [...chunks, ...decode.map((t) => [t])].entries()) {
@@ -83,7 +83,10 @@ async function child(name: CaseName, context: number, steps: number, chunk: numb
           ...past,
         });
         past = {};
-        for (let l = 0; l < c.layers; l++) for (const kind of ["key", "value"]) past[`past_key_values.${l}.${kind}`] = out[`present.${l}.${kind}`]!;
+        for (let l = 0; l < c.layers; l++) {
+          past[pastKeyName(l)] = out[presentKeyName(l)]!;
+          past[pastValueName(l)] = out[presentValueName(l)]!;
+        }
         position = total;
         const seconds = (performance.now() - start) / 1000;
         if (i < chunks.length) prefillSeconds += seconds;

@@ -98,13 +98,15 @@ export async function verifyCompression(options: VerifyOptions): Promise<VerifyR
   const { layers, kvHeads, headDim } = { layers: arch.layers, kvHeads: arch.kvHeads, headDim: arch.headDim };
   const shape = { layers, kvHeads, headDim, tokens: context, batch };
   const layout = compressedLayout(shape, preset.spec);
-  const planned = checkFits(shape, preset.spec, limit, resolveBackend(options.backend ?? "auto", false));
+  // The backend decided once (backendInfo().auto for "auto"); the cache below gets the same answer.
+  const backend = resolveBackend(options.backend ?? "auto");
+  const planned = checkFits(shape, preset.spec, limit, backend);
   const started = performance.now();
   const chunk = verifyChunkTokens(kvHeads, headDim, context); // ≤ 64 MB of f32 per append
   let cache: CompressedKVCache | undefined;
   const m = await measureMemory(async () => {
     cache = new CompressedKVCache({
-      layers, kvHeads, headDim, batch, preset: options.preset, backend: options.backend, queryHeads: arch.attentionHeads, seed,
+      layers, kvHeads, headDim, batch, spec: preset.spec, backend, queryHeads: arch.attentionHeads, seed,
       ...(limit === undefined ? {} : { memoryLimitBytes: limit }),
     });
     for (let layer = 0; layer < layers; layer++) {

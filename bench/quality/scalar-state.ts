@@ -7,7 +7,8 @@
  * storage: codes + FP16 side data, FP16 for unquantized tokens.
  */
 import { fp16BytesPerTokenLayer } from "../../src/format/index.js";
-import { checkPresent, CompressSchedule, type KvLayout, type KvState, type KvStats, type PastKv, type PresentKv } from "../../src/integrations/kv-state.js";
+import { CompressSchedule, type KvStats } from "../../src/integrations/conversation-cache.js";
+import { checkPresent, type KvLayout, type KvState, type PastKv, type PresentKv } from "../../src/integrations/kv-state.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../../src/shared/half.js";
 import { checkOneOf, checkPositiveInt } from "../../src/validate.js";
 import { DEFAULT_GROUP, kiviKeysInPlace, kiviValuesInPlace, rotatedInPlace, rotationSigns, scalarBitsPerHead, scalarName, type ScalarSpec } from "./scalar-baselines.js";

@@ -6,8 +6,9 @@ import { validateSpec } from "./spec.js";
 
 /**
  * The one definition of the compressed byte layout. The native allocator, the CUDA backend and the
- * estimator all size memory with these functions (native/format mirrors them in C++; a test asserts
- * they agree byte for byte), so a ratio printed from here is the ratio of what is really allocated.
+ * estimator all size memory with these functions (kernels/nq_format.h mirrors them in C++;
+ * test/format/native-agreement.test.ts asserts they agree byte for byte), so a ratio printed from here
+ * is the ratio of what is really allocated.
  *
  * Storage of one (sequence, layer):
  *   pages of `pageTokens` tokens, each page one allocation laid out as

@@ -1,6 +1,6 @@
 import { NexusQuantError } from "../errors.js";
 import type { CompressionSpec } from "./spec.js";
-import { DEFAULT_SPEC, unknownPresetError, validateSpec } from "./spec.js";
+import { DEFAULT_SPEC, isValidatedSpec, unknownPresetError, validateSpec } from "./spec.js";
 import { asymptoticBytesPerTokenLayer, fp16BytesPerTokenLayer } from "./layout.js";
 
 export interface Preset {
@@ -45,6 +45,12 @@ export const PRESET_ALIASES: Readonly<Record<string, { target: number; preset: P
 
 export const PRESET_NAMES: readonly string[] = [...Object.keys(PRESETS), ...Object.keys(PRESET_ALIASES)];
 
+/**
+ * The preset used when none is named: by withNexusQuant (options.preset), CompressedKVCache
+ * (options.preset) and the CLI (`--preset`). One definition; each of them applies it once.
+ */
+export const DEFAULT_PRESET = "balanced";
+
 export function isPresetName(name: unknown): name is string {
   return typeof name === "string" && (name in PRESETS || name in PRESET_ALIASES);
 }
@@ -55,6 +61,16 @@ export function getPreset(name: string): Preset {
   const found = PRESETS[name] ?? PRESET_ALIASES[name]?.preset ?? PRESETS[name.toLowerCase()] ?? PRESET_ALIASES[name.toUpperCase()]?.preset;
   if (!found) throw unknownPresetError(name, PRESET_NAMES);
   return found;
+}
+
+/**
+ * A preset's spec with overrides applied (fields of `overrides` win), validated once: the one way a
+ * preset and options.spec are composed (withNexusQuant's resolveOptions, CompressedKVCache). Throws
+ * INVALID_ARGUMENT naming the bad field; `overrides` must already be a plain object.
+ */
+export function specWithOverrides(base: Readonly<CompressionSpec>, overrides: Partial<CompressionSpec> | undefined): Readonly<CompressionSpec> {
+  if (overrides === undefined || Object.keys(overrides).length === 0) return isValidatedSpec(base) ? base : validateSpec({ ...DEFAULT_SPEC, ...base });
+  return validateSpec({ ...DEFAULT_SPEC, ...base, ...overrides });
 }
 
 /** Long-context compression ratio of a spec against FP16, for one KV head of the given headDim. */

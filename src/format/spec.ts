@@ -49,6 +49,17 @@ export const DEFAULT_SPEC: Readonly<CompressionSpec> = Object.freeze({
 
 const SPEC_KEYS: readonly (keyof CompressionSpec)[] = Object.keys(DEFAULT_SPEC) as (keyof CompressionSpec)[];
 
+/** The frozen specs validateSpec returned: checked once, never again (isValidatedSpec). */
+const validated = new WeakSet<object>();
+
+/**
+ * True for a spec that validateSpec returned (every preset's spec is one): complete, within the
+ * format's limits and frozen, so whoever receives it need not check it again.
+ */
+export function isValidatedSpec(spec: unknown): boolean {
+  return typeof spec === "object" && spec !== null && validated.has(spec);
+}
+
 /**
  * Checks every field against the ranges the format supports (FORMAT_LIMITS), returning a frozen copy;
  * throws INVALID_ARGUMENT naming the bad field and its limit. Unknown keys (typos such as
@@ -71,7 +82,9 @@ export function validateSpec(spec: CompressionSpec): Readonly<CompressionSpec> {
   checkInt("spec.residualWindow", residualWindow, { min: 0, max: L.maxResidualWindow, maxName: "FORMAT_LIMITS.maxResidualWindow" });
   checkInt("spec.pageTokens", pageTokens, { min: 8, max: L.maxPageTokens, maxName: "FORMAT_LIMITS.maxPageTokens" });
   if (pageTokens % 8 !== 0) throw invalidArgument("spec.pageTokens", "a multiple of 8", pageTokens);
-  return Object.freeze({ ...spec });
+  const checked = Object.freeze({ ...spec });
+  validated.add(checked);
+  return checked;
 }
 
 /** Thrown for names that are not presets; lists the closest ones. */

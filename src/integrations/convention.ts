@@ -1,4 +1,5 @@
 import { NexusQuantError } from "../errors.js";
+import { PAST_NAME, pastKeyName, pastValueName, presentKeyName, presentValueName } from "../model/kv-names.js";
 import type { KvDtype } from "./kv-state.js";
 
 /**
@@ -25,8 +26,6 @@ export interface SessionMetadataLike {
   readonly outputMetadata?: readonly { name: string; isTensor?: boolean; type?: string; shape?: readonly (number | string)[] }[];
 }
 
-const PAST = /^past_key_values\.(\d+)\.(key|value)$/;
-
 /**
  * Reads layers, kvHeads, headDim and dtypes off the session's names and metadata. A model that does
  * not follow the convention is an UNSUPPORTED error that lists the inputs and outputs it has, so the
@@ -51,20 +50,20 @@ export function inspectConvention(session: SessionMetadataLike, hints: { kvHeads
   if (!outputs.includes("logits")) fail(`output "logits" is missing`);
   let layers = 0;
   for (const name of inputs) {
-    const m = PAST.exec(name);
+    const m = PAST_NAME.exec(name);
     if (m) layers = Math.max(layers, Number(m[1]) + 1);
   }
   if (layers === 0) fail("it has no past_key_values.{i}.key/.value inputs");
   const missing: string[] = [];
   for (let i = 0; i < layers; i++) {
-    for (const kind of ["key", "value"]) {
-      if (!inputs.includes(`past_key_values.${i}.${kind}`)) missing.push(`past_key_values.${i}.${kind}`);
-      if (!outputs.includes(`present.${i}.${kind}`)) missing.push(`present.${i}.${kind}`);
+    for (const [past, present] of [[pastKeyName(i), presentKeyName(i)], [pastValueName(i), presentValueName(i)]] as const) {
+      if (!inputs.includes(past)) missing.push(past);
+      if (!outputs.includes(present)) missing.push(present);
     }
   }
   if (missing.length > 0) fail(`missing ${missing.join(", ")}`);
 
-  const meta = session.inputMetadata?.find((m) => m.name === "past_key_values.0.key");
+  const meta = session.inputMetadata?.find((m) => m.name === pastKeyName(0));
   const shape = meta?.shape;
   const dimOf = (index: number, hint: number | undefined, what: string): number => {
     const fromShape = shape?.[index];
@@ -82,7 +81,7 @@ export function inspectConvention(session: SessionMetadataLike, hints: { kvHeads
   const logitsMeta = session.outputMetadata?.find((m) => m.name === "logits");
   const logitsDtype = toKvDtype(logitsMeta?.type ?? "float32", "logits", fail);
   const known = new Set(["input_ids", "attention_mask", "position_ids"]);
-  const extraInputs = inputs.filter((n) => !known.has(n) && !PAST.test(n));
+  const extraInputs = inputs.filter((n) => !known.has(n) && !PAST_NAME.test(n));
   return { layers, kvHeads, headDim, kvDtype, logitsDtype, extraInputs };
 }
 

@@ -6,7 +6,7 @@
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import type { CompressedKVCache } from "../runtime/index.js";
-import type { KvStats } from "./kv-state.js";
+import type { KvStats } from "./conversation-cache.js";
 import { createSampler, type SamplingOptions } from "./sampling.js";
 import { toTokenRows, type StepEngine, type StepResult, type TokenRows } from "./step-adapter.js";
 

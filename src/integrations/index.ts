@@ -18,7 +18,17 @@ export { DecodeHandle } from "./decode-handle.js";
 // the benchmarks import them by path. What a custom engine implements is public.
 export type { StepEngine, TokenRows } from "./step-adapter.js";
 export { inspectConvention, type ModelConvention, type SessionMetadataLike } from "./convention.js";
-export type { KvStats, KvDtype } from "./kv-state.js";
+export type { KvDtype } from "./kv-state.js";
+export {
+  ConversationCache,
+  type CompressExtras,
+  type ConversationOptions,
+  type ConversationShape,
+  type ConversationSnapshot,
+  type KvStats,
+  type ScheduleSnapshot,
+  type UncompressedStore,
+} from "./conversation-cache.js";
 export type { SamplingOptions } from "./sampling.js";
 // Internal (demo and lab import the modules directly): createSampler/argmax (sampling.ts),
 // klDivergence/FidelityMeter (fidelity.ts).

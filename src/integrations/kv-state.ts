@@ -1,40 +1,25 @@
 /**
- * The KV state of one conversation (a batch of sequences) between model steps, independent of the
- * runtime: dense pass-through (preset "none") or held compressed in a CompressedKVCache. Both speak
- * in the export layout [batch, kvHeads, slots, headDim]: `past()` gives what to feed next, `absorb()`
- * takes the model's `present` outputs and keeps only the new slots.
+ * The KV state of one conversation (a batch of sequences) between model steps, for runtimes that take
+ * the past as dense tensors (onnxruntime-node sessions, transformers.js): dense pass-through (preset
+ * "none") or held compressed. Both speak in the export layout [batch, kvHeads, slots, headDim]:
+ * `past()` gives what to feed next, `absorb()` takes the model's `present` outputs and keeps only the
+ * new slots. The cache, true lengths, schedule and stats are the conversation's (ConversationCache).
  */
 import { NexusQuantError } from "../errors.js";
-import { fp16BytesPerTokenLayer } from "../format/index.js";
-import { CompressedKVCache, floatsToHalfBits, halfBitsToFloats, type BackendName, type DenseLayer } from "../runtime/index.js";
+import { floatsToHalfBits, halfBitsToFloats, type CompressedKVCache, type DenseLayer } from "../runtime/index.js";
+import { ConversationCache, type CompressExtras, type ConversationShape, type KvStats } from "./conversation-cache.js";
 import type { ResolvedOptions } from "./options.js";
 
 export type KvDtype = "float32" | "float16";
 /** float32 data, or FP16 bits for float16 models. */
 export type KvArray = Float32Array | Uint16Array;
 
-export interface KvLayout {
-  layers: number;
-  kvHeads: number;
-  headDim: number;
-  batch: number;
+export interface KvLayout extends ConversationShape {
   dtype: KvDtype;
-  /** Query heads, for the observed scorer's queries (default kvHeads). */
-  queryHeads?: number;
 }
 
 /** The options a KV state is made from: the parts of withNexusQuant's resolved options it reads. */
-export type KvStateOptions = Pick<ResolvedOptions, "preset" | "passThrough" | "backend" | "compressEvery" | "spec" | "seed" | "denseMirror">;
-
-/** What a compression may get beyond the cache itself. */
-export interface CompressExtras {
-  /**
-   * Observed scorer (SnapKV): per row, per layer, the last queries [queryHeads, window, headDim]. A
-   * runtime that can read the model's queries passes them (the quality harness does); without them
-   * the cache falls back to key-key.
-   */
-  observedQueries?: readonly (readonly Float32Array[] | undefined)[];
-}
+export type KvStateOptions = Pick<ResolvedOptions, "preset" | "spec" | "backend" | "compressEvery" | "seed" | "denseMirror">;
 
 export interface PastKv {
   /** Slots on the sequence axis (equal for every row and layer; shorter rows are left-padded). */
@@ -51,44 +36,6 @@ export interface PresentKv {
   slots: number;
   keys: KvArray[];
   values: KvArray[];
-}
-
-/** What `stats()` reports. Token counts are per sequence position (not multiplied by layers). */
-export interface KvStats {
-  preset: string;
-  /** "none" for pass-through, else where the compressed cache lives. */
-  backend: BackendName | "none";
-  /** Tokens of text the conversation holds, summed over rows (the true length; padding excluded). */
-  tokens: number;
-  /** Tokens still held after eviction, summed over rows. */
-  heldTokens: number;
-  tokensEvicted: number;
-  /** What an FP16 cache of every token would hold: tokens × layers × kvHeads × headDim × 2 (K, V) × 2 bytes. */
-  baselineKvBytes: number;
-  /** Bytes the compressed cache holds, measured by its accounting allocator (= baseline for "none"). */
-  compressedKvBytes: number;
-  ratio: number;
-  /** Bytes of dense K/V arrays the wrapper holds between steps (the pass-through cache, or the denseMirror; else 0). */
-  denseKvBytes: number;
-  compressions: number;
-  compressSeconds: number;
-}
-
-/** The stats of a wrapper that has not run a step yet. */
-export function emptyKvStats(preset: string): KvStats {
-  return {
-    preset,
-    backend: "none",
-    tokens: 0,
-    heldTokens: 0,
-    tokensEvicted: 0,
-    baselineKvBytes: 0,
-    compressedKvBytes: 0,
-    ratio: 1,
-    denseKvBytes: 0,
-    compressions: 0,
-    compressSeconds: 0,
-  };
 }
 
 export interface KvState {
@@ -108,32 +55,8 @@ export interface KvState {
   dispose(): void;
 }
 
-/**
- * When a compressed state compresses: a prompt chunk (more than one token) at once, since that is
- * where the bulk of the memory arrives; decode tokens wait in the FP16 residual window until
- * `every` of them have accumulated. One definition, so every state that compresses (the quality
- * harness's scalar baselines too) does it at the same moments.
- */
-export class CompressSchedule {
-  #since = 0;
-
-  constructor(readonly every: number) {}
-
-  /** Counts a step of `n` tokens; true when the state should compress now. */
-  due(n: number): boolean {
-    if (n !== 1) return true;
-    this.#since += 1;
-    return this.#since >= this.every;
-  }
-
-  /** A compression happened: the decode-token count starts again. */
-  restart(): void {
-    this.#since = 0;
-  }
-}
-
 export function createKvState(layout: KvLayout, options: KvStateOptions): KvState {
-  return options.passThrough ? new DenseKvState(layout) : new CompressedKvState(layout, options);
+  return options.spec === null ? new DenseKvState(layout, options) : new CompressedKvState(layout, options);
 }
 
 const arrayFor = (dtype: KvDtype, length: number): KvArray => (dtype === "float16" ? new Uint16Array(length) : new Float32Array(length));
@@ -154,30 +77,29 @@ export function checkPresent(layout: KvLayout, present: PresentKv, n: number, pa
   }
 }
 
-function baselineBytes(layout: KvLayout, tokens: number): number {
-  return tokens * layout.layers * fp16BytesPerTokenLayer(layout.kvHeads, layout.headDim);
-}
-
 /**
  * Pass-through: feeds `present` back unchanged with the accumulated mask, exactly what an unwrapped
  * generation loop does, so logits are bit-identical to the unwrapped model.
  */
 class DenseKvState implements KvState {
   readonly cache = undefined;
+  readonly #conversation: ConversationCache;
   #keys: KvArray[];
   #values: KvArray[];
   #slots = 0;
   #mask = new Uint8Array(0);
-  #real: number[];
 
-  constructor(readonly layout: KvLayout) {
+  constructor(
+    readonly layout: KvLayout,
+    options: KvStateOptions,
+  ) {
+    this.#conversation = ConversationCache.create(layout, options, "caller");
     this.#keys = Array.from({ length: layout.layers }, () => arrayFor(layout.dtype, 0));
     this.#values = Array.from({ length: layout.layers }, () => arrayFor(layout.dtype, 0));
-    this.#real = new Array(layout.batch).fill(0);
   }
 
   realTokens(row: number): number {
-    return this.#real[row]!;
+    return this.#conversation.length(row);
   }
 
   past(): PastKv {
@@ -192,7 +114,7 @@ class DenseKvState implements KvState {
       mask.set(this.#mask.subarray(b * this.#slots, (b + 1) * this.#slots), b * present.slots);
       const row = newMask.subarray(b * n, (b + 1) * n);
       mask.set(row, b * present.slots + this.#slots);
-      for (const m of row) this.#real[b]! += m;
+      this.#conversation.advance(b, row.reduce((a, m) => a + m, 0));
     }
     this.#keys = present.keys;
     this.#values = present.values;
@@ -205,22 +127,7 @@ class DenseKvState implements KvState {
   async compress(): Promise<void> {}
 
   stats(): KvStats {
-    const tokens = this.#real.reduce((a, b) => a + b, 0);
-    const baseline = baselineBytes(this.layout, tokens);
-    const denseKvBytes = this.#keys.reduce((sum, k, l) => sum + k.byteLength + this.#values[l]!.byteLength, 0);
-    return {
-      preset: "none",
-      backend: "none",
-      tokens,
-      heldTokens: tokens,
-      tokensEvicted: 0,
-      baselineKvBytes: baseline,
-      compressedKvBytes: baseline,
-      ratio: 1,
-      denseKvBytes,
-      compressions: 0,
-      compressSeconds: 0,
-    };
+    return this.#conversation.stats(this.#keys.reduce((sum, k, l) => sum + k.byteLength + this.#values[l]!.byteLength, 0));
   }
 
   dispose(): void {
@@ -235,37 +142,21 @@ class DenseKvState implements KvState {
  * row serves every head; rows with fewer held tokens are left-padded (mask 0) to the longest row.
  */
 class CompressedKvState implements KvState {
+  readonly #conversation: ConversationCache;
   readonly #cache: CompressedKVCache;
-  readonly #preset: string;
-  readonly #schedule: CompressSchedule;
-  readonly #real: number[];
   readonly #useMirror: boolean;
   /** denseMirror: the last dense past + new slots, valid until the cache's contents change. */
   #mirror: PastKv | undefined;
   /** The past handed out last (its mask starts the mirror's mask). */
   #lastPast: PastKv | undefined;
-  #compressions = 0;
-  #compressSeconds = 0;
 
   constructor(
     readonly layout: KvLayout,
     options: KvStateOptions,
   ) {
-    this.#preset = options.preset;
-    this.#schedule = new CompressSchedule(options.compressEvery);
     this.#useMirror = options.denseMirror;
-    this.#real = new Array(layout.batch).fill(0);
-    this.#cache = new CompressedKVCache({
-      layers: layout.layers,
-      kvHeads: layout.kvHeads,
-      headDim: layout.headDim,
-      batch: layout.batch,
-      ...(layout.queryHeads !== undefined ? { queryHeads: layout.queryHeads } : {}),
-      preset: options.preset,
-      spec: options.spec,
-      backend: options.backend,
-      ...(options.seed !== undefined ? { seed: options.seed } : {}),
-    });
+    this.#conversation = ConversationCache.create(layout, options);
+    this.#cache = this.#conversation.cache!;
   }
 
   get cache(): CompressedKVCache {
@@ -273,7 +164,7 @@ class CompressedKvState implements KvState {
   }
 
   realTokens(row: number): number {
-    return this.#real[row]!;
+    return this.#conversation.length(row);
   }
 
   past(): PastKv {
@@ -356,7 +247,7 @@ class CompressedKvState implements KvState {
         }
         this.#cache.append(l, k, v, { sequence: b });
       }
-      this.#real[b]! += m;
+      this.#conversation.advance(b, m);
     }
     if (this.#useMirror) this.#updateMirror(present, newMask, n, pastSlots, compressedBefore);
   }
@@ -402,44 +293,22 @@ class CompressedKvState implements KvState {
   }
 
   async compressIfDue(n: number, extras?: CompressExtras): Promise<void> {
-    if (this.#schedule.due(n)) await this.compress(extras);
+    if (this.#conversation.due(n)) await this.compress(extras);
   }
 
   async compress(extras?: CompressExtras): Promise<void> {
-    const start = performance.now();
-    for (let b = 0; b < this.layout.batch; b++) {
-      const observedQueries = extras?.observedQueries?.[b];
-      if (this.#real[b]! > 0) await this.#cache.compress({ sequence: b, ...(observedQueries !== undefined ? { observedQueries: [...observedQueries] } : {}) });
-    }
-    this.#compressSeconds += (performance.now() - start) / 1000;
+    await this.#conversation.compress(extras);
     this.#mirror = undefined;
-    this.#compressions += 1;
-    this.#schedule.restart();
   }
 
   stats(): KvStats {
-    const s = this.#cache.stats();
-    let held = 0;
-    for (let b = 0; b < this.layout.batch; b++) held += this.#cache.tokens(0, b).held;
-    const tokens = this.#real.reduce((a, b) => a + b, 0);
-    return {
-      preset: this.#preset,
-      backend: s.backend,
-      tokens,
-      heldTokens: held,
-      tokensEvicted: tokens - held,
-      baselineKvBytes: s.baselineBytes,
-      compressedKvBytes: s.bytes.total,
-      ratio: s.ratio,
-      denseKvBytes: this.#mirror === undefined ? 0 : this.#mirror.keys.reduce((sum, k, l) => sum + k.byteLength + this.#mirror!.values[l]!.byteLength, 0),
-      compressions: this.#compressions,
-      compressSeconds: this.#compressSeconds,
-    };
+    const mirror = this.#mirror;
+    return this.#conversation.stats(mirror === undefined ? 0 : mirror.keys.reduce((sum, k, l) => sum + k.byteLength + mirror.values[l]!.byteLength, 0));
   }
 
   dispose(): void {
     this.#mirror = undefined;
     this.#lastPast = undefined;
-    this.#cache.dispose();
+    this.#conversation.dispose();
   }
 }

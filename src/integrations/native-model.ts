@@ -6,17 +6,16 @@
  *
  * Prompts are prefilled in chunks (`prefillChunk`, default 256): each chunk's queries attend to what
  * the cache holds plus the chunk itself (causally, by true position), then the chunk is compressed, so
- * the prefill peak is bounded by one chunk. Preset "none" never compresses: K/V stay in the FP16
- * residual with no eviction, the baseline every comparison uses.
+ * the prefill peak is bounded by one chunk. Preset "none" never compresses (its spec is null): K/V
+ * stay in the cache's FP16 residual with no eviction, the baseline every comparison uses.
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
-import { fp16BytesPerTokenLayer } from "../format/index.js";
 import { buildDecoderSegments, SEGMENT_NAMES } from "../model/segment-builder.js";
 import type { LlamaConfig } from "../model/llama-config.js";
 import type { LlamaModel } from "../model/model-dir.js";
-import { CompressedKVCache } from "../runtime/index.js";
+import type { CompressedKVCache } from "../runtime/index.js";
+import { checkConversationRows, ConversationCache, emptyKvStats, type KvStats } from "./conversation-cache.js";
 import { DecodeHandle } from "./decode-handle.js";
-import { CompressSchedule, emptyKvStats, type KvStats } from "./kv-state.js";
 import type { ResolvedOptions } from "./options.js";
 import type { OrtTensorLike } from "./ort-session.js";
 import { stepResult, toTokenRows, zeroTimings, type StepEngine, type StepResult, type StepTimings, type TokenRows } from "./step-adapter.js";
@@ -54,9 +53,9 @@ export interface NativeStepTimings extends StepTimings {
 const zeroNativeTimings = (): NativeStepTimings => ({ ...zeroTimings(), segmentSeconds: 0, attentionSeconds: 0 });
 
 /**
- * The StepEngine of the native path: the segments, the cache of the current conversation and its
- * true lengths. DecodeHandle drives it (generate, BUSY/DISPOSED, lifecycle), as it drives the ORT
- * wrapper's engine.
+ * The StepEngine of the native path: the segments and the current conversation (its cache, true
+ * lengths, schedule and stats: a ConversationCache). DecodeHandle drives it (generate, BUSY/DISPOSED,
+ * lifecycle), as it drives the ORT wrapper's engine.
  */
 export class NativeStepEngine implements StepEngine {
   readonly config: LlamaConfig;
@@ -64,32 +63,27 @@ export class NativeStepEngine implements StepEngine {
   readonly logitsMode: "last" | "all";
   readonly #ort: OrtRuntimeLike;
   #segments: SegmentSessionLike[];
-  #cache: CompressedKVCache | undefined;
-  #lengths: number[] = [];
-  #schedule: CompressSchedule;
-  #compressions = 0;
-  #compressSeconds = 0;
+  #conversation: ConversationCache | undefined;
   #timings = zeroNativeTimings();
 
   constructor(config: LlamaConfig, options: ResolvedOptions, ort: OrtRuntimeLike, segments: SegmentSessionLike[], logits: "last" | "all") {
     this.config = config;
     this.options = options;
-    this.#schedule = new CompressSchedule(options.compressEvery);
     this.#ort = ort;
     this.#segments = segments;
     this.logitsMode = logits;
   }
 
   get cache(): CompressedKVCache | undefined {
-    return this.#cache;
+    return this.#conversation?.cache;
   }
 
   get batch(): number | undefined {
-    return this.#cache?.batch;
+    return this.#conversation?.shape.batch;
   }
 
   position(row: number): number {
-    return this.#lengths[row] ?? 0;
+    return this.#conversation?.length(row) ?? 0;
   }
 
   /**
@@ -105,27 +99,17 @@ export class NativeStepEngine implements StepEngine {
         if (t >= vocab) throw invalidArgument(`inputIds[${b}][${j}]`, `a token id in [0, ${vocab})`, t);
       }),
     );
-    if (this.#cache !== undefined && batchRows.length !== this.#cache.batch) {
-      throw invalidArgument("rows.length", `the batch size of this conversation (${this.#cache.batch}); call reset() to start one of another size`, batchRows.length);
-    }
+    checkConversationRows(this.batch, batchRows.length);
     const n = Math.max(...batchRows.map((r) => r.length));
     if (n === 0) throw invalidArgument("rows", "at least one token in some row", rows);
     const t0 = performance.now();
-    if (this.#cache === undefined) {
-      this.#cache = new CompressedKVCache({
-        layers: this.config.numLayers,
-        kvHeads: this.config.numKvHeads,
-        headDim: this.config.headDim,
-        queryHeads: this.config.numHeads,
-        batch: batchRows.length,
-        ...(this.options.passThrough ? {} : { preset: this.options.preset }),
-        spec: this.options.spec,
-        backend: this.options.backend,
-        ...(this.options.seed !== undefined ? { seed: this.options.seed } : {}),
-      });
-      this.#lengths = new Array(batchRows.length).fill(0);
-    }
-    const batch = this.#cache.batch;
+    // "none" keeps its K/V in the cache too (FP16, never compressed): attention reads them there.
+    const conversation = (this.#conversation ??= ConversationCache.create(
+      { layers: this.config.numLayers, kvHeads: this.config.numKvHeads, headDim: this.config.headDim, queryHeads: this.config.numHeads, batch: batchRows.length },
+      this.options,
+      "cache",
+    ));
+    const batch = conversation.shape.batch;
     const all = this.logitsMode === "all";
     const logits = new Float32Array(batch * (all ? n : 1) * vocab);
     const chunk = this.options.prefillChunk;
@@ -133,23 +117,23 @@ export class NativeStepEngine implements StepEngine {
     const padded = batchRows.map((row) => [...new Array<number>(n - row.length).fill(-1), ...row]);
     for (let start = 0; start < n; start += chunk) {
       const width = Math.min(chunk, n - start);
-      const chunkLogits = await this.#runChunk(padded.map((row) => row.slice(start, start + width)));
+      const chunkLogits = await this.#runChunk(conversation, padded.map((row) => row.slice(start, start + width)));
       if (all) {
         for (let b = 0; b < batch; b++) logits.set(chunkLogits.subarray(b * width * vocab, (b + 1) * width * vocab), (b * n + start) * vocab);
       } else if (start + width === n) {
         logits.set(chunkLogits);
       }
-      if (n > 1) await this.#compress(); // a prompt chunk is compressed as soon as it is in
+      // The schedule: each chunk of a prompt (n > 1) as soon as it is in; decode tokens every compressEvery.
+      this.#timings.compressSeconds += await conversation.compressIfDue(n);
     }
-    if (n === 1 && this.#schedule.due(1)) await this.#compress(); // decode: every compressEvery tokens
     this.#timings.steps += 1;
     this.#timings.totalSeconds += (performance.now() - t0) / 1000;
     return stepResult(logits, batch, all ? n : 1, vocab);
   }
 
   /** One chunk through every segment. `rows` hold token ids, -1 at left padding. Returns [b, 1|w, vocab]. */
-  async #runChunk(rows: number[][]): Promise<Float32Array> {
-    const cache = this.#cache!;
+  async #runChunk(conversation: ConversationCache, rows: number[][]): Promise<Float32Array> {
+    const cache = conversation.cache!;
     const { numLayers, numHeads, numKvHeads, headDim } = this.config;
     const { Tensor } = this.#ort;
     const batch = rows.length;
@@ -165,7 +149,7 @@ export class NativeStepEngine implements StepEngine {
       for (let j = 0; j < w; j++) {
         if (j < pad) continue; // id 0 at position 0: computed and ignored (never appended, never attends)
         ids[b * w + j] = BigInt(row[j]!);
-        at[j - pad] = this.#lengths[b]! + j - pad;
+        at[j - pad] = conversation.length(b) + j - pad;
         positionIds[b * w + j] = BigInt(at[j - pad]!);
       }
       truePositions.push(at);
@@ -201,42 +185,13 @@ export class NativeStepEngine implements StepEngine {
       out = await this.#segments[layer + 1]!.run(feeds);
       this.#timings.segmentSeconds += (performance.now() - t1) / 1000;
     }
-    rows.forEach((_, b) => (this.#lengths[b] = this.#lengths[b]! + real[b]!));
+    rows.forEach((_, b) => conversation.advance(b, real[b]!));
     return out[N.logits]!.data as Float32Array;
-  }
-
-  async #compress(): Promise<void> {
-    this.#schedule.restart();
-    if (this.options.passThrough) return; // "none": FP16 residual, no eviction, ever
-    const t = performance.now();
-    await this.#cache!.compress();
-    const seconds = (performance.now() - t) / 1000;
-    this.#compressions += 1;
-    this.#compressSeconds += seconds;
-    this.#timings.compressSeconds += seconds;
   }
 
   /** Memory of the current conversation, from the cache's accounting allocator. */
   stats(): KvStats {
-    const cache = this.#cache;
-    if (cache === undefined) return emptyKvStats(this.options.preset);
-    const tokens = this.#lengths.reduce((a, b) => a + b, 0);
-    const s = cache.stats();
-    const baselineKvBytes = tokens * this.config.numLayers * fp16BytesPerTokenLayer(this.config.numKvHeads, this.config.headDim);
-    const heldTokens = Math.round(s.tokens.held / this.config.numLayers);
-    return {
-      preset: this.options.preset,
-      backend: s.backend,
-      tokens,
-      heldTokens,
-      tokensEvicted: tokens - heldTokens,
-      baselineKvBytes,
-      compressedKvBytes: s.bytes.total,
-      ratio: s.bytes.total === 0 ? 1 : baselineKvBytes / s.bytes.total,
-      denseKvBytes: 0,
-      compressions: this.#compressions,
-      compressSeconds: this.#compressSeconds,
-    };
+    return this.#conversation?.stats() ?? emptyKvStats(this.options.preset);
   }
 
   timings(): NativeStepTimings {
@@ -244,12 +199,8 @@ export class NativeStepEngine implements StepEngine {
   }
 
   reset(): void {
-    this.#cache?.dispose();
-    this.#cache = undefined;
-    this.#lengths = [];
-    this.#schedule = new CompressSchedule(this.options.compressEvery);
-    this.#compressions = 0;
-    this.#compressSeconds = 0;
+    this.#conversation?.dispose();
+    this.#conversation = undefined;
     this.#timings = zeroNativeTimings();
   }
 

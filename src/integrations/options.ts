@@ -1,5 +1,5 @@
 import { NexusQuantError } from "../errors.js";
-import { DEFAULT_SPEC, PRESET_NAMES, SCORERS, getPreset, unknownPresetError, validateSpec, type CompressionSpec, type ScorerName } from "../format/index.js";
+import { DEFAULT_PRESET, PRESET_NAMES, SCORERS, getPreset, specWithOverrides, unknownPresetError, type CompressionSpec, type Preset, type ScorerName } from "../format/index.js";
 import { checkBoolean, checkInt, checkObject, checkOneOf, checkOptionKeys, checkSeed } from "../validate.js";
 import type { BackendRequest } from "../runtime/index.js";
 
@@ -10,7 +10,10 @@ export interface NexusQuantOptions {
    * wrapped model returns exactly the logits of the unwrapped one (a baseline to compare against).
    */
   preset?: string;
-  /** Where the compressed cache lives: "auto" (CUDA when available, else CPU), "cpu" or "cuda". */
+  /**
+   * Where the compressed cache lives: "auto" (default), "cpu" or "cuda". What "auto" means is decided in
+   * one place, `backendInfo().auto`: today the CPU, even with a GPU (docs/cache.md, "Backend").
+   */
   backend?: BackendRequest;
   /**
    * Decode tokens between two compressions (default 64). Prompt chunks (more than one token) are
@@ -47,14 +50,20 @@ export interface NexusQuantOptions {
   prefillChunk?: number;
 }
 
-/** The validated form every integration works from. */
+/**
+ * The validated form every integration works from: every default applied, the preset looked up and
+ * the spec validated here, once, on the way from withNexusQuant to the allocator.
+ */
 export interface ResolvedOptions {
-  /** The preset name as given ("none" for pass-through). */
+  /** The preset name as given, for stats ("none" for no compression, whatever its case). */
   preset: string;
-  passThrough: boolean;
+  /**
+   * The final compression spec: the preset's, with options.spec and options.scorer applied, validated.
+   * null for preset "none": the conversation is never compressed (FP16 K/V, no eviction).
+   */
+  spec: Readonly<CompressionSpec> | null;
   backend: BackendRequest;
   compressEvery: number;
-  spec: Partial<CompressionSpec>;
   seed: number | undefined;
   denseMirror: boolean;
   ort: unknown;
@@ -66,7 +75,7 @@ export const DEFAULT_COMPRESS_EVERY = 64;
 export const DEFAULT_PREFILL_CHUNK = 256;
 
 /** The preset name that wraps a model without compressing (a baseline for comparisons). */
-const PASS_THROUGH = "none";
+export const NO_COMPRESSION = "none";
 
 /** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
 const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk"];
@@ -74,18 +83,12 @@ const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", 
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   checkObject("options", options);
   checkOptionKeys("options", options, OPTION_KEYS);
-  const given = options.preset ?? "balanced";
-  // Preset names are case-insensitive, "none" (pass-through) included.
-  const passThrough = typeof given === "string" && given.toLowerCase() === PASS_THROUGH;
-  const preset = passThrough ? PASS_THROUGH : given;
-  // Check now, not at the first step; the error lists "none" too, which only wrappers accept.
-  if (!passThrough) {
-    try {
-      getPreset(preset);
-    } catch (e) {
-      throw e instanceof NexusQuantError && e.code === "UNKNOWN_PRESET" ? unknownPresetError(String(preset), [...PRESET_NAMES, PASS_THROUGH]) : e;
-    }
-  }
+  const given = options.preset ?? DEFAULT_PRESET;
+  // Preset names are case-insensitive, "none" included.
+  const none = typeof given === "string" && given.toLowerCase() === NO_COMPRESSION;
+  const preset = none ? NO_COMPRESSION : given;
+  // Looked up now, not at the first step; the error lists "none" too, which only wrappers accept.
+  const base = none ? null : presetOf(preset);
   const backend = checkOneOf("options.backend", options.backend ?? "auto", ["auto", "cpu", "cuda"] as const, '"auto", "cpu" or "cuda"');
   const compressEvery = checkInt("options.compressEvery", options.compressEvery ?? DEFAULT_COMPRESS_EVERY, { min: 1 });
   if (options.scorer !== undefined) checkOneOf("options.scorer", options.scorer, SCORERS, `one of ${SCORERS.join(", ")}`);
@@ -93,20 +96,29 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
   if (options.denseMirror !== undefined) checkBoolean("options.denseMirror", options.denseMirror);
   if (options.seed !== undefined) checkSeed("options.seed", options.seed);
   const padTokenId = checkInt("options.padTokenId", options.padTokenId ?? 0, { min: 0 });
-  const spec = { ...(options.spec ?? {}), ...(options.scorer !== undefined ? { scorer: options.scorer } : {}) };
-  // The spec is checked now (misspelt keys, the format's limits), not at the first step.
-  if (!passThrough) validateSpec({ ...DEFAULT_SPEC, ...getPreset(preset).spec, ...spec });
+  const overrides = { ...(options.spec ?? {}), ...(options.scorer !== undefined ? { scorer: options.scorer } : {}) };
+  // The spec is checked now (misspelt keys, the format's limits), not at the first step. "none"
+  // applies no spec, so its overrides are not checked.
+  const spec = base === null ? null : specWithOverrides(base.spec, overrides);
   const prefillChunk = checkInt("options.prefillChunk", options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, { min: 1 });
   return {
     preset,
-    passThrough,
+    spec,
     backend,
     compressEvery,
-    spec,
     seed: options.seed,
     denseMirror: options.denseMirror === true,
     ort: options.ort,
     padTokenId,
     prefillChunk,
   };
+}
+
+/** getPreset, with "none" in the list of known names an unknown one gets. */
+function presetOf(name: string): Preset {
+  try {
+    return getPreset(name);
+  } catch (e) {
+    throw e instanceof NexusQuantError && e.code === "UNKNOWN_PRESET" ? unknownPresetError(String(name), [...PRESET_NAMES, NO_COMPRESSION]) : e;
+  }
 }

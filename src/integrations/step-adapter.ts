@@ -13,9 +13,11 @@
  * that does not go through an exported graph (the native path) implements the same interface.
  */
 import { invalidArgument } from "../errors.js";
+import { pastKeyName, pastValueName, presentKeyName, presentValueName } from "../model/kv-names.js";
 import { halfBitsToFloats, type CompressedKVCache } from "../runtime/index.js";
 import type { ModelConvention } from "./convention.js";
-import { createKvState, emptyKvStats, type CompressExtras, type KvArray, type KvLayout, type KvState, type KvStateOptions, type KvStats, type PastKv } from "./kv-state.js";
+import { checkConversationRows, emptyKvStats, type CompressExtras, type KvStats } from "./conversation-cache.js";
+import { createKvState, type KvArray, type KvLayout, type KvState, type KvStateOptions, type PastKv } from "./kv-state.js";
 
 /** New tokens of a step: one array (batch 1) or one array per row (rows of any lengths). */
 export type TokenRows = readonly number[] | readonly (readonly number[])[];
@@ -162,8 +164,8 @@ export function pastFeeds<T>(layout: KvLayout, plan: StepPlan, tensor: TensorFac
   const dims = [plan.batch, kvHeads, plan.past.slots, headDim];
   const feeds: Record<string, T> = {};
   for (let l = 0; l < layers; l++) {
-    feeds[`past_key_values.${l}.key`] = tensor(dtype, plan.past.keys[l]!, dims);
-    feeds[`past_key_values.${l}.value`] = tensor(dtype, plan.past.values[l]!, dims);
+    feeds[pastKeyName(l)] = tensor(dtype, plan.past.keys[l]!, dims);
+    feeds[pastValueName(l)] = tensor(dtype, plan.past.values[l]!, dims);
   }
   return feeds;
 }
@@ -189,8 +191,8 @@ export function absorbPresent(state: KvState, plan: StepPlan, outputs: Record<st
   const keys: KvArray[] = [];
   const values: KvArray[] = [];
   for (let l = 0; l < state.layout.layers; l++) {
-    keys.push((outputs[`present.${l}.key`] as OutputLike | undefined)?.data as KvArray);
-    values.push((outputs[`present.${l}.value`] as OutputLike | undefined)?.data as KvArray);
+    keys.push((outputs[presentKeyName(l)] as OutputLike | undefined)?.data as KvArray);
+    values.push((outputs[presentValueName(l)] as OutputLike | undefined)?.data as KvArray);
   }
   state.absorb({ slots: plan.past.slots + plan.n, keys, values }, plan.newMask, plan.n);
 }
@@ -291,9 +293,7 @@ export class ConventionStepEngine<T> implements StepEngine {
   async step(rows: TokenRows): Promise<StepResult> {
     const batchRows = toTokenRows(rows);
     const t0 = performance.now();
-    if (this.#state !== undefined && batchRows.length !== this.#state.layout.batch) {
-      throw invalidArgument("rows.length", `the batch size of this conversation (${this.#state.layout.batch}); call reset() to start one of another size`, batchRows.length);
-    }
+    checkConversationRows(this.batch, batchRows.length);
     if (batchRows.every((r) => r.length === 0)) throw invalidArgument("rows", "at least one token in some row", rows);
     const { layers, kvHeads, headDim, kvDtype } = this.#convention;
     this.#state ??= createKvState({ layers, kvHeads, headDim, batch: batchRows.length, dtype: kvDtype }, this.#options);

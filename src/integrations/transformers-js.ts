@@ -13,9 +13,10 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { NexusQuantError } from "../errors.js";
-import { fp16BytesPerTokenLayer } from "../format/index.js";
+import { PAST_PREFIX, PRESENT_PREFIX, pastKeyName, pastValueName, presentKeyName, presentValueName } from "../model/kv-names.js";
 import { inspectConvention, type ModelConvention, type SessionMetadataLike } from "./convention.js";
-import { createKvState, emptyKvStats, type KvArray, type KvDtype, type KvState, type KvStats } from "./kv-state.js";
+import { emptyKvStats, uncompressedKvStats, type KvStats } from "./conversation-cache.js";
+import { createKvState, type KvArray, type KvDtype, type KvState } from "./kv-state.js";
 import type { ResolvedOptions } from "./options.js";
 import { runStateStep, type PaddedTokens, type TensorFactory } from "./step-adapter.js";
 
@@ -162,7 +163,7 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
   }
 
   async #forward(inputs: ModelInputs): Promise<Record<string, unknown>> {
-    if (this.options.passThrough) return this.#passThrough(inputs);
+    if (this.options.spec === null) return this.#passThrough(inputs);
     const ids = (inputs["input_ids"] ?? inputs["inputs_embeds"]) as TjsTensor | undefined;
     const fullMask = inputs["attention_mask"] as TjsTensor | undefined;
     if (ids === undefined || fullMask === undefined) {
@@ -195,8 +196,8 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
     const tensor: TensorFactory<TjsTensor> = (type, data, dims) => new TensorCtor(type, data, dims);
     const outputs = await runStateStep(state, tokens, tensor, (feeds) => {
       const past: Record<string, TjsTensor> = {};
-      for (const [name, t] of Object.entries(feeds)) if (name.startsWith("past_key_values.")) past[name] = t;
-      const pastSlots = feeds["past_key_values.0.key"]?.dims[2] ?? 0;
+      for (const [name, t] of Object.entries(feeds)) if (name.startsWith(PAST_PREFIX)) past[name] = t;
+      const pastSlots = feeds[pastKeyName(0)]?.dims[2] ?? 0;
       return this.#originalForward({
         ...inputs,
         attention_mask: feeds["attention_mask"],
@@ -209,8 +210,8 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
     const { layers, kvHeads, headDim, kvDtype } = this.convention;
     // Dense presents go no further: generate() keeps placeholders that carry the true length.
     for (let l = 0; l < layers; l++) {
-      for (const kind of ["key", "value"]) {
-        outputs[`present.${l}.${kind}`] = this.#placeholder(conversation, `present.${l}.${kind}`, TensorCtor, kvDtype, [batch, kvHeads, total, headDim]);
+      for (const name of [presentKeyName(l), presentValueName(l)]) {
+        outputs[name] = this.#placeholder(conversation, name, TensorCtor, kvDtype, [batch, kvHeads, total, headDim]);
       }
     }
     return outputs;
@@ -222,23 +223,9 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
     const mask = inputs["attention_mask"] as TjsTensor | undefined;
     if (mask !== undefined) {
       const tokens = nonzero(mask.data).reduce((a, b) => a + b, 0);
-      const { layers, kvHeads, headDim } = this.convention;
-      const baseline = tokens * layers * fp16BytesPerTokenLayer(kvHeads, headDim);
       let dense = 0;
-      for (const [name, t] of Object.entries(outputs)) if (name.startsWith("present.")) dense += (t as { data: ArrayBufferView }).data.byteLength;
-      this.#lastStats = {
-        preset: "none",
-        backend: "none",
-        tokens,
-        heldTokens: tokens,
-        tokensEvicted: 0,
-        baselineKvBytes: baseline,
-        compressedKvBytes: baseline,
-        ratio: 1,
-        denseKvBytes: dense,
-        compressions: 0,
-        compressSeconds: 0,
-      };
+      for (const [name, t] of Object.entries(outputs)) if (name.startsWith(PRESENT_PREFIX)) dense += (t as { data: ArrayBufferView }).data.byteLength;
+      this.#lastStats = uncompressedKvStats(this.options.preset, this.convention, tokens, dense);
     }
     return outputs;
   }
@@ -266,8 +253,8 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
     const keys: KvArray[] = [];
     const values: KvArray[] = [];
     for (let l = 0; l < layers; l++) {
-      keys.push(pkv[`past_key_values.${l}.key`]!.data as KvArray);
-      values.push(pkv[`past_key_values.${l}.value`]!.data as KvArray);
+      keys.push(pkv[pastKeyName(l)]!.data as KvArray);
+      values.push(pkv[pastValueName(l)]!.data as KvArray);
     }
     conversation.state.absorb({ slots: pastSlots, keys, values }, pastMask, pastSlots);
   }
@@ -277,7 +264,7 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
     if (t === undefined) {
       t = new TensorCtor(dtype, dtype === "float16" ? new Uint16Array(0) : new Float32Array(0), [dims[0]!, dims[1]!, 0, dims[3]!]);
       conversation.placeholders.set(name, t);
-      if (name === "present.0.key") this.#byPlaceholder.set(t, conversation);
+      if (name === presentKeyName(0)) this.#byPlaceholder.set(t, conversation);
     }
     // transformers.js' Tensor forwards `dims` to the ORT tensor; only the length axis changes.
     (t as { dims: number[] }).dims = dims;
@@ -286,7 +273,7 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
 
   #conversationOf(pkv: unknown): Conversation | undefined {
     if (pkv === null || typeof pkv !== "object") return undefined;
-    const first = (pkv as Record<string, unknown>)["past_key_values.0.key"];
+    const first = (pkv as Record<string, unknown>)[pastKeyName(0)];
     if (first === null || typeof first !== "object") return undefined;
     const c = this.#byPlaceholder.get(first);
     return c !== undefined && this.#live.has(c) ? c : undefined;
@@ -316,7 +303,7 @@ function disposedCache(): never {
 }
 
 function denseSlots(pkv: Record<string, TjsTensor>): number {
-  const t = pkv["past_key_values.0.key"];
+  const t = pkv[pastKeyName(0)];
   if (!t || !Array.isArray(t.dims)) return 0;
   const expected = t.dims.reduce((a, b) => a * b, 1);
   if ((t.data as ArrayLike<unknown>).length !== expected) {

@@ -1,4 +1,5 @@
-export { buildLlamaOnnx, llamaOnnxNames, LLAMA_ONNX_OPSET, pastKeyName, pastValueName, presentKeyName, presentValueName } from "./onnx-builder.js";
+export { buildLlamaOnnx, llamaOnnxNames, LLAMA_ONNX_OPSET } from "./onnx-builder.js";
+export { pastKeyName, pastValueName, presentKeyName, presentValueName } from "./kv-names.js";
 export type { BuildLlamaOnnxOptions, OnnxDtype } from "./onnx-builder.js";
 export { parseLlamaConfig, llamaConfigToJson, llamaWeightShapes, ropeInverseFrequencies } from "./llama-config.js";
 export type { LlamaConfig, LlamaModelType, Llama3RopeScaling } from "./llama-config.js";

@@ -21,6 +21,7 @@ import { f32ArrayToF16 } from "../shared/half.js";
 import { llamaWeightShapes, ropeInverseFrequencies, type LlamaConfig } from "./llama-config.js";
 import { DataType, GraphBuilder, onnx, type ElemType } from "./onnx-graph.js";
 import { requireWeight, toFloat32, type WeightMap } from "./tensor.js";
+import { pastKeyName, pastValueName, presentKeyName, presentValueName } from "./kv-names.js";
 
 export type OnnxDtype = "f32" | "f16";
 
@@ -43,11 +44,6 @@ const IR_VERSION = 8;
 const MAX_INLINE_BYTES = 2 ** 31 - 2 ** 24;
 /** Added to masked scores; finite so a fully masked row stays NaN-free before it is zeroed. */
 const MASK_VALUE = -1e9;
-
-export const pastKeyName = (layer: number) => `past_key_values.${layer}.key`;
-export const pastValueName = (layer: number) => `past_key_values.${layer}.value`;
-export const presentKeyName = (layer: number) => `present.${layer}.key`;
-export const presentValueName = (layer: number) => `present.${layer}.value`;
 
 /** Graph input and output names in declaration order. */
 export function llamaOnnxNames(config: LlamaConfig): { inputs: string[]; outputs: string[] } {

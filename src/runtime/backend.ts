@@ -39,25 +39,35 @@ export interface BackendInfo {
 /** What this build of the addon can do on this machine. Probes CUDA once per process. */
 export function backendInfo(): BackendInfo {
   const raw = native().backendInfo();
-  const auto: BackendInfo["auto"] = raw.cuda.available
-    ? { backend: "cuda", reason: `CUDA device ${raw.cuda.devices[0]?.name ?? "0"} is available` }
-    : { backend: "cpu", reason: `CUDA unavailable: ${raw.cuda.reason ?? "unknown reason"}; using the CPU backend` };
-  return { ...raw, auto };
+  return { ...raw, auto: autoBackend(raw.cuda) };
 }
 
 /**
- * Resolves a backend request. "auto" never fails (CPU when CUDA is missing, and backendInfo().auto
- * says why); "cuda" on a machine without a usable GPU is a BACKEND_UNAVAILABLE error with the reason.
- * `autoUsesCuda: false`: "auto" stays on the CPU even with a GPU (a CUDA path that must be asked for
- * by name until it has been verified on a GPU).
+ * What `backend: "auto"` means, decided here for every caller (CompressedKVCache, withNexusQuant,
+ * verifyCompression): the CPU, with the reason. The CUDA cache is compiled but has never run on a
+ * GPU (docs/cuda.md), so it is used only when asked for by name ("cuda"), even where a GPU is
+ * available. When it has passed its GPU tests, this is the one line that changes.
  */
-export function resolveBackend(request: BackendRequest = "auto", supportsCuda = true, autoUsesCuda = supportsCuda): BackendName {
+function autoBackend(cuda: BackendInfo["cuda"]): BackendInfo["auto"] {
+  if (!cuda.available) return { backend: "cpu", reason: `CUDA unavailable: ${cuda.reason ?? "unknown reason"}; using the CPU backend` };
+  return {
+    backend: "cpu",
+    reason: `CUDA device ${cuda.devices[0]?.name ?? "0"} is available, but the CUDA cache has not been verified on a GPU yet; "auto" uses the CPU backend (ask for backend "cuda" by name)`,
+  };
+}
+
+/**
+ * Resolves a backend request. "auto" never fails: it is `backendInfo().auto.backend`. "cuda" on a
+ * machine without a usable GPU is a BACKEND_UNAVAILABLE error with the reason; `supportsCuda: false`
+ * (an operation without a CUDA implementation) makes "cuda" an UNSUPPORTED error.
+ */
+export function resolveBackend(request: BackendRequest = "auto", supportsCuda = true): BackendName {
   if (request !== "auto" && request !== "cpu" && request !== "cuda") {
     throw invalidArgument("backend", '"auto", "cpu" or "cuda"', request);
   }
   if (request === "cpu") return "cpu";
   const info = backendInfo();
-  if (request === "auto") return info.cuda.available && supportsCuda && autoUsesCuda ? "cuda" : "cpu";
+  if (request === "auto") return info.auto.backend;
   if (!info.cuda.available) {
     throw new NexusQuantError("BACKEND_UNAVAILABLE", `backend "cuda" was requested but ${info.cuda.reason}. Use backend "auto" or "cpu".`, {
       reason: info.cuda.reason,

@@ -1,10 +1,11 @@
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import {
-  DEFAULT_SPEC,
+  DEFAULT_PRESET,
   SCORER_IDS,
   scorerFromId,
   getPreset,
-  validateSpec,
+  isValidatedSpec,
+  specWithOverrides,
   fp16BytesPerTokenLayer,
   FORMAT_LIMITS,
   type CodeBits,
@@ -37,13 +38,16 @@ export interface CompressedKVCacheOptions {
   batch?: number;
   /** Query heads per layer (GQA: a multiple of kvHeads). Default kvHeads. */
   queryHeads?: number;
-  /** A preset name (default "balanced"); `spec` fields override it. */
+  /**
+   * A preset name (default "balanced"); `spec` fields override it. Without a preset, a complete spec
+   * that validateSpec returned (a preset's, or withNexusQuant's resolved one) is taken as it is.
+   */
   preset?: string;
   spec?: Partial<CompressionSpec>;
   /**
    * "cpu", or "cuda" for the GPU cache (same compress policy, CUDA kernels; pages in device memory).
-   * "auto" (default) is the CPU: the CUDA cache has not run on a GPU yet (docs/cuda.md), so it is
-   * used only when asked for by name. "cuda" without a usable GPU is BACKEND_UNAVAILABLE.
+   * "auto" (default) is what `backendInfo().auto` says: today the CPU, even with a GPU (docs/cache.md,
+   * "Backend"). "cuda" without a usable GPU is BACKEND_UNAVAILABLE.
    */
   backend?: BackendRequest;
   /** Seed of the Hadamard sign flips (and of the random scorer). */
@@ -194,9 +198,11 @@ export class CompressedKVCache {
     this.batch = checkInt("options.batch", options.batch ?? 1, { min: 1, max: L.maxBatch, maxName: "FORMAT_LIMITS.maxBatch" });
     this.queryHeads = checkInt("options.queryHeads", options.queryHeads ?? this.kvHeads, { min: 1, max: L.maxHeads, maxName: "FORMAT_LIMITS.maxHeads" });
     if (this.queryHeads % this.kvHeads !== 0) throw invalidArgument("options.queryHeads", `a multiple of kvHeads (${this.kvHeads})`, this.queryHeads);
-    const base = getPreset(options.preset ?? "balanced").spec;
+    // A spec already validated (and no preset to apply under it) is not looked up or checked again.
+    const validated = options.preset === undefined && isValidatedSpec(options.spec);
+    const base = validated ? undefined : getPreset(options.preset ?? DEFAULT_PRESET).spec;
     if (options.spec !== undefined) checkObject("options.spec", options.spec, "a partial CompressionSpec object");
-    this.spec = validateSpec({ ...DEFAULT_SPEC, ...base, ...(options.spec ?? {}) });
+    this.spec = base === undefined ? (options.spec as Readonly<CompressionSpec>) : specWithOverrides(base, options.spec);
     this.budgetTokens =
       options.budgetTokens === undefined ? 0 : checkInt("options.budgetTokens", options.budgetTokens, { min: 1, max: L.maxSequenceTokens, maxName: "positions are int32" });
     if (this.budgetTokens > 0) {
@@ -219,7 +225,7 @@ export class CompressedKVCache {
     const poolKernel = checkInt("options.poolKernel", options.poolKernel ?? 7, { min: 1, max: L.maxPoolKernel, maxName: "FORMAT_LIMITS.maxPoolKernel" });
     if (poolKernel % 2 === 0) throw invalidArgument("options.poolKernel", "an odd integer", poolKernel);
     const scorerWindow = checkInt("options.scorerWindow", options.scorerWindow ?? 32, { min: 1, max: L.maxScorerWindow, maxName: "FORMAT_LIMITS.maxScorerWindow" });
-    this.backend = resolveBackend(options.backend ?? "auto", true, false);
+    this.backend = resolveBackend(options.backend ?? "auto");
     const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 }); // 0: no per-cache limit
     this.options = Object.freeze({
       layers: this.layers,

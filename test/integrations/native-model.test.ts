@@ -14,6 +14,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NexusQuantError } from "../../src/errors.js";
+import { DEFAULT_SPEC } from "../../src/format/index.js";
 import { convertWeights, llamaConfigToJson, llamaWeightShapes, loadModel, writeModelDir, writeSafetensors } from "../../src/model/index.js";
 import { ort, plainGreedy, promptTokens, tinyModel } from "./helpers.js";
 import { buildLlamaOnnx } from "../../src/model/index.js";
@@ -53,7 +54,11 @@ describe("native path", () => {
       worst = Math.max(worst, relDiff(plain.logits[i + 1]!, r.last()));
     }
     expect(worst).toBeLessThan(1e-4);
-    expect(s.stats().tokens).toBe(90);
+    expect(s.stats()).toMatchObject({ tokens: 90, heldTokens: 90, compressions: 0 });
+    // An explicit no-compression conversation: no spec, a cache that never compressed and carries no preset's spec.
+    expect(s.options.spec).toBeNull();
+    expect(s.cache!.spec).toEqual(DEFAULT_SPEC);
+    expect(s.cache!.tokens(0, 0)).toMatchObject({ held: 90, compressed: 0 });
     s.dispose();
   });
 

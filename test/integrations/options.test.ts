@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { getPreset } from "../../src/format/index.js";
 import { resolveOptions } from "../../src/integrations/options.js";
 import { expectCode } from "../helpers.js";
 
@@ -28,10 +29,10 @@ describe("withNexusQuant options: preset names", () => {
   it('are case-insensitive, "none" included', () => {
     for (const name of ["none", "None", "NONE"]) {
       const r = resolveOptions({ preset: name });
-      expect(r.passThrough).toBe(true);
+      expect(r.spec).toBeNull();
       expect(r.preset).toBe("none");
     }
-    expect(resolveOptions({ preset: "Balanced" }).passThrough).toBe(false);
+    expect(resolveOptions({ preset: "Balanced" }).spec).toBe(getPreset("balanced").spec);
   });
 
   it('an unknown one is UNKNOWN_PRESET, and the list names "none"', () => {

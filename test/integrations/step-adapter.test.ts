@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { DecodeHandle } from "../../src/integrations/decode-handle.js";
-import { createKvState, emptyKvStats, type CompressExtras, type KvLayout, type KvStats } from "../../src/integrations/kv-state.js";
+import { emptyKvStats, type CompressExtras, type KvStats } from "../../src/integrations/conversation-cache.js";
+import { createKvState, type KvLayout } from "../../src/integrations/kv-state.js";
 import { resolveOptions } from "../../src/integrations/options.js";
 import { absorbPresent, padTokenRows, planStep, runStateStep, stepFeeds, stepResult, zeroTimings, type StepEngine, type StepResult, type TokenRows } from "../../src/integrations/step-adapter.js";
 

@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { withNexusQuant } from "../../integrations/index.js";
 import { argmax } from "../../integrations/sampling.js";
-import { buildLlamaOnnx, createTinyLlama, type TinyLlamaOptions } from "../../model/index.js";
+import { buildLlamaOnnx, createTinyLlama, pastKeyName, pastValueName, presentKeyName, presentValueName, type TinyLlamaOptions } from "../../model/index.js";
 import { halfBitsToFloats, memoryStats } from "../../runtime/index.js";
 import { fp16BytesPerTokenLayer } from "../../format/index.js";
 
@@ -73,7 +73,7 @@ export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseRes
     resetDone = resetPeakRss();
     let past: Record<string, InstanceType<Ort["Tensor"]>> = {};
     for (let l = 0; l < c.numLayers; l++) {
-      for (const kind of ["key", "value"]) past[`past_key_values.${l}.${kind}`] = new ort.Tensor("float16", new Uint16Array(0), [1, c.numKvHeads, 0, c.headDim]);
+      for (const name of [pastKeyName(l), pastValueName(l)]) past[name] = new ort.Tensor("float16", new Uint16Array(0), [1, c.numKvHeads, 0, c.headDim]);
     }
     let position = 0;
     const run = async (chunk: number[]) => {
@@ -87,7 +87,8 @@ export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseRes
       position = total;
       past = {};
       for (let l = 0; l < c.numLayers; l++) {
-        for (const kind of ["key", "value"]) past[`past_key_values.${l}.${kind}`] = out[`present.${l}.${kind}`]!;
+        past[pastKeyName(l)] = out[presentKeyName(l)]!;
+        past[pastValueName(l)] = out[presentValueName(l)]!;
       }
       const logits = out.logits!;
       const vocab = logits.dims[2]!;

@@ -5,7 +5,8 @@ import { withNexusQuant, type KvStats, type OrtModuleLike, type OrtSessionLike }
 import { argmax } from "../../integrations/sampling.js";
 import { NexusQuantError } from "../../errors.js";
 import { availableMemory } from "../../runtime/available-memory.js";
-import { getPreset } from "../../format/index.js";
+import { DEFAULT_PRESET } from "../../format/index.js";
+import { resolveOptions } from "../../integrations/options.js";
 import { memoryStats } from "../../runtime/index.js";
 import { native } from "../../runtime/native.js";
 import { parseFlags, parseContext, parsePositiveInt } from "../args.js";
@@ -143,7 +144,7 @@ function checkNativeDemoFits(options: DemoOptions, demo: NativeDemoModel): void 
  * (teacher forcing) so every next-token distribution is compared at the same position.
  */
 export async function runDemo(options: DemoOptions): Promise<DemoResult> {
-  if (options.preset !== "none") getPreset(options.preset); // UNKNOWN_PRESET before any model work
+  resolveOptions({ preset: options.preset }); // UNKNOWN_PRESET before any model work ("none" included, any case)
   const dir = options.modelDir;
   if (dir !== undefined && dir !== "built" && (await hasOnnxGraph(dir))) {
     await checkDemoFits(options); // OUT_OF_MEMORY in milliseconds, not onnxruntime's "Failed to allocate" later
@@ -306,7 +307,7 @@ bytes, repeated to --context tokens.
 Options:
   --model DIR|built      config.json + model.safetensors (native path); a DIR with onnx/model.onnx
                          runs through the ORT-session wrapper instead (dense past during each step)
-  --preset NAME          compression preset (default balanced; see \`nexusquant presets\`)
+  --preset NAME          compression preset (default ${DEFAULT_PRESET}; see \`nexusquant presets\`)
   --prompt TEXT          text to repeat into the context (default: a built-in paragraph)
   --context N            prompt tokens (default 1536; e.g. 2k). A context whose FP16 baseline K/V
                          (native path) or one-step prefill scores (ORT-session path) cannot fit in
@@ -325,7 +326,7 @@ Options:
     });
     const result = await runDemo({
       ...(values.model !== undefined ? { modelDir: values.model } : {}),
-      preset: values.preset ?? "balanced",
+      preset: values.preset ?? DEFAULT_PRESET,
       prompt: values.prompt ?? BUILT_IN_TEXT,
       contextTokens: values.context !== undefined ? parseContext("--context", values.context) : 1536,
       maxNewTokens: values["max-new-tokens"] !== undefined ? parsePositiveInt("--max-new-tokens", values["max-new-tokens"]) : 48,

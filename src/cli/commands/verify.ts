@@ -21,7 +21,7 @@ Options:
   --context N         tokens per sequence: an integer, or 32k / 128k (x1024), 1m (x1024^2)
   --preset NAMES      one or more presets, comma-separated (${PRESET_NAMES.join(", ")})
   --batch N           sequences (default 1)
-  --backend B         auto (default), cpu or cuda
+  --backend B         auto (default: backendInfo().auto, today the CPU), cpu or cuda
   --seed N            synthetic data seed (default 1)
   --memory-limit B    refuse a run whose peak would pass B bytes (4GiB, 512MiB, 8GB); default: the
                       memory available (MemAvailable and the cgroup's memory.max)
