@@ -77,7 +77,7 @@ class Runner:
             "length": 0,
         }
 
-    def forward(self, cache, ids, positions, keep=True, capture=None):
+    def forward(self, cache, ids, positions, keep=True, capture=None, layers=None):
         """Runs ids at positions through the model. keep: append this chunk's K/V to the cache (else they are
         attended to and dropped). capture(layer, head, probs[g, w, n_cached + w], n_cached, q) sees each
         head's attention. Returns logits [w, vocab]."""
@@ -87,6 +87,8 @@ class Runner:
         pos = torch.tensor(positions)
         cos, sin = self.cos[pos], self.sin[pos]
         for l, layer in enumerate(m.model.layers):
+            if layers is not None and l >= layers:
+                return None
             a = layer.self_attn
             x = layer.input_layernorm(h)
             q = a.q_proj(x).view(w, self.QH, self.d).transpose(0, 1)
@@ -205,6 +207,24 @@ def reread(runner, cache, part, policy):
             row = cache["score"][l][hh]
             row[sel[l][hh]] = torch.maximum(row[sel[l][hh]], got)
 
+    if policy.scorer == "kvzip-shallow":
+        # Re-read through the lower half of the layers only; a token's score (by position) is the max
+        # over those layers' heads, and every layer's heads evict by it.
+        upper = max(1, runner.L // 2)
+        best = {}
+
+        def capture_shallow(l, hh, probs, n, qs, K):
+            got = probs[:, :, :n].amax(dim=(0, 1))
+            for p, s in zip(cache["pos"][l][hh].tolist(), got.tolist()):
+                best[p] = max(best.get(p, 0.0), s)
+
+        runner.forward(cache, ids, positions, keep=False, capture=capture_shallow, layers=upper)
+        for l in range(runner.L):
+            for hh in range(runner.H):
+                row = cache["score"][l][hh]
+                new = torch.tensor([best.get(p, 0.0) for p in cache["pos"][l][hh].tolist()])
+                cache["score"][l][hh] = torch.maximum(row, new)
+        return
     runner.forward(view, ids, positions, keep=False, capture=capture)
 
 
@@ -236,7 +256,10 @@ def compress_cache(runner, cache, policy):
         p = (P < SINKS) | (idx >= n - RECENT)
         prot[key] = idx[p]
         cand[key] = idx[~p]
-    if policy.budget == "uniform" and not policy.streaming:
+    if policy.budget == "duo":
+        for key in heads:
+            keep[key] = prot[key] if key in policy.streaming else torch.arange(cache["pos"][key[0]][key[1]].shape[0])
+    elif policy.budget == "uniform" and not policy.streaming:
         for key in heads:
             want = max(0, target - len(prot[key]))
             c = cand[key]

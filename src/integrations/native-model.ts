@@ -8,6 +8,14 @@
  * the cache holds plus the chunk itself (causally, by true position), then the chunk is compressed, so
  * the prefill peak is bounded by one chunk. Preset "none" never compresses (its spec is null): K/V
  * stay in the cache's FP16 residual with no eviction, the baseline every comparison uses.
+ *
+ * Scorers that need the model's queries get them here, where attention runs in our own kernel:
+ * - "reconstruct" (query-agnostic, KVzip-style): before each compression the tokens appended since the
+ *   last one are re-read (teacher-forced, behind the model's BOS token as a separator, at the positions
+ *   after the context); each held token's score is the most attention the re-read's queries give it.
+ *   The re-read attends only to the sinks and the tokens it re-reads (work bounded by the chunk), its
+ *   own K/V are never kept, and it stops before the last layer's MLP and the LM head.
+ * - "observed" (SnapKV): the last `scorerWindow` queries of each layer, as the model computed them.
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import { buildDecoderSegments, SEGMENT_NAMES } from "../model/segment-builder.js";
@@ -48,9 +56,16 @@ export interface NativeStepTimings extends StepTimings {
   segmentSeconds: number;
   /** Appending K/V to the cache and attention on the codes. */
   attentionSeconds: number;
+  /** The "reconstruct" scorer's re-reads (segments and attention together; not in the two above). */
+  rereadSeconds: number;
+  /** Tokens re-read by the "reconstruct" scorer (separators included). */
+  rereadTokens: number;
 }
 
-const zeroNativeTimings = (): NativeStepTimings => ({ ...zeroTimings(), segmentSeconds: 0, attentionSeconds: 0 });
+const zeroNativeTimings = (): NativeStepTimings => ({ ...zeroTimings(), segmentSeconds: 0, attentionSeconds: 0, rereadSeconds: 0, rereadTokens: 0 });
+
+/** One pass of tokens through the segments: the model's forward step, or a re-read for the reconstruct scorer. */
+type PassKind = "forward" | "reread";
 
 /**
  * The StepEngine of the native path: the segments and the current conversation (its cache, true
@@ -65,6 +80,10 @@ export class NativeStepEngine implements StepEngine {
   #segments: SegmentSessionLike[];
   #conversation: ConversationCache | undefined;
   #timings = zeroNativeTimings();
+  /** Per row: the tokens appended since the last compression (what a reconstruct re-read reads again). */
+  #sinceCompression: number[][] = [];
+  /** Per row and layer: the last queries [queryHeads, window, headDim] (observed scorer), and how many it holds. */
+  #observed: { queries: Float32Array[]; count: number }[] = [];
 
   constructor(config: LlamaConfig, options: ResolvedOptions, ort: OrtRuntimeLike, segments: SegmentSessionLike[], logits: "last" | "all") {
     this.config = config;
@@ -124,16 +143,58 @@ export class NativeStepEngine implements StepEngine {
         logits.set(chunkLogits);
       }
       // The schedule: each chunk of a prompt (n > 1) as soon as it is in; decode tokens every compressEvery.
-      this.#timings.compressSeconds += await conversation.compressIfDue(n);
+      if (conversation.due(n)) await this.#compress(conversation);
     }
     this.#timings.steps += 1;
     this.#timings.totalSeconds += (performance.now() - t0) / 1000;
     return stepResult(logits, batch, all ? n : 1, vocab);
   }
 
+  /** Compresses the conversation, after the re-read its scorer needs (reconstruct) or with the queries it reads (observed). */
+  async #compress(conversation: ConversationCache): Promise<void> {
+    const spec = conversation.spec;
+    if (spec !== null && spec.evictFraction > 0 && spec.scorer === "reconstruct") await this.#reread(conversation);
+    const observedQueries = spec?.scorer === "observed" ? this.#observed.map((o) => (o.count === 0 ? undefined : o.queries.map((q) => windowQueries(q, o.count, this.config)))) : undefined;
+    this.#timings.compressSeconds += await conversation.compress(observedQueries !== undefined ? { observedQueries } : undefined);
+    this.#sinceCompression = this.#sinceCompression.map(() => []);
+  }
+
+  /**
+   * The reconstruct scorer's re-read: each row's tokens since the last compression, behind the BOS
+   * separator, at the positions after the context, in pieces of at most prefillChunk tokens.
+   */
+  async #reread(conversation: ConversationCache): Promise<void> {
+    const t0 = performance.now();
+    const separator = this.config.bosTokenId === undefined ? [] : [this.config.bosTokenId];
+    const piece = Math.max(1, this.options.prefillChunk - separator.length);
+    const longest = Math.max(0, ...this.#sinceCompression.map((r) => r.length));
+    for (let start = 0; start < longest; start += piece) {
+      const parts = this.#sinceCompression.map((tokens) => tokens.slice(start, start + piece));
+      if (parts.every((p) => p.length === 0)) continue;
+      // Rows without tokens here get no pass (all padding); the others re-read their part and attend to
+      // the sinks and to what they re-read (the part is the newest held tokens, none evicted since).
+      const rows = parts.map((p) => (p.length === 0 ? [] : [...separator, ...p]));
+      const width = Math.max(...rows.map((r) => r.length));
+      const recent = this.#sinceCompression.map((tokens) => Math.max(0, tokens.length - start));
+      await this.#pass(conversation, rows.map((r) => [...new Array<number>(width - r.length).fill(-1), ...r]), "reread", recent);
+      this.#timings.rereadTokens += rows.reduce((a, r) => a + r.length, 0);
+    }
+    this.#timings.rereadSeconds += (performance.now() - t0) / 1000;
+  }
+
   /** One chunk through every segment. `rows` hold token ids, -1 at left padding. Returns [b, 1|w, vocab]. */
   async #runChunk(conversation: ConversationCache, rows: number[][]): Promise<Float32Array> {
+    return (await this.#pass(conversation, rows, "forward"))!;
+  }
+
+  /**
+   * Tokens through the segments. "forward": append their K/V, attend, return the logits. "reread":
+   * attend with reconstructionAttention (each row's sinks and last `recent[b]` held tokens plus the
+   * re-read's own K/V, which are not kept), score, and stop before the last layer's MLP and LM head.
+   */
+  async #pass(conversation: ConversationCache, rows: number[][], kind: PassKind, recent: number[] = []): Promise<Float32Array | undefined> {
     const cache = conversation.cache!;
+    const forward = kind === "forward";
     const { numLayers, numHeads, numKvHeads, headDim } = this.config;
     const { Tensor } = this.#ort;
     const batch = rows.length;
@@ -156,9 +217,13 @@ export class NativeStepEngine implements StepEngine {
     });
     const positionTensor = new Tensor("int64", positionIds, [batch, w]);
     const N = SEGMENT_NAMES;
+    // A re-read's time is counted apart (rereadSeconds), not as the model's own segments and attention.
+    const timed = (key: "segmentSeconds" | "attentionSeconds", since: number) => {
+      if (forward) this.#timings[key] += (performance.now() - since) / 1000;
+    };
     let t = performance.now();
     let out = await this.#segments[0]!.run({ [N.inputIds]: new Tensor("int64", ids, [batch, w]), [N.positionIds]: positionTensor });
-    this.#timings.segmentSeconds += (performance.now() - t) / 1000;
+    timed("segmentSeconds", t);
     for (let layer = 0; layer < numLayers; layer++) {
       t = performance.now();
       const q = out[N.query]!.data as Float32Array;
@@ -169,24 +234,54 @@ export class NativeStepEngine implements StepEngine {
         const r = real[b]!;
         if (r === 0) continue;
         const pad = w - r;
-        cache.append(layer, realColumns(k, b, numKvHeads, w, headDim, pad), realColumns(v, b, numKvHeads, w, headDim, pad), { sequence: b });
-        const context = cache.attention(layer, realColumns(q, b, numHeads, w, headDim, pad), { sequence: b, positions: truePositions[b]! });
+        const rowK = realColumns(k, b, numKvHeads, w, headDim, pad);
+        const rowV = realColumns(v, b, numKvHeads, w, headDim, pad);
+        const rowQ = realColumns(q, b, numHeads, w, headDim, pad);
+        let context: Float32Array;
+        if (forward) {
+          cache.append(layer, rowK, rowV, { sequence: b });
+          context = cache.attention(layer, rowQ, { sequence: b, positions: truePositions[b]! });
+          if (conversation.spec?.scorer === "observed") this.#keepQueries(b, layer, rowQ, r, cache.options.scorerWindow);
+        } else {
+          context = cache.reconstructionAttention(layer, rowQ, rowK, rowV, { sequence: b, positions: truePositions[b]!, recentTokens: recent[b]! });
+        }
         for (let h = 0; h < numHeads; h++) {
           attention.set(context.subarray(h * r * headDim, (h + 1) * r * headDim), ((b * numHeads + h) * w + pad) * headDim);
         }
       }
       const t1 = performance.now();
-      this.#timings.attentionSeconds += (t1 - t) / 1000;
+      timed("attentionSeconds", t);
+      // A re-read needs no output past the last layer's attention (its scores are taken there).
+      if (!forward && layer + 1 === numLayers) return undefined;
       const feeds: Record<string, OrtTensorLike> = {
         [N.hidden]: out[N.hiddenOut]!,
         [N.attention]: new Tensor("float32", attention, [batch, numHeads, w, headDim]),
       };
       if (layer + 1 < numLayers) feeds[N.positionIds] = positionTensor;
       out = await this.#segments[layer + 1]!.run(feeds);
-      this.#timings.segmentSeconds += (performance.now() - t1) / 1000;
+      timed("segmentSeconds", t1);
     }
-    rows.forEach((_, b) => conversation.advance(b, real[b]!));
+    rows.forEach((row, b) => {
+      conversation.advance(b, real[b]!);
+      (this.#sinceCompression[b] ??= []).push(...row.filter((id) => id >= 0));
+    });
     return out[N.logits]!.data as Float32Array;
+  }
+
+  /** Observed scorer: keeps the last `window` queries [queryHeads, r, headDim] of (row, layer). */
+  #keepQueries(row: number, layer: number, q: Float32Array, r: number, window: number): void {
+    const { numHeads, headDim, numLayers } = this.config;
+    const o = (this.#observed[row] ??= { queries: Array.from({ length: numLayers }, () => new Float32Array(numHeads * window * headDim)), count: 0 });
+    const win = o.queries[layer]!;
+    const take = Math.min(r, window);
+    const kept = Math.min(o.count, window - take);
+    for (let h = 0; h < numHeads; h++) {
+      const base = h * window * headDim;
+      // Shift the newest `kept` queries to the front of the window, then add the chunk's last `take`.
+      win.copyWithin(base, base + (Math.min(o.count, window) - kept) * headDim, base + Math.min(o.count, window) * headDim);
+      win.set(q.subarray((h * r + r - take) * headDim, (h * r + r) * headDim), base + kept * headDim);
+    }
+    if (layer + 1 === numLayers) o.count = kept + take;
   }
 
   /** Memory of the current conversation, from the cache's accounting allocator. */
@@ -202,6 +297,8 @@ export class NativeStepEngine implements StepEngine {
     this.#conversation?.dispose();
     this.#conversation = undefined;
     this.#timings = zeroNativeTimings();
+    this.#sinceCompression = [];
+    this.#observed = [];
   }
 
   /** Frees the cache and releases the segment sessions (they belong to this engine). */
@@ -247,6 +344,16 @@ export class NativeModelSession extends DecodeHandle<NativeStepEngine> {
     for (const bytes of built.segments) sessions.push(await ort.InferenceSession.create(bytes));
     return new NativeModelSession(new NativeStepEngine(config, options, ort, sessions, built.logits));
   }
+}
+
+/** The first `count` queries of each head of a [heads, window, d] observation window, as [heads, count, d]. */
+function windowQueries(q: Float32Array, count: number, config: LlamaConfig): Float32Array {
+  const { numHeads, headDim } = config;
+  const window = q.length / (numHeads * headDim);
+  if (count >= window) return q;
+  const out = new Float32Array(numHeads * count * headDim);
+  for (let h = 0; h < numHeads; h++) out.set(q.subarray(h * window * headDim, (h * window + count) * headDim), h * count * headDim);
+  return out;
 }
 
 /** Row b of a [b, heads, w, d] tensor without its first `pad` columns: [heads, w - pad, d] (a view when pad = 0). */

@@ -28,6 +28,11 @@ export interface LlamaConfig {
   oBias: boolean;
   /** Llama 3.1-style RoPE frequency scaling (rope_scaling.rope_type "llama3"), or null. */
   ropeScaling: Llama3RopeScaling | null;
+  /**
+   * config.json's `bos_token_id` (the first when it is a list), when it is a token id of the
+   * vocabulary: what starts a document, and the separator of the reconstruct scorer's re-read.
+   */
+  bosTokenId?: number;
 }
 
 export type LlamaModelType = "llama" | "mistral" | "qwen2";
@@ -112,7 +117,15 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
     qkvBias: modelType === "qwen2" || raw.attention_bias === true,
     oBias: modelType !== "qwen2" && raw.attention_bias === true,
     ropeScaling: parseRopeScaling(raw),
+    ...tokenIdField(raw, "bos_token_id"),
   };
+}
+
+/** `{ bosTokenId }` from an integer (or a list's first integer) inside the vocabulary; nothing otherwise (it is optional). */
+function tokenIdField(raw: Record<string, unknown>, key: "bos_token_id"): { bosTokenId?: number } {
+  const value = Array.isArray(raw[key]) ? (raw[key] as unknown[])[0] : raw[key];
+  const vocab = raw.vocab_size as number;
+  return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) < vocab ? { bosTokenId: value as number } : {};
 }
 
 function parseRopeScaling(raw: Record<string, unknown>): Llama3RopeScaling | null {
