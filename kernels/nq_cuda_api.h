@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "memory/allocator.h"
 #include "nq_format.h"
+#include "nq_memory.h"
 #include "nq_ops_params.h"
 
 namespace nq::cuda {
@@ -84,7 +84,7 @@ void destroyStream(StreamHandle stream);
 CudaStatus synchronize(StreamHandle stream);
 
 // ---- device memory with exact accounting (device_alloc.cu) ---------------------------------------
-// Every device byte nexusquant holds comes from here and shows in counters(MemSpace::Device) under
+// Every device byte nexusquant holds comes from here and is counted (countDeviceBytes, nq_memory.h) under
 // the categories of `split` (which must sum to `bytes`). A failed cudaMalloc returns OutOfMemory
 // with the requested and the free bytes; nothing is counted then.
 CudaStatus deviceAllocate(size_t bytes, const CategoryBytes& split, void** ptr);

@@ -36,6 +36,10 @@ constexpr int kMaxHeadDim = 8192;                  // head vector length, a mult
 // (src/format/spec.ts SCORER_IDS). CUDA implements KeyNorm, KeyKey and Observed.
 enum class Scorer : uint8_t { KeyNorm = 0, KeyKey = 1, Observed = 2, Accumulated = 3, Random = 4 };
 constexpr int kScorerCount = 5;
+// The scorers' default shape (src/format/spec.ts SCORER_DEFAULTS): the window of key-key's proxy
+// queries and of observed's observation queries, and observed's max-pool width (odd).
+constexpr int kDefaultScorerWindow = 32;
+constexpr int kDefaultPoolKernel = 7;
 
 // The first kPageHeaderBytes of every page (CPU pages and CUDA pages alike).
 struct PageHeader {

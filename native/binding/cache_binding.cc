@@ -16,7 +16,7 @@
 #include "cpu/kv_cache.h"
 #include "cuda/cuda_kv_cache.h"
 #include "cpu/codec.h"
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "memory/allocator.h"
 
 namespace nq {

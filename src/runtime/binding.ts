@@ -56,6 +56,7 @@ export interface NativeFormatInfo {
   };
   serializedHeader: { bytes: number; magic: string; version: number };
   scorerIds: Record<string, number>;
+  scorerDefaults: { scorerWindow: number; poolKernel: number };
   scaleFactors: Record<string, number>;
   limits: { maxHeadDim: number; maxHeads: number; maxSequenceTokens: number; maxAbsValue: number };
   /** What native code accepts where FORMAT_LIMITS is stricter (test/format/native-agreement.test.ts). */

@@ -14,6 +14,7 @@ import {
   QUANTIZED_TENSOR_HEADER_BYTES,
   SCALE_BYTES,
   SCORERS,
+  SCORER_DEFAULTS,
   SCORER_IDS,
   SERIALIZED_CACHE_HEADER,
   compressedLayout,
@@ -99,6 +100,10 @@ describe("formatInfo() agrees with src/format field by field", () => {
   it("scorer ids", () => {
     expect(info.scorerIds).toEqual(SCORER_IDS);
     expect(Object.keys(info.scorerIds).sort()).toEqual([...SCORERS].sort());
+  });
+
+  it("scorer defaults (window and pool width)", () => {
+    expect(info.scorerDefaults).toEqual(SCORER_DEFAULTS);
   });
 
   it("encoder scale factors (float32 in C++)", () => {

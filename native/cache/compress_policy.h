@@ -9,7 +9,7 @@
 
 #include <vector>
 
-#include "compressed_cache.h"
+#include "cache/compressed_cache.h"
 #include "nq_format.h"
 #include "nq_ops_params.h"
 
@@ -54,6 +54,12 @@ struct ObservedQueries {
   const float* queries = nullptr;
   size_t queryHeads = 0, window = 0;
 };
+
+// The scorer a compress() of this cache runs: its own, except that Observed without queries for the
+// layer falls back to key-key.
+inline Scorer scorerFor(const CacheOptions& o, const ObservedQueries& observed) {
+  return o.scorer == Scorer::Observed && observed.queries == nullptr ? Scorer::KeyKey : o.scorer;
+}
 
 struct CompressRules {
   format::Spec spec{};
