@@ -112,7 +112,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
  private:
   CompressedCache& cache(Napi::Env env) {
     if (!cache_) throwJs(env, "DISPOSED", "this CompressedKVCache has been disposed");
-    if (busy_) throwJs(env, "INVALID_ARGUMENT", "this CompressedKVCache is busy with an async compress(); await it first");
+    if (busy_) throwJs(env, "BUSY", "this CompressedKVCache is busy with an async compress(); await it first");
     return *cache_;
   }
 
@@ -406,7 +406,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   }
 
   Napi::Value dispose(const Napi::CallbackInfo& info) {
-    if (busy_) throwJs(info.Env(), "INVALID_ARGUMENT", "cannot dispose while an async compress() is running; await it first");
+    if (busy_) throwJs(info.Env(), "BUSY", "cannot dispose while an async compress() is running; await it first");
     cache_.reset();
     reportExternal(info.Env());
     return info.Env().Undefined();
