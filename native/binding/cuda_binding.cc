@@ -33,6 +33,7 @@ Napi::Value cudaSupport(const Napi::CallbackInfo& info) {
 #include "binding/cuda_status.h"
 #include "binding/errors.h"
 #include "binding/op_options.h"
+#include "memory/allocator.h"
 #include "nq_cuda_api.h"
 
 namespace nq {

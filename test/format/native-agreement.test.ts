@@ -26,6 +26,7 @@ import {
   residualCapacity,
   type CompressionSpec,
 } from "../../src/format/index.js";
+import { CompressedKVCache } from "../../src/runtime/cache.js";
 import { native } from "../../src/runtime/native.js";
 
 // kernels/nq_format.h is the allocator's copy of the layout; it must agree with src/format byte for byte.
@@ -102,8 +103,14 @@ describe("formatInfo() agrees with src/format field by field", () => {
     expect(Object.keys(info.scorerIds).sort()).toEqual([...SCORERS].sort());
   });
 
-  it("scorer defaults (window and pool width)", () => {
+  it("scorer defaults (window and pool width), and what a cache without them gets", () => {
     expect(info.scorerDefaults).toEqual(SCORER_DEFAULTS);
+    const c = new CompressedKVCache({ layers: 1, kvHeads: 1, headDim: 8 });
+    try {
+      expect({ scorerWindow: c.options.scorerWindow, poolKernel: c.options.poolKernel }).toEqual(SCORER_DEFAULTS);
+    } finally {
+      c.dispose();
+    }
   });
 
   it("encoder scale factors (float32 in C++)", () => {
