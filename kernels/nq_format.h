@@ -42,6 +42,10 @@ constexpr int kScorerCount = 6;
 // Scorers whose scores are state of the store (a score per held slot, kept through compaction and
 // serialized), not a function of the keys at compress time.
 NQ_FMT_HD constexpr bool keepsSlotScores(Scorer s) { return s == Scorer::Accumulated || s == Scorer::Reconstruct; }
+// The scorers' default shape (src/format/spec.ts SCORER_DEFAULTS): the window of key-key's proxy
+// queries and of observed's observation queries, and observed's max-pool width (odd).
+constexpr int kDefaultScorerWindow = 32;
+constexpr int kDefaultPoolKernel = 7;
 
 // The first kPageHeaderBytes of every page (CPU pages and CUDA pages alike).
 struct PageHeader {

@@ -105,8 +105,8 @@ struct ScoreLaunch {
   const float* keys = nullptr;
   const float* queries = nullptr;  // Observed only
   int queryHeads = 1;
-  int window = 32;
-  int pool = 7;
+  int window = format::kDefaultScorerWindow;
+  int pool = format::kDefaultPoolKernel;
   float* scores = nullptr;
   void* workspace = nullptr;  // CUDA: scoreWorkspaceBytes
   size_t workspaceBytes = 0;

@@ -11,7 +11,7 @@
  * from extra graph outputs (queries.ts).
  */
 import { NexusQuantError } from "../../src/errors.js";
-import type { CompressionSpec } from "../../src/format/index.js";
+import { SCORER_DEFAULTS } from "../../src/format/index.js";
 import { resolveOptions } from "../../src/integrations/options.js";
 import { inspectConvention, type ModelConvention } from "../../src/integrations/convention.js";
 import type { CompressExtras } from "../../src/integrations/conversation-cache.js";
@@ -28,7 +28,7 @@ type Ort = typeof import("onnxruntime-node");
 type OrtTensor = import("onnxruntime-node").Tensor;
 
 /** SnapKV's observation window: the last 32 queries, the cache's default scorer window. */
-export const OBSERVED_WINDOW = 32;
+export const OBSERVED_WINDOW = SCORER_DEFAULTS.scorerWindow;
 
 /** The result of running a prompt once; every variant starts from it. */
 export interface Prefill {

@@ -16,7 +16,7 @@
 #include "cpu/kv_cache.h"
 #include "cuda/cuda_kv_cache.h"
 #include "cpu/codec.h"
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "memory/allocator.h"
 
 namespace nq {
@@ -113,7 +113,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
  private:
   CompressedCache& cache(Napi::Env env) {
     if (!cache_) throwJs(env, "DISPOSED", "this CompressedKVCache has been disposed");
-    if (busy_) throwJs(env, "INVALID_ARGUMENT", "this CompressedKVCache is busy with an async compress(); await it first");
+    if (busy_) throwJs(env, "BUSY", "this CompressedKVCache is busy with an async compress(); await it first");
     return *cache_;
   }
 
@@ -444,7 +444,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   }
 
   Napi::Value dispose(const Napi::CallbackInfo& info) {
-    if (busy_) throwJs(info.Env(), "INVALID_ARGUMENT", "cannot dispose while an async compress() is running; await it first");
+    if (busy_) throwJs(info.Env(), "BUSY", "cannot dispose while an async compress() is running; await it first");
     cache_.reset();
     reportExternal(info.Env());
     return info.Env().Undefined();

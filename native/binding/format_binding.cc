@@ -85,6 +85,7 @@ Napi::Value formatInfo(const Napi::CallbackInfo& info) {
   static_assert(sizeof(ids) / sizeof(ids[0]) == format::kScorerCount, "every scorer is named");
   for (const auto& [name, id] : ids) scorers.Set(name, static_cast<double>(id));
   r.Set("scorerIds", scorers);
+  r.Set("scorerDefaults", object({{"scorerWindow", format::kDefaultScorerWindow}, {"poolKernel", format::kDefaultPoolKernel}}));
   r.Set("scaleFactors", object({{"2", scaleFactor(2)}, {"3", scaleFactor(3)}, {"4", scaleFactor(4)}}));
   r.Set("limits", object({{"maxHeadDim", format::kMaxHeadDim},
                           {"maxHeads", static_cast<double>(format::kMaxHeads)},

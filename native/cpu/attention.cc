@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "cpu/parallel.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
 
 namespace nq {
 

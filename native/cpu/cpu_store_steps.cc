@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "cache/random_scores.h"
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/parallel.h"
-#include "cpu/scoring.h"
 #include "nq_half.h"
 
 namespace nq {
@@ -94,7 +94,7 @@ void CpuStoreSteps::beginEviction(size_t target) {
 
 void CpuStoreSteps::score(const ObservedQueries& observed) {
   const size_t H = o_.kvHeads, d = o_.headDim, nc = s_.compressed, nr = s_.residualCount, total = total_;
-  const Scorer scorer = effectiveScorer(o_.scorer, observed, s_);
+  const Scorer scorer = scorerFor(o_, observed, s_);
   const bool fromKeys = scorer == Scorer::KeyNorm || scorer == Scorer::KeyKey || scorer == Scorer::Observed;
   // One head at a time per worker: the decoded keys of one head, not of all, are held at once.
   parallelFor(H, 1, [&](size_t hb, size_t he) {
@@ -125,9 +125,8 @@ void CpuStoreSteps::score(const ObservedQueries& observed) {
       } else if (format::keepsSlotScores(scorer)) {
         const float* acc = reinterpret_cast<const float*>(s_.accumulated.data()) + h * s_.accCap;
         std::copy(acc, acc + total, sc);
-      } else {  // Random: a seed per (cache seed, sequence, layer, head, length)
-        const uint64_t seed = (static_cast<uint64_t>(o_.seed) << 32) ^ (seq_ * 1000003ull + layer_ * 7919ull + h) ^ s_.appended;
-        scoreRandom(ScoreShape{1, total, d}, seed, sc);
+      } else {
+        randomScores(o_, seq_, layer_, h, s_.appended, total, sc);
       }
     }
   });

@@ -4,11 +4,11 @@
 #include <cstddef>
 #include <optional>
 
-#include "cpu/compress_policy.h"
+#include "cache/compress_policy.h"
 #include "cpu/kv_cache.h"
 #include "cpu/paged_store.h"
 #include "cpu/rope.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
 
 namespace nq {
 

@@ -6,12 +6,12 @@
 #include <string>
 #include <type_traits>
 
-#include "cpu/compress_policy.h"
+#include "cache/compress_policy.h"
 #include "cpu/cpu_store_steps.h"
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/parallel.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
 #include "nq_half.h"
 #include "nq_page_pack.h"
 
@@ -24,39 +24,11 @@ KvCache::KvCache(const CacheOptions& o)
     throw NqError("INVALID_ARGUMENT", "a token budget needs a spec that evicts (evictFraction > 0)");
 }
 
-void KvCache::checkRange(size_t seq, size_t layer) const {
-  if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range [0, " + std::to_string(o_.batch) + ")");
-  if (layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range [0, " + std::to_string(o_.layers) + ")");
-}
-
 // ---- append: checked here, then the policy's residual rules (appendTokens) --------------------------
-
-namespace {
-
-template <typename T>
-void checkRows(const T* k, const T* v, size_t kvHeads, size_t count, size_t d) {
-  const size_t n = kvHeads * count * d;
-  for (size_t i = 0; i < n; ++i) {
-    const bool bad = [&] {
-      if constexpr (std::is_same_v<T, float>) return !std::isfinite(k[i]) || !std::isfinite(v[i]) || std::fabs(k[i]) > 65504.f || std::fabs(v[i]) > 65504.f;
-      else return halfIsNonFinite(k[i]) || halfIsNonFinite(v[i]);
-    }();
-    if (bad) {
-      const size_t head = i / (count * d), token = (i / d) % count;
-      throw NqError("INVALID_DATA", "keys/values hold a non-finite value or one beyond the FP16 range (+-65504) at head " + std::to_string(head) +
-                                        ", token " + std::to_string(token) + " of this append; the cache was not changed");
-    }
-  }
-}
-
-}  // namespace
-
-void checkAppendRows(const float* k, const float* v, size_t kvHeads, size_t count, size_t headDim) { checkRows(k, v, kvHeads, count, headDim); }
-void checkAppendRows(const uint16_t* k, const uint16_t* v, size_t kvHeads, size_t count, size_t headDim) { checkRows(k, v, kvHeads, count, headDim); }
 
 template <typename T>
 void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t count) {
-  checkRange(seq, layer);
+  checkStoreIndex(o_, seq, layer);
   checkAppendRows(k, v, o_.kvHeads, count, o_.headDim);  // before touching state
   AppendSource src;
   src.keys = k;
@@ -74,8 +46,7 @@ void KvCache::appendF16(size_t seq, size_t layer, const uint16_t* k, const uint1
 // ---- compress: the policy (score -> select -> encode -> compact) on each layer ---------------------
 
 void KvCache::compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow) {
-  if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range");
-  if (layer >= static_cast<long>(o_.layers)) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range");
+  checkCompressIndex(o_, seq, layer);
   compressLayers(o_, layer, observed, queryHeads, observedWindow, [&](size_t l) { return CpuStoreSteps(store_, o_, rope_, seq, l); });
   returnFreedHostMemory();  // the evicted pages' memory back to the OS, not kept by malloc (allocator.h)
 }

@@ -1,15 +1,14 @@
 // CompressedKVCache, CPU backend: the paged store (cpu/paged_store.h) driven by the backend-neutral
-// compress policy (cpu/compress_policy.h) through the CPU ops (cpu/ops/cpu_ops.h). This class checks
+// compress policy (cache/compress_policy.h) through the CPU ops (cpu/ops/cpu_ops.h). This class checks
 // arguments and holds the pieces together behind the CompressedCache surface the binding uses.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-#include "compressed_cache.h"
+#include "cache/compressed_cache.h"
 #include "cpu/paged_store.h"
 #include "cpu/rope.h"
-#include "cpu/scoring.h"
 #include "memory/allocator.h"
 #include "nq_format.h"
 
@@ -65,11 +64,6 @@ class KvCache : public CompressedCache {
   std::vector<uint8_t> serialize() const override;
   static KvCache deserialize(const uint8_t* data, size_t size);
 
-  // The host store, for a backend that moves a whole cache to or from host memory (the CUDA cache
-  // serializes and loads through a KvCache).
-  PagedStore& pagedStore() { return store_; }
-  const PagedStore& pagedStore() const { return store_; }
-
  private:
   // One attention launch on (seq, layer): a plain call, or a reconstruction pass.
   struct AttentionCall {
@@ -86,7 +80,6 @@ class KvCache : public CompressedCache {
 
   template <typename T>
   void appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t T_);
-  void checkRange(size_t seq, size_t layer) const;
 
   CacheOptions o_;
   PagedStore store_;

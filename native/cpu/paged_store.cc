@@ -5,7 +5,7 @@
 #include <string>
 #include <type_traits>
 
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/rope.h"
 
@@ -14,42 +14,6 @@ namespace nq {
 [[noreturn]] void throwOutOfMemory(const char* what, size_t bytes) {
   throw NqError("OUT_OF_MEMORY", std::string("could not allocate ") + std::to_string(bytes) + " bytes for " + what + ": the limit was " +
                                      allocationFailureReason() + "; dispose caches, raise the limit or use a smaller context");
-}
-
-PageLayout::PageLayout(size_t H, size_t d, const format::Spec& s)
-    : kvHeads(H),
-      headDim(d),
-      pageTokens(static_cast<size_t>(s.pageTokens)),
-      spec(s),
-      offsets(format::pageOffsets(H, d, s)),
-      pageBytes(format::pageBytes(H, d, s)),
-      keyCodeBytes(format::codeBytesPerVector(d, s.keyBits)),
-      valueCodeBytes(format::codeBytesPerVector(d, s.valueBits)),
-      storesPositions(format::storesPositions(s)) {}
-
-CategoryBytes PageLayout::split() const {
-  CategoryBytes s{};
-  s[static_cast<int>(MemCategory::Headers)] = format::kPageHeaderBytes;
-  s[static_cast<int>(MemCategory::Codes)] = offsets.keyScales - offsets.keyCodes;
-  s[static_cast<int>(MemCategory::Scales)] = offsets.positions - offsets.keyScales;
-  s[static_cast<int>(MemCategory::Positions)] = offsets.end - offsets.positions;
-  return s;
-}
-
-ops::CompactLaunch PageLayout::compactLaunch(size_t target) const {
-  ops::CompactLaunch a;
-  a.kvHeads = static_cast<int>(kvHeads);
-  a.target = static_cast<int>(target);
-  a.pageTokens = static_cast<int>(pageTokens);
-  a.keyCodeBytes = static_cast<int>(keyCodeBytes);
-  a.valueCodeBytes = static_cast<int>(valueCodeBytes);
-  a.keyCodesOff = offsets.keyCodes;
-  a.valueCodesOff = offsets.valueCodes;
-  a.keyScalesOff = offsets.keyScales;
-  a.valueScalesOff = offsets.valueScales;
-  a.positionsOff = offsets.positions;
-  a.storesPositions = storesPositions;
-  return a;
 }
 
 std::vector<const uint8_t*> SeqLayerStore::pagePointers() const {

@@ -1,35 +1,22 @@
 // The CPU cache's storage: for each (sequence, layer) pages of lattice codes, FP16 scales and kept
-// positions (layout and page header from kernels/nq_format.h only), an FP16 residual window for
+// positions (cache/page_layout.h: layout and page header from kernels/nq_format.h only), an FP16 residual window for
 // tokens not yet quantized, and the Accumulated scorer's attention mass. Bookkeeping only: what is
 // computed on it (encode, score, select, compact, attention) lives in cpu/ops/ and the compress
-// policy in cpu/compress_policy.h. Every byte comes from the accounting allocator.
+// policy in cache/compress_policy.h. Every byte comes from the accounting allocator.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-#include "compressed_cache.h"
-#include "cpu/compress_policy.h"
+#include "cache/compress_policy.h"
+#include "cache/compressed_cache.h"
+#include "cache/page_layout.h"
 #include "memory/allocator.h"
 #include "nq_format.h"
 
 namespace nq {
 
 class RopeTable;
-
-// The page geometry of one cache, computed by nq_format.h.
-struct PageLayout {
-  size_t kvHeads = 1, headDim = 0, pageTokens = 0;
-  format::Spec spec{};
-  format::PageOffsets offsets{};
-  size_t pageBytes = 0, keyCodeBytes = 0, valueCodeBytes = 0;
-  bool storesPositions = false;
-  PageLayout(size_t kvHeads, size_t headDim, const format::Spec& spec);
-  // A page's bytes by memory category (header, codes, scales, positions), for the allocators.
-  CategoryBytes split() const;
-  // A CompactLaunch for these pages: shapes, code sizes, offsets; the arrays are the caller's.
-  ops::CompactLaunch compactLaunch(size_t target) const;
-};
 
 // One (sequence, layer).
 struct SeqLayerStore : StoreCounters {

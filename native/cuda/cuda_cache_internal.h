@@ -7,10 +7,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "compressed_cache.h"
-#include "cpu/compress_policy.h"
-#include "cpu/nq_error.h"
-#include "cpu/paged_store.h"
+#include "cache/compress_policy.h"
+#include "cache/compressed_cache.h"
+#include "cache/nq_error.h"
+#include "cache/page_layout.h"
 #include "nq_cuda_api.h"
 
 namespace nq::cudacache {
@@ -108,7 +108,7 @@ class CudaKvCache : public CompressedCache {
 
   CacheComponentBytes bytes() const override;
 
-  // Through a host KvCache holding the same stores: one serializer for both backends.
+  // The same bytes as the CPU cache's (cache/serialized_cache.h), read from device memory.
   std::vector<uint8_t> serialize() const override;
 
  private:
@@ -116,16 +116,13 @@ class CudaKvCache : public CompressedCache {
 
   template <typename T>
   void appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t count) {
-    checkRange(seq, layer);
+    checkStoreIndex(o_, seq, layer);
     checkAppendRows(k, v, o_.kvHeads, count, o_.headDim);  // before touching state
     CudaStoreSteps steps(*this, seq, layer);
     steps.setAppendSource(k, v, std::is_same_v<T, uint16_t>, count);
     appendTokens(steps, compressRules(o_), count);
   }
 
-  void checkRange(size_t seq, size_t layer) const {
-    if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
-  }
   DeviceStore& at(size_t seq, size_t layer) { return stores_[seq * o_.layers + layer]; }
   const DeviceStore& at(size_t seq, size_t layer) const { return stores_[seq * o_.layers + layer]; }
 

@@ -1,6 +1,6 @@
 #include "cuda/cuda_kv_cache.h"
 
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 
 #if !defined(NQ_WITH_CUDA)
 
@@ -17,8 +17,8 @@ std::unique_ptr<CompressedCache> makeCudaCache(const CacheOptions&) {
 #include <algorithm>
 #include <cstring>
 
-#include "cpu/kv_cache.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
+#include "cache/serialized_cache.h"
 #include "cuda/cuda_cache_internal.h"
 #include "nq_half.h"
 #include "nq_page_pack.h"
@@ -68,13 +68,12 @@ CudaKvCache::~CudaKvCache() {
 }
 
 void CudaKvCache::compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow) {
-  if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range");
-  if (layer >= static_cast<long>(o_.layers)) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range");
+  checkCompressIndex(o_, seq, layer);
   compressLayers(o_, layer, observed, queryHeads, observedWindow, [&](size_t l) { return CudaStoreSteps(*this, seq, l); });
 }
 
 void CudaKvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale, float* out) {
-  checkRange(seq, layer);
+  checkStoreIndex(o_, seq, layer);
   DeviceStore& s = at(seq, layer);
   const size_t H = o_.kvHeads, d = o_.headDim;
   if (qHeads == 0 || qHeads % H != 0) throw NqError("INVALID_ARGUMENT", "query heads must be a positive multiple of the KV heads");
@@ -120,7 +119,7 @@ void CudaKvCache::attention(size_t seq, size_t layer, const float* q, size_t qHe
 }
 
 void CudaKvCache::materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const {
-  checkRange(seq, layer);
+  checkStoreIndex(o_, seq, layer);
   const DeviceStore& s = at(seq, layer);
   const size_t H = o_.kvHeads, d = o_.headDim, nc = s.compressed, nr = s.residualCount, n = nc + nr, P = layout_.pageTokens;
   const size_t elem = f16 ? 2 : 4;
@@ -178,36 +177,36 @@ CacheComponentBytes CudaKvCache::bytes() const {
   return b;
 }
 
-// Through a host KvCache holding the same stores: one serializer for both backends.
+// The device stores as serializeCache reads them: each piece copied from device memory straight into
+// the serialized bytes.
+class DeviceStoreSource : public StoreSource {
+ public:
+  DeviceStoreSource(const CacheOptions& o, const PageLayout& layout, const std::vector<DeviceStore>& stores, cuda::StreamHandle stream)
+      : o_(o), layout_(layout), stores_(stores), stream_(stream) {}
+  const StoreCounters& counters(size_t i) const override { return stores_[i]; }
+  size_t pageCount(size_t i) const override { return stores_[i].pages.size(); }
+  void copyPage(size_t i, size_t page, uint8_t* out) const override {
+    check(cuda::copyToHost(out, stores_[i].pages[page].data(), layout_.pageBytes, stream_));
+  }
+  void copyResidualRows(size_t i, size_t kv, size_t head, uint8_t* out) const override {
+    const DeviceStore& s = stores_[i];
+    const size_t d = o_.headDim;
+    check(cuda::copyToHost(out, s.residual.as<uint16_t>() + (kv * o_.kvHeads + head) * s.residualCap * d, s.residualCount * d * 2, stream_));
+  }
+  void copyAccumulated(size_t i, size_t head, uint8_t* out) const override {
+    const DeviceStore& s = stores_[i];
+    check(cuda::copyToHost(out, s.accumulated.as<float>() + head * s.accCap, s.held() * 4, stream_));
+  }
+
+ private:
+  const CacheOptions& o_;
+  const PageLayout& layout_;
+  const std::vector<DeviceStore>& stores_;
+  cuda::StreamHandle stream_;
+};
+
 std::vector<uint8_t> CudaKvCache::serialize() const {
-  KvCache host(o_);
-  PagedStore& hs = host.pagedStore();
-  const size_t H = o_.kvHeads, d = o_.headDim;
-  for (size_t seq = 0; seq < o_.batch; ++seq)
-    for (size_t layer = 0; layer < o_.layers; ++layer) {
-      const DeviceStore& s = at(seq, layer);
-      SeqLayerStore& h = hs.at(seq, layer);
-      for (size_t p = 0; p < s.pages.size(); ++p) {
-        HostBuffer page = hs.newPage(seq, layer, p);
-        check(cuda::copyToHost(page.data(), s.pages[p].data(), layout_.pageBytes, stream_));
-        h.pages.push_back(std::move(page));
-      }
-      h.compressed = s.compressed;
-      h.appended = s.appended;
-      h.compressedOnce = s.compressedOnce;
-      hs.setResidualCapacity(h, s.residualCount);  // while h holds no rows: nothing to carry over
-      h.residualCount = s.residualCount;
-      for (size_t kv = 0; kv < 2; ++kv)
-        for (size_t head = 0; head < H; ++head)
-          check(cuda::copyToHost(hs.residualRows(h, kv, head), s.residual.as<uint16_t>() + (kv * H + head) * s.residualCap * d,
-                                 s.residualCount * d * 2, stream_));
-      if (o_.scorer == Scorer::Accumulated && s.accCap > 0) {
-        hs.ensureAccumulated(h, s.accCap);
-        for (size_t head = 0; head < H; ++head)
-          check(cuda::copyToHost(h.accumulated.data() + head * h.accCap * 4, s.accumulated.as<float>() + head * s.accCap, s.accCap * 4, stream_));
-      }
-    }
-  return host.serialize();
+  return serializeCache(o_, layout_.pageBytes, DeviceStoreSource(o_, layout_, stores_, stream_));
 }
 
 // A zeroed device page whose header names it.

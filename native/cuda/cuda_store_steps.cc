@@ -1,11 +1,11 @@
-// The compress policy's steps (cpu/compress_policy.h StoreSteps) on one device store of the CUDA
+// The compress policy's steps (cache/compress_policy.h StoreSteps) on one device store of the CUDA
 // cache: the CUDA launchers with the Params structs of kernels/nq_ops_params.h.
 #if defined(NQ_WITH_CUDA)
 #include <algorithm>
 #include <vector>
 
-#include "cpu/scoring.h"
-#include "cpu/scratch.h"
+#include "cache/random_scores.h"
+#include "cache/scratch.h"
 #include "cuda/cuda_cache_internal.h"
 #include "nq_half.h"
 
@@ -105,18 +105,15 @@ void CudaStoreSteps::score(const ObservedQueries& observed) {
   const CacheOptions& o = c_.o_;
   const PageLayout& L = c_.layout_;
   const size_t H = o.kvHeads, d = o.headDim, nc = s_.compressed, nr = s_.residualCount, total = total_, P = L.pageTokens;
-  const Scorer scorer = o.scorer == Scorer::Observed && observed.queries == nullptr ? Scorer::KeyKey : o.scorer;
+  const Scorer scorer = scorerFor(o, observed, s_);
   float* scores = scores_->as<float>();
   if (scorer == Scorer::Accumulated) {
     for (size_t h = 0; h < H; ++h) check(cuda::copyOnDevice(scores + h * total, s_.accumulated.as<float>() + h * s_.accCap, total * 4, c_.stream_));
     return;
   }
-  if (scorer == Scorer::Random) {  // a seed per (cache seed, sequence, layer, head, length), as the CPU store
+  if (scorer == Scorer::Random) {  // generated on the host, as the CPU store does
     std::vector<float> host(H * total);
-    for (size_t h = 0; h < H; ++h) {
-      const uint64_t seed = (static_cast<uint64_t>(o.seed) << 32) ^ (seq_ * 1000003ull + layer_ * 7919ull + h) ^ s_.appended;
-      scoreRandom(ScoreShape{1, total, d}, seed, host.data() + h * total);
-    }
+    for (size_t h = 0; h < H; ++h) randomScores(o, seq_, layer_, h, s_.appended, total, host.data() + h * total);
     check(cuda::copyToDevice(scores, host.data(), host.size() * 4, c_.stream_));
     return;
   }

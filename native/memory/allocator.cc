@@ -56,11 +56,7 @@ MemoryCounters& counters(MemSpace space) {
   return space == MemSpace::Host ? host : device;
 }
 
-size_t sumBytes(const CategoryBytes& split) {
-  size_t total = 0;
-  for (size_t b : split) total += b;
-  return total;
-}
+void countDeviceBytes(const CategoryBytes& split, int64_t sign) { counters(MemSpace::Device).add(split, sign); }
 
 namespace {
 

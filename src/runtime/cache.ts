@@ -8,6 +8,7 @@ import {
   specWithOverrides,
   fp16BytesPerTokenLayer,
   FORMAT_LIMITS,
+  SCORER_DEFAULTS,
   type CodeBits,
   type CompressionSpec,
 } from "../format/index.js";
@@ -222,9 +223,9 @@ export class CompressedKVCache {
       this.ropeTheta = 0;
     }
     const seed = checkSeed("options.seed", options.seed ?? 0x5eed);
-    const poolKernel = checkInt("options.poolKernel", options.poolKernel ?? 7, { min: 1, max: L.maxPoolKernel, maxName: "FORMAT_LIMITS.maxPoolKernel" });
+    const poolKernel = checkInt("options.poolKernel", options.poolKernel ?? SCORER_DEFAULTS.poolKernel, { min: 1, max: L.maxPoolKernel, maxName: "FORMAT_LIMITS.maxPoolKernel" });
     if (poolKernel % 2 === 0) throw invalidArgument("options.poolKernel", "an odd integer", poolKernel);
-    const scorerWindow = checkInt("options.scorerWindow", options.scorerWindow ?? 32, { min: 1, max: L.maxScorerWindow, maxName: "FORMAT_LIMITS.maxScorerWindow" });
+    const scorerWindow = checkInt("options.scorerWindow", options.scorerWindow ?? SCORER_DEFAULTS.scorerWindow, { min: 1, max: L.maxScorerWindow, maxName: "FORMAT_LIMITS.maxScorerWindow" });
     this.backend = resolveBackend(options.backend ?? "auto");
     const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 }); // 0: no per-cache limit
     this.options = Object.freeze({

@@ -3,7 +3,7 @@ import { CompressedKVCache, syntheticKV, memoryStats, measureMemory } from "../.
 import { compressedLayout, keptTokenCount, getPreset, pagingPays, residualBytes } from "../../src/format/index.js";
 import { NexusQuantError } from "../../src/errors.js";
 import { expectCode } from "../helpers.js";
-import { native } from "../../src/runtime/native.js";
+import { callNative, native } from "../../src/runtime/native.js";
 import { floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/half.js";
 import { denseAttention, keyKeyScores, keyNormScores, relativeError, roundKeys, selectKept } from "./reference.js";
 
@@ -554,6 +554,20 @@ describe("CompressedKVCache: bad input leaves the cache unchanged", () => {
     await c[Symbol.asyncDispose]();
     await p;
     expectCode(() => c.stats(), "DISPOSED", /dispose/);
+  });
+
+  it("the native cache's own guard, behind the TypeScript one, says BUSY too", async () => {
+    const h = new (native().NativeCache)({
+      batch: 1, layers: 1, kvHeads: 1, headDim: 8, keyBits: 2, valueBits: 2, evictFraction: 0, sinkTokens: 0, recentWindow: 0,
+      residualWindow: 8, pageTokens: 8, scorer: 1, seed: 0, scorerWindow: 8, poolKernel: 7, queryHeads: 1, budgetTokens: 0, ropeTheta: 0,
+    });
+    h.append(0, 0, new Float32Array(8 * 64).fill(0.5), new Float32Array(8 * 64).fill(0.5), 64);
+    const p = h.compressAsync(0, -1);
+    expectCode(() => callNative(() => h.counts(0, 0)), "BUSY", /busy/);
+    expectCode(() => callNative(() => h.dispose()), "BUSY", /await it first/);
+    await p;
+    expect(h.counts(0, 0).compressed).toBe(true);
+    h.dispose();
   });
 });
 

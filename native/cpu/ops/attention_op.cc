@@ -10,11 +10,11 @@
 #include "cpu/attention.h"
 #include "cpu/codec.h"
 #include "cpu/isa.h"
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/parallel.h"
 #include "cpu/rope.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
 
 namespace nq::ops {
 namespace {

@@ -1,4 +1,4 @@
-#include "cpu/compress_policy.h"
+#include "cache/compress_policy.h"
 
 #include <algorithm>
 

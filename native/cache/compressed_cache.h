@@ -1,24 +1,25 @@
 // What the binding's NativeCache drives, whichever backend holds the data: the CPU cache
 // (cpu/kv_cache.h) or the CUDA cache (cuda/cuda_kv_cache.h, CUDA builds only). Both run the same
-// compress policy (cpu/compress_policy.h) over their own store and ops. Methods throw NqError.
+// compress policy (cache/compress_policy.h) over their own store and ops. Methods throw NqError.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "cpu/scoring.h"
 #include "nq_format.h"
 
 namespace nq {
+
+using Scorer = format::Scorer;  // ids in kernels/nq_format.h
 
 struct CacheOptions {
   size_t batch = 1, layers = 1, kvHeads = 1, headDim = 128;
   format::Spec spec{};
   Scorer scorer = Scorer::KeyKey;
   uint32_t seed = 0;           // Hadamard sign-flip seed, shared by keys and values
-  size_t scorerWindow = 32;    // proxy/observation window of key-key and observed
-  size_t poolKernel = 7;       // max-pool width of observed
+  size_t scorerWindow = format::kDefaultScorerWindow;  // proxy/observation window of key-key and observed
+  size_t poolKernel = format::kDefaultPoolKernel;      // max-pool width of observed
   size_t queryHeads = 1;       // query heads per layer (GQA), recorded so a deserialized cache knows them
   size_t budgetTokens = 0;     // 0: off; else at most this many tokens per sequence and layer
   // > 0: keys are stored with RoPE (rotate-half convention, this theta) removed, and RoPE is
@@ -35,6 +36,11 @@ struct CacheComponentBytes {
 // and token), so that a bad append leaves a cache as it was. Rows [H][count][d].
 void checkAppendRows(const float* k, const float* v, size_t kvHeads, size_t count, size_t headDim);
 void checkAppendRows(const uint16_t* k, const uint16_t* v, size_t kvHeads, size_t count, size_t headDim);
+
+// INVALID_ARGUMENT unless (seq, layer) is a store of a cache with options `o`; for compress(), layer
+// < 0 (every layer) is allowed too.
+void checkStoreIndex(const CacheOptions& o, size_t seq, size_t layer);
+void checkCompressIndex(const CacheOptions& o, size_t seq, long layer);
 
 class CompressedCache {
  public:

@@ -9,7 +9,7 @@
 
 #include <vector>
 
-#include "compressed_cache.h"
+#include "cache/compressed_cache.h"
 #include "nq_format.h"
 #include "nq_ops_params.h"
 
@@ -58,13 +58,13 @@ struct ObservedQueries {
   size_t queryHeads = 0, window = 0;
 };
 
-// The scorer a compress() really uses: Observed without queries for this layer, and Reconstruct when
-// tokens were appended after the last reconstruction pass (their scores would be missing), fall back
-// to key-key, so a runtime that cannot provide them still evicts sensibly.
-inline Scorer effectiveScorer(Scorer configured, const ObservedQueries& observed, const StoreCounters& store) {
-  if (configured == Scorer::Observed && observed.queries == nullptr) return Scorer::KeyKey;
-  if (configured == Scorer::Reconstruct && !store.scoresCurrent) return Scorer::KeyKey;
-  return configured;
+// The scorer a compress() of this store runs: its own, except that Observed without queries for the
+// layer, and Reconstruct when tokens were appended after the last reconstruction pass (their scores
+// would be missing), fall back to key-key, so a runtime that cannot provide them still evicts sensibly.
+inline Scorer scorerFor(const CacheOptions& o, const ObservedQueries& observed, const StoreCounters& store) {
+  if (o.scorer == Scorer::Observed && observed.queries == nullptr) return Scorer::KeyKey;
+  if (o.scorer == Scorer::Reconstruct && !store.scoresCurrent) return Scorer::KeyKey;
+  return o.scorer;
 }
 
 struct CompressRules {
