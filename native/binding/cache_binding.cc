@@ -38,6 +38,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
                        {InstanceMethod<&NativeCache::append>("append"), InstanceMethod<&NativeCache::compress>("compress"),
                         InstanceMethod<&NativeCache::compressAsync>("compressAsync"), InstanceMethod<&NativeCache::attention>("attention"),
                         InstanceMethod<&NativeCache::reconstructionAttention>("reconstructionAttention"),
+                        InstanceMethod<&NativeCache::shareScores>("shareScores"),
                         InstanceMethod<&NativeCache::materialize>("materialize"), InstanceMethod<&NativeCache::counts>("counts"),
                         InstanceMethod<&NativeCache::bytes>("bytes"), InstanceMethod<&NativeCache::serialize>("serialize"),
                         InstanceMethod<&NativeCache::dispose>("dispose"), InstanceMethod<&NativeCache::heldBytes>("heldBytes"),
@@ -316,6 +317,15 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     run(env, [&] { c.reconstructionAttention(a.seq, a.layer, a.q.Data(), a.qHeads, a.nq, a.qpos, a.scale, k.Data(), v.Data(), recent, out.Data()); });
     checkFiniteOutput(env, out);
     return out;
+  }
+
+  // shareScores(seq, sourceLayers): after a reconstruction pass through the first sourceLayers layers.
+  Napi::Value shareScores(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CompressedCache& c = cache(env);
+    const size_t seq = argSize(info, 0, "sequence"), layers = argSize(info, 1, "sourceLayers", format::kMaxStores);
+    run(env, [&] { c.shareScores(seq, layers); });
+    return env.Undefined();
   }
 
   // materialize(seq, layer, f16) -> { tokens, keys, values, positions }, decoded straight into JS memory.

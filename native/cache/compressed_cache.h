@@ -72,6 +72,12 @@ class CompressedCache {
   virtual void reconstructionAttention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale,
                                        const float* extraK, const float* extraV, size_t recentSlots, float* out) = 0;
 
+  // After a reconstruction pass through the first `sourceLayers` layers only (a cheaper re-read): every
+  // held token of `seq`, in every layer and head, takes the highest score any head of those layers
+  // gives the token at its position (or keeps a higher one it had), and every layer's scores count as
+  // current. Layers then keep the same tokens.
+  virtual void shareScores(size_t seq, size_t sourceLayers) = 0;
+
   // The dense view into host memory: keys/values [H][tokens][d] as f32 or FP16 bits, positions [H][tokens].
   virtual void materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const = 0;
 

@@ -85,6 +85,34 @@ void KvCache::reconstructionAttention(size_t seq, size_t layer, const float* q, 
   store_.at(seq, layer).scoresCurrent = true;
 }
 
+void KvCache::shareScores(size_t seq, size_t sourceLayers) {
+  if (o_.scorer != Scorer::Reconstruct) throw NqError("INVALID_ARGUMENT", "shared scores are reconstruction scores; this cache uses another scorer");
+  if (seq >= o_.batch || sourceLayers == 0 || sourceLayers > o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or source layer count out of range");
+  const size_t H = o_.kvHeads, appended = store_.at(seq, 0).appended;
+  // The best score of each position over the source layers' heads (positions are < appended).
+  std::vector<float> best(appended, 0.f);
+  for (size_t l = 0; l < sourceLayers; ++l) {
+    const SeqLayerStore& s = store_.at(seq, l);
+    const float* acc = reinterpret_cast<const float*>(s.accumulated.data());
+    for (size_t h = 0; h < H && acc; ++h)
+      for (size_t t = 0; t < s.held(); ++t) {
+        const size_t pos = static_cast<size_t>(t < s.compressed ? store_.slotPosition(s, h, t) : s.firstResidualPosition() + (t - s.compressed));
+        if (pos < appended) best[pos] = std::max(best[pos], acc[h * s.accCap + t]);
+      }
+  }
+  for (size_t l = 0; l < o_.layers; ++l) {
+    SeqLayerStore& s = store_.at(seq, l);
+    store_.ensureAccumulated(s, std::max<size_t>(s.held(), 1));
+    float* acc = reinterpret_cast<float*>(s.accumulated.data());
+    for (size_t h = 0; h < H; ++h)
+      for (size_t t = 0; t < s.held(); ++t) {
+        const size_t pos = static_cast<size_t>(t < s.compressed ? store_.slotPosition(s, h, t) : s.firstResidualPosition() + (t - s.compressed));
+        if (pos < appended) acc[h * s.accCap + t] = std::max(acc[h * s.accCap + t], best[pos]);
+      }
+    s.scoresCurrent = true;
+  }
+}
+
 void KvCache::runAttention(size_t seq, size_t layer, const AttentionCall& c) {
   if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
   SeqLayerStore& s = store_.at(seq, layer);

@@ -48,6 +48,8 @@ class KvCache : public CompressedCache {
   void reconstructionAttention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale,
                                const float* extraK, const float* extraV, size_t recentSlots, float* out) override;
 
+  void shareScores(size_t seq, size_t sourceLayers) override;
+
   DenseKV materialize(size_t seq, size_t layer) const;
   // Writes the dense view into caller memory: keys/values [H][tokens][d] as f32 or FP16 bits, and
   // positions [H][tokens]. Heads run in parallel. Sizes come from tokens(seq, layer).

@@ -98,6 +98,7 @@ class CudaKvCache : public CompressedCache {
                                float*) override {
     throw NqError("UNSUPPORTED", "the reconstruction pass is CPU only");
   }
+  void shareScores(size_t, size_t) override { throw NqError("UNSUPPORTED", "the reconstruction pass is CPU only"); }
 
   void materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const override;
 

@@ -48,6 +48,14 @@ export interface NexusQuantOptions {
    * attends to the compressed past plus itself, then is compressed, so the prefill peak is one chunk's.
    */
   prefillChunk?: number;
+  /**
+   * Native path only, scorer "reconstruct": how many of the model's layers the re-read runs through,
+   * or "all". A re-read that stops early costs less (its queries come from those layers; every layer
+   * then evicts by the highest score those layers give a token). Default "half": the first
+   * ceil(layers / 2), which on the reference model kept the recall of a full re-read at about half
+   * its cost (bench/results/eviction-study.md).
+   */
+  rereadLayers?: number | "half" | "all";
 }
 
 /**
@@ -69,6 +77,7 @@ export interface ResolvedOptions {
   ort: unknown;
   padTokenId: number;
   prefillChunk: number;
+  rereadLayers: number | "half" | "all";
 }
 
 export const DEFAULT_COMPRESS_EVERY = 64;
@@ -78,7 +87,7 @@ export const DEFAULT_PREFILL_CHUNK = 256;
 export const NO_COMPRESSION = "none";
 
 /** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
-const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk"];
+const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "rereadLayers"];
 
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   checkObject("options", options);
@@ -101,6 +110,9 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
   // applies no spec, so its overrides are not checked.
   const spec = base === null ? null : specWithOverrides(base.spec, overrides);
   const prefillChunk = checkInt("options.prefillChunk", options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, { min: 1 });
+  const rereadLayers = options.rereadLayers === "half" || options.rereadLayers === "all" || options.rereadLayers === undefined
+    ? (options.rereadLayers ?? "half")
+    : checkInt("options.rereadLayers", options.rereadLayers, { min: 1 });
   return {
     preset,
     spec,
@@ -111,6 +123,7 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     ort: options.ort,
     padTokenId,
     prefillChunk,
+    rereadLayers,
   };
 }
 

@@ -91,6 +91,7 @@ export interface NativeCacheHandle {
     extraValues: Float32Array,
     recentSlots: number,
   ): Float32Array;
+  shareScores(seq: number, sourceLayers: number): void;
   materialize(seq: number, layer: number, f16: boolean): { tokens: number; keys: Float32Array | Uint16Array; values: Float32Array | Uint16Array; positions: Int32Array };
   counts(seq: number, layer: number): { tokens: number; appended: number; compressedTokens: number; compressed: boolean };
   bytes(): { codes: number; scales: number; positions: number; residual: number; headers: number; scratch: number; total: number };

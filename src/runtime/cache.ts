@@ -419,6 +419,23 @@ export class CompressedKVCache {
     return checkAttentionOutput(callNative(() => h.reconstructionAttention(seq, layer, queries, this.queryHeads, nq, positions!, scale, keys, values, recent)), scale);
   }
 
+  /**
+   * After a reconstruction pass through the first `sourceLayers` layers only (a re-read that stops
+   * early costs less): every held token, in every layer and head, takes the highest score any head of
+   * those layers gives it (keeping a higher score it had), and every layer's scores count as current
+   * for the next `compress()`. Every layer then keeps the same tokens.
+   */
+  shareScores(sourceLayers: number, options: { sequence?: number } = {}): void {
+    const h = this.#native();
+    checkOptionKeys("options", checkObject("options", options), ["sequence"]);
+    const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
+    checkInt("sourceLayers", sourceLayers, { min: 1, max: this.layers, maxName: "the cache's layers" });
+    if (this.options.spec.scorer !== "reconstruct") {
+      throw invalidArgument("this cache's scorer", '"reconstruct" (shared scores are reconstruction scores)', this.options.spec.scorer);
+    }
+    callNative(() => h.shareScores(seq, sourceLayers));
+  }
+
   /** The checks every attention call shares: layer, sequence, queries [queryHeads, nq, headDim], scale, positions. */
   #attentionArgs(layer: number, queriesIn: Float32Array | TfjsTensorLike, options: AttentionOptions) {
     const queries = fromTensor("queries", queriesIn);
