@@ -97,7 +97,7 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     ...quantOnly.map((q) => ({ name: q, group: "quant-only" as const, preset: "quant", spec: parseQuantOnly(q), path: native })),
     ...(scorers.length === 0 ? [] : scorers.map((s) => ({ name: `${getPreset(scorerPreset).name}/${s}`, group: "scorer" as const, preset: scorerPreset, spec: { scorer: s }, path: native }))),
     ...(options.sweep ?? []).map((f) => ({
-      name: `K${sweepPreset.spec.keyBits}V${sweepPreset.spec.valueBits}/evict-${Math.round(f * 100)}% (${sweepPreset.spec.scorer})`,
+      name: sweepName(sweepPreset.spec, f),
       group: "sweep" as const,
       preset: sweepPreset.name,
       spec: { evictFraction: f },
@@ -127,6 +127,11 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     variants.push({ name, group: "scalar", preset: BASELINE, spec: {}, resolved: null, sameAs: null, scalar: spec, path: "ort" });
   }
   return variants;
+}
+
+/** The row name of an eviction-sweep point: the preset's bits and scorer at fraction f. */
+export function sweepName(spec: Pick<CompressionSpec, "keyBits" | "valueBits" | "scorer">, f: number): string {
+  return `K${spec.keyBits}V${spec.valueBits}/evict-${Math.round(f * 100)}% (${spec.scorer})`;
 }
 
 /** The FP16 reference row of a variant's path (what its ΔPPL, KL and top-1 compare with). */
