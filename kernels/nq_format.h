@@ -103,6 +103,14 @@ NQ_FMT_HD constexpr size_t codeBytesPerVector(size_t headDim, int bits) { return
 
 NQ_FMT_HD constexpr bool storesPositions(const Spec& s) { return s.evictFraction > 0.0; }
 
+// Bytes of one held token's score per KV head, kept beside the pages when the scorer keeps slot
+// scores and the spec evicts (nothing else reads them): FP16 for Reconstruct (the most attention a
+// token received), f32 for Accumulated (summed attention mass); none otherwise. Same rule as
+// layout.ts scoreBytesPerSlot.
+NQ_FMT_HD constexpr size_t scoreBytesPerSlot(const Spec& s, Scorer scorer) {
+  return !storesPositions(s) ? 0 : scorer == Scorer::Reconstruct ? 2 : scorer == Scorer::Accumulated ? 4 : 0;
+}
+
 NQ_FMT_HD constexpr size_t slotBytes(size_t headDim, const Spec& s) {
   return codeBytesPerVector(headDim, s.keyBits) + codeBytesPerVector(headDim, s.valueBits) + 2 * kScaleBytes +
          (storesPositions(s) ? kPositionBytes : 0);

@@ -9,7 +9,7 @@
 
 namespace nq {
 
-enum class MemCategory : int { Codes = 0, Scales, Positions, Residual, Headers, Scratch, Tensor, Count };
+enum class MemCategory : int { Codes = 0, Scales, Positions, Residual, Headers, Scores, Scratch, Tensor, Count };
 constexpr int kMemCategories = static_cast<int>(MemCategory::Count);
 
 // How the bytes of one allocation divide into categories (sums to its size).

@@ -414,6 +414,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     r.Set("positions", static_cast<double>(b.positions));
     r.Set("residual", static_cast<double>(b.residual));
     r.Set("headers", static_cast<double>(b.headers));
+    r.Set("scores", static_cast<double>(b.scores));
     r.Set("scratch", static_cast<double>(b.scratch));
     r.Set("total", static_cast<double>(b.total()));
     return r;

@@ -31,7 +31,7 @@ struct StoreCounters {
   size_t residualCap = 0;    // FP16 residual slots allocated
   size_t residualCount = 0;  // residual slots holding tokens
   size_t appended = 0;       // tokens ever appended: the sequence's true length
-  size_t accCap = 0;         // slot-score slots per head (scorers that keep slot scores: format::keepsSlotScores)
+  size_t scoreCap = 0;         // slot-score slots per head (scorers that keep slot scores: format::keepsSlotScores)
   bool compressedOnce = false;
   // Reconstruct scorer: a reconstruction pass ran after the last append, so every held slot has a
   // score from the context it belongs to. Appends clear it; without it compress() scores key-key.
@@ -97,6 +97,9 @@ class StoreSteps {
   virtual void encodeResidual() = 0;
   virtual void compact() = 0;
   virtual void endEviction() = 0;
+  // The end of a compress(): slot scores (if the store keeps them) trimmed to exactly the held slots,
+  // as compressedLayout counts them.
+  virtual void fitScores() = 0;
 };
 
 // Slots kept by a compress() of a store holding `h`: the spec's kept count for the true length (or

@@ -28,8 +28,8 @@ struct CacheOptions {
 };
 
 struct CacheComponentBytes {
-  size_t codes = 0, scales = 0, positions = 0, residual = 0, headers = 0, scratch = 0;
-  size_t total() const { return codes + scales + positions + residual + headers + scratch; }
+  size_t codes = 0, scales = 0, positions = 0, residual = 0, headers = 0, scores = 0, scratch = 0;
+  size_t total() const { return codes + scales + positions + residual + headers + scores + scratch; }
 };
 
 // Refuses an append holding NaN/Inf or a value beyond the FP16 range (INVALID_DATA naming the head

@@ -2,7 +2,7 @@
 
 namespace nq {
 
-PageLayout::PageLayout(size_t H, size_t d, const format::Spec& s)
+PageLayout::PageLayout(size_t H, size_t d, const format::Spec& s, format::Scorer scorer)
     : kvHeads(H),
       headDim(d),
       pageTokens(static_cast<size_t>(s.pageTokens)),
@@ -11,7 +11,8 @@ PageLayout::PageLayout(size_t H, size_t d, const format::Spec& s)
       pageBytes(format::pageBytes(H, d, s)),
       keyCodeBytes(format::codeBytesPerVector(d, s.keyBits)),
       valueCodeBytes(format::codeBytesPerVector(d, s.valueBits)),
-      storesPositions(format::storesPositions(s)) {}
+      storesPositions(format::storesPositions(s)),
+      scoreBytes(format::scoreBytesPerSlot(s, scorer)) {}
 
 CategoryBytes PageLayout::split() const {
   CategoryBytes s{};

@@ -15,7 +15,9 @@ struct PageLayout {
   format::PageOffsets offsets{};
   size_t pageBytes = 0, keyCodeBytes = 0, valueCodeBytes = 0;
   bool storesPositions = false;
-  PageLayout(size_t kvHeads, size_t headDim, const format::Spec& spec);
+  // Bytes of a held slot's score per head, kept beside the pages (format::scoreBytesPerSlot); 0: none.
+  size_t scoreBytes = 0;
+  PageLayout(size_t kvHeads, size_t headDim, const format::Spec& spec, format::Scorer scorer);
   // A page's bytes by memory category (header, codes, scales, positions), for the allocators.
   CategoryBytes split() const;
   // A CompactLaunch for these pages: shapes, code sizes, offsets; the arrays are the caller's.

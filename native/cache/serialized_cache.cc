@@ -65,7 +65,8 @@ format::SerializedCacheHeader serializedHeader(const CacheOptions& o) {
   return h;
 }
 
-std::vector<uint8_t> serializeCache(const CacheOptions& o, size_t pageBytes, const StoreSource& source) {
+std::vector<uint8_t> serializeCache(const CacheOptions& o, const PageLayout& layout, const StoreSource& source) {
+  const size_t pageBytes = layout.pageBytes;
   Writer w;
   w.put(serializedHeader(o));
   const size_t H = o.kvHeads, d = o.headDim;
@@ -80,8 +81,8 @@ std::vector<uint8_t> serializeCache(const CacheOptions& o, size_t pageBytes, con
     if (s.residualCount > 0)
       for (size_t kv = 0; kv < 2; ++kv)
         for (size_t h = 0; h < H; ++h) source.copyResidualRows(i, kv, h, w.grow(s.residualCount * d * 2));
-    if (format::keepsSlotScores(o.scorer) && s.held() > 0)
-      for (size_t h = 0; h < H; ++h) source.copyAccumulated(i, h, w.grow(s.held() * 4));
+    if (layout.scoreBytes > 0 && s.held() > 0)
+      for (size_t h = 0; h < H; ++h) source.copyScores(i, h, w.grow(s.held() * layout.scoreBytes));
   }
   w.put<uint32_t>(crc32(w.out.data(), w.out.size()));
   return std::move(w.out);

@@ -10,6 +10,7 @@
 
 #include "cache/compress_policy.h"
 #include "cache/compressed_cache.h"
+#include "cache/page_layout.h"
 #include "nq_format.h"
 
 namespace nq {
@@ -25,11 +26,11 @@ class StoreSource {
   virtual void copyPage(size_t store, size_t page, uint8_t* out) const = 0;
   // The residualCount FP16 rows of one head's keys (kv 0) or values (kv 1).
   virtual void copyResidualRows(size_t store, size_t kv, size_t head, uint8_t* out) const = 0;
-  // The first held() floats of one head's accumulated mass (Accumulated scorer only).
-  virtual void copyAccumulated(size_t store, size_t head, uint8_t* out) const = 0;
+  // The first held() scores of one head (PageLayout::scoreBytes each; only when the layout keeps scores).
+  virtual void copyScores(size_t store, size_t head, uint8_t* out) const = 0;
 };
 
-std::vector<uint8_t> serializeCache(const CacheOptions& o, size_t pageBytes, const StoreSource& source);
+std::vector<uint8_t> serializeCache(const CacheOptions& o, const PageLayout& layout, const StoreSource& source);
 
 // The header that records `o`.
 format::SerializedCacheHeader serializedHeader(const CacheOptions& o);

@@ -17,7 +17,7 @@
 
 namespace nq {
 KvCache::KvCache(const CacheOptions& o)
-    : o_(o), store_(o.batch, o.layers, PageLayout(o.kvHeads, o.headDim, o.spec), o.seed), rope_(o.ropeTheta, o.headDim) {
+    : o_(o), store_(o.batch, o.layers, PageLayout(o.kvHeads, o.headDim, o.spec, o.scorer), o.seed), rope_(o.ropeTheta, o.headDim) {
   // Evicting needs stored positions (evictFraction > 0); TypeScript and deserialize() refuse a budget
   // without them, and so does the binding's direct use.
   if (o.budgetTokens > 0 && !format::storesPositions(o.spec))
@@ -90,25 +90,29 @@ void KvCache::shareScores(size_t seq, size_t sourceLayers) {
   if (seq >= o_.batch || sourceLayers == 0 || sourceLayers > o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or source layer count out of range");
   const size_t H = o_.kvHeads, appended = store_.at(seq, 0).appended;
   // The best score of each position over the source layers' heads (positions are < appended).
-  std::vector<float> best(appended, 0.f);
+  // FP16 bits of non-negative scores order like the scores themselves: max on the bits is max on the values.
+  std::vector<uint16_t> best(appended, 0);
   for (size_t l = 0; l < sourceLayers; ++l) {
-    const SeqLayerStore& s = store_.at(seq, l);
-    const float* acc = reinterpret_cast<const float*>(s.accumulated.data());
-    for (size_t h = 0; h < H && acc; ++h)
+    SeqLayerStore& s = store_.at(seq, l);
+    if (s.scoreCap < s.held()) continue;  // no pass has scored this layer
+    for (size_t h = 0; h < H; ++h) {
+      const uint16_t* row = store_.maxScoreRow(s, h);
       for (size_t t = 0; t < s.held(); ++t) {
         const size_t pos = static_cast<size_t>(t < s.compressed ? store_.slotPosition(s, h, t) : s.firstResidualPosition() + (t - s.compressed));
-        if (pos < appended) best[pos] = std::max(best[pos], acc[h * s.accCap + t]);
+        if (pos < appended) best[pos] = std::max(best[pos], row[t]);
       }
+    }
   }
   for (size_t l = 0; l < o_.layers; ++l) {
     SeqLayerStore& s = store_.at(seq, l);
-    store_.ensureAccumulated(s, std::max<size_t>(s.held(), 1));
-    float* acc = reinterpret_cast<float*>(s.accumulated.data());
-    for (size_t h = 0; h < H; ++h)
+    store_.ensureScores(s, s.held());
+    for (size_t h = 0; h < H; ++h) {
+      uint16_t* row = store_.maxScoreRow(s, h);
       for (size_t t = 0; t < s.held(); ++t) {
         const size_t pos = static_cast<size_t>(t < s.compressed ? store_.slotPosition(s, h, t) : s.firstResidualPosition() + (t - s.compressed));
-        if (pos < appended) acc[h * s.accCap + t] = std::max(acc[h * s.accCap + t], best[pos]);
+        if (pos < appended) row[t] = std::max(row[t], best[pos]);
       }
+    }
     s.scoresCurrent = true;
   }
 }
@@ -126,7 +130,7 @@ void KvCache::runAttention(size_t seq, size_t layer, const AttentionCall& c) {
     for (size_t j = 0; j < nq; ++j) defaultPos.push_back(static_cast<int32_t>(static_cast<int64_t>(s.appended) - static_cast<int64_t>(nq) + static_cast<int64_t>(j)));
     qpos = defaultPos.data();
   }
-  if (c.captureMax) store_.ensureAccumulated(s, std::max<size_t>(s.held(), 1));
+  if (c.captureMax) store_.ensureScores(s, s.held());
   const std::vector<const uint8_t*> pages = s.pagePointers();
   ops::SeqKV kv;
   kv.pages = pages.data();
@@ -135,8 +139,9 @@ void KvCache::runAttention(size_t seq, size_t layer, const AttentionCall& c) {
   kv.residualCap = static_cast<int>(s.residualCap);
   kv.residualCount = static_cast<int>(s.residualCount);
   kv.firstResidualPos = static_cast<int>(s.firstResidualPosition());
-  kv.accumulated = reinterpret_cast<float*>(s.accumulated.data());
-  kv.accPitch = static_cast<int>(s.accCap);
+  if (o_.scorer == Scorer::Accumulated) kv.accumulated = store_.accumulatedRow(s, 0);
+  if (o_.scorer == Scorer::Reconstruct) kv.maxScores = store_.maxScoreRow(s, 0);
+  kv.accPitch = static_cast<int>(s.scoreCap);
   ops::AttentionLaunch a = ops::pagedAttentionLaunch(static_cast<int>(H), static_cast<int>(qHeads), static_cast<int>(o_.headDim),
                                                      static_cast<int>(nq), o_.spec, o_.seed, c.scale);
   a.batch = 1;

@@ -51,9 +51,10 @@ class PagedStoreSource : public StoreSource {
     const SeqLayerStore& s = store_.all()[i];
     std::memcpy(out, store_.residualRows(s, kv, head), s.residualCount * store_.layout().headDim * 2);
   }
-  void copyAccumulated(size_t i, size_t head, uint8_t* out) const override {
+  void copyScores(size_t i, size_t head, uint8_t* out) const override {
     const SeqLayerStore& s = store_.all()[i];
-    std::memcpy(out, s.accumulated.data() + head * s.accCap * 4, s.held() * 4);
+    const size_t sb = store_.layout().scoreBytes;
+    std::memcpy(out, s.scores.data() + head * s.scoreCap * sb, s.held() * sb);
   }
 
  private:
@@ -62,7 +63,7 @@ class PagedStoreSource : public StoreSource {
 
 }  // namespace
 
-std::vector<uint8_t> KvCache::serialize() const { return serializeCache(o_, store_.layout().pageBytes, PagedStoreSource(store_)); }
+std::vector<uint8_t> KvCache::serialize() const { return serializeCache(o_, store_.layout(), PagedStoreSource(store_)); }
 
 KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
   Reader r{data, size};
@@ -154,7 +155,7 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
     const size_t resRowBytes = 2 * H * d * 2;  // one token of K and V, every head, FP16
     if (residualCount > (left - pages * L.pageBytes) / resRowBytes) r.corrupt("truncated residual window");
     const size_t held = compressed + residualCount;
-    if (format::keepsSlotScores(o.scorer) && held > (left - pages * L.pageBytes - residualCount * resRowBytes) / (H * 4))
+    if (L.scoreBytes > 0 && held > (left - pages * L.pageBytes - residualCount * resRowBytes) / (H * L.scoreBytes))
       r.corrupt("truncated slot scores");
     s.appended = appended;
     s.compressed = compressed;
@@ -197,16 +198,25 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
         }
         if (bytes > 0) std::memcpy(c.store_.residualRows(s, kv, h), src, bytes);
       }
-    if (format::keepsSlotScores(o.scorer)) {
-      c.store_.ensureAccumulated(s, std::max<size_t>(held, 1));
+    if (L.scoreBytes > 0 && held > 0) {
+      c.store_.ensureScores(s, held);
+      c.store_.fitScores(s);
       for (size_t h = 0; h < H; ++h) {
-        const uint8_t* src = r.take(held * 4, "slot scores");
+        const uint8_t* src = r.take(held * L.scoreBytes, "slot scores");
         for (size_t e = 0; e < held; ++e) {
-          float v;
-          std::memcpy(&v, src + 4 * e, 4);
-          if (!std::isfinite(v)) r.corrupt("a slot score is not finite");
+          bool bad;
+          if (L.scoreBytes == 4) {
+            float v;
+            std::memcpy(&v, src + 4 * e, 4);
+            bad = !std::isfinite(v) || v < 0;
+          } else {
+            uint16_t v;
+            std::memcpy(&v, src + 2 * e, 2);
+            bad = halfIsNonFinite(v) || (v & 0x8000) != 0;
+          }
+          if (bad) r.corrupt("a slot score is not finite or negative");
         }
-        if (held > 0) std::memcpy(s.accumulated.data() + h * s.accCap * 4, src, held * 4);
+        std::memcpy(s.scores.data() + h * s.scoreCap * L.scoreBytes, src, held * L.scoreBytes);
       }
     }
   }

@@ -22,7 +22,9 @@ class RopeTable;
 struct SeqLayerStore : StoreCounters {
   std::vector<HostBuffer> pages;
   HostBuffer residual;     // FP16 [2][H][residualCap][d]: keys then values
-  HostBuffer accumulated;  // f32 [H][accCap]: slot scores of Accumulated (summed mass) and Reconstruct (max attention)
+  // [H][scoreCap] slot scores (PageLayout::scoreBytes each): Accumulated's summed mass (f32) or
+  // Reconstruct's most attention received (FP16); empty for the other scorers.
+  HostBuffer scores;
   std::vector<const uint8_t*> pagePointers() const;
 };
 
@@ -49,8 +51,17 @@ class PagedStore {
   const uint16_t* residualRows(const SeqLayerStore& s, size_t kv, size_t head) const;
   // Reallocates the residual to `cap` slots, keeping the first min(count, cap) rows.
   void setResidualCapacity(SeqLayerStore& s, size_t cap) const;
-  // The slot-score rows (format::keepsSlotScores) hold at least `slots` (zero-filled, power-of-two growth).
-  void ensureAccumulated(SeqLayerStore& s, size_t slots) const;
+  // The slot-score rows hold at least `slots` (zero-filled, doubling): for appends. A no-op when the
+  // layout keeps no scores.
+  void ensureScores(SeqLayerStore& s, size_t slots) const;
+  // The slot-score rows hold exactly the held slots: after a compress(), so that the cache holds what
+  // compressedLayout counts.
+  void fitScores(SeqLayerStore& s) const;
+  // One head's scores: Accumulated's f32 mass, Reconstruct's FP16 maxima.
+  float* accumulatedRow(SeqLayerStore& s, size_t head) const { return reinterpret_cast<float*>(s.scores.data()) + head * s.scoreCap; }
+  uint16_t* maxScoreRow(SeqLayerStore& s, size_t head) const { return reinterpret_cast<uint16_t*>(s.scores.data()) + head * s.scoreCap; }
+  // Score of one slot as a float, whatever the storage.
+  float slotScore(const SeqLayerStore& s, size_t head, size_t slot) const;
 
   int32_t slotPosition(const SeqLayerStore& s, size_t head, size_t slot) const;
   // Slots [begin, end) of one head, decoded by cpuDecode page run by page run: f32 (unrotate=false:

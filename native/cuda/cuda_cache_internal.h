@@ -38,7 +38,7 @@ struct DeviceStore : StoreCounters {
   std::vector<DeviceBuffer> pages;
   DeviceBuffer pageTable;    // device array of the page pointers, for attention
   DeviceBuffer residual;     // FP16 [2][H][residualCap][d]
-  DeviceBuffer accumulated;  // f32 [H][accCap], Accumulated scorer only
+  DeviceBuffer scores;       // f32 [H][scoreCap], Accumulated scorer only (Reconstruct is CPU only)
 };
 
 class CudaKvCache;
@@ -59,6 +59,7 @@ class CudaStoreSteps : public StoreSteps {
   void quantizeResidual() override;
   void setResidualSlots(size_t slots) override;
   void markCompressed() override { s_.compressedOnce = true; }
+  void fitScores() override;
   void beginEviction(size_t target) override;
   void score(const ObservedQueries& observed) override;
   void select(const ops::SelectLaunch& shape) override;
@@ -136,7 +137,9 @@ class CudaKvCache : public CompressedCache {
   // Positions of the page slots [H][compressed], read back from the pages (slot index without eviction).
   std::vector<int32_t> slotPositions(const DeviceStore& s) const;
 
-  void ensureAccumulated(DeviceStore& s, size_t slots) const;
+  void ensureScores(DeviceStore& s, size_t slots) const;
+  // Exactly the held slots' scores (after a compress, as compressedLayout counts them).
+  void fitScores(DeviceStore& s) const;
 
   CacheOptions o_;
   PageLayout layout_;

@@ -47,7 +47,7 @@ ops::CodecArgs codec(const CacheOptions& o, int bits) {
   return c;
 }
 
-CudaKvCache::CudaKvCache(const CacheOptions& o) : o_(o), layout_(o.kvHeads, o.headDim, o.spec), stores_(o.batch * o.layers) {
+CudaKvCache::CudaKvCache(const CacheOptions& o) : o_(o), layout_(o.kvHeads, o.headDim, o.spec, o.scorer), stores_(o.batch * o.layers) {
   std::vector<cuda::DeviceInfo> devices;
   std::string reason;
   if (!cuda::probeDevices(devices, reason)) throw NqError("BACKEND_UNAVAILABLE", "CUDA is not available: " + reason);
@@ -91,10 +91,10 @@ void CudaKvCache::attention(size_t seq, size_t layer, const float* q, size_t qHe
   kv.residualCap = static_cast<int>(std::max<size_t>(s.residualCap, 1));
   kv.residualCount = static_cast<int>(s.residualCount);
   kv.firstResidualPos = static_cast<int>(s.appended - s.residualCount);
-  const bool accumulate = o_.scorer == Scorer::Accumulated && s.accCap > 0;
+  const bool accumulate = o_.scorer == Scorer::Accumulated && s.scoreCap > 0;  // only Accumulated keeps f32 scores on the GPU
   if (accumulate) {
-    kv.accumulated = s.accumulated.as<float>();
-    kv.accPitch = static_cast<int>(s.accCap);
+    kv.accumulated = s.scores.as<float>();
+    kv.accPitch = static_cast<int>(s.scoreCap);
   }
   DeviceBuffer dSeq = upload(&kv, 1, stream_);
   DeviceBuffer dQ = upload(q, qHeads * nq * d, stream_);
@@ -172,7 +172,7 @@ CacheComponentBytes CudaKvCache::bytes() const {
     b.positions += s.pages.size() * split[static_cast<int>(MemCategory::Positions)];
     b.headers += s.pages.size() * split[static_cast<int>(MemCategory::Headers)];
     b.residual += s.residualCap > 0 ? s.residual.size() : 0;
-    b.scratch += s.accCap > 0 ? s.accumulated.size() : 0;
+    b.scores += s.scoreCap > 0 ? s.scores.size() : 0;
   }
   return b;
 }
@@ -193,9 +193,9 @@ class DeviceStoreSource : public StoreSource {
     const size_t d = o_.headDim;
     check(cuda::copyToHost(out, s.residual.as<uint16_t>() + (kv * o_.kvHeads + head) * s.residualCap * d, s.residualCount * d * 2, stream_));
   }
-  void copyAccumulated(size_t i, size_t head, uint8_t* out) const override {
+  void copyScores(size_t i, size_t head, uint8_t* out) const override {
     const DeviceStore& s = stores_[i];
-    check(cuda::copyToHost(out, s.accumulated.as<float>() + head * s.accCap, s.held() * 4, stream_));
+    check(cuda::copyToHost(out, s.scores.as<float>() + head * s.scoreCap, s.held() * 4, stream_));
   }
 
  private:
@@ -206,7 +206,7 @@ class DeviceStoreSource : public StoreSource {
 };
 
 std::vector<uint8_t> CudaKvCache::serialize() const {
-  return serializeCache(o_, layout_.pageBytes, DeviceStoreSource(o_, layout_, stores_, stream_));
+  return serializeCache(o_, layout_, DeviceStoreSource(o_, layout_, stores_, stream_));
 }
 
 // A zeroed device page whose header names it.
@@ -249,17 +249,35 @@ std::vector<int32_t> CudaKvCache::slotPositions(const DeviceStore& s) const {
   return out;
 }
 
-void CudaKvCache::ensureAccumulated(DeviceStore& s, size_t slots) const {
-  if (o_.scorer != Scorer::Accumulated || slots <= s.accCap) return;
-  const size_t H = o_.kvHeads;
-  size_t cap = std::max<size_t>(s.accCap * 2, 64);
+namespace {
+
+// Reallocates a store's f32 scores to `cap` slots per head, keeping the first min(cap, scoreCap).
+void resizeScores(DeviceStore& s, size_t H, size_t cap, cuda::StreamHandle stream) {
+  DeviceBuffer next = deviceBuffer(H * cap * 4, MemCategory::Scores);
+  check(cuda::fillDevice(next.data(), 0, H * cap * 4, stream));
+  const size_t keep = std::min(cap, s.scoreCap);
+  for (size_t h = 0; h < H && keep > 0; ++h) check(cuda::copyOnDevice(next.as<float>() + h * cap, s.scores.as<float>() + h * s.scoreCap, keep * 4, stream));
+  s.scores = std::move(next);
+  s.scoreCap = cap;
+}
+
+}  // namespace
+
+void CudaKvCache::ensureScores(DeviceStore& s, size_t slots) const {
+  if (layout_.scoreBytes == 0 || slots <= s.scoreCap) return;
+  size_t cap = std::max<size_t>(s.scoreCap * 2, 64);
   while (cap < slots) cap *= 2;
-  DeviceBuffer next = deviceBuffer(H * cap * 4, MemCategory::Scratch);
-  check(cuda::fillDevice(next.data(), 0, H * cap * 4, stream_));
-  for (size_t h = 0; h < H && s.accCap > 0; ++h)
-    check(cuda::copyOnDevice(next.as<float>() + h * cap, s.accumulated.as<float>() + h * s.accCap, s.accCap * 4, stream_));
-  s.accumulated = std::move(next);
-  s.accCap = cap;
+  resizeScores(s, o_.kvHeads, cap, stream_);
+}
+
+void CudaKvCache::fitScores(DeviceStore& s) const {
+  if (layout_.scoreBytes == 0 || s.scoreCap == s.held()) return;
+  if (s.held() == 0) {
+    s.scores = DeviceBuffer();
+    s.scoreCap = 0;
+    return;
+  }
+  resizeScores(s, o_.kvHeads, s.held(), stream_);
 }
 
 }  // namespace cudacache

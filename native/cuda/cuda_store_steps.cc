@@ -35,7 +35,7 @@ void CudaStoreSteps::appendRows(size_t first, size_t count) {
   }
   s_.residualCount += count;
   s_.appended += count;
-  c_.ensureAccumulated(s_, s_.compressed + s_.residualCount);
+  c_.ensureScores(s_, s_.compressed + s_.residualCount);
 }
 
 void CudaStoreSteps::setResidualSlots(size_t cap) {
@@ -108,7 +108,7 @@ void CudaStoreSteps::score(const ObservedQueries& observed) {
   const Scorer scorer = scorerFor(o, observed, s_);
   float* scores = scores_->as<float>();
   if (scorer == Scorer::Accumulated) {
-    for (size_t h = 0; h < H; ++h) check(cuda::copyOnDevice(scores + h * total, s_.accumulated.as<float>() + h * s_.accCap, total * 4, c_.stream_));
+    for (size_t h = 0; h < H; ++h) check(cuda::copyOnDevice(scores + h * total, s_.scores.as<float>() + h * s_.scoreCap, total * 4, c_.stream_));
     return;
   }
   if (scorer == Scorer::Random) {  // generated on the host, as the CPU store does
@@ -218,14 +218,14 @@ void CudaStoreSteps::compact() {
   a.newPages = dNew.as<uint8_t* const>();
   a.stream = c_.stream_;
   check(cuda::launchCompact(a));
-  if (c_.o_.scorer == Scorer::Accumulated) {  // the kept slots' mass moves with them (on the host: small)
-    std::vector<float> acc(H * s_.accCap), moved(H * s_.accCap, 0.f);
+  if (c_.layout_.scoreBytes > 0) {  // the kept slots' mass moves with them (on the host: small)
+    std::vector<float> acc(H * s_.scoreCap), moved(H * s_.scoreCap, 0.f);
     std::vector<uint32_t> kept(H * target);
-    check(cuda::copyToHost(acc.data(), s_.accumulated.data(), acc.size() * 4, c_.stream_));
+    check(cuda::copyToHost(acc.data(), s_.scores.data(), acc.size() * 4, c_.stream_));
     check(cuda::copyToHost(kept.data(), kept_->data(), kept.size() * 4, c_.stream_));
     for (size_t h = 0; h < H; ++h)
-      for (size_t t = 0; t < target; ++t) moved[h * s_.accCap + t] = acc[h * s_.accCap + kept[h * target + t]];
-    check(cuda::copyToDevice(s_.accumulated.data(), moved.data(), moved.size() * 4, c_.stream_));
+      for (size_t t = 0; t < target; ++t) moved[h * s_.scoreCap + t] = acc[h * s_.scoreCap + kept[h * target + t]];
+    check(cuda::copyToDevice(s_.scores.data(), moved.data(), moved.size() * 4, c_.stream_));
   }
   check(cuda::synchronize(c_.stream_));  // the old pages are freed next
   s_.pages = std::move(pages);
@@ -233,6 +233,8 @@ void CudaStoreSteps::compact() {
   s_.residualCount = 0;
   c_.finishPages(s_, target);
 }
+
+void CudaStoreSteps::fitScores() { c_.fitScores(s_); }
 
 void CudaStoreSteps::endEviction() {
   cuda::synchronize(c_.stream_);  // nothing queued may still read what is freed here

@@ -19,6 +19,7 @@ const char* memCategoryName(MemCategory c) {
     case MemCategory::Positions: return "positions";
     case MemCategory::Residual: return "residual";
     case MemCategory::Headers: return "headers";
+    case MemCategory::Scores: return "scores";
     case MemCategory::Scratch: return "scratch";
     case MemCategory::Tensor: return "tensor";
     default: return "unknown";

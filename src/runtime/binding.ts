@@ -32,7 +32,18 @@ export interface BackendBinding {
     kvHeads: number,
     headDim: number,
     tokens: number,
-  ): { keptTokens: number; pages: number; pageBytes: number; pageEnd: number; residualBytes: number; residualCapacity: number; pagingPays: boolean; quantizedTensorBytesKey: number };
+  ): {
+    keptTokens: number;
+    pages: number;
+    pageBytes: number;
+    pageEnd: number;
+    residualBytes: number;
+    residualCapacity: number;
+    pagingPays: boolean;
+    quantizedTensorBytesKey: number;
+    /** format::scoreBytesPerSlot for each scorer id. */
+    scoreBytesByScorer: number[];
+  };
   /** Every constant of kernels/nq_format.h (and nq_scale.h's scale factors), named as src/format names them. */
   formatInfo(): NativeFormatInfo;
 }
@@ -94,7 +105,7 @@ export interface NativeCacheHandle {
   shareScores(seq: number, sourceLayers: number): void;
   materialize(seq: number, layer: number, f16: boolean): { tokens: number; keys: Float32Array | Uint16Array; values: Float32Array | Uint16Array; positions: Int32Array };
   counts(seq: number, layer: number): { tokens: number; appended: number; compressedTokens: number; compressed: boolean };
-  bytes(): { codes: number; scales: number; positions: number; residual: number; headers: number; scratch: number; total: number };
+  bytes(): { codes: number; scales: number; positions: number; residual: number; headers: number; scores: number; scratch: number; total: number };
   serialize(): Uint8Array;
   /** The options the cache was created with (for a deserialized one: read from its header), scorer as its id. */
   options(): NativeCacheOptions;

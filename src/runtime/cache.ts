@@ -107,7 +107,7 @@ function checkAttentionOutput(out: Float32Array, scale: number): Float32Array {
 export interface CacheStats {
   backend: BackendName;
   /** Bytes the cache holds now, by component, from the accounting allocator. */
-  bytes: { codes: number; scales: number; positions: number; residual: number; headers: number; scratch: number; total: number };
+  bytes: { codes: number; scales: number; positions: number; residual: number; headers: number; scores: number; scratch: number; total: number };
   /** What an FP16 cache of every appended token would hold. */
   baselineBytes: number;
   /** baselineBytes / bytes.total (1 when empty). */

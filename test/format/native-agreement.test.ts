@@ -24,6 +24,7 @@ import {
   quantizedTensorBytes,
   residualBytes,
   residualCapacity,
+  scoreBytesPerSlot,
   type CompressionSpec,
 } from "../../src/format/index.js";
 import { CompressedKVCache } from "../../src/runtime/cache.js";
@@ -66,6 +67,7 @@ describe("native layout mirror agrees with src/format", () => {
           expect(layout.pagesPerLayer[0]).toBe(fp16 ? 0 : r.pages);
           expect(layout.fp16Tokens[0]).toBe(fp16 ? tokens : 0);
           expect(r.quantizedTensorBytesKey).toBe(quantizedTensorBytes(tokens, headDim, s.keyBits));
+          for (const scorer of SCORERS) expect(r.scoreBytesByScorer[SCORER_IDS[scorer]], scorer).toBe(scoreBytesPerSlot({ ...s, scorer }));
           checked++;
         }
       }

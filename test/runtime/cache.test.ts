@@ -233,6 +233,39 @@ describe("CompressedKVCache: batches, appends, budget, bytes", () => {
       expect(memoryStats().host.totalBytes).toBe(before - layout.bytes.total);
     });
   }
+
+  for (const scorer of ["reconstruct", "accumulated", "key-key"] as const) {
+    it(`scorer ${scorer}: the scores it keeps are in compressedLayout too, after every compress (batch 2)`, async () => {
+      const shape = { layers: 2, kvHeads: 2, headDim: 64, queryHeads: 4 };
+      const spec = { ...getPreset("balanced").spec, scorer };
+      const m = await measureMemory(async () => {
+        const c = new CompressedKVCache({ ...shape, batch: 2, spec });
+        for (const [round, lengths] of [[0, [300, 170]], [1, [90, 260]]] as const) {
+          lengths.forEach((T, s) => {
+            const start = round === 0 ? 0 : [300, 170][s]!;
+            for (let l = 0; l < 2; l++) {
+              const kv = syntheticKV({ kvHeads: 2, headDim: 64, tokens: T, startPosition: start, seed: l + 10 * s + 100 * round });
+              c.append(l, kv.keys, kv.values, { sequence: s });
+              if (scorer === "reconstruct") {
+                const q = syntheticKV({ kvHeads: 4, headDim: 64, tokens: 8, seed: 7 + l }).keys;
+                const own = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 8, seed: 9 + l });
+                c.reconstructionAttention(l, q, own.keys, own.values, { sequence: s, positions: Int32Array.from({ length: 8 }, (_, j) => start + T + j), recentTokens: T });
+              }
+              if (scorer === "accumulated") c.attention(l, syntheticKV({ kvHeads: 4, headDim: 64, tokens: 1, seed: 5 }).keys, { sequence: s });
+            }
+          });
+          c.compressSync();
+        }
+        return c;
+      });
+      const layout = compressedLayout({ layers: 2, kvHeads: 2, headDim: 64, tokens: [390, 430] }, spec);
+      expect(layout.bytes.scores).toBe(scorer === "key-key" ? 0 : 2 * 2 * (layout.keptTokens[0]! + layout.keptTokens[1]!) * (scorer === "reconstruct" ? 2 : 4));
+      expect(m.delta).toBe(layout.bytes.total);
+      expect(m.byCategory.scores).toBe(layout.bytes.scores);
+      expect(m.result.stats().bytes.scores).toBe(layout.bytes.scores);
+      m.result.dispose();
+    });
+  }
 });
 
 describe("CompressedKVCache: short contexts (the FP16 residual grows with the tokens)", () => {

@@ -186,11 +186,9 @@ void cpuAttention(const AttentionLaunch& a) {
     p.scale = a.scale;
     p.out = a.out + b * perSeq;
     p.unrotate = [&rotation](float* v) { unrotateVector(rotation, v); };
-    if ((a.accumulate || a.captureMax) && s.accumulated) {
-      p.accumulated = s.accumulated;
-      p.accumulatedStride = static_cast<size_t>(s.accPitch);
-      p.captureMax = a.captureMax;
-    }
+    if (a.accumulate && s.accumulated) p.accumulated = s.accumulated;
+    if (a.captureMax && s.maxScores) p.maxScores = s.maxScores;
+    p.accumulatedStride = static_cast<size_t>(s.accPitch);
     fusedAttention(kernels, p, sources);
   }
 }
