@@ -110,18 +110,23 @@ export interface KvState {
 
 /**
  * When a compressed state compresses: a prompt chunk (more than one token) at once, since that is
- * where the bulk of the memory arrives; decode tokens wait in the FP16 residual window until
- * `every` of them have accumulated. One definition, so every state that compresses (the quality
- * harness's scalar baselines too) does it at the same moments.
+ * where the bulk of the memory arrives, and the first step of a conversation whatever its size (from
+ * then on the cache holds no more than FP16: format fitsFp16); decode tokens wait in the FP16
+ * residual window until `every` of them have accumulated. One definition, so every state that
+ * compresses (the quality harness's scalar baselines too) does it at the same moments.
  */
 export class CompressSchedule {
   #since = 0;
+  #first = true;
 
   constructor(readonly every: number) {}
 
   /** Counts a step of `n` tokens; true when the state should compress now. */
   due(n: number): boolean {
-    if (n !== 1) return true;
+    if (n !== 1 || this.#first) {
+      this.#first = false;
+      return true;
+    }
     this.#since += 1;
     return this.#since >= this.every;
   }
@@ -129,6 +134,7 @@ export class CompressSchedule {
   /** A compression happened: the decode-token count starts again. */
   restart(): void {
     this.#since = 0;
+    this.#first = false;
   }
 }
 

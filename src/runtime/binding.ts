@@ -31,7 +31,8 @@ export interface BackendBinding {
     kvHeads: number,
     headDim: number,
     tokens: number,
-  ): { keptTokens: number; pages: number; pageBytes: number; pageEnd: number; residualBytes: number; residualCapacity: number; pagingPays: boolean; quantizedTensorBytesKey: number };
+    waiting?: number,
+  ): { keptTokens: number; pages: number; pageBytes: number; pageEnd: number; residualBytes: number; residualCapacity: number; pagingPays: boolean; residualSlots: number; quantizedTensorBytesKey: number };
   /** Every constant of kernels/nq_format.h (and nq_scale.h's scale factors), named as src/format names them. */
   formatInfo(): NativeFormatInfo;
 }

@@ -23,6 +23,7 @@ import {
   quantizedTensorBytes,
   residualBytes,
   residualCapacity,
+  residualSlots,
   type CompressionSpec,
 } from "../../src/format/index.js";
 import { native } from "../../src/runtime/native.js";
@@ -64,6 +65,15 @@ describe("native layout mirror agrees with src/format", () => {
           expect(layout.pagesPerLayer[0]).toBe(fp16 ? 0 : r.pages);
           expect(layout.fp16Tokens[0]).toBe(fp16 ? tokens : 0);
           expect(r.quantizedTensorBytesKey).toBe(quantizedTensorBytes(tokens, headDim, s.keyBits));
+          // The residual of a compressed store with `tokens` on pages and `waiting` more in FP16.
+          for (const waiting of [0, 1, 5, 33, 64, 129, 300]) {
+            const pages = Math.ceil(tokens / s.pageTokens);
+            expect([tokens, waiting, n.nativeLayout(s, kvHeads, headDim, tokens, waiting).residualSlots]).toEqual([
+              tokens,
+              waiting,
+              residualSlots(kvHeads, headDim, s, pages, waiting, tokens + waiting),
+            ]);
+          }
           checked++;
         }
       }
