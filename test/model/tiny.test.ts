@@ -97,13 +97,24 @@ describe("model directories", () => {
     expect([...loaded.weights.keys()].sort()).toEqual([...names].sort());
   });
 
-  it("says what is missing: no config.json, or a tensor the config needs", async () => {
+  it("says what is missing: no config.json, no weights file, or a tensor the config needs", async () => {
     const empty = join(dir, "empty");
     await writeModelDir(empty, createTinyLlama());
     await rm(join(empty, "config.json"));
     const noConfig = await rejection(loadModelDir(empty));
     expect(noConfig.code).toBe("CONFIG_ERROR");
     expect(noConfig.message).toMatch(/config\.json not found/);
+
+    // No model.safetensors and no index: the error names the weights file, not the index.
+    const noWeights = join(dir, "no-weights");
+    await writeModelDir(noWeights, createTinyLlama());
+    await rm(join(noWeights, "model.safetensors"));
+    await writeFile(join(noWeights, "pytorch_model.bin"), "");
+    const weightsMissing = await rejection(loadModelDir(noWeights));
+    expect(weightsMissing.code).toBe("CONFIG_ERROR");
+    expect(weightsMissing.message).toMatch(/model\.safetensors is missing/);
+    expect(weightsMissing.message).not.toMatch(/index\.json not found/);
+    expect(weightsMissing.message).toContain("pytorch_model.bin");
 
     const model = createTinyLlama();
     model.weights.delete("model.layers.1.mlp.up_proj.weight");
