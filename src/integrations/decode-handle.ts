@@ -6,6 +6,7 @@
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import type { CompressedKVCache } from "../runtime/index.js";
+import { checkFiniteLogits } from "./finite-logits.js";
 import type { KvStats } from "./kv-state.js";
 import { createSampler, type SamplingOptions } from "./sampling.js";
 import { toTokenRows, type StepEngine, type StepResult, type TokenRows } from "./step-adapter.js";
@@ -32,14 +33,19 @@ export interface GenerateResult {
 
 export class DecodeHandle<E extends StepEngine = StepEngine> {
   readonly #engine: E;
+  /** What this handle wraps, for error messages ("native path", "onnxruntime-node session"). */
+  readonly #wrapper: string;
+  /** Steps run in the current conversation (the first is 1). */
+  #steps = 0;
   /** Per row: the last generated token, not yet fed to the model (fed first by generate({ continue })). */
   #pending: (number | undefined)[] = [];
   /** What runs now (a step or a generate), for the BUSY message; undefined when idle. */
   #running: string | undefined;
   #disposed = false;
 
-  constructor(engine: E) {
+  constructor(engine: E, wrapper = "withNexusQuant") {
     this.#engine = engine;
+    this.#wrapper = wrapper;
   }
 
   /** The compressed cache of the current conversation (undefined before the first step or for preset "none"). */
@@ -58,7 +64,7 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
    */
   async step(rows: TokenRows): Promise<StepResult> {
     return this.#exclusive("step()", async () => {
-      const result = await this.#engine.step(rows);
+      const result = await this.#checkedStep(rows);
       this.#pending.fill(undefined);
       return result;
     });
@@ -83,7 +89,7 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
       }
       const generated: number[][] = prompt.map(() => []);
       const done = prompt.map(() => maxNewTokens === 0);
-      let result = await this.#engine.step(prompt);
+      let result = await this.#checkedStep(prompt);
       this.#pending = new Array(prompt.length).fill(undefined);
       for (let index = 0; index < maxNewTokens; index++) {
         const next: number[][] = [];
@@ -102,7 +108,7 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
           next.forEach((row, b) => (this.#pending[b] = row[0]));
           break;
         }
-        result = await this.#engine.step(next);
+        result = await this.#checkedStep(next);
       }
       return { tokens: generated, stats: this.#engine.stats() };
     });
@@ -154,6 +160,23 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
   #resetNow(): void {
     this.#engine.reset();
     this.#pending = [];
+    this.#steps = 0;
+  }
+
+  /** One engine step whose logits are checked before anything samples from them (MODEL_OUTPUT on NaN/Inf). */
+  async #checkedStep(rows: TokenRows): Promise<StepResult> {
+    const result = await this.#engine.step(rows);
+    this.#steps += 1;
+    const lengths = toTokenRows(rows).map((r) => r.length);
+    const n = result.dims[1];
+    checkFiniteLogits(result.logits, result.dims, {
+      wrapper: this.#wrapper,
+      step: this.#steps,
+      // "last" logits ([b, 1, vocab]) are real for every row with a token this step.
+      realColumns: (row) => (n === 1 ? Math.min(1, lengths[row] ?? 0) : (lengths[row] ?? 0)),
+      position: (row, column) => this.#engine.position(row) - (n - column),
+    });
+    return result;
   }
 
   /** The one not-disposed / not-busy guard: runs `work` as the only call in flight. */

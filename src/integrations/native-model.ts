@@ -276,7 +276,7 @@ export class NativeModelSession extends DecodeHandle<NativeStepEngine> {
   readonly logitsMode: "last" | "all";
 
   private constructor(engine: NativeStepEngine) {
-    super(engine);
+    super(engine, "native path");
     this.config = engine.config;
     this.options = engine.options;
     this.logitsMode = engine.logitsMode;
