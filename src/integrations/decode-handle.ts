@@ -9,7 +9,7 @@ import type { CompressedKVCache } from "../runtime/index.js";
 import { checkFiniteLogits } from "./finite-logits.js";
 import type { KvStats } from "./kv-state.js";
 import { createSampler, type SamplingOptions } from "./sampling.js";
-import { toTokenRows, type StepEngine, type StepResult, type TokenRows } from "./step-adapter.js";
+import { checkVocab, toTokenRows, type StepEngine, type StepResult, type TokenRows } from "./step-adapter.js";
 
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate per row (default 32). */
@@ -41,6 +41,8 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
   #pending: (number | undefined)[] = [];
   /** What runs now (a step or a generate), for the BUSY message; undefined when idle. */
   #running: string | undefined;
+  /** Settles when the call in flight has ended and, had dispose() come meanwhile, the engine is released. */
+  #settled: Promise<void> = Promise.resolve();
   #disposed = false;
 
   constructor(engine: E, wrapper = "withNexusQuant") {
@@ -81,10 +83,13 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
       const eos = new Set(options.eos === undefined ? [] : typeof options.eos === "number" ? [options.eos] : options.eos);
       const sample = createSampler(options);
       let prompt = toTokenRows(inputIds).map((r) => [...r]);
+      // Checked before a new conversation replaces the held one: bad input leaves it as it was.
+      checkVocab(prompt, this.#engine.vocabSize);
       if (options.continue && this.#engine.batch !== undefined) {
         // The previous turn's last token was sampled but never fed: it goes in front of the new prompt.
         prompt = prompt.map((row, b) => (this.#pending[b] === undefined ? row : [this.#pending[b]!, ...row]));
       } else {
+        if (prompt.every((row) => row.length === 0)) throw invalidArgument("inputIds", "at least one token in some row", inputIds);
         this.#resetNow();
       }
       const generated: number[][] = prompt.map(() => []);
@@ -133,7 +138,8 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
 
   /**
    * Frees the cache. The model or session is the caller's: it is not released. Called while a step
-   * runs, the cache is freed as soon as that step returns (which then rejects with DISPOSED).
+   * or a generate() runs, the cache is freed as soon as the step in flight returns: a generate()
+   * stops there (no further step starts) and rejects with DISPOSED.
    */
   dispose(): void {
     if (this.#disposed) return;
@@ -145,11 +151,15 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
     this.dispose();
   }
 
-  /** Like dispose(), and waits for what the engine releases asynchronously (e.g. the native path's ONNX sessions). */
+  /**
+   * Like dispose(), and waits for what the engine releases asynchronously (e.g. the native path's ONNX
+   * sessions), also when a call is in flight: it resolves once that call has stopped and all is freed.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
-    if (this.#disposed) return;
+    if (this.#disposed) return this.#settled;
     this.#disposed = true;
     if (this.#running === undefined) await this.#releaseEngine();
+    else await this.#settled;
   }
 
   async #releaseEngine(): Promise<void> {
@@ -165,6 +175,7 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
 
   /** One engine step whose logits are checked before anything samples from them (MODEL_OUTPUT on NaN/Inf). */
   async #checkedStep(rows: TokenRows): Promise<StepResult> {
+    this.#live(); // dispose() during a generate(): no further step starts
     const result = await this.#engine.step(rows);
     this.#steps += 1;
     const lengths = toTokenRows(rows).map((r) => r.length);
@@ -184,13 +195,16 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
     this.#live();
     if (this.#running !== undefined) throw busy(this.#running, what);
     this.#running = what;
+    let settle = () => {};
+    this.#settled = new Promise<void>((resolve) => (settle = resolve));
     try {
       const result = await work();
       this.#live();
       return result;
     } finally {
       this.#running = undefined;
-      if (this.#disposed) this.#engine.dispose();
+      if (this.#disposed) await this.#releaseEngine().catch(() => undefined);
+      settle();
     }
   }
 

@@ -24,7 +24,8 @@ export interface KvLayout {
 }
 
 /** The options a KV state is made from: the parts of withNexusQuant's resolved options it reads. */
-export type KvStateOptions = Pick<ResolvedOptions, "preset" | "passThrough" | "backend" | "compressEvery" | "spec" | "seed" | "denseMirror">;
+export type KvStateOptions = Pick<ResolvedOptions, "preset" | "passThrough" | "backend" | "compressEvery" | "spec" | "seed" | "denseMirror"> &
+  Partial<Pick<ResolvedOptions, "memoryLimitBytes">>;
 
 /** What a compression may get beyond the cache itself. */
 export interface CompressExtras {
@@ -271,6 +272,7 @@ class CompressedKvState implements KvState {
       spec: options.spec,
       backend: options.backend,
       ...(options.seed !== undefined ? { seed: options.seed } : {}),
+      ...(options.memoryLimitBytes ? { memoryLimitBytes: options.memoryLimitBytes } : {}),
     });
   }
 

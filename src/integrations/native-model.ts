@@ -19,7 +19,8 @@ import { DecodeHandle } from "./decode-handle.js";
 import { CompressSchedule, emptyKvStats, type KvStats } from "./kv-state.js";
 import type { ResolvedOptions } from "./options.js";
 import type { OrtTensorLike } from "./ort-session.js";
-import { stepResult, toTokenRows, zeroTimings, type StepEngine, type StepResult, type StepTimings, type TokenRows } from "./step-adapter.js";
+import { checkPrefillFits } from "./prefill-memory.js";
+import { checkVocab, stepResult, toTokenRows, zeroTimings, type StepEngine, type StepResult, type StepTimings, type TokenRows } from "./step-adapter.js";
 
 /** The parts of onnxruntime-node the native path uses: Tensor and InferenceSession.create. */
 export interface OrtRuntimeLike {
@@ -88,6 +89,10 @@ export class NativeStepEngine implements StepEngine {
     return this.#cache?.batch;
   }
 
+  get vocabSize(): number {
+    return this.config.vocabSize;
+  }
+
   position(row: number): number {
     return this.#lengths[row] ?? 0;
   }
@@ -100,18 +105,15 @@ export class NativeStepEngine implements StepEngine {
   async step(rows: TokenRows): Promise<StepResult> {
     const batchRows = toTokenRows(rows);
     const vocab = this.config.vocabSize;
-    batchRows.forEach((row, b) =>
-      row.forEach((t, j) => {
-        if (t >= vocab) throw invalidArgument(`inputIds[${b}][${j}]`, `a token id in [0, ${vocab})`, t);
-      }),
-    );
+    checkVocab(batchRows, vocab);
     if (this.#cache !== undefined && batchRows.length !== this.#cache.batch) {
       throw invalidArgument("rows.length", `the batch size of this conversation (${this.#cache.batch}); call reset() to start one of another size`, batchRows.length);
     }
     const n = Math.max(...batchRows.map((r) => r.length));
     if (n === 0) throw invalidArgument("rows", "at least one token in some row", rows);
     const t0 = performance.now();
-    if (this.#cache === undefined) {
+    const fresh = this.#cache === undefined;
+    if (fresh) {
       this.#cache = new CompressedKVCache({
         layers: this.config.numLayers,
         kvHeads: this.config.numKvHeads,
@@ -122,10 +124,47 @@ export class NativeStepEngine implements StepEngine {
         spec: this.options.spec,
         backend: this.options.backend,
         ...(this.options.seed !== undefined ? { seed: this.options.seed } : {}),
+        ...(this.options.memoryLimitBytes > 0 ? { memoryLimitBytes: this.options.memoryLimitBytes } : {}),
       });
       this.#lengths = new Array(batchRows.length).fill(0);
     }
-    const batch = this.#cache.batch;
+    const cache = this.#cache!;
+    if (n > 1 || fresh) {
+      try {
+        this.#checkFits(batchRows, cache);
+      } catch (error) {
+        if (fresh) this.reset(); // refused before anything ran: no conversation was started
+        throw error;
+      }
+    }
+    try {
+      return await this.#run(batchRows, n, t0);
+    } catch (error) {
+      // A step that failed part way (OUT_OF_MEMORY in a layer, a segment's error) leaves layers of
+      // different lengths: drop the conversation rather than let the next step read it.
+      this.reset();
+      throw error;
+    }
+  }
+
+  /** OUT_OF_MEMORY before the step runs when the cache it needs cannot fit a limit (prefill-memory.ts). */
+  #checkFits(batchRows: readonly (readonly number[])[], cache: CompressedKVCache): void {
+    checkPrefillFits({
+      layers: this.config.numLayers,
+      kvHeads: this.config.numKvHeads,
+      headDim: this.config.headDim,
+      spec: this.options.passThrough ? undefined : cache.spec,
+      tokensAfter: batchRows.map((row, b) => this.#lengths[b]! + row.length),
+      chunkTokens: Math.min(this.options.prefillChunk, Math.max(...batchRows.map((r) => r.length))),
+      heldBytes: cache.stats().bytes.total,
+      memoryLimitBytes: this.options.memoryLimitBytes,
+      preset: this.options.preset,
+    });
+  }
+
+  async #run(batchRows: readonly (readonly number[])[], n: number, t0: number): Promise<StepResult> {
+    const vocab = this.config.vocabSize;
+    const batch = this.#cache!.batch;
     const all = this.logitsMode === "all";
     const logits = new Float32Array(batch * (all ? n : 1) * vocab);
     const chunk = this.options.prefillChunk;

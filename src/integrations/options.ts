@@ -45,6 +45,13 @@ export interface NexusQuantOptions {
    * attends to the compressed past plus itself, then is compressed, so the prefill peak is one chunk's.
    */
   prefillChunk?: number;
+  /**
+   * The most bytes the conversation's KV cache may hold (its accounting allocator refuses more with
+   * OUT_OF_MEMORY). The native path also refuses a prompt up front, before its prefill, when the
+   * cache it would need cannot fit this limit, the process-wide setHostMemoryLimit or the system's
+   * available memory, naming the bytes it needs. Default: no per-conversation limit.
+   */
+  memoryLimitBytes?: number;
 }
 
 /** The validated form every integration works from. */
@@ -60,6 +67,8 @@ export interface ResolvedOptions {
   ort: unknown;
   padTokenId: number;
   prefillChunk: number;
+  /** 0: no per-conversation limit. */
+  memoryLimitBytes: number;
 }
 
 export const DEFAULT_COMPRESS_EVERY = 64;
@@ -69,7 +78,7 @@ export const DEFAULT_PREFILL_CHUNK = 256;
 const PASS_THROUGH = "none";
 
 /** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
-const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk"];
+const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "memoryLimitBytes"];
 
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   checkObject("options", options);
@@ -97,6 +106,7 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
   // The spec is checked now (misspelt keys, the format's limits), not at the first step.
   if (!passThrough) validateSpec({ ...DEFAULT_SPEC, ...getPreset(preset).spec, ...spec });
   const prefillChunk = checkInt("options.prefillChunk", options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, { min: 1 });
+  const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 });
   return {
     preset,
     passThrough,
@@ -108,5 +118,6 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     ort: options.ort,
     padTokenId,
     prefillChunk,
+    memoryLimitBytes,
   };
 }
