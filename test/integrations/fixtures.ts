@@ -1,6 +1,7 @@
 /**
- * Model and prompt fixtures without onnxruntime-node: transformers.js bundles its own
- * onnxruntime-node build, and loading both native libraries in one process fails.
+ * Model and prompt fixtures without onnxruntime-node, so that transformers.js tests load only the
+ * copy transformers.js resolves (two copies of different versions cannot load in one process:
+ * src/integrations/onnxruntime.ts).
  */
 import { createTinyLlama, type LlamaModel } from "../../src/model/index.js";
 import { toFloat32 } from "../../src/model/tensor.js";
