@@ -16,9 +16,8 @@ import { getPreset } from "../../src/format/index.js";
 import { loadModel, writeModelDir, type LlamaModel } from "../../src/model/index.js";
 import { memoryStats, setHostMemoryLimit } from "../../src/runtime/index.js";
 import { ort, promptTokens, tinyModel, tinySession } from "./helpers.js";
+import { TIME_SCALE } from "../helpers.js";
 
-// Timeouts stretch under the sanitizer step (.ci/sanitize sets 4: ASan is several times slower).
-const SCALE = Number(process.env.NEXUSQUANT_TEST_TIMEOUT_SCALE ?? 1);
 
 let root: string;
 let dir: string;
@@ -95,7 +94,7 @@ describe("concurrency", () => {
       for (const r of [one, two]) expect(r).toEqual({ ok: true, tokens: main.tokens[0], position: 40 + 11 });
       expect(here.tokens).toEqual(main.tokens);
     },
-    60_000 * SCALE,
+    60_000 * TIME_SCALE,
   );
 });
 

@@ -20,11 +20,10 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
+import { TIME_SCALE } from "../helpers.js";
 
 const run = promisify(execFile);
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-// Timeouts stretch under the sanitizer step and on a loaded machine (.ci/run sets the scale).
-const SCALE = Number(process.env.NEXUSQUANT_TEST_TIMEOUT_SCALE ?? 1);
 
 export interface CodeBlock {
   file: string;
@@ -154,18 +153,18 @@ describe("README.md and docs/*.md code blocks", () => {
       });
       expect(named).toBe("");
     },
-    120_000 * SCALE,
+    120_000 * TIME_SCALE,
   );
 
   it.each(runnable.map((b) => [where(b), b] as const))(
     "%s runs",
     async (_where, b) => {
-      const result = await run(process.execPath, ["--import", "tsx", fileOf.get(b)!], { cwd: scratch, timeout: 90_000 * SCALE, env: { ...process.env, NODE_NO_WARNINGS: "1" } }).then(
+      const result = await run(process.execPath, ["--import", "tsx", fileOf.get(b)!], { cwd: scratch, timeout: 90_000 * TIME_SCALE, env: { ...process.env, NODE_NO_WARNINGS: "1" } }).then(
         () => "ok",
         (e: { stderr?: string; message?: string }) => (e.stderr || e.message || String(e)).split("\n").slice(0, 12).join("\n"),
       );
       expect(result).toBe("ok");
     },
-    120_000 * SCALE,
+    120_000 * TIME_SCALE,
   );
 });
