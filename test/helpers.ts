@@ -9,6 +9,16 @@ import { NexusQuantError } from "../src/errors.js";
  */
 export const TIME_SCALE = Math.max(1, Number(process.env.NEXUSQUANT_TEST_TIMEOUT_SCALE ?? 1) || 1);
 
+/** Awaits a promise that must reject with a NexusQuantError, and returns the error. */
+export async function rejectionOf(promise: Promise<unknown>): Promise<NexusQuantError> {
+  const e = await promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  expect(e).toBeInstanceOf(NexusQuantError);
+  return e as NexusQuantError;
+}
+
 /** Asserts that fn throws a NexusQuantError with this code (and a message matching `message`). */
 export function expectCode(fn: () => unknown, code: string, message?: RegExp): void {
   try {

@@ -13,6 +13,7 @@ import { checkFiniteLogits } from "../../src/integrations/finite-logits.js";
 import { buildLlamaOnnx, loadModel, writeModelDir } from "../../src/model/index.js";
 import { ort, promptTokens, tinyModel } from "./helpers.js";
 import { withNaN } from "./fixtures.js";
+import { rejectionOf } from "../helpers.js";
 
 let root: string;
 beforeAll(async () => {
@@ -22,15 +23,6 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-async function refusal(p: Promise<unknown>): Promise<NexusQuantError> {
-  const e = await p.then(
-    () => undefined,
-    (error: unknown) => error,
-  );
-  expect(e).toBeInstanceOf(NexusQuantError);
-  return e as NexusQuantError;
-}
-
 describe.each(["norm", "down"] as const)("NaN in %s: no token comes out of NaN logits", (where) => {
   it("native path (a checkpoint on disk): generate() and step() refuse with MODEL_OUTPUT at step 1", async () => {
     const dir = join(root, `native-${where}`);
@@ -38,13 +30,13 @@ describe.each(["norm", "down"] as const)("NaN in %s: no token comes out of NaN l
     const model = await loadModel(dir);
     for (const preset of ["none", "quant", "balanced"]) {
       await using lm = await withNexusQuant(model, { preset, ort });
-      const e = await refusal(lm.generate(promptTokens(20), { maxNewTokens: 8 }));
+      const e = await rejectionOf(lm.generate(promptTokens(20), { maxNewTokens: 8 }));
       expect([preset, e.code]).toEqual([preset, "MODEL_OUTPUT"]);
       expect(e.message).toContain("step 1 of the conversation (row 0, position 19)");
       expect(e.message).toContain("native path");
       expect(e.details).toMatchObject({ step: 1, row: 0, position: 19, wrapper: "native path" });
       // step() too: it continues the conversation (20 tokens held), and each step is named by its number.
-      const s = await refusal(lm.step([1, 2, 3]));
+      const s = await rejectionOf(lm.step([1, 2, 3]));
       expect(s.code).toBe("MODEL_OUTPUT");
       expect(s.details).toMatchObject({ step: 2, position: 22 });
       await expect(lm.step([4])).rejects.toMatchObject({ code: "MODEL_OUTPUT", details: { step: 3, position: 23 } });
@@ -56,7 +48,7 @@ describe.each(["norm", "down"] as const)("NaN in %s: no token comes out of NaN l
     for (const preset of ["none", "balanced"]) {
       await using lm = await withNexusQuant(session, { preset });
       const tokens: number[] = [];
-      const e = await refusal(lm.generate([promptTokens(12), promptTokens(7, 3)], { maxNewTokens: 4, onToken: (t) => tokens.push(t) }));
+      const e = await rejectionOf(lm.generate([promptTokens(12), promptTokens(7, 3)], { maxNewTokens: 4, onToken: (t) => tokens.push(t) }));
       expect(e.code).toBe("MODEL_OUTPUT");
       // The session returns logits of every position: the first bad one is the prompt's first token.
       expect(e.message).toContain("onnxruntime-node session, step 1 of the conversation (row 0, position 0)");

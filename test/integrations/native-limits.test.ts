@@ -9,14 +9,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { NexusQuantError } from "../../src/errors.js";
 import { withNexusQuant, type NativeModelSession } from "../../src/integrations/index.js";
 import { prefillBytes } from "../../src/integrations/prefill-memory.js";
 import { getPreset } from "../../src/format/index.js";
 import { loadModel, writeModelDir, type LlamaModel } from "../../src/model/index.js";
 import { memoryStats, setHostMemoryLimit } from "../../src/runtime/index.js";
 import { ort, promptTokens, tinyModel, tinySession } from "./helpers.js";
-import { TIME_SCALE } from "../helpers.js";
+import { rejectionOf, TIME_SCALE } from "../helpers.js";
 
 
 let root: string;
@@ -31,15 +30,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
-
-async function rejection(p: Promise<unknown>): Promise<NexusQuantError> {
-  const e = await p.then(
-    () => undefined,
-    (error: unknown) => error,
-  );
-  expect(e).toBeInstanceOf(NexusQuantError);
-  return e as NexusQuantError;
-}
 
 describe("concurrency", () => {
   it("two handles over one loaded model generate at the same time, each as it would alone", async () => {
@@ -116,7 +106,7 @@ describe("memory limits: a prompt whose cache cannot fit is refused before its p
   it("options.memoryLimitBytes: OUT_OF_MEMORY naming the bytes, nothing run, the handle still usable", async () => {
     const { neededBytes, heldAfterBytes } = need();
     await using lm = await withNexusQuant(model, { preset: "balanced", ort, prefillChunk: 64, memoryLimitBytes: neededBytes - 1 });
-    const e = await rejection(lm.generate(prompt, { maxNewTokens: 4 }));
+    const e = await rejectionOf(lm.generate(prompt, { maxNewTokens: 4 }));
     expect(e.code).toBe("OUT_OF_MEMORY");
     expect(e.message).toContain(`needs ${neededBytes} bytes`);
     expect(e.details).toMatchObject({ neededBytes, heldAfterBytes, source: "options.memoryLimitBytes", availableBytes: neededBytes - 1 });
@@ -140,7 +130,7 @@ describe("memory limits: a prompt whose cache cannot fit is refused before its p
     await using lm = await withNexusQuant(model, { preset: "balanced", ort, prefillChunk: 64 });
     setHostMemoryLimit(memoryStats().host.totalBytes + neededBytes - 1);
     try {
-      const e = await rejection(lm.step(prompt));
+      const e = await rejectionOf(lm.step(prompt));
       expect(e).toMatchObject({ code: "OUT_OF_MEMORY", details: { neededBytes, source: "setHostMemoryLimit" } });
       expect(lm.position()).toBe(0);
     } finally {
@@ -153,7 +143,7 @@ describe("memory limits: a prompt whose cache cannot fit is refused before its p
     await lm.generate(promptTokens(100), { maxNewTokens: 3 });
     const position = lm.position();
     const stats = lm.stats();
-    const e = await rejection(lm.generate(promptTokens(900, 5), { maxNewTokens: 3, continue: true }));
+    const e = await rejectionOf(lm.generate(promptTokens(900, 5), { maxNewTokens: 3, continue: true }));
     expect(e).toMatchObject({ code: "OUT_OF_MEMORY", details: { source: "options.memoryLimitBytes", heldBytes: stats.compressedKvBytes } });
     expect(lm.position()).toBe(position);
     expect(lm.stats()).toEqual(stats);
@@ -164,7 +154,7 @@ describe("memory limits: a prompt whose cache cannot fit is refused before its p
     const { numLayers, numKvHeads, headDim } = model.config;
     const perToken = numLayers * 2 * numKvHeads * headDim * 2;
     await using lm = await withNexusQuant(model, { preset: "none", ort, memoryLimitBytes: 60 * perToken });
-    const e = await rejection(lm.generate(promptTokens(20), { maxNewTokens: 200 }));
+    const e = await rejectionOf(lm.generate(promptTokens(20), { maxNewTokens: 200 }));
     expect(e.code).toBe("OUT_OF_MEMORY");
     expect(lm.position()).toBe(0);
     expect(lm.cache).toBeUndefined();
