@@ -57,6 +57,20 @@ describe("native path", () => {
     s.dispose();
   });
 
+  it("short prompts never hold more than FP16, at any decode step (the first step is compressed too)", async () => {
+    const m = model();
+    for (const preset of ["quant", "balanced", "max"]) {
+      for (const length of [1, 2, 13]) {
+        const s = await nativeSession(m, preset);
+        const ratios: number[] = [];
+        await s.generate(promptTokens(length, 5), { maxNewTokens: 80, onToken: () => ratios.push(s.stats().ratio) });
+        expect([preset, length, Math.min(...ratios)]).toEqual([preset, length, expect.any(Number)]);
+        expect(Math.min(...ratios), `${preset}, ${length}-token prompt`).toBeGreaterThanOrEqual(1);
+        s.dispose();
+      }
+    }
+  });
+
   it("chunked prefill equals unchunked prefill (none)", async () => {
     const m = model();
     const prompt = promptTokens(70, 3);
