@@ -2,12 +2,15 @@
 // dependency tree exactly as the repository's package-lock.json resolved it (versions, integrity).
 // With that lock, `npm ci --offline` installs from the npm cache alone: it needs the tarballs
 // (`npm ci` of the repository cached them) but not the registry metadata an install by range needs.
-// Usage (in the app's folder): node app-lock.mjs <repo> <tarball file name in the parent folder> [registry]
-// Writes package.json and package-lock.json there; .ci/pack-check.sh runs it.
+// Usage (in the app's folder): node app-lock.mjs <repo> <tarball file name in the parent folder> [registry] [extra,deps]
+// Writes package.json and package-lock.json there; .ci/pack-check.sh runs it. `extra,deps`: packages
+// of the repository's lock the app also depends on directly (at the lock's versions), as in
+// `npm install nexusquant @huggingface/transformers onnxruntime-node`.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-const [repo, tarball, registryArg] = process.argv.slice(2);
+const [repo, tarball, registryArg, extraArg] = process.argv.slice(2);
+const extras = (extraArg ?? "").split(",").filter(Boolean);
 const registry = (registryArg ?? "https://registry.npmjs.org/").replace(/\/?$/, "/");
 const lock = JSON.parse(readFileSync(join(repo, "package-lock.json"), "utf8"));
 const pk = lock.packages;
@@ -28,6 +31,14 @@ function resolve(from, name) {
 const out = {};
 const queue = [["", root]];
 const seen = new Set();
+// The app's own direct dependencies beside nexusquant: walked from the top of the tree like the rest.
+const extraDeps = {};
+for (const name of extras) {
+  const at = `node_modules/${name}`;
+  if (!pk[at]) throw new Error(`${name} is not at the top of the repository's lock`);
+  extraDeps[name] = pk[at].version;
+  queue.push(["", { dependencies: { [name]: pk[at].version } }]);
+}
 while (queue.length > 0) {
   const [path, entry] = queue.shift();
   const optionalPeers = new Set(Object.entries(entry.peerDependenciesMeta ?? {}).filter(([, m]) => m.optional).map(([n]) => n));
@@ -61,11 +72,11 @@ const app = {
   lockfileVersion: 3,
   requires: true,
   packages: {
-    "": { name: "pack-check-app", dependencies: { [name]: spec } },
+    "": { name: "pack-check-app", dependencies: { [name]: spec, ...extraDeps } },
     [`node_modules/${name}`]: { ...pkgEntry, resolved: spec },
     ...out,
   },
 };
 writeFileSync("package-lock.json", JSON.stringify(app, null, 2) + "\n");
-writeFileSync("package.json", JSON.stringify({ name: "pack-check-app", private: true, type: "module", dependencies: { [name]: spec } }, null, 2) + "\n");
+writeFileSync("package.json", JSON.stringify({ name: "pack-check-app", private: true, type: "module", dependencies: { [name]: spec, ...extraDeps } }, null, 2) + "\n");
 console.log(`${Object.keys(out).length} production packages locked`);

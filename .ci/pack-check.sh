@@ -46,9 +46,9 @@ npm ci --offline --omit=dev --no-audit --no-fund > "$work/install.log" 2>&1 || {
   tail -30 "$work/install.log" >&2
   die "offline install of the tarball failed (production dependencies; ENOTCACHED: run npm ci in the repository first, it fills the npm cache)"
 }
-# The demo runs on the optional peer onnxruntime-node (~100 MB): linked from the repository's copy
-# rather than downloaded again.
-ln -s "$repo/node_modules/onnxruntime-node" node_modules/onnxruntime-node
+# The demo runs on the optional peer onnxruntime-node (~100 MB): the lock installs it with the other
+# optional peers the repository's lock holds (@huggingface/transformers); else linked from the repository.
+[ -e node_modules/onnxruntime-node ] || ln -s "$repo/node_modules/onnxruntime-node" node_modules/onnxruntime-node
 [ ! -e node_modules/nexusquant/build ] || die "the install built the addon instead of using the prebuilt"
 check "installed offline from the npm cache: $(cat "$work/lock.log")"
 check "installed: nexusquant $(du -sk node_modules/nexusquant | cut -f1) KiB, with its production dependencies $(du -sk node_modules | cut -f1) KiB (onnxruntime-node, linked, not counted)"
@@ -108,4 +108,33 @@ console.log("imports ok: " + Object.keys(root).length + " root exports");
 JS
 node imports.mjs || die "imports of the export paths"
 check "every export path imports and works"
+
+# The install a user makes for transformers.js beside the native path, in a second app: `npm install
+# nexusquant @huggingface/transformers onnxruntime-node`, offline from the lock (so at the repository
+# lock's versions; the clash of a newer onnxruntime-node with transformers' pinned one is tested on
+# its real layout in test/integrations/onnxruntime.test.ts). One onnxruntime-node in the tree, and the
+# native path runs in the same process as transformers.js whichever is imported first.
+mkdir "$work/mixed-app"
+cd "$work/mixed-app"
+node "$repo/.ci/app-lock.mjs" "$repo" "$tarball" "$(npm config get registry)" "@huggingface/transformers,onnxruntime-node" > "$work/mixed-lock.log" 2>&1 || { cat "$work/mixed-lock.log" >&2; die "could not write the mixed app's lock"; }
+npm ci --offline --omit=dev --no-audit --no-fund > "$work/mixed-install.log" 2>&1 || { tail -30 "$work/mixed-install.log" >&2; die "offline install of nexusquant + @huggingface/transformers + onnxruntime-node failed"; }
+[ -d node_modules/@huggingface/transformers ] && [ -d node_modules/onnxruntime-node ] || die "the mixed app lacks transformers or onnxruntime-node"
+versions=$(npm ls onnxruntime-node --all --parseable --long 2>/dev/null | grep -o 'onnxruntime-node@[0-9][^:]*' | sort -u)
+[ "$(echo "$versions" | wc -l)" -eq 1 ] || die "more than one onnxruntime-node in the app: $versions"
+cat > mixed.mjs <<'JS'
+import assert from "node:assert/strict";
+const order = process.argv[2];
+process.on("warning", (w) => { if (w.code === "NEXUSQUANT_ONNXRUNTIME_CLASH") { console.error(w.message); process.exit(3); } });
+if (order === "transformers-first") await import("@huggingface/transformers");
+const { withNexusQuant } = await import("nexusquant/integrations");
+const { loadModel } = await import("nexusquant/model");
+const model = await loadModel(new URL("./node_modules/nexusquant/models/sotu-llama", import.meta.url).pathname);
+const r = await withNexusQuant(model, { preset: "balanced" }, (lm) => lm.generate([1, 2, 3, 4, 5], { maxNewTokens: 4 }));
+assert.equal(r.tokens[0].length, 4);
+if (order !== "transformers-first") await import("@huggingface/transformers");
+console.log(order + " ok");
+JS
+node mixed.mjs transformers-first > /dev/null || die "the native path after importing @huggingface/transformers"
+node mixed.mjs native-first > /dev/null || die "@huggingface/transformers after the native path"
+check "with @huggingface/transformers: $versions only, native path and transformers.js in one process (both orders)"
 echo "pack-check: all passed"

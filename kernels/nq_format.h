@@ -159,13 +159,35 @@ NQ_FMT_HD constexpr size_t pagesFor(size_t keptTokens, const Spec& s) {
   return (keptTokens + static_cast<size_t>(s.pageTokens) - 1) / static_cast<size_t>(s.pageTokens);
 }
 
+// The one rule of what a compressed (sequence, layer) store may hold: `pages` pages plus
+// `residualSlots` FP16 residual slots cost no more than its `tokens` appended tokens in FP16 (K and V,
+// every KV head). It decides when a short store's tokens go onto pages (pagingPays) and how far the
+// residual of a compressed store grows (residualSlots), so that a cache holds no more than FP16 from
+// its first compress() on: ratio >= 1. Same rule as layout.ts.
+NQ_FMT_HD constexpr bool fitsFp16(size_t kvHeads, size_t headDim, const Spec& s, size_t pages, size_t residualSlots, size_t tokens) {
+  return pages * pageBytes(kvHeads, headDim, s) + residualSlotBytes(kvHeads, headDim, residualSlots) <= residualSlotBytes(kvHeads, headDim, tokens);
+}
+
 // Whether compress() puts the `tokens` tokens of a page-less (sequence, layer) store on pages: only
-// when the pages they need cost no more than the tokens in FP16 (K and V, every KV head). Below that
-// (a few tokens against one page of pageTokens slots) the store keeps them in its FP16 residual,
-// trimmed to their count, so a compressed cache never holds more than FP16: ratio >= 1 from the first
-// token. Stores that already have pages, or must evict, page as always. Same rule as layout.ts.
+// when the pages they need fit in the tokens' FP16 bytes (fitsFp16). Below that (a few tokens against
+// one page of pageTokens slots) the store keeps them in its FP16 residual, trimmed to their count.
+// Stores that already have pages, or must evict, page as always. Same rule as layout.ts.
 NQ_FMT_HD constexpr bool pagingPays(size_t kvHeads, size_t headDim, const Spec& s, size_t tokens) {
-  return pagesFor(tokens, s) * pageBytes(kvHeads, headDim, s) <= residualSlotBytes(kvHeads, headDim, tokens);
+  return fitsFp16(kvHeads, headDim, s, pagesFor(tokens, s), 0, tokens);
+}
+
+// FP16 residual slots of a store after its first compress(), holding `pages` pages, with `waiting`
+// tokens in its residual and `tokens` appended in all: the growth rule (residualCapacity) as far as
+// fitsFp16 allows, never fewer than `waiting`. A page-less store therefore holds exactly its tokens;
+// a paged one grows by powers of two once its pages have left room. Same rule as layout.ts.
+NQ_FMT_HD constexpr size_t residualSlots(size_t kvHeads, size_t headDim, const Spec& s, size_t pages, size_t waiting, size_t tokens) {
+  const size_t row = residualSlotBytes(kvHeads, headDim, 1);
+  const size_t paged = pages * pageBytes(kvHeads, headDim, s);
+  const size_t fp16 = residualSlotBytes(kvHeads, headDim, tokens);
+  const size_t affordable = fp16 > paged ? (fp16 - paged) / row : 0;
+  const size_t grown = residualCapacity(waiting, s);
+  const size_t slots = grown < affordable ? grown : affordable;
+  return slots > waiting ? slots : waiting;
 }
 
 // Tokens kept after eviction: sinks and the recent window always; of the evictable rest, all but
@@ -190,6 +212,8 @@ static_assert(pageOffsets(8, 128, Spec{2, 2, 0.6, 4, 64, 128, 64}).end == pageBy
               "page offsets must cover the page exactly");
 static_assert(!pagingPays(8, 128, Spec{2, 2, 0.6, 4, 64, 128, 64}, 1) && pagingPays(8, 128, Spec{2, 2, 0.6, 4, 64, 128, 64}, 64),
               "one token does not pay for a page; a full page does");
+static_assert(residualSlots(2, 64, Spec{2, 2, 0.6, 4, 64, 128, 64}, 0, 5, 5) == 5 && residualSlots(2, 64, Spec{2, 2, 0.6, 4, 64, 128, 64}, 1, 5, 205) == 8,
+              "a page-less store holds exactly its tokens; a paged one with room grows by powers of two");
 static_assert(codeBytesPerVector(128, 2) == 32 && codeBytesPerVector(128, 3) == 48 && codeBytesPerVector(128, 4) == 64,
               "a group of 8 elements takes `bits` bytes");
 

@@ -15,7 +15,7 @@ export type NexusQuantErrorCode =
   | "OUT_OF_MEMORY"
   | "DISPOSED" // use after dispose()
   | "BUSY" // in use by another call or handle: async work (compress()) or one conversation at a time; retry after it ends
-  | "MODEL_OUTPUT" // a model returned outputs of the wrong shape, count or type
+  | "MODEL_OUTPUT" // a model returned outputs of the wrong shape, count or type, or NaN/Inf logits (no token is sampled from them)
   | "CORRUPT_DATA" // a serialized buffer that fails its checks
   | "NATIVE_ERROR" // a failure inside native code (always a message from our own checks)
   | "LAB_ONLY"; // a lab tool (bench/) run outside a clone of the repository

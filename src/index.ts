@@ -50,5 +50,5 @@ export {
 
 export { verifyCompression, type VerifyOptions, type VerifyResult } from "./verify.js";
 
-export { withNexusQuant, type NexusQuantOptions, type WrappedModel, type NexusQuantSession, type TransformersJsHandle } from "./integrations/index.js";
+export { withNexusQuant, type NexusQuantOptions, type WrappedModel, type NexusQuantSession, type TransformersJsHandle, type KvStats } from "./integrations/index.js";
 

@@ -14,7 +14,8 @@ namespace {
 
 int intField(Napi::Object o, const char* key) { return o.Get(key).As<Napi::Number>().Int32Value(); }
 
-// nativeLayout(spec, kvHeads, headDim, tokens) -> { pageBytes, pages, offsets..., residualBytes, kept, pagingPays }
+// nativeLayout(spec, kvHeads, headDim, tokens, waiting = 0) -> { pageBytes, pages, offsets..., residualBytes, kept,
+// pagingPays, residualSlots (of a store with `tokens` on pages and `waiting` more in its residual) }
 Napi::Value nativeLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsObject()) throwJs(env, "INVALID_ARGUMENT", "nativeLayout(spec, kvHeads, headDim, tokens)");
@@ -34,6 +35,8 @@ Napi::Value nativeLayout(const Napi::CallbackInfo& info) {
   r.Set("residualBytes", static_cast<double>(format::residualBytes(kvHeads, headDim, s)));
   r.Set("residualCapacity", static_cast<double>(format::residualCapacity(tokens, s)));
   r.Set("pagingPays", format::pagingPays(kvHeads, headDim, s, tokens));
+  const size_t waiting = info.Length() > 4 && info[4].IsNumber() ? static_cast<size_t>(info[4].As<Napi::Number>().DoubleValue()) : 0;
+  r.Set("residualSlots", static_cast<double>(format::residualSlots(kvHeads, headDim, s, format::pagesFor(tokens, s), waiting, tokens + waiting)));
   r.Set("quantizedTensorBytesKey", static_cast<double>(format::quantizedTensorBytes(tokens, headDim, s.keyBits)));
   // Score bytes per held slot and head, for every scorer id (the spec's own scorer is a name on the TS side).
   Napi::Array scoreBytes = Napi::Array::New(env, format::kScorerCount);

@@ -46,6 +46,15 @@ void growResidual(StoreSteps& steps, size_t minSlots) {
   steps.setResidualSlots(std::max(cap + cap / 4, minSlots));
 }
 
+// The residual of a store after its first compress(), for `need` waiting tokens: format::residualSlots
+// (the growth rule, bounded by the rule that decides paging), so its pages and residual never cost
+// more than its tokens in FP16, between compressions too.
+void fitResidual(StoreSteps& steps, const CompressRules& rules, const HeldTokens& h, size_t need) {
+  const size_t slots = format::residualSlots(rules.kvHeads, rules.headDim, rules.spec, format::pagesFor(h.compressed, rules.spec), need,
+                                             h.appended + need - h.residual);
+  if (slots > steps.residualSlots()) steps.setResidualSlots(slots);
+}
+
 }  // namespace
 
 void appendTokens(StoreSteps& steps, const CompressRules& rules, size_t count) {
@@ -60,19 +69,18 @@ void appendTokens(StoreSteps& steps, const CompressRules& rules, size_t count) {
       room = left;
     } else if (!h.hasPages) {
       // A page-less store keeps its tokens in FP16 until paging pays (at the window or the next
-      // compress), its residual growing by a quarter (at most 1.25x their bytes). It fills up to the
-      // window, then takes one token at a time, so the flush below pages it as soon as a page pays,
-      // and a long append after a short compressed prompt still goes to pages window by window.
+      // compress), in exactly their slots (fitResidual: 1.00x). It fills up to the window, then takes
+      // one token at a time, so the flush below pages it as soon as a page pays, and a long append
+      // after a short compressed prompt still goes to pages window by window.
       room = h.residual < window ? std::min(left, window - h.residual) : 1;
-      growResidual(steps, h.residual + room);
+      fitResidual(steps, rules, h, h.residual + room);
     } else if (window == 0) {
       steps.setResidualSlots(left);  // no residual window: quantize straight away
       room = left;
     } else {
-      // The window grows with the tokens waiting in it (powers of two up to its size), so a short
-      // prompt's compressed cache does not carry a whole empty FP16 window.
-      const size_t cap = format::residualCapacity(std::min(window, h.residual + left), rules.spec);
-      if (cap > steps.residualSlots()) steps.setResidualSlots(cap);
+      // The window grows with the tokens waiting in it (powers of two up to its size, as far as the
+      // store stays within FP16), so a short prompt's compressed cache does not carry an empty window.
+      fitResidual(steps, rules, h, std::min(window, h.residual + left));
       room = steps.residualSlots() - h.residual;
     }
     const size_t take = std::min(room, left);
@@ -81,8 +89,8 @@ void appendTokens(StoreSteps& steps, const CompressRules& rules, size_t count) {
     const HeldTokens now = steps.held();
     if (now.compressedOnce && now.residual >= window) {
       flushFullResidual(steps, rules);
-      // Flushed: back to at most the window (a page-less store may have grown past it, see above).
-      if (steps.held().residual == 0 && steps.residualSlots() > window) steps.setResidualSlots(window);
+      // Flushed onto pages: the residual is empty, as after compress(); later appends grow it again.
+      if (steps.held().residual == 0) steps.setResidualSlots(0);
     }
   }
 }

@@ -111,8 +111,9 @@ size_t compressTarget(const CompressRules& rules, const HeldTokens& h);
 void compressStore(StoreSteps& steps, const CompressRules& rules, const ObservedQueries& observed);
 
 // An append of `count` tokens (the store's appendRows source): grows the residual by the capacity
-// rules (before the first compress() by a quarter, afterwards in powers of two up to the window) and
-// flushes it whenever a full window waits (flushFullResidual).
+// rules (before the first compress() by a quarter; afterwards format::residualSlots: powers of two up
+// to the window as far as the store stays within FP16) and flushes it whenever a full window waits
+// (flushFullResidual).
 void appendTokens(StoreSteps& steps, const CompressRules& rules, size_t count);
 
 // compress() of one sequence's layer `layer` (< 0: every layer): `stepsFor(l)` returns layer l's steps

@@ -180,12 +180,10 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
         if (halfIsNonFinite(ks) || halfIsNonFinite(vs)) r.corrupt("a code scale is not finite");
       }
     }
-    // The residual's capacity: what the growth rule gives for the tokens waiting once compressed (a
-    // live cache that already flushed a full window may hold more, up to the window), else its count;
-    // also its count for a compressed store without pages, which keeps its tokens in FP16 because
-    // paging did not pay yet (format::pagingPays): trimmed to them, as compress() leaves it.
-    const bool paged = s.compressedOnce && s.compressed > 0;
-    c.store_.setResidualCapacity(s, paged ? std::max(format::residualCapacity(residualCount, o.spec), residualCount) : residualCount);
+    // The residual's capacity: what the growth rule of a compressed store gives for the tokens waiting
+    // (format::residualSlots, as the compress policy sizes it: exactly its count for a store without
+    // pages), else its count.
+    c.store_.setResidualCapacity(s, s.compressedOnce ? format::residualSlots(H, d, o.spec, pages, residualCount, appended) : residualCount);
     s.residualCount = residualCount;
     for (size_t kv = 0; kv < 2; ++kv)
       for (size_t h = 0; h < H; ++h) {

@@ -16,9 +16,10 @@ import { validateSpec } from "./spec.js";
  *   (H = kvHeads, P = pageTokens, kc = headDim·keyBits/8, vc = headDim·valueBits/8; positions only
  *   when the spec evicts, since without eviction a slot's position is its index)
  *   plus an FP16 residual buffer for K and V of the tokens appended since the last compression, which
- *   grows with them (residualCapacity: powers of two up to `residualWindow`) and is empty right after
- *   a compression, so a short prompt does not carry a whole empty window; except that a store too
- *   short for a page to pay (pagingPays) keeps its tokens there, in exactly their slots, instead.
+ *   grows with them (residualSlots: powers of two up to `residualWindow`, as far as the store stays
+ *   within the FP16 bytes of its tokens) and is empty right after a compression, so a short prompt
+ *   does not carry a whole empty window; except that a store too short for a page to pay (pagingPays)
+ *   keeps its tokens there, in exactly their slots, instead.
  */
 export const PAGE_HEADER_BYTES = 16;
 export const SCALE_BYTES = 2; // one FP16 scale per head vector
@@ -164,14 +165,37 @@ export function residualBytes(kvHeads: number, headDim: number, spec: Compressio
 }
 
 /**
+ * The one rule of what a compressed (sequence, layer) store may hold: `pages` pages plus
+ * `residualSlots` FP16 residual slots cost no more than its `tokens` appended tokens in FP16 (K and V,
+ * every KV head). It decides when a short store goes onto pages (pagingPays) and how far the residual
+ * of a compressed store grows (residualSlots), so that a cache holds no more than FP16 from its first
+ * compress() on: ratio >= 1. Same rule as format::fitsFp16.
+ */
+export function fitsFp16(kvHeads: number, headDim: number, spec: CompressionSpec, pages: number, residualSlots: number, tokens: number): boolean {
+  const row = fp16BytesPerTokenLayer(kvHeads, headDim);
+  return pages * pageBytes(kvHeads, headDim, spec) + residualSlots * row <= tokens * row;
+}
+
+/**
  * Whether compress() puts `tokens` tokens of a page-less (sequence, layer) store on pages: only when
- * the pages they need cost no more than the tokens in FP16 (K and V, every KV head). Below that (a few
- * tokens against one page of `pageTokens` slots) the store keeps them in its FP16 residual, trimmed to
- * their count, so a compressed cache never holds more than FP16: ratio >= 1 from the first token.
+ * the pages they need fit in the tokens' FP16 bytes (fitsFp16). Below that (a few tokens against one
+ * page of `pageTokens` slots) the store keeps them in its FP16 residual, trimmed to their count.
  * Stores that already have pages, or must evict, page as always. Same rule as format::pagingPays.
  */
 export function pagingPays(kvHeads: number, headDim: number, spec: CompressionSpec, tokens: number): boolean {
-  return Math.ceil(tokens / spec.pageTokens) * pageBytes(kvHeads, headDim, spec) <= fp16BytesPerTokenLayer(kvHeads, headDim) * tokens;
+  return fitsFp16(kvHeads, headDim, spec, Math.ceil(tokens / spec.pageTokens), 0, tokens);
+}
+
+/**
+ * FP16 residual slots of a store after its first compress(), holding `pages` pages, with `waiting`
+ * tokens in its residual and `tokens` appended in all: the growth rule (residualCapacity) as far as
+ * fitsFp16 allows, never fewer than `waiting`. A store without pages holds exactly its tokens; a paged
+ * one grows by powers of two once its pages leave room. Same rule as format::residualSlots.
+ */
+export function residualSlots(kvHeads: number, headDim: number, spec: CompressionSpec, pages: number, waiting: number, tokens: number): number {
+  const row = fp16BytesPerTokenLayer(kvHeads, headDim);
+  const affordable = Math.max(0, Math.floor((tokens * row - pages * pageBytes(kvHeads, headDim, spec)) / row));
+  return Math.max(waiting, Math.min(residualCapacity(waiting, spec), affordable));
 }
 
 const SHAPE_KEYS = ["layers", "kvHeads", "headDim", "tokens", "batch"] as const;

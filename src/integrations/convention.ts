@@ -16,6 +16,8 @@ export interface ModelConvention {
   logitsDtype: KvDtype;
   /** Inputs beyond the convention (e.g. use_cache_branch, num_logits_to_keep). */
   extraInputs: string[];
+  /** The vocabulary size, when the logits' last axis is a fixed number in the metadata. */
+  vocabSize?: number;
 }
 
 /** Just what the check needs from an InferenceSession (onnxruntime-node or the one inside transformers.js). */
@@ -82,7 +84,8 @@ export function inspectConvention(session: SessionMetadataLike, hints: { kvHeads
   const logitsDtype = toKvDtype(logitsMeta?.type ?? "float32", "logits", fail);
   const known = new Set(["input_ids", "attention_mask", "position_ids"]);
   const extraInputs = inputs.filter((n) => !known.has(n) && !PAST_NAME.test(n));
-  return { layers, kvHeads, headDim, kvDtype, logitsDtype, extraInputs };
+  const vocab = logitsMeta?.shape?.[2];
+  return { layers, kvHeads, headDim, kvDtype, logitsDtype, extraInputs, ...(typeof vocab === "number" && vocab > 0 ? { vocabSize: vocab } : {}) };
 }
 
 function toKvDtype(type: string, name: string, fail: (why: string) => never): KvDtype {

@@ -34,7 +34,7 @@ export interface ConversationShape {
 }
 
 /** The parts of withNexusQuant's resolved options a conversation is made from. */
-export type ConversationOptions = Pick<ResolvedOptions, "preset" | "spec" | "backend" | "compressEvery" | "seed">;
+export type ConversationOptions = Pick<ResolvedOptions, "preset" | "spec" | "backend" | "compressEvery" | "seed"> & Partial<Pick<ResolvedOptions, "memoryLimitBytes">>;
 
 /**
  * Where a conversation that is never compressed (spec null) keeps its K/V: "cache", in a
@@ -107,23 +107,30 @@ export interface ScheduleSnapshot {
 
 /**
  * When a conversation compresses: a prompt chunk (more than one token) at once, since that is where
- * the bulk of the memory arrives; decode tokens wait in the FP16 residual window until `every` of
- * them have accumulated. One definition, so every state that compresses (the quality harness's scalar
- * baselines too) does it at the same moments.
+ * the bulk of the memory arrives, and the first step of a conversation whatever its size (from then
+ * on the cache holds no more than FP16: format fitsFp16); decode tokens wait in the FP16 residual
+ * window until `every` of them have accumulated. One definition, so every state that compresses (the
+ * quality harness's scalar baselines too) does it at the same moments.
  */
 export class CompressSchedule {
   #since: number;
+  #first: boolean;
 
+  /** A new conversation's schedule; with `since`, a resumed one's (its first step is long past). */
   constructor(
     readonly every: number,
-    since = 0,
+    since?: number,
   ) {
-    this.#since = since;
+    this.#since = since ?? 0;
+    this.#first = since === undefined;
   }
 
   /** Counts a step of `n` tokens; true when the state should compress now. */
   due(n: number): boolean {
-    if (n !== 1) return true;
+    if (n !== 1 || this.#first) {
+      this.#first = false;
+      return true;
+    }
     this.#since += 1;
     return this.#since >= this.every;
   }
@@ -131,6 +138,7 @@ export class CompressSchedule {
   /** A compression happened: the decode-token count starts again. */
   restart(): void {
     this.#since = 0;
+    this.#first = false;
   }
 
   snapshot(): ScheduleSnapshot {
@@ -196,6 +204,7 @@ export class ConversationCache {
             spec: options.spec ?? FP16_STORE_SPEC,
             backend: options.backend,
             ...(options.seed !== undefined ? { seed: options.seed } : {}),
+            ...(options.memoryLimitBytes ? { memoryLimitBytes: options.memoryLimitBytes } : {}),
           });
     return new ConversationCache(shape, options.preset, options.spec, cache, new Array<number>(shape.batch).fill(0), new CompressSchedule(options.compressEvery), 0);
   }

@@ -6,9 +6,10 @@
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import type { CompressedKVCache } from "../runtime/index.js";
+import { checkFiniteLogits } from "./finite-logits.js";
 import type { KvStats } from "./conversation-cache.js";
 import { createSampler, type SamplingOptions } from "./sampling.js";
-import { toTokenRows, type StepEngine, type StepResult, type TokenRows } from "./step-adapter.js";
+import { checkVocab, toTokenRows, type StepEngine, type StepResult, type TokenRows } from "./step-adapter.js";
 
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate per row (default 32). */
@@ -32,14 +33,21 @@ export interface GenerateResult {
 
 export class DecodeHandle<E extends StepEngine = StepEngine> {
   readonly #engine: E;
+  /** What this handle wraps, for error messages ("native path", "onnxruntime-node session"). */
+  readonly #wrapper: string;
+  /** Steps run in the current conversation (the first is 1). */
+  #steps = 0;
   /** Per row: the last generated token, not yet fed to the model (fed first by generate({ continue })). */
   #pending: (number | undefined)[] = [];
   /** What runs now (a step or a generate), for the BUSY message; undefined when idle. */
   #running: string | undefined;
+  /** Settles when the call in flight has ended and, had dispose() come meanwhile, the engine is released. */
+  #settled: Promise<void> = Promise.resolve();
   #disposed = false;
 
-  constructor(engine: E) {
+  constructor(engine: E, wrapper = "withNexusQuant") {
     this.#engine = engine;
+    this.#wrapper = wrapper;
   }
 
   /** The compressed cache of the current conversation (undefined before the first step or for preset "none"). */
@@ -58,7 +66,7 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
    */
   async step(rows: TokenRows): Promise<StepResult> {
     return this.#exclusive("step()", async () => {
-      const result = await this.#engine.step(rows);
+      const result = await this.#checkedStep(rows);
       this.#pending.fill(undefined);
       return result;
     });
@@ -75,15 +83,18 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
       const eos = new Set(options.eos === undefined ? [] : typeof options.eos === "number" ? [options.eos] : options.eos);
       const sample = createSampler(options);
       let prompt = toTokenRows(inputIds).map((r) => [...r]);
+      // Checked before a new conversation replaces the held one: bad input leaves it as it was.
+      checkVocab(prompt, this.#engine.vocabSize);
       if (options.continue && this.#engine.batch !== undefined) {
         // The previous turn's last token was sampled but never fed: it goes in front of the new prompt.
         prompt = prompt.map((row, b) => (this.#pending[b] === undefined ? row : [this.#pending[b]!, ...row]));
       } else {
+        if (prompt.every((row) => row.length === 0)) throw invalidArgument("inputIds", "at least one token in some row", inputIds);
         this.#resetNow();
       }
       const generated: number[][] = prompt.map(() => []);
       const done = prompt.map(() => maxNewTokens === 0);
-      let result = await this.#engine.step(prompt);
+      let result = await this.#checkedStep(prompt);
       this.#pending = new Array(prompt.length).fill(undefined);
       for (let index = 0; index < maxNewTokens; index++) {
         const next: number[][] = [];
@@ -102,7 +113,7 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
           next.forEach((row, b) => (this.#pending[b] = row[0]));
           break;
         }
-        result = await this.#engine.step(next);
+        result = await this.#checkedStep(next);
       }
       return { tokens: generated, stats: this.#engine.stats() };
     });
@@ -127,7 +138,8 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
 
   /**
    * Frees the cache. The model or session is the caller's: it is not released. Called while a step
-   * runs, the cache is freed as soon as that step returns (which then rejects with DISPOSED).
+   * or a generate() runs, the cache is freed as soon as the step in flight returns: a generate()
+   * stops there (no further step starts) and rejects with DISPOSED.
    */
   dispose(): void {
     if (this.#disposed) return;
@@ -139,11 +151,15 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
     this.dispose();
   }
 
-  /** Like dispose(), and waits for what the engine releases asynchronously (e.g. the native path's ONNX sessions). */
+  /**
+   * Like dispose(), and waits for what the engine releases asynchronously (e.g. the native path's ONNX
+   * sessions), also when a call is in flight: it resolves once that call has stopped and all is freed.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
-    if (this.#disposed) return;
+    if (this.#disposed) return this.#settled;
     this.#disposed = true;
     if (this.#running === undefined) await this.#releaseEngine();
+    else await this.#settled;
   }
 
   async #releaseEngine(): Promise<void> {
@@ -154,6 +170,24 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
   #resetNow(): void {
     this.#engine.reset();
     this.#pending = [];
+    this.#steps = 0;
+  }
+
+  /** One engine step whose logits are checked before anything samples from them (MODEL_OUTPUT on NaN/Inf). */
+  async #checkedStep(rows: TokenRows): Promise<StepResult> {
+    this.#live(); // dispose() during a generate(): no further step starts
+    const result = await this.#engine.step(rows);
+    this.#steps += 1;
+    const lengths = toTokenRows(rows).map((r) => r.length);
+    const n = result.dims[1];
+    checkFiniteLogits(result.logits, result.dims, {
+      wrapper: this.#wrapper,
+      step: this.#steps,
+      // "last" logits ([b, 1, vocab]) are real for every row with a token this step.
+      realColumns: (row) => (n === 1 ? Math.min(1, lengths[row] ?? 0) : (lengths[row] ?? 0)),
+      position: (row, column) => this.#engine.position(row) - (n - column),
+    });
+    return result;
   }
 
   /** The one not-disposed / not-busy guard: runs `work` as the only call in flight. */
@@ -161,13 +195,16 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
     this.#live();
     if (this.#running !== undefined) throw busy(this.#running, what);
     this.#running = what;
+    let settle = () => {};
+    this.#settled = new Promise<void>((resolve) => (settle = resolve));
     try {
       const result = await work();
       this.#live();
       return result;
     } finally {
       this.#running = undefined;
-      if (this.#disposed) this.#engine.dispose();
+      if (this.#disposed) await this.#releaseEngine().catch(() => undefined);
+      settle();
     }
   }
 

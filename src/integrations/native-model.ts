@@ -27,7 +27,8 @@ import { checkConversationRows, ConversationCache, emptyKvStats, type KvStats } 
 import { DecodeHandle } from "./decode-handle.js";
 import type { ResolvedOptions } from "./options.js";
 import type { OrtTensorLike } from "./ort-session.js";
-import { stepResult, toTokenRows, zeroTimings, type StepEngine, type StepResult, type StepTimings, type TokenRows } from "./step-adapter.js";
+import { checkPrefillFits } from "./prefill-memory.js";
+import { checkVocab, stepResult, toTokenRows, zeroTimings, type StepEngine, type StepResult, type StepTimings, type TokenRows } from "./step-adapter.js";
 
 /** The parts of onnxruntime-node the native path uses: Tensor and InferenceSession.create. */
 export interface OrtRuntimeLike {
@@ -102,6 +103,10 @@ export class NativeStepEngine implements StepEngine {
     return this.#conversation?.shape.batch;
   }
 
+  get vocabSize(): number {
+    return this.config.vocabSize;
+  }
+
   position(row: number): number {
     return this.#conversation?.length(row) ?? 0;
   }
@@ -114,21 +119,53 @@ export class NativeStepEngine implements StepEngine {
   async step(rows: TokenRows): Promise<StepResult> {
     const batchRows = toTokenRows(rows);
     const vocab = this.config.vocabSize;
-    batchRows.forEach((row, b) =>
-      row.forEach((t, j) => {
-        if (t >= vocab) throw invalidArgument(`inputIds[${b}][${j}]`, `a token id in [0, ${vocab})`, t);
-      }),
-    );
+    checkVocab(batchRows, vocab);
     checkConversationRows(this.batch, batchRows.length);
     const n = Math.max(...batchRows.map((r) => r.length));
     if (n === 0) throw invalidArgument("rows", "at least one token in some row", rows);
     const t0 = performance.now();
+    const fresh = this.#conversation === undefined;
     // "none" keeps its K/V in the cache too (FP16, never compressed): attention reads them there.
     const conversation = (this.#conversation ??= ConversationCache.create(
       { layers: this.config.numLayers, kvHeads: this.config.numKvHeads, headDim: this.config.headDim, queryHeads: this.config.numHeads, batch: batchRows.length },
       this.options,
       "cache",
     ));
+    if (n > 1 || fresh) {
+      try {
+        this.#checkFits(batchRows, conversation);
+      } catch (error) {
+        if (fresh) this.reset(); // refused before anything ran: no conversation was started
+        throw error;
+      }
+    }
+    try {
+      return await this.#run(conversation, batchRows, n, t0);
+    } catch (error) {
+      // A step that failed part way (OUT_OF_MEMORY in a layer, a segment's error) leaves layers of
+      // different lengths: drop the conversation rather than let the next step read it.
+      this.reset();
+      throw error;
+    }
+  }
+
+  /** OUT_OF_MEMORY before the step runs when the cache it needs cannot fit a limit (prefill-memory.ts). */
+  #checkFits(batchRows: readonly (readonly number[])[], conversation: ConversationCache): void {
+    checkPrefillFits({
+      layers: this.config.numLayers,
+      kvHeads: this.config.numKvHeads,
+      headDim: this.config.headDim,
+      spec: conversation.spec ?? undefined,
+      tokensAfter: batchRows.map((row, b) => conversation.length(b) + row.length),
+      chunkTokens: Math.min(this.options.prefillChunk, Math.max(...batchRows.map((r) => r.length))),
+      heldBytes: conversation.cache!.stats().bytes.total,
+      memoryLimitBytes: this.options.memoryLimitBytes,
+      preset: this.options.preset,
+    });
+  }
+
+  async #run(conversation: ConversationCache, batchRows: readonly (readonly number[])[], n: number, t0: number): Promise<StepResult> {
+    const vocab = this.config.vocabSize;
     const batch = conversation.shape.batch;
     const all = this.logitsMode === "all";
     const logits = new Float32Array(batch * (all ? n : 1) * vocab);
@@ -335,7 +372,7 @@ export class NativeModelSession extends DecodeHandle<NativeStepEngine> {
   readonly logitsMode: "last" | "all";
 
   private constructor(engine: NativeStepEngine) {
-    super(engine);
+    super(engine, "native path");
     this.config = engine.config;
     this.options = engine.options;
     this.logitsMode = engine.logitsMode;

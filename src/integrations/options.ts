@@ -56,6 +56,13 @@ export interface NexusQuantOptions {
    * its cost (bench/results/eviction-study.md).
    */
   rereadLayers?: number | "half" | "all";
+  /**
+   * The most bytes the conversation's KV cache may hold (its accounting allocator refuses more with
+   * OUT_OF_MEMORY). The native path also refuses a prompt up front, before its prefill, when the
+   * cache it would need cannot fit this limit, the process-wide setHostMemoryLimit or the system's
+   * available memory, naming the bytes it needs. Default: no per-conversation limit.
+   */
+  memoryLimitBytes?: number;
 }
 
 /**
@@ -78,6 +85,8 @@ export interface ResolvedOptions {
   padTokenId: number;
   prefillChunk: number;
   rereadLayers: number | "half" | "all";
+  /** 0: no per-conversation limit. */
+  memoryLimitBytes: number;
 }
 
 export const DEFAULT_COMPRESS_EVERY = 64;
@@ -87,7 +96,7 @@ export const DEFAULT_PREFILL_CHUNK = 256;
 export const NO_COMPRESSION = "none";
 
 /** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
-const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "rereadLayers"];
+const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "rereadLayers", "memoryLimitBytes"];
 
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   checkObject("options", options);
@@ -113,6 +122,7 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
   const rereadLayers = options.rereadLayers === "half" || options.rereadLayers === "all" || options.rereadLayers === undefined
     ? (options.rereadLayers ?? "half")
     : checkInt("options.rereadLayers", options.rereadLayers, { min: 1 });
+  const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 });
   return {
     preset,
     spec,
@@ -124,6 +134,7 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     padTokenId,
     prefillChunk,
     rereadLayers,
+    memoryLimitBytes,
   };
 }
 

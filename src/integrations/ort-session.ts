@@ -56,6 +56,7 @@ export class NexusQuantSession extends DecodeHandle {
         tensor: (type, data, dims) => new Tensor(type, data, dims),
         run: (feeds) => session.run(feeds),
       }),
+      "onnxruntime-node session",
     );
     this.session = session;
     this.convention = convention;

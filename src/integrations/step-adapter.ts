@@ -65,6 +65,8 @@ export interface StepEngine {
   timings(): StepTimings;
   /** Rows of the conversation held now; undefined when none is (before the first step, after reset()). */
   readonly batch: number | undefined;
+  /** The model's vocabulary size when known (token ids are checked against it before anything changes). */
+  readonly vocabSize?: number | undefined;
   /** The compressed cache of the current conversation, if the engine holds one. */
   readonly cache: CompressedKVCache | undefined;
   /** Drops the conversation and frees its cache; the next step starts a new one. */
@@ -86,6 +88,19 @@ export function toTokenRows(rows: TokenRows): (readonly number[])[] {
     });
   });
   return list;
+}
+
+/**
+ * Refuses token ids outside the vocabulary before anything runs (a runtime's embedding Gather would
+ * fail with an untyped error, or read past the table). `vocab` undefined: not known yet, not checked.
+ */
+export function checkVocab(rows: readonly (readonly number[])[], vocab: number | undefined): void {
+  if (vocab === undefined) return;
+  rows.forEach((row, b) =>
+    row.forEach((t, j) => {
+      if (t >= vocab) throw invalidArgument(`inputIds[${b}][${j}]`, `a token id in [0, ${vocab}) (the model's vocabulary)`, t);
+    }),
+  );
 }
 
 /** input_ids of a step, rows left-padded with `padTokenId` to the longest, and which slots are real. */
@@ -270,9 +285,12 @@ export class ConventionStepEngine<T> implements StepEngine {
   readonly #run: RunDecoder<T>;
   #state: KvState | undefined;
   #timings = zeroTimings();
+  /** From the logits metadata, else learnt from the first step's logits. */
+  #vocab: number | undefined;
 
   constructor(init: ConventionStepEngineOptions<T>) {
     this.#convention = init.convention;
+    this.#vocab = init.convention.vocabSize;
     this.#options = init.options;
     this.#tensor = init.tensor;
     this.#run = init.run;
@@ -286,6 +304,10 @@ export class ConventionStepEngine<T> implements StepEngine {
     return this.#state?.layout.batch;
   }
 
+  get vocabSize(): number | undefined {
+    return this.#vocab;
+  }
+
   position(row: number): number {
     return this.#state?.realTokens(row) ?? 0;
   }
@@ -295,6 +317,7 @@ export class ConventionStepEngine<T> implements StepEngine {
     const t0 = performance.now();
     checkConversationRows(this.batch, batchRows.length);
     if (batchRows.every((r) => r.length === 0)) throw invalidArgument("rows", "at least one token in some row", rows);
+    checkVocab(batchRows, this.#vocab);
     const { layers, kvHeads, headDim, kvDtype } = this.#convention;
     this.#state ??= createKvState({ layers, kvHeads, headDim, batch: batchRows.length, dtype: kvDtype }, this.#options);
     const state = this.#state;
@@ -309,6 +332,7 @@ export class ConventionStepEngine<T> implements StepEngine {
 
     const logitsOut = out["logits"] as OutputLike;
     const logits = logitsToFloat32(logitsOut.data, this.#convention.logitsDtype);
+    this.#vocab ??= logitsOut.dims![2]!;
     return stepResult(logits, tokens.batch, tokens.n, logitsOut.dims![2]!);
   }
 

@@ -14,6 +14,8 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { NexusQuantError } from "../errors.js";
 import { PAST_PREFIX, PRESENT_PREFIX, pastKeyName, pastValueName, presentKeyName, presentValueName } from "../model/kv-names.js";
+import { fp16BytesPerTokenLayer } from "../format/index.js";
+import { checkFiniteLogits } from "./finite-logits.js";
 import { inspectConvention, type ModelConvention, type SessionMetadataLike } from "./convention.js";
 import { emptyKvStats, uncompressedKvStats, type KvStats } from "./conversation-cache.js";
 import { createKvState, type KvArray, type KvDtype, type KvState } from "./kv-state.js";
@@ -48,6 +50,8 @@ interface Conversation {
   placeholders: Map<string, TjsTensor>;
   /** The transformers.js caches (DynamicCache) handed to the user that hold its placeholders. */
   caches: Set<object>;
+  /** forward() steps run on it (the first is 1), for error messages. */
+  steps: number;
 }
 
 /** The handle that has patched each model now: a model is wrapped by one handle at a time. */
@@ -207,6 +211,8 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
       });
     });
 
+    conversation.steps += 1;
+    checkLogits(outputs, maskData, total, newMask, n, conversation.steps);
     const { layers, kvHeads, headDim, kvDtype } = this.convention;
     // Dense presents go no further: generate() keeps placeholders that carry the true length.
     for (let l = 0; l < layers; l++) {
@@ -221,6 +227,14 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
   async #passThrough(inputs: ModelInputs): Promise<Record<string, unknown>> {
     const outputs = await this.#originalForward(inputs);
     const mask = inputs["attention_mask"] as TjsTensor | undefined;
+    const n = (inputs["input_ids"] as TjsTensor | undefined)?.dims[1];
+    if (mask !== undefined && n !== undefined) {
+      const full = nonzero(mask.data);
+      const total = mask.dims[1]!;
+      const newMask = new Uint8Array(mask.dims[0]! * n);
+      for (let b = 0; b < mask.dims[0]!; b++) newMask.set(full.subarray(b * total + total - n, (b + 1) * total), b * n);
+      checkLogits(outputs, full, total, newMask, n, undefined);
+    }
     if (mask !== undefined) {
       const tokens = nonzero(mask.data).reduce((a, b) => a + b, 0);
       let dense = 0;
@@ -237,6 +251,7 @@ export class TransformersJsHandle<M extends TransformersJsModelLike = Transforme
       state: createKvState({ layers, kvHeads, headDim, batch, dtype: kvDtype }, this.options),
       placeholders: new Map(),
       caches: new Set(),
+      steps: 0,
     };
     this.#live.add(conversation);
     this.#calls.getStore()?.add(conversation);
@@ -311,6 +326,21 @@ function denseSlots(pkv: Record<string, TjsTensor>): number {
     throw new NexusQuantError("DISPOSED", "This past_key_values belongs to a compressed conversation that was released (or to another withNexusQuant handle); start a new generate() without it.");
   }
   return t.dims[2] ?? 0;
+}
+
+/** The step's logits (float32, or FP16 bits) must be finite before transformers.js samples from them. */
+function checkLogits(outputs: Record<string, unknown>, mask: Uint8Array, total: number, newMask: Uint8Array, n: number, step: number | undefined): void {
+  const logits = outputs["logits"] as TjsTensor | undefined;
+  if (logits === undefined) return;
+  const width = logits.dims[1]!;
+  checkFiniteLogits(logits.data as ArrayLike<number>, logits.dims, {
+    wrapper: "transformers.js model",
+    ...(step !== undefined ? { step } : {}),
+    // Padding is on the left: a row's real new tokens are its last ones (logits may cover the last position only).
+    realColumns: (row) => Math.min(width, newMask.subarray(row * n, (row + 1) * n).reduce((a, b) => a + b, 0)),
+    // The mask covers the whole text of each row: its last real token is at (real tokens - 1).
+    position: (row, column) => mask.subarray(row * total, (row + 1) * total).reduce((a, b) => a + b, 0) - (width - column),
+  });
 }
 
 /** 1 where a mask tensor's entry (int64 → bigint, or number) is nonzero. */

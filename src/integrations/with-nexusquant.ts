@@ -4,6 +4,7 @@ import { NexusQuantSession, isOrtSession, type OrtModuleLike, type OrtSessionLik
 import { TransformersJsHandle, isTransformersJsModel, type TransformersJsModelLike } from "./transformers-js.js";
 import { NativeModelSession, type OrtRuntimeLike } from "./native-model.js";
 import { isLlamaModel, type LlamaModel } from "../model/model-dir.js";
+import { importOnnxRuntime } from "./onnxruntime.js";
 
 export type WrappedModel<M> = M extends LlamaModel ? NativeModelSession : M extends TransformersJsModelLike ? TransformersJsHandle<M> : NexusQuantSession;
 
@@ -58,14 +59,7 @@ async function loadOrt(given: unknown): Promise<OrtModuleLike> {
     }
     return given as OrtModuleLike;
   }
-  try {
-    // An optional peer dependency: only users who wrap an ORT session need it.
-    const specifier = "onnxruntime-node";
-    return (await import(specifier)) as OrtModuleLike;
-  } catch (e) {
-    throw new NexusQuantError(
-      "BACKEND_UNAVAILABLE",
-      `onnxruntime-node could not be loaded (${e instanceof Error ? e.message : String(e)}). Install it with ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node, or pass { ort } to withNexusQuant.`,
-    );
-  }
+  // An optional peer dependency: only the native path and ORT sessions need it; which copy, and the
+  // version clash with @huggingface/transformers' own, is onnxruntime.ts's job.
+  return (await importOnnxRuntime()) as OrtModuleLike;
 }

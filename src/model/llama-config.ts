@@ -72,16 +72,20 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
     throw configError("expected a JSON object at the top level");
   }
   const raw = json as Record<string, unknown>;
+  // The architecture first: another family (GPT-2's n_embd, n_layer, ...) lacks Llama's keys, and
+  // "missing hidden_size" would send its user looking for a broken file instead of a supported model.
+  if (raw.model_type !== undefined && !SUPPORTED_MODEL_TYPES.includes(raw.model_type as LlamaModelType)) {
+    const name = typeof raw.model_type === "string" ? raw.model_type : JSON.stringify(raw.model_type);
+    throw new NexusQuantError(
+      "UNSUPPORTED",
+      `config.json: model_type: ${name} is not supported: the native path loads Llama-family checkpoints (model_type: ${SUPPORTED_MODEL_TYPES.join(", ")}). ` +
+        "An ONNX export of another decoder may still be wrapped as an onnxruntime-node session or a transformers.js model (docs/integrations.md).",
+      { modelType: raw.model_type, architectures: raw.architectures },
+    );
+  }
   const missing = REQUIRED_KEYS.filter((key) => raw[key] === undefined || raw[key] === null);
   if (missing.length > 0) {
     throw configError(`missing required key${missing.length > 1 ? "s" : ""} ${missing.map((k) => `"${k}"`).join(", ")}`, { missing });
-  }
-  if (raw.model_type !== undefined && !SUPPORTED_MODEL_TYPES.includes(raw.model_type as LlamaModelType)) {
-    throw new NexusQuantError(
-      "UNSUPPORTED",
-      `config.json: model_type ${JSON.stringify(raw.model_type)} is not a Llama model (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
-      { modelType: raw.model_type },
-    );
   }
   const modelType = (raw.model_type ?? "llama") as LlamaModelType;
   refuseUnsupported(raw);

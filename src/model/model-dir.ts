@@ -3,7 +3,7 @@
  * `model.safetensors` (or sharded: `model.safetensors.index.json` naming the shard of each tensor).
  * `loadModel(dir)` is the public entry; every failure is a typed error naming the file or tensor.
  */
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { NexusQuantError } from "../errors.js";
 import { llamaConfigToJson, llamaWeightShapes, parseLlamaConfig, type LlamaConfig } from "./llama-config.js";
@@ -82,7 +82,13 @@ async function readWeights(dir: string): Promise<WeightMap> {
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
   }
   // Sharded checkpoints: the index maps each tensor name to its shard file.
-  const indexText = await readOrExplain(join(dir, "model.safetensors.index.json"), dir);
+  let indexText: string;
+  try {
+    indexText = await readFile(join(dir, "model.safetensors.index.json"), "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    throw await missingWeights(dir);
+  }
   const index = JSON.parse(indexText) as { weight_map?: Record<string, string> };
   if (index.weight_map === undefined) {
     throw new NexusQuantError("CORRUPT_DATA", `${join(dir, "model.safetensors.index.json")} has no "weight_map"`);
@@ -92,6 +98,17 @@ async function readWeights(dir: string): Promise<WeightMap> {
     for (const [name, tensor] of (await readSafetensors(join(dir, shard))).tensors) weights.set(name, tensor);
   }
   return weights;
+}
+
+/** Neither model.safetensors nor a sharded index: say so, and name the weight files that are there instead. */
+async function missingWeights(dir: string): Promise<NexusQuantError> {
+  const present = (await readdir(dir).catch(() => [] as string[])).filter((f) => /\.(bin|pt|pth|gguf|onnx|h5|msgpack|safetensors)$/.test(f));
+  const found = present.length > 0 ? ` It has ${present.slice(0, 5).join(", ")}${present.length > 5 ? ", ..." : ""}, which loadModel does not read: convert the weights to safetensors.` : "";
+  return new NexusQuantError(
+    "CONFIG_ERROR",
+    `${dir}: model.safetensors is missing (and there is no model.safetensors.index.json for a sharded checkpoint): a model directory needs config.json and its weights in safetensors.${found}`,
+    { dir, present },
+  );
 }
 
 async function readOrExplain(path: string, dir: string): Promise<string> {

@@ -32,6 +32,7 @@ export interface BackendBinding {
     kvHeads: number,
     headDim: number,
     tokens: number,
+    waiting?: number,
   ): {
     keptTokens: number;
     pages: number;
@@ -40,6 +41,7 @@ export interface BackendBinding {
     residualBytes: number;
     residualCapacity: number;
     pagingPays: boolean;
+    residualSlots: number;
     quantizedTensorBytesKey: number;
     /** format::scoreBytesPerSlot for each scorer id. */
     scoreBytesByScorer: number[];

@@ -46,6 +46,17 @@ export interface WorkingSet {
   totalBytes: number;
 }
 
+/**
+ * Scratch of one (sequence, layer) compress() over `tokens` held tokens on the CPU backend: scores,
+ * positions and kept slots per head, the residual's codes and scales, and an f32 row buffer and key
+ * buffer per worker thread (native/cpu/cpu_store_steps.cc).
+ */
+export function compressScratchBytes(kvHeads: number, headDim: number, tokens: number, spec: CompressionSpec, threads: number): number {
+  const workers = Math.max(1, Math.min(threads, 2 * kvHeads));
+  const perToken = codeBytesPerVector(headDim, spec.keyBits) + codeBytesPerVector(headDim, spec.valueBits) + 2 * 2; // codes + scales
+  return kvHeads * tokens * (4 + 4 + 4) /* scores, positions, kept */ + kvHeads * tokens * perToken + workers * tokens * headDim * 4 * 2 /* rows, keys */;
+}
+
 /** Peak bytes of filling and compressing a cache of this shape layer by layer; `threads`: native workers. */
 export function verifyWorkingSet(shape: WorkingSetShape, spec: CompressionSpec, threads: number): WorkingSet {
   const { kvHeads: H, headDim: d, tokens: T } = shape;
@@ -53,10 +64,7 @@ export function verifyWorkingSet(shape: WorkingSetShape, spec: CompressionSpec, 
   const fp16Row = 2 * H * d * FP16_BYTES; // K and V of one token, all heads
   const cap = stagingCapacity(T);
   const growing = (cap + cap / 2) * fp16Row;
-  const workers = Math.max(1, Math.min(threads, 2 * H));
-  const perToken = codeBytesPerVector(d, spec.keyBits) + codeBytesPerVector(d, spec.valueBits) + 2 * 2; // codes + scales
-  const scratch = H * T * (4 + 4 + 4) /* scores, positions, kept */ + H * T * perToken + workers * T * d * 4 * 2 /* rows, keys */;
-  const compressing = cap * fp16Row + scratch;
+  const compressing = cap * fp16Row + compressScratchBytes(H, d, T, spec, threads);
   const chunk = verifyChunkTokens(H, d, T) * H * d * 4 * 2 /* keys and values */ * 2; /* the next one while the last awaits GC */
   const transientBytes = Math.max(growing, compressing);
   return { layoutBytes: layout.bytes.total, transientBytes, inputBytes: chunk, totalBytes: layout.bytes.total + transientBytes + chunk };

@@ -25,6 +25,7 @@ import {
   residualBytes,
   residualCapacity,
   scoreBytesPerSlot,
+  residualSlots,
   type CompressionSpec,
 } from "../../src/format/index.js";
 import { CompressedKVCache } from "../../src/runtime/cache.js";
@@ -68,6 +69,15 @@ describe("native layout mirror agrees with src/format", () => {
           expect(layout.fp16Tokens[0]).toBe(fp16 ? tokens : 0);
           expect(r.quantizedTensorBytesKey).toBe(quantizedTensorBytes(tokens, headDim, s.keyBits));
           for (const scorer of SCORERS) expect(r.scoreBytesByScorer[SCORER_IDS[scorer]], scorer).toBe(scoreBytesPerSlot({ ...s, scorer }));
+          // The residual of a compressed store with `tokens` on pages and `waiting` more in FP16.
+          for (const waiting of [0, 1, 5, 33, 64, 129, 300]) {
+            const pages = Math.ceil(tokens / s.pageTokens);
+            expect([tokens, waiting, n.nativeLayout(s, kvHeads, headDim, tokens, waiting).residualSlots]).toEqual([
+              tokens,
+              waiting,
+              residualSlots(kvHeads, headDim, s, pages, waiting, tokens + waiting),
+            ]);
+          }
           checked++;
         }
       }

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildLlamaOnnx, writeModelDir } from "../../src/model/index.js";
 import { withNexusQuant, type TransformersJsHandle } from "../../src/integrations/index.js";
-import { promptTokens, tinyModel } from "./fixtures.js";
+import { promptTokens, tinyModel, withNaN } from "./fixtures.js";
 
 type Tjs = typeof import("@huggingface/transformers");
 type CausalLM = Awaited<ReturnType<Tjs["AutoModelForCausalLM"]["from_pretrained"]>>;
@@ -148,6 +148,26 @@ describe("withNexusQuant(transformers.js model)", () => {
       // A released cache is refused with a typed error instead of feeding empty tensors.
       await expect(greedy({ ...ids([[1, 2, 3]]), past_key_values: cache } as never, 2)).rejects.toMatchObject({ code: "DISPOSED" });
     });
+  });
+
+  it.each(["norm", "down"] as const)("NaN in %s: generate() refuses NaN logits with MODEL_OUTPUT instead of sampling them", async (where) => {
+    const dir = join(root, `nan-${where}`);
+    const broken = withNaN(tinyModel(7), where);
+    await writeModelDir(dir, broken);
+    await mkdir(join(dir, "onnx"), { recursive: true });
+    await writeFile(join(dir, "onnx", "model.onnx"), buildLlamaOnnx(broken));
+    const bad = await tjs.AutoModelForCausalLM.from_pretrained(`nan-${where}`, { dtype: "fp32" });
+    try {
+      const inputs = { input_ids: new tjs.Tensor("int64", BigInt64Array.from(promptTokens(20).map(BigInt)), [1, 20]), attention_mask: new tjs.Tensor("int64", new BigInt64Array(20).fill(1n), [1, 20]) };
+      for (const preset of ["balanced", "none"]) {
+        const error = await withNexusQuant(bad, { preset }, () => bad.generate({ ...inputs, max_new_tokens: 4, do_sample: false })).catch((e: unknown) => e);
+        // The prefill returns logits for every position: the first bad one is the prompt's first token.
+        expect([preset, error]).toMatchObject([preset, { code: "MODEL_OUTPUT", details: { row: 0, position: 0, nonFinite: 20 * 256, wrapper: "transformers.js model" } }]);
+        if (preset !== "none") expect((error as Error).message).toContain("step 1 of the conversation (row 0, position 0)");
+      }
+    } finally {
+      await bad.dispose();
+    }
   });
 
   describe("lifecycle", () => {

@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { NexusQuantError } from "../../src/errors.js";
 import { llamaConfigToJson, llamaWeightShapes, parseLlamaConfig, ropeInverseFrequencies } from "../../src/model/index.js";
@@ -79,12 +81,21 @@ describe("parseLlamaConfig", () => {
     ["yarn RoPE scaling", { ...SMOL, rope_scaling: { rope_type: "yarn", factor: 8 } }, "UNSUPPORTED", /rope_scaling "yarn"/],
     ["MLP biases", { ...SMOL, mlp_bias: true }, "UNSUPPORTED", /mlp_bias/],
     ["another activation", { ...SMOL, hidden_act: "gelu" }, "UNSUPPORTED", /hidden_act "gelu"/],
-    ["another model type", { ...SMOL, model_type: "gpt2" }, "UNSUPPORTED", /"gpt2" is not a Llama model/],
+    ["another model type", { ...SMOL, model_type: "gpt2" }, "UNSUPPORTED", /model_type: gpt2 is not supported/],
   ];
   it.each(invalid)("refuses %s", (_name, json, code, message) => {
     const error = errorOf(() => parseLlamaConfig(json));
     expect(error.code).toBe(code);
     expect(error.message).toMatch(message);
+  });
+
+  it("names the architecture of a real GPT-2 config.json (UNSUPPORTED, before any missing-key check)", () => {
+    const gpt2 = JSON.parse(readFileSync(fileURLToPath(new URL("../estimator/fixtures/gpt2.json", import.meta.url)), "utf8")) as Record<string, unknown>;
+    const error = errorOf(() => parseLlamaConfig(gpt2));
+    expect(error.code).toBe("UNSUPPORTED");
+    expect(error.message).toContain("model_type: gpt2");
+    expect(error.message).not.toMatch(/missing/);
+    expect(error.details).toMatchObject({ modelType: "gpt2", architectures: ["GPT2LMHeadModel"] });
   });
 
   it("reads Qwen2 (q/k/v biases), Llama attention_bias (all four) and Mistral", () => {

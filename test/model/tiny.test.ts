@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NexusQuantError } from "../../src/errors.js";
+import { rejectionOf } from "../helpers.js";
 import {
   buildLlamaOnnx,
   createTinyLlama,
@@ -20,15 +21,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-async function rejection(promise: Promise<unknown>): Promise<NexusQuantError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(NexusQuantError);
-  return error as NexusQuantError;
-}
 
 function thrown(fn: () => unknown): NexusQuantError {
   try {
@@ -97,19 +89,30 @@ describe("model directories", () => {
     expect([...loaded.weights.keys()].sort()).toEqual([...names].sort());
   });
 
-  it("says what is missing: no config.json, or a tensor the config needs", async () => {
+  it("says what is missing: no config.json, no weights file, or a tensor the config needs", async () => {
     const empty = join(dir, "empty");
     await writeModelDir(empty, createTinyLlama());
     await rm(join(empty, "config.json"));
-    const noConfig = await rejection(loadModelDir(empty));
+    const noConfig = await rejectionOf(loadModelDir(empty));
     expect(noConfig.code).toBe("CONFIG_ERROR");
     expect(noConfig.message).toMatch(/config\.json not found/);
+
+    // No model.safetensors and no index: the error names the weights file, not the index.
+    const noWeights = join(dir, "no-weights");
+    await writeModelDir(noWeights, createTinyLlama());
+    await rm(join(noWeights, "model.safetensors"));
+    await writeFile(join(noWeights, "pytorch_model.bin"), "");
+    const weightsMissing = await rejectionOf(loadModelDir(noWeights));
+    expect(weightsMissing.code).toBe("CONFIG_ERROR");
+    expect(weightsMissing.message).toMatch(/model\.safetensors is missing/);
+    expect(weightsMissing.message).not.toMatch(/index\.json not found/);
+    expect(weightsMissing.message).toContain("pytorch_model.bin");
 
     const model = createTinyLlama();
     model.weights.delete("model.layers.1.mlp.up_proj.weight");
     const path = join(dir, "missing-tensor");
     await writeModelDir(path, model);
-    const missing = await rejection(loadModelDir(path));
+    const missing = await rejectionOf(loadModelDir(path));
     expect(missing.code).toBe("CONFIG_ERROR");
     expect(missing.message).toContain("model.layers.1.mlp.up_proj.weight");
     expect(missing.details).toMatchObject({ tensor: "model.layers.1.mlp.up_proj.weight" });

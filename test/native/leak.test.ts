@@ -2,9 +2,8 @@ import { execFileSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { TIME_SCALE } from "../helpers.js";
 
-// Timeouts stretch under the sanitizer step (.ci/sanitize sets 4: ASan is several times slower).
-const SCALE = Number(process.env.NEXUSQUANT_TEST_TIMEOUT_SCALE ?? 1);
 
 // Leak checks, each in a child process (a fresh heap, --expose-gc, one thread so that thread start-up
 // does not dominate). The workload is test/native/fixtures/cache-lifecycle.cjs, which prints one JSON line.
@@ -22,7 +21,7 @@ interface LifecycleReport {
 
 function lifecycle(mode: "dispose" | "drop", count: number, env: Record<string, string>, exposeGc = true): LifecycleReport {
   const args = [...(exposeGc ? ["--expose-gc"] : []), fixture, mode, String(count)];
-  const out = execFileSync(process.execPath, args, { env: { ...process.env, NEXUSQUANT_THREADS: "1", ...env }, encoding: "utf8", timeout: 50_000 * SCALE });
+  const out = execFileSync(process.execPath, args, { env: { ...process.env, NEXUSQUANT_THREADS: "1", ...env }, encoding: "utf8", timeout: 50_000 * TIME_SCALE });
   return JSON.parse(out.trim().split("\n").pop()!) as LifecycleReport;
 }
 
@@ -37,13 +36,13 @@ describe("native memory is returned", () => {
     // Measured: RSS moves by ~1.5 MB between cycle 2,000 and 10,000 (2-core machine, load ~16). A
     // leak of one cache per cycle (~9.8 KB) would add ~78 MB over those 8,000 cycles.
     expect(r.rssAt["10000"]! - r.rssAt["2000"]!).toBeLessThan(12);
-  }, 60_000 * SCALE);
+  }, 60_000 * TIME_SCALE);
 
   it("caches dropped without dispose() are freed by their finalizers", () => {
     const r = lifecycle("drop", 2_000, small);
     expect(r.bytesPerCache).toBeGreaterThan(0);
     expect(r.hostBytesAfter).toBe(0);  // after global.gc(): every finalizer ran
-  }, 60_000 * SCALE);
+  }, 60_000 * TIME_SCALE);
 
   it("V8 knows what a cache holds: abandoned caches are collected without a forced GC", () => {
     // 3,000 append-only caches of 128 KiB each (384 MiB if none were collected), never disposed
@@ -52,5 +51,5 @@ describe("native memory is returned", () => {
     expect(r.bytesPerCache).toBe(131072);
     // Measured: ~60 MiB still held at the end (before the change: all 384 MiB).
     expect(r.hostBytesBeforeGc).toBeLessThan((r.count * r.bytesPerCache) / 3);
-  }, 60_000 * SCALE);
+  }, 60_000 * TIME_SCALE);
 });

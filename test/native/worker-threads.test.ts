@@ -4,9 +4,8 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { describe, expect, it } from "vitest";
 import { native } from "../../src/runtime/native.js";
+import { TIME_SCALE } from "../helpers.js";
 
-// Timeouts stretch under the sanitizer step (.ci/sanitize sets 4: ASan is several times slower).
-const SCALE = Number(process.env.NEXUSQUANT_TEST_TIMEOUT_SCALE ?? 1);
 
 // The addon inside worker_threads: each environment loads it separately, so what it keeps per
 // environment must be instance data (Env::SetInstanceData), never a static JS reference; and async
@@ -31,12 +30,12 @@ describe("the addon in worker_threads", () => {
     const r = await runWorker(1);
     expect(r).toMatchObject({ ok: true, sameAttention: true });
     expect(r.tensorBytes).toBeGreaterThan(0);
-  }, 30_000 * SCALE);
+  }, 30_000 * TIME_SCALE);
 
   it("two workers at once, each with its own caches (and deserialize in each)", async () => {
     const rs = await Promise.all([runWorker(2), runWorker(3)]);
     for (const r of rs) expect(r).toMatchObject({ ok: true, sameAttention: true });
-  }, 30_000 * SCALE);
+  }, 30_000 * TIME_SCALE);
 
   it("a worker terminated while it holds caches does not take the process down", async () => {
     const w = new Worker(join(here, "fixtures", "worker-cache.cjs"), { workerData: { addon: addonPath, seed: 4, hang: true } });
@@ -46,7 +45,7 @@ describe("the addon in worker_threads", () => {
     });
     expect(first.ok).toBe(true);
     expect(await w.terminate()).toBe(1);
-  }, 30_000 * SCALE);
+  }, 30_000 * TIME_SCALE);
 });
 
 describe("async codec work never reads or writes memory the caller can free", () => {
@@ -55,7 +54,7 @@ describe("async codec work never reads or writes memory the caller can free", ()
     const out = execFileSync(process.execPath, ["--expose-gc", join(here, "fixtures", "async-transfer.cjs")], {
       env: { ...process.env, NEXUSQUANT_ADDON: addonPath },
       encoding: "utf8",
-      timeout: 50_000 * SCALE,
+      timeout: 50_000 * TIME_SCALE,
     });
     const r = JSON.parse(out.trim().split("\n").pop()!) as Record<string, Record<string, unknown>>;
     expect(r.quantizeStructuredClone).toEqual({ ok: true, detached: true, sameAsSync: true });
@@ -63,5 +62,5 @@ describe("async codec work never reads or writes memory the caller can free", ()
     expect(r.dequantizeInputsTransferred).toEqual({ ok: true, sameAsSync: true });
     expect(r.dequantizeOutputTransferred).toEqual({ ok: false, code: "INVALID_ARGUMENT" });
     expect(r.manyInFlight).toEqual({ ok: true, sameAsSync: true });
-  }, 60_000 * SCALE);
+  }, 60_000 * TIME_SCALE);
 });

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { CompressedKVCache, syntheticKV, memoryStats, measureMemory } from "../../src/runtime/index.js";
-import { compressedLayout, keptTokenCount, getPreset, pagingPays, residualBytes } from "../../src/format/index.js";
+import { compressedLayout, fp16BytesPerTokenLayer, keptTokenCount, getPreset, pagingPays, residualBytes, residualCapacity, residualSlots } from "../../src/format/index.js";
 import { NexusQuantError } from "../../src/errors.js";
 import { expectCode } from "../helpers.js";
 import { callNative, native } from "../../src/runtime/native.js";
@@ -272,7 +272,7 @@ describe("CompressedKVCache: short contexts (the FP16 residual grows with the to
   // One 64-slot page is a fixed cost: below ~9-13 tokens (head_dim 128) it outweighs FP16, so such
   // stores stay FP16 (pagingPays, tested below); from 16 tokens every preset pages.
   for (const preset of ["quant", "high", "asym", "balanced", "max", "S", "M", "XL"]) {
-    it(`${preset}: ratio >= 1 from 16 tokens, and allocator == layout while decode appends grow the residual`, () => {
+    it(`${preset}: ratio >= 1 from 16 tokens, and allocator == layout + residualSlots while decode appends grow the residual`, () => {
       const shape = { layers: 1, kvHeads: 2, headDim: 128 };
       const c = cache({ ...shape, preset });
       const kv = syntheticKV({ kvHeads: 2, headDim: 128, tokens: 16, seed: 3 });
@@ -285,8 +285,12 @@ describe("CompressedKVCache: short contexts (the FP16 residual grows with the to
       for (let t = 1; t <= 40; t++) {
         const one = syntheticKV({ kvHeads: 2, headDim: 128, tokens: 1, startPosition: 15 + t, seed: t });
         c.append(0, one.keys, one.values);
-        expect(c.stats().bytes.residual).toBe(residualBytes(2, 128, c.spec, t));
-        expect(c.stats().bytes.total).toBe(layout.bytes.total + residualBytes(2, 128, c.spec, t));
+        // Powers of two as far as the pages leave room within FP16 (residualSlots), so the ratio stays >= 1.
+        const slots = residualSlots(2, 128, c.spec, layout.pagesPerLayer[0]!, t, 16 + t);
+        expect(slots).toBeLessThanOrEqual(residualCapacity(t, c.spec) || t);
+        expect(c.stats().bytes.residual).toBe(slots * fp16BytesPerTokenLayer(2, 128));
+        expect(c.stats().bytes.total).toBe(layout.bytes.total + slots * fp16BytesPerTokenLayer(2, 128));
+        expect(c.stats().ratio).toBeGreaterThanOrEqual(1);
       }
     });
   }
