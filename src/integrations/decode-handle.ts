@@ -6,6 +6,7 @@
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import type { CompressedKVCache } from "../runtime/index.js";
+import type { ModelFingerprint } from "../model/fingerprint.js";
 import type { KvStats } from "./conversation-cache.js";
 import { checkStateKind, decodeConversationState, encodeConversationState } from "./conversation-state.js";
 import { createSampler, type SamplingOptions } from "./sampling.js";
@@ -128,6 +129,13 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
       const model = await engine.fingerprint();
       return encodeConversationState({ ...conversation, model, pending: [...this.#pending] });
     });
+  }
+
+  /** The fingerprint of the model this handle runs, which its saved states carry (docs/state.md). */
+  async modelFingerprint(): Promise<ModelFingerprint> {
+    this.#live();
+    if (this.#engine.fingerprint === undefined) throw new NexusQuantError("UNSUPPORTED", "This handle's engine has no model fingerprint (it cannot save states).");
+    return this.#engine.fingerprint();
   }
 
   /**
