@@ -63,13 +63,15 @@ export class PrefixCache {
   }
 
   /**
-   * Starts a conversation of `tokens` (one row) on `lm`: restores the longest stored prefix of them
-   * (shorter than the whole), reads on up to the last chunk boundary before the end, and stores the
-   * state there if it was not stored yet. Then `lm.generate(tokens.slice(position), { continue: true })`
-   * goes on. The conversation `lm` held before is dropped.
+   * Starts a conversation of `tokens` (one row) on `lm`: restores the longest stored prefix of the
+   * shared part (`tokens.slice(0, prefixTokens)`: a document, a system prompt; default all of it),
+   * reads on up to the last chunk boundary within it, and stores the state there if it was not stored
+   * yet. Then `lm.generate(tokens.slice(position), { continue: true })` goes on. At least one token is
+   * always left for generate(). The conversation `lm` held before is dropped.
    */
-  async prefill(lm: PrefixHandle, tokens: readonly number[]): Promise<PrefillResult> {
-    const { keys, boundaries } = await this.#plan(lm, tokens);
+  async prefill(lm: PrefixHandle, tokens: readonly number[], options: { prefixTokens?: number } = {}): Promise<PrefillResult> {
+    const shared = options.prefixTokens === undefined ? tokens.length : checkInt("options.prefixTokens", options.prefixTokens, { min: 0 });
+    const { keys, boundaries } = await this.#plan(lm, tokens, Math.min(shared, tokens.length - 1));
     let reused = 0;
     // Longest first: one GET per boundary until a hit (a miss costs one small read).
     for (let i = boundaries.length - 1; i >= 0 && reused === 0; i--) {
@@ -106,7 +108,7 @@ export class PrefixCache {
   }
 
   /** The chunk boundaries below `limit` and the key of each prefix. */
-  async #plan(lm: PrefixHandle, tokens: readonly number[], limit = tokens.length - 1): Promise<{ keys: string[]; boundaries: number[] }> {
+  async #plan(lm: PrefixHandle, tokens: readonly number[], limit: number): Promise<{ keys: string[]; boundaries: number[] }> {
     if (!Array.isArray(tokens) || tokens.length === 0 || !tokens.every((t) => Number.isSafeInteger(t) && t >= 0 && t < 2 ** 32)) {
       throw invalidArgument("tokens", "a non-empty array of token ids (one row)", tokens);
     }
