@@ -62,7 +62,7 @@ export function storeUnavailable(store: string, operation: string, cause: unknow
   });
 }
 
-/** Runs `work`, or rejects with STORE_UNAVAILABLE after `ms` (the work itself is not cancelled). */
+/** Runs `work`, or rejects with STORE_UNAVAILABLE after `ms` (the work itself is not cancelled); its failures are STORE_UNAVAILABLE too. */
 export async function withTimeout<T>(work: Promise<T>, ms: number, store: string, operation: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -71,7 +71,8 @@ export async function withTimeout<T>(work: Promise<T>, ms: number, store: string
   try {
     return await Promise.race([work, timeout]);
   } catch (e) {
-    throw storeUnavailable(store, operation, e);
+    // Our own typed errors (a missing client package, corrupt data) pass as they are.
+    throw e instanceof NexusQuantError ? e : storeUnavailable(store, operation, e);
   } finally {
     clearTimeout(timer);
   }

@@ -13,7 +13,10 @@ const redisReason = await startLocalRedis().then(
     await r.stop();
     return undefined;
   },
-  (e: Error) => e.message,
+  (e: Error) => {
+    if (process.env.NEXUSQUANT_REQUIRE_REDIS === "1") throw e;
+    return e.message;
+  },
 );
 if (redisReason !== undefined) console.warn(`[skipped] bench resume: ${redisReason}`);
 
