@@ -68,6 +68,8 @@ export interface ResumeRow {
   firstTokenSpeedup: number;
   /** Redis INFO used_memory with every conversation's last state stored (replaced ones gone), minus before. */
   redisMemoryBytes: number;
+  /** The same for used_memory_dataset (used_memory less Redis's own overhead: connection buffers, key tables). */
+  redisDatasetBytes: number;
   /** The bytes of those states. */
   redisStateBytes: number;
 }
@@ -191,7 +193,7 @@ async function runResume(s: Settings, args: string[], io: CliIo): Promise<Resume
         await reference[Symbol.asyncDispose]();
 
         io.stderr(`bench resume: ${context} tokens, ${preset}: ${s.conversations} conversations hopping between ${s.workers} workers\n`);
-        const memoryBefore = Number((await store.info("memory")).used_memory);
+        const memoryBefore = await store.info("memory");
         const results: TurnResult[][] = prompts.map(() => []);
         for (let t = 0; t < s.turns; t++) {
           await Promise.all(
@@ -203,7 +205,7 @@ async function runResume(s: Settings, args: string[], io: CliIo): Promise<Resume
         }
         // The replaced states' chunks go after the read grace: then Redis holds one state per conversation.
         await new Promise((r) => setTimeout(r, 2 * BENCH_READ_GRACE_MS));
-        const memoryAfter = Number((await store.info("memory")).used_memory);
+        const memoryAfter = await store.info("memory");
         // Re-prefill: conversation 0's whole history up to its last turn's prompt, read by a fresh conversation.
         const history = prompts[0]!.flatMap((ids, t) => (t + 1 < s.turns ? [...ids, ...expected[0]![t]!] : ids));
         const reprefill = await workers[0]!.run({ type: "reprefill", id: jobId++, preset, ids: history });
@@ -245,7 +247,8 @@ async function runResume(s: Settings, args: string[], io: CliIo): Promise<Resume
           reprefillFirstTokenMs: reprefill.firstTokenMs,
           reprefillTokens: history.length,
           firstTokenSpeedup: reprefill.firstTokenMs / resumedFirstTokenMs,
-          redisMemoryBytes: memoryAfter - memoryBefore,
+          redisMemoryBytes: Number(memoryAfter.used_memory) - Number(memoryBefore.used_memory),
+          redisDatasetBytes: Number(memoryAfter.used_memory_dataset) - Number(memoryBefore.used_memory_dataset),
           redisStateBytes: last.reduce((a, x) => a + x.stateBytes, 0),
         });
       }
@@ -292,7 +295,7 @@ export function resumeTargets(rows: ResumeRow[], contexts: number[]): string[] {
 const kb = (b: number) => (b / 1024).toFixed(1);
 
 export function resumeMarkdown(r: ResumeReport): string {
-  const head = ["context", "preset", "identical turns", "hops", "state KiB", "cache KiB", "FP16 K/V KiB", "FP16/state", "wire overhead", "save ms", "put ms", "get ms", "restore ms", "resumed TTFT ms", "re-prefill TTFT ms (tokens)", "speedup", "Redis memory KiB (states KiB)"];
+  const head = ["context", "preset", "identical turns", "hops", "state KiB", "cache KiB", "FP16 K/V KiB", "FP16/state", "wire overhead", "save ms", "put ms", "get ms", "restore ms", "resumed TTFT ms", "re-prefill TTFT ms (tokens)", "speedup", "Redis used_memory / dataset KiB (states KiB)"];
   const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
   const m = r.machine;
   return [
@@ -322,7 +325,7 @@ export function resumeMarkdown(r: ResumeReport): string {
         x.resumedFirstTokenMs.toFixed(1),
         `${x.reprefillFirstTokenMs.toFixed(0)} (${x.reprefillTokens})`,
         `${x.firstTokenSpeedup.toFixed(1)}x`,
-        `${kb(x.redisMemoryBytes)} (${kb(x.redisStateBytes)})`,
+        `${kb(x.redisMemoryBytes)} / ${kb(x.redisDatasetBytes)} (${kb(x.redisStateBytes)})`,
       ]),
     ),
     "",
