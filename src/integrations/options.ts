@@ -137,14 +137,14 @@ export function resolveOptionsForState(options: NexusQuantOptions, saved: Pick<S
   const conflict = (arg: string, given: unknown, theirs: unknown) =>
     new NexusQuantError(
       "INVALID_ARGUMENT",
-      `options.${arg} ${JSON.stringify(given)} conflicts with the saved state's ${JSON.stringify(theirs)}. A resumed conversation takes its preset, spec, compressEvery and prefillChunk from the state: leave options.${arg} out.`,
+      `options.${arg} ${JSON.stringify(given)} conflicts with the saved state's ${JSON.stringify(theirs)} (preset "${s.preset}", spec ${JSON.stringify(s.spec)}). A resumed conversation takes its preset, spec, compressEvery and prefillChunk from the state: leave options.${arg} out.`,
       { arg: `options.${arg}`, state: theirs },
     );
   if (preset !== undefined || spec !== undefined || scorer !== undefined) {
     const asked = resolveOptions({ preset: preset ?? s.preset, ...(spec !== undefined ? { spec } : {}), ...(scorer !== undefined ? { scorer } : {}) });
     if (!sameSpec(asked.spec, s.spec)) {
       const arg = preset !== undefined ? "preset" : spec !== undefined ? "spec" : "scorer";
-      throw conflict(arg, options[arg], arg === "preset" ? `${s.preset}" (spec ${JSON.stringify(s.spec)})` : s.spec);
+      throw conflict(arg, options[arg], arg === "preset" ? s.preset : s.spec);
     }
   }
   if (compressEvery !== undefined && compressEvery !== s.schedule.every) throw conflict("compressEvery", compressEvery, s.schedule.every);
