@@ -110,8 +110,8 @@ export class RedisStateStore implements StateStore {
   readonly #url: string | undefined;
   readonly #name: string;
   #client: RedisClientLike | undefined;
-  /** The client this store made (closed by close()), while it connects or is connected. */
-  #own: Promise<OwnClient> | undefined;
+  /** The client this store made (closed by close()): ready once connected, and the client itself at once, to end it if connecting fails. */
+  #own: { ready: Promise<OwnClient>; client?: OwnClient } | undefined;
   #lastError: unknown;
 
   constructor(options: RedisStateStoreOptions) {
@@ -217,9 +217,15 @@ export class RedisStateStore implements StateStore {
 
   /** Ends the client this store made (not one passed in). */
   async close(): Promise<void> {
+    this.#drop();
+  }
+
+  /** Ends the client this store made, connected or still trying (node-redis retries a refused connection until told to stop). */
+  #drop(): void {
     const own = this.#own;
     this.#own = undefined;
-    if (own !== undefined) (await own.catch(() => undefined))?.destroy();
+    own?.ready.catch(() => undefined);
+    own?.client?.destroy();
   }
 
   async #command(args: (string | Buffer)[], operation: string, bytes = true): Promise<unknown> {
@@ -233,34 +239,32 @@ export class RedisStateStore implements StateStore {
 
   async #connected(operation: string): Promise<RedisClientLike> {
     if (this.#client !== undefined) return this.#client;
-    this.#own ??= this.#connect();
+    if (this.#own === undefined) {
+      const own: { ready: Promise<OwnClient>; client?: OwnClient } = { ready: Promise.resolve() as never };
+      own.ready = this.#connect(own);
+      this.#own = own;
+    }
+    const own = this.#own;
     try {
-      return await withTimeout(this.#own, this.timeoutMs, this.#name, `connecting for ${operation}`);
+      return await withTimeout(own.ready, this.timeoutMs, this.#name, `connecting for ${operation}`);
     } catch (e) {
-      // The next call tries a fresh connection.
-      const failed = this.#own;
-      this.#own = undefined;
-      void failed?.then((c) => c.destroy()).catch(() => undefined);
+      // The next call tries a fresh connection; this one stops retrying now.
+      if (this.#own === own) this.#drop();
       throw e;
     }
   }
 
-  async #connect(): Promise<OwnClient> {
+  async #connect(own: { client?: OwnClient }): Promise<OwnClient> {
     const redis = await loadRedis();
-    const client = redis.createClient({
+    const client = (own.client = redis.createClient({
       url: this.#url,
       // Commands fail at once while disconnected instead of waiting in a queue for a reconnect.
       disableOfflineQueue: true,
       socket: { connectTimeout: this.timeoutMs, reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 2000) },
-    });
+    }));
     // Without a listener an 'error' event would throw: keep the last one for the messages.
     client.on("error", (e: unknown) => (this.#lastError = e));
-    try {
-      await client.connect();
-    } catch (e) {
-      client.destroy();
-      throw e;
-    }
+    await client.connect();
     return client;
   }
 }
