@@ -71,12 +71,18 @@ node -e '
   if (r.weights !== "checkpoint" || !r.model.includes("sotu-llama") || !(r.text && r.text.compressed.length > 0)) throw new Error("demo: not the trained reference model with text: " + JSON.stringify(r).slice(0, 300));' || die "demo output"
 check "demo --json ok (trained reference model, text out)"
 
-set +e
-npx --no-install nexusquant bench quality > lab.out 2> lab.err
-lab=$?
-set -e
-[ "$lab" -eq 1 ] && grep -q "clone the repository" lab.err || die "bench quality outside the repository: expected exit 1 and a LAB_ONLY message, got $lab: $(cat lab.err)"
-check "bench quality outside the repository: exit 1, LAB_ONLY"
+for suite in quality codec; do
+  set +e
+  npx --no-install nexusquant bench "$suite" > lab.out 2> lab.err
+  lab=$?
+  set -e
+  [ "$lab" -eq 1 ] && grep -q "clone the repository" lab.err || die "bench $suite outside the repository: expected exit 1 and a LAB_ONLY message, got $lab: $(cat lab.err)"
+done
+check "bench quality and bench codec outside the repository: exit 1, LAB_ONLY"
+# The lab's native functions (bench/native, NEXUSQUANT_LAB=ON) never reach the prebuilt users load.
+node -e 'const m = require(process.argv[1]); const lab = ["codecBenchmark", "cudaBench"].filter((k) => k in m); if (lab.length) throw new Error("lab functions in the prebuilt: " + lab)' \
+  "$PWD/node_modules/nexusquant/prebuilds/linux-x64/nexusquant.node" || die "the prebuilt addon holds lab code"
+check "the prebuilt addon has no lab functions"
 
 cat > imports.mjs <<'JS'
 import assert from "node:assert/strict";

@@ -50,7 +50,7 @@ CudaStatus deviceAllocate(size_t bytes, const CategoryBytes& split, void** ptr) 
     st.freeBytes = freeB;
     return st;
   }
-  counters(MemSpace::Device).add(split, +1);
+  countDeviceBytes(split, +1);
   return CudaStatus::success();
 }
 
@@ -58,7 +58,7 @@ void deviceRelease(void* ptr, const CategoryBytes& split) {
   if (!ptr) return;
   // cudaFree only fails on a corrupted context; the bytes are gone from our books either way.
   if (cudaFree(ptr) != cudaSuccess) cudaGetLastError();
-  counters(MemSpace::Device).add(split, -1);
+  countDeviceBytes(split, -1);
 }
 
 DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
@@ -103,8 +103,8 @@ void* DeviceArena::carve(size_t bytes, MemCategory c) {
   const size_t start = (used_ + kArenaAlign - 1) / kArenaAlign * kArenaAlign;
   if (start + bytes > capacity_ || buffer_.data() == nullptr) return nullptr;
   // Alignment padding stays counted as Scratch; the carve moves its bytes to category c.
-  counters(MemSpace::Device).add(oneCategory(MemCategory::Scratch, bytes), -1);
-  counters(MemSpace::Device).add(oneCategory(c, bytes), +1);
+  countDeviceBytes(oneCategory(MemCategory::Scratch, bytes), -1);
+  countDeviceBytes(oneCategory(c, bytes), +1);
   carved_[static_cast<int>(c)] += bytes;
   used_ = start + bytes;
   return static_cast<uint8_t*>(buffer_.data()) + start;
@@ -114,8 +114,8 @@ void DeviceArena::reset() {
   // Give the carved bytes back to Scratch so that the buffer's own release balances the counters.
   for (int i = 0; i < kMemCategories; ++i) {
     if (carved_[i] == 0) continue;
-    counters(MemSpace::Device).add(oneCategory(static_cast<MemCategory>(i), carved_[i]), -1);
-    counters(MemSpace::Device).add(oneCategory(MemCategory::Scratch, carved_[i]), +1);
+    countDeviceBytes(oneCategory(static_cast<MemCategory>(i), carved_[i]), -1);
+    countDeviceBytes(oneCategory(MemCategory::Scratch, carved_[i]), +1);
   }
   carved_ = {};
   buffer_.reset();

@@ -12,8 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "memory/allocator.h"
+#include "nq_cuda_support.h"
 #include "nq_format.h"
+#include "nq_memory.h"
 #include "nq_ops_params.h"
 
 namespace nq::cuda {
@@ -84,7 +85,7 @@ void destroyStream(StreamHandle stream);
 CudaStatus synchronize(StreamHandle stream);
 
 // ---- device memory with exact accounting (device_alloc.cu) ---------------------------------------
-// Every device byte nexusquant holds comes from here and shows in counters(MemSpace::Device) under
+// Every device byte nexusquant holds comes from here and is counted (countDeviceBytes, nq_memory.h) under
 // the categories of `split` (which must sum to `bytes`). A failed cudaMalloc returns OutOfMemory
 // with the requested and the free bytes; nothing is counted then.
 CudaStatus deviceAllocate(size_t bytes, const CategoryBytes& split, void** ptr);
@@ -146,11 +147,8 @@ CudaStatus fillDevice(void* dst, int byteValue, size_t bytes, StreamHandle strea
 
 // ---- codec (encode.cu, decode.cu) ------------------------------------------------------------------
 
-// What the CUDA backend supports (the TS API and the tests read this list):
-// encode/decode: headDim a multiple of 8 in [8, kCudaMaxHeadDim], bits 2/3/4, FP16 or FP32.
-// attention on codes: headDim a multiple of 8 in [8, 256], any GQA group (passes of 4 query heads).
-constexpr int kCudaMaxHeadDim = 1024;  // below format::kMaxHeadDim: one thread block per vector
-constexpr int kCudaMaxAttentionHeadDim = 256;
+// The support list (ceilings in nq_cuda_support.h; the TS API and the tests read them through
+// cudaSupport()). Attention runs GQA groups in passes of 4 query heads.
 bool codecSupported(int headDim, int bits);
 bool attentionSupported(int headDim, int keyBits, int valueBits);
 
@@ -228,25 +226,6 @@ CudaStatus hostDenseAttention(const HostDenseAttentionArgs& a, StreamHandle stre
 CudaStatus hostScore(const ScoreLaunch& shape, const float* keys, const float* queries, float* scores, StreamHandle stream = nullptr);
 // kept [kvHeads][target] from scores and positions, as launchSelect.
 CudaStatus hostSelect(const SelectLaunch& shape, const float* scores, const int32_t* positions, uint32_t* kept, StreamHandle stream = nullptr);
-
-// ---- benchmarks (bench.cu) ---------------------------------------------------------------------------
-// Timings in milliseconds (CUDA events around each repetition), for bench/gpu. Inputs rotate over
-// `buffers` copies so that repetitions do not hit L2.
-struct BenchResult {
-  std::vector<float> ms;
-  size_t bytesRead = 0, bytesWritten = 0;  // per repetition
-};
-CudaStatus benchCopy(size_t bytes, int buffers, int warmup, int reps, BenchResult& r);
-CudaStatus benchEncode(const CodecArgs& c, bool f16, size_t vectors, int buffers, int warmup, int reps, BenchResult& r);
-CudaStatus benchDecode(const CodecArgs& c, bool f16, size_t vectors, int buffers, int warmup, int reps, BenchResult& r);
-// Decode attention, batch sequences of `tokens` compressed tokens (random codes), GQA shape given.
-struct AttentionBenchShape {
-  int batch = 1, kvHeads = 8, queryHeads = 32, headDim = 128, tokens = 4096, keyBits = 2, valueBits = 2, pageTokens = 64;
-  int residualTokens = 0;  // FP16 residual rows per sequence
-  bool fp16Reference = false;  // time the dense FP16 kernel on the same shape instead
-  int splitTokens = 0;
-};
-CudaStatus benchAttention(const AttentionBenchShape& s, int warmup, int reps, BenchResult& r);
 
 }  // namespace nq::cuda
 #endif

@@ -42,6 +42,10 @@ constexpr int kScorerCount = 6;
 // Scorers whose scores are state of the store (a score per held slot, kept through compaction and
 // serialized), not a function of the keys at compress time.
 NQ_FMT_HD constexpr bool keepsSlotScores(Scorer s) { return s == Scorer::Accumulated || s == Scorer::Reconstruct; }
+// The scorers' default shape (src/format/spec.ts SCORER_DEFAULTS): the window of key-key's proxy
+// queries and of observed's observation queries, and observed's max-pool width (odd).
+constexpr int kDefaultScorerWindow = 32;
+constexpr int kDefaultPoolKernel = 7;
 
 // The first kPageHeaderBytes of every page (CPU pages and CUDA pages alike).
 struct PageHeader {
@@ -98,6 +102,14 @@ struct Spec {
 NQ_FMT_HD constexpr size_t codeBytesPerVector(size_t headDim, int bits) { return headDim / kGroupSize * static_cast<size_t>(bits); }
 
 NQ_FMT_HD constexpr bool storesPositions(const Spec& s) { return s.evictFraction > 0.0; }
+
+// Bytes of one held token's score per KV head, kept beside the pages when the scorer keeps slot
+// scores and the spec evicts (nothing else reads them): FP16 for Reconstruct (the most attention a
+// token received), f32 for Accumulated (summed attention mass); none otherwise. Same rule as
+// layout.ts scoreBytesPerSlot.
+NQ_FMT_HD constexpr size_t scoreBytesPerSlot(const Spec& s, Scorer scorer) {
+  return !storesPositions(s) ? 0 : scorer == Scorer::Reconstruct ? 2 : scorer == Scorer::Accumulated ? 4 : 0;
+}
 
 NQ_FMT_HD constexpr size_t slotBytes(size_t headDim, const Spec& s) {
   return codeBytesPerVector(headDim, s.keyBits) + codeBytesPerVector(headDim, s.valueBits) + 2 * kScaleBytes +

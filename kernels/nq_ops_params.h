@@ -56,6 +56,7 @@ struct SeqKV {
   int residualCount = 0;
   int firstResidualPos = 0;               // position of residual row 0
   float* accumulated = nullptr;           // optional: [kvHeads][accPitch] attention mass per slot
+  uint16_t* maxScores = nullptr;          // optional (CPU): [kvHeads][accPitch] FP16 most attention per slot (captureMax)
   int accPitch = 0;
 };
 
@@ -77,7 +78,7 @@ struct AttentionLaunch {
   float* out = nullptr;              // [batch][queryHeads][queriesPerSeq][headDim]
   bool accumulate = false;           // add softmax mass into SeqKV::accumulated (H2O scorer)
   // Reconstruction pass (the Reconstruct scorer; CPU only, the CUDA kernel refuses it): raise each held
-  // slot's SeqKV::accumulated entry to the largest softmax probability any query gives it.
+  // slot's SeqKV::maxScores entry to the largest softmax probability any query gives it.
   bool captureMax = false;
   // Transient rows attended after the held ones and never stored or scored (a re-read's own K/V):
   // [batch][kvHeads][queriesPerSeq][headDim] f32 at the query positions. Null: none.
@@ -105,8 +106,8 @@ struct ScoreLaunch {
   const float* keys = nullptr;
   const float* queries = nullptr;  // Observed only
   int queryHeads = 1;
-  int window = 32;
-  int pool = 7;
+  int window = format::kDefaultScorerWindow;
+  int pool = format::kDefaultPoolKernel;
   float* scores = nullptr;
   void* workspace = nullptr;  // CUDA: scoreWorkspaceBytes
   size_t workspaceBytes = 0;

@@ -23,7 +23,7 @@ constexpr float kGroupClamp = 1024.0f;
 constexpr uint16_t kMaxFiniteHalf = 0x7BFFu;  // 65504
 
 // scale = scaleFactor(bits) * RMS of the rotated vector. Tuned for minimum NMSE on Gaussian d = 128
-// vectors by `native/tools/build/codec_check tune 20000` (0.01 grid; docs/format.md).
+// vectors by `bench/native/build/codec_check tune 20000` (0.01 grid; docs/format.md).
 constexpr float kScaleFactor2 = 0.95f;
 constexpr float kScaleFactor3 = 1.05f;
 constexpr float kScaleFactor4 = 1.15f;

@@ -14,6 +14,9 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   nq::registerAttention(env, exports);
   nq::registerCpuOps(env, exports);
   nq::registerCuda(env, exports);
+#if defined(NQ_WITH_LAB)
+  nq::registerLab(env, exports);  // bench/native: lab builds only (NEXUSQUANT_LAB=ON)
+#endif
   return exports;
 }
 }  // namespace

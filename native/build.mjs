@@ -59,12 +59,18 @@ if (!["AUTO", "ON", "OFF"].includes(cuda)) {
   console.error(`nexusquant: NEXUSQUANT_CUDA must be AUTO, ON or OFF (got ${JSON.stringify(process.env.NEXUSQUANT_CUDA)})`);
   process.exit(1);
 }
+// NEXUSQUANT_LAB=ON (a clone only): the lab's native code of bench/native built into the addon.
+const lab = (process.env.NEXUSQUANT_LAB ?? "OFF").toUpperCase();
+if (!["ON", "OFF"].includes(lab)) {
+  console.error(`nexusquant: NEXUSQUANT_LAB must be ON or OFF (got ${JSON.stringify(process.env.NEXUSQUANT_LAB)})`);
+  process.exit(1);
+}
 const cmakeJs = join(dirname(require.resolve("cmake-js/package.json")), "bin", "cmake-js");
-// Configure every time (so a changed NEXUSQUANT_CUDA takes effect), then build incrementally.
-const defines = [`--CDNEXUSQUANT_CUDA=${cuda}`, "--out", buildDir];
+// Configure every time (so a changed NEXUSQUANT_CUDA or NEXUSQUANT_LAB takes effect), then build incrementally.
+const defines = [`--CDNEXUSQUANT_CUDA=${cuda}`, `--CDNEXUSQUANT_LAB=${lab}`, "--out", buildDir];
 if (process.env.CUDAARCHS) defines.push(`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.CUDAARCHS}`);
 const parallel = process.env.NEXUSQUANT_BUILD_JOBS ? ["--parallel", process.env.NEXUSQUANT_BUILD_JOBS] : [];
-console.log(`nexusquant: building native addon (NEXUSQUANT_CUDA=${cuda})`);
+console.log(`nexusquant: building native addon (NEXUSQUANT_CUDA=${cuda}${lab === "ON" ? ", NEXUSQUANT_LAB=ON" : ""})`);
 let r = spawnSync(process.execPath, [cmakeJs, "configure", "--directory", root, ...defines], { stdio: "inherit", cwd: root });
 if (r.status === 0) r = spawnSync(process.execPath, [cmakeJs, "build", "--directory", root, ...defines, ...parallel], { stdio: "inherit", cwd: root });
 if (r.status !== 0) {

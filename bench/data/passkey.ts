@@ -255,3 +255,39 @@ function buildPassage(sentences: readonly string[], needle: string, question: st
   const passage = [...sentences.slice(0, j), needle, ...sentences.slice(j)].join(" ");
   return { prompt: `${passage}\n\n${question}`, needleOffset: boundaries[j], passageLength: passage.length };
 }
+
+/** Two facts in one passage, asked one after the other in later turns of one conversation. */
+export interface TwoFactSample {
+  seed: number;
+  /** The passage alone (no question): a pass key at `depths[0]`, a secret word at `depths[1]`. */
+  passage: string;
+  /** The facts in the order they are asked. */
+  facts: [RetrievalSample, RetrievalSample];
+  depths: [number, number];
+  passageTokens: number;
+}
+
+/**
+ * A passage with two needles (a pass key, then a secret word inserted at the sentence boundary nearest
+ * the second depth), for the harness's two-question mode. The second fact comes from its own small
+ * sample (only its needle, question and answer are used), redrawn until its answer is absent from the
+ * passage. TypeScript only: no training row uses it, so passkey.py has no twin.
+ */
+export function makeTwoFactSample(options: Omit<RetrievalSampleOptions, "depth" | "kind"> & { depths: [number, number] }): TwoFactSample {
+  const countTokens = options.countTokens ?? approxTokenCount;
+  const [d1, d2] = options.depths;
+  if (!(d2 >= 0 && d2 <= 1)) throw invalidArgument("depths[1]", "a number in [0, 1]", d2);
+  // Room for the second needle (about 15 tokens of a BPE, 60 bytes) inside the same bound.
+  const first = makeRetrievalSample({ ...options, targetTokens: options.targetTokens - countTokens("The secret word for the copper kettle is butterscotch. "), depth: d1, kind: "passkey", countTokens });
+  const passage1 = first.prompt.slice(0, first.prompt.lastIndexOf("\n\n"));
+  let second: RetrievalSample | undefined;
+  for (let i = 1; second === undefined; i++) {
+    if (i > 100) throw new NexusQuantError("INVALID_DATA", "Could not draw a second fact absent from the passage in 100 tries.");
+    const s = makeRetrievalSample({ seed: deriveSeed(options.seed, i), filler: options.filler, targetTokens: 512, depth: 0.5, kind: "fact", countTokens });
+    if (!passage1.toLowerCase().includes(s.value) && s.value !== first.value) second = s;
+  }
+  const sentences = splitSentences(passage1);
+  const at = Math.round(d2 * sentences.length);
+  const passage = [...sentences.slice(0, at), second.needle, ...sentences.slice(at)].join(" ");
+  return { seed: options.seed, passage, facts: [first, second], depths: [d1, d2], passageTokens: countTokens(passage) };
+}

@@ -12,8 +12,8 @@ const tok = (await loadTokenizer("models/sotu-llama"))!;
 const filler = heldOutSpeeches().map((s) => s.text);
 const samples = makeRetrievalSuite({ seed: 2024, filler, contexts: [1024, 2048], depths: [0.1, 0.3, 0.5, 0.7, 0.9], samplesPerCell: perCell, countTokens: (t) => tok.encode(t).length });
 for (const v of variants) {
-  const [preset, scorer] = v.split(":");
-  const lm = await withNexusQuant(model as never, { preset, ort, ...(scorer ? { scorer: scorer as never } : {}) });
+  const [preset, scorer, depth] = v.split(":");
+  const lm = await withNexusQuant(model, { preset, ort, ...(scorer ? { scorer: scorer as "key-key" } : {}), ...(depth ? { rereadLayers: depth === "all" || depth === "half" ? depth : Number(depth) } : {}) });
   for (const mode of ["a", "b"]) {
     let ok = 0, ratio = 0;
     const t0 = performance.now();

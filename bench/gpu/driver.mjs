@@ -1,12 +1,14 @@
 #!/usr/bin/env node
-// Memory verification and kernel benchmarks on the GPU machine (imports dist/ and the addon only).
+// Memory verification and kernel benchmarks on the GPU machine (imports what pack.sh compiled into
+// .gpu/js and the addon only; kernel timings need a lab addon, NEXUSQUANT_LAB=ON).
 //   node bench/gpu/driver.mjs [--out DIR] [--quick]
 // Writes DIR/memory.json, DIR/kernels.json, DIR/attention.json; prints short tables.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { PRESETS, compressedLayout } from "../../dist/format/index.js";
-import { memoryStats } from "../../dist/runtime/memory.js";
-import { CudaDeviceArena, CudaDeviceBuffer, cudaBench, cudaEncode, cudaMemGetInfo, cudaUnavailableReason } from "../../dist/runtime/cuda.js";
+import { cudaBench } from "../../.gpu/js/bench/native/lab-binding.js";
+import { PRESETS, compressedLayout } from "../../.gpu/js/src/format/index.js";
+import { memoryStats } from "../../.gpu/js/src/runtime/memory.js";
+import { CudaDeviceArena, CudaDeviceBuffer, cudaEncode, cudaMemGetInfo, cudaUnavailableReason } from "../../.gpu/js/test/ops/cuda.js";
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(name);

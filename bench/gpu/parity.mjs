@@ -1,15 +1,16 @@
 #!/usr/bin/env node
-// Parity suite on the GPU machine (no vitest there): the cases of parity-cases.mjs against dist/.
+// Parity suite on the GPU machine (no vitest there): the cases of test/ops/parity-cases.mjs against
+// the modules pack.sh compiled into .gpu/js (the product's runtime and test/ops' op wrappers).
 //   node bench/gpu/parity.mjs [--out DIR] [--filter TEXT]
 // Writes DIR/parity.json and prints one line per failure and a summary; exit code 1 on any failure.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parityCases, runCase } from "./parity-cases.mjs";
-import { CompressedKVCache } from "../../dist/runtime/cache.js";
-import { dequantizeSync, quantizeSync } from "../../dist/runtime/codec.js";
-import { cudaAttention, cudaDecode, cudaDenseAttention, cudaEncode, cudaScore, cudaSelect, cudaUnavailableReason } from "../../dist/runtime/cuda.js";
-import { floatsToHalfBits, halfBitsToFloats } from "../../dist/runtime/half.js";
-import { cpuAttention, cpuDecode, cpuEncode, cpuScore, cpuSelect } from "../../dist/runtime/ops.js";
+import { parityCases, runCase } from "../../test/ops/parity-cases.mjs";
+import { CompressedKVCache } from "../../.gpu/js/src/runtime/cache.js";
+import { dequantizeSync, quantizeSync } from "../../.gpu/js/src/runtime/codec.js";
+import { floatsToHalfBits, halfBitsToFloats } from "../../.gpu/js/src/runtime/half.js";
+import { cpuAttention, cpuDecode, cpuEncode, cpuScore, cpuSelect } from "../../.gpu/js/test/ops/cpu.js";
+import { cudaAttention, cudaDecode, cudaDenseAttention, cudaEncode, cudaScore, cudaSelect, cudaUnavailableReason } from "../../.gpu/js/test/ops/cuda.js";
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(name);

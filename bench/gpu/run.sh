@@ -7,7 +7,7 @@
 #   bash bench/gpu/run.sh --quick    # smaller sweeps (~1 min)
 #   SANITIZE=1 bash bench/gpu/run.sh # also run a parity subset under compute-sanitizer memcheck
 #
-# Prepare on the development machine first: `bash bench/gpu/pack.sh` (builds dist/ and the addon,
+# Prepare on the development machine first: `bash bench/gpu/pack.sh` (compiles .gpu/js, builds the addon,
 # writes .gpu/node.xz) and carry what it lists.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,10 +27,11 @@ if ! command -v node >/dev/null 2>&1; then
   export PATH=/tmp/nq-node:$PATH
 fi
 log "node $(node -v)"
-[[ -f dist/runtime/cuda.js ]] || { echo "dist/ is missing or stale: run bench/gpu/pack.sh and carry dist" >&2; exit 2; }
+[[ -f .gpu/js/test/ops/cuda.js ]] || { echo ".gpu/js is missing: run bench/gpu/pack.sh (or bench/gpu/build-js.sh) and carry .gpu" >&2; exit 2; }
 
-# 2. the addon: the carried build if it loads and sees the GPU, else build here with cmake + nvcc.
-addon_ok() { node -e "const m=require(process.argv[1]); const c=m.backendInfo().cuda; if(!c.available){console.error(c.reason); process.exit(1)}" "$1" 2>>"$out/run.log"; }
+# 2. the addon: the carried build if it loads, sees the GPU and has the lab's kernel timings
+# (NEXUSQUANT_LAB=ON), else build here with cmake + nvcc.
+addon_ok() { node -e "const m=require(process.argv[1]); const c=m.backendInfo().cuda; if(!c.available){console.error(c.reason); process.exit(1)} if(!m.cudaBench){console.error('no lab (cudaBench): not built with NEXUSQUANT_LAB=ON'); process.exit(1)}" "$1" 2>>"$out/run.log"; }
 addon="$repo/build/Release/nexusquant.node"
 if [[ -f "$addon" ]] && addon_ok "$addon"; then
   log "using the carried addon"
@@ -38,7 +39,7 @@ else
   log "carried addon unusable here; building with cmake (needs node_modules/node-addon-api and node_modules/node-api-headers carried)"
   inc="$repo/node_modules/node-api-headers/include;$repo/node_modules/node-addon-api"
   gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-  cmake -S . -B build-gpu "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DNEXUSQUANT_CUDA=ON -DNEXUSQUANT_CUDA_ARCHITECTURES=90-real "-DCMAKE_JS_INC=$inc" >>"$out/run.log" 2>&1 &&
+  cmake -S . -B build-gpu "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DNEXUSQUANT_CUDA=ON -DNEXUSQUANT_LAB=ON -DNEXUSQUANT_CUDA_ARCHITECTURES=90-real "-DCMAKE_JS_INC=$inc" >>"$out/run.log" 2>&1 &&
     cmake --build build-gpu -j 16 >>"$out/run.log" 2>&1 || { echo "addon build failed, see $out/run.log" >&2; tail -30 "$out/run.log"; exit 3; }
   addon="$(find build-gpu -name nexusquant.node | head -1)"
   addon_ok "$addon" || { echo "the freshly built addon does not see a GPU" >&2; exit 3; }

@@ -11,7 +11,7 @@
  * from extra graph outputs (queries.ts).
  */
 import { NexusQuantError } from "../../src/errors.js";
-import type { CompressionSpec } from "../../src/format/index.js";
+import { SCORER_DEFAULTS } from "../../src/format/index.js";
 import { resolveOptions } from "../../src/integrations/options.js";
 import { inspectConvention, type ModelConvention } from "../../src/integrations/convention.js";
 import type { CompressExtras } from "../../src/integrations/conversation-cache.js";
@@ -20,7 +20,7 @@ import { logitsToFloat32, padTokenRows, runStateStep, stepResult, toTokenRows, t
 import { buildLlamaOnnx, type LlamaConfig, type LlamaModel } from "../../src/model/index.js";
 import type { BackendName } from "../../src/runtime/index.js";
 import { exposeQueries, lastQueries } from "./queries.js";
-import type { ScalarSpec } from "./scalar-baselines.js";
+import type { CacheSetup, KvRun, QualityPath, RunStats, Started } from "./path.js";
 import { ScalarKvState } from "./scalar-state.js";
 import { BASELINE } from "./variants.js";
 
@@ -28,7 +28,7 @@ type Ort = typeof import("onnxruntime-node");
 type OrtTensor = import("onnxruntime-node").Tensor;
 
 /** SnapKV's observation window: the last 32 queries, the cache's default scorer window. */
-export const OBSERVED_WINDOW = 32;
+export const OBSERVED_WINDOW = SCORER_DEFAULTS.scorerWindow;
 
 /** The result of running a prompt once; every variant starts from it. */
 export interface Prefill {
@@ -42,37 +42,7 @@ export interface Prefill {
   queries: Float32Array[] | null;
 }
 
-/** How one variant holds the cache. `preset: "none"` is the dense FP16 baseline. */
-export interface CacheSetup {
-  preset: string;
-  spec?: Partial<CompressionSpec>;
-  compressEvery: number;
-  seed?: number;
-  /** A scalar baseline (scalar-baselines.ts) instead of a CompressedKVCache; `preset` is then ignored. */
-  scalar?: ScalarSpec;
-}
-
-export interface RunStats {
-  /** "none" for the dense baseline, "harness" for the scalar baselines (TypeScript, bits counted). */
-  backend: BackendName | "none" | "harness";
-  tokens: number;
-  heldTokens: number;
-  baselineBytes: number;
-  bytes: number;
-  /** baselineBytes / bytes, from the cache's accounting allocator (1 for the dense baseline). */
-  ratio: number;
-  compressions: number;
-  /** True when the observed scorer got the model's queries at every compression. */
-  observedQueries: boolean;
-}
-
-/** One conversation continuing from a prefill. */
-export interface KvRun {
-  /** Feeds one token at the next true position; returns the logits that predict the token after it. */
-  step(token: number): Promise<Float32Array>;
-  stats(): RunStats;
-  dispose(): void;
-}
+export type { CacheSetup, KvRun, RunStats } from "./path.js";
 
 /** What one forward returned: the runtime's outputs by name, and the logits as float32 [tokens, vocab]. */
 interface Forwarded {
@@ -80,7 +50,8 @@ interface Forwarded {
   logits: Float32Array;
 }
 
-export class QualityEngine {
+export class QualityEngine implements QualityPath {
+  readonly name = "ort" as const;
   readonly config: LlamaConfig;
   /** Output names of the queries per layer, or null when the graph does not give them. */
   readonly queryOutputs: string[] | null;
@@ -91,6 +62,8 @@ export class QualityEngine {
   /** One sequence, in the convention's layout, with the query heads for the observed scorer. */
   readonly #layout: KvLayout;
   readonly #tensor: TensorFactory<OrtTensor>;
+  /** The last prompt's prefill (every variant of a prompt starts from the same one) and its time. */
+  #memo: { key: string; prefill: Prefill; seconds: number } | undefined;
 
   private constructor(ort: Ort, session: import("onnxruntime-node").InferenceSession, config: LlamaConfig, queryOutputs: string[] | null, queryNote: string) {
     this.#session = session;
@@ -127,6 +100,24 @@ export class QualityEngine {
     } finally {
       state.dispose(); // drops the state's references only; the arrays now belong to the Prefill
     }
+  }
+
+  get observedNote(): string {
+    return this.queryOutputs !== null
+      ? "ORT path: the observed scorer reads the model's queries from extra graph outputs, the last 32 positions at every compression"
+      : `ORT path: the observed scorer falls back to key-key: ${this.queryNote}`;
+  }
+
+  /** QualityPath: the prompt's prefill (shared by every variant of the same prompt), then the variant's cache. */
+  async start(prompt: readonly number[], setup: CacheSetup): Promise<Started> {
+    const key = prompt.join(",");
+    if (this.#memo?.key !== key) {
+      const t0 = performance.now();
+      const prefill = await this.prefill(prompt);
+      this.#memo = { key, prefill, seconds: (performance.now() - t0) / 1000 };
+    }
+    const { prefill, seconds } = this.#memo;
+    return { run: await this.startRun(prefill, setup), logits: prefill.lastLogits, prefillSeconds: seconds };
   }
 
   /** A conversation that continues `prefill` with the given cache. */
@@ -203,6 +194,15 @@ class StateRun implements KvRun {
   async step(token: number): Promise<Float32Array> {
     const { logits } = await this.#engine.forward(this.#state, [token], this.#queries !== null ? this.#slide : undefined);
     return logits;
+  }
+
+  /**
+   * A turn of several tokens as the wrapper runs it (one step, then compressed as a prompt chunk). The
+   * observed scorer's window then keeps what it had: a multi-token step's queries are not slid in.
+   */
+  async feed(tokens: readonly number[]): Promise<Float32Array> {
+    const { logits } = await this.#engine.forward(this.#state, tokens, this.#queries !== null ? () => this.extras() : undefined);
+    return stepResult(logits, 1, tokens.length, this.#engine.config.vocabSize).last().slice();
   }
 
   /** Between absorb and compression: each layer's newest query into its window. */

@@ -1,10 +1,12 @@
 export { runQualityBench, checkGoals, GOALS, TRAINED_DEFAULTS, RANDOM_MODEL_DEFAULTS } from "./harness.js";
 export type { QualityReport, QualityRow, QualitySettings, GoalResult, Goal, RunQualityOptions } from "./harness.js";
-export { QualityEngine, OBSERVED_WINDOW, type Prefill, type CacheSetup, type KvRun, type RunStats } from "./engine.js";
+export { QualityEngine, OBSERVED_WINDOW, type Prefill } from "./engine.js";
+export type { CacheSetup, KvRun, RunStats } from "./path.js";
 export { resolveQualityModel, builtQualityModel, qualityModelFromDir, findReferenceModel, QUALITY_TINY, RANDOM_WEIGHTS_NOTE, type QualityModel } from "./model.js";
 export { measurePerplexity, negativeLogLikelihood, type PerplexityResult, type PerplexityRow, type PerplexityText } from "./perplexity.js";
-export { measureRetrieval, type RetrievalResult, type RetrievalRow, type RetrievalSampleResult } from "./retrieval.js";
-export { planVariants, describeSpec, parseQuantOnly, BASELINE, COMPARED_SCORERS, QUANT_ONLY_NAMES, type Variant } from "./variants.js";
+export { measureRetrieval, RETRIEVAL_MODES, type RetrievalMode, type RetrievalResult, type RetrievalRow, type RetrievalSampleResult, type TwoFactSampleResult } from "./retrieval.js";
+export { planVariants, describeSpec, parseQuantOnly, sweepName, ortRowName, BASELINE, ORT_BASELINE, COMPARED_SCORERS, QUANT_ONLY_NAMES, type Variant } from "./variants.js";
+export { NativeQualityPath, type QualityPath, type PathName, type Started } from "./path.js";
 export { byteTokenizer, loadTokenizerJson, documentIds, type QualityTokenizer } from "./tokenizer.js";
 export { exposeQueries, lastQueries, queryOutputName } from "./queries.js";
 export { qualityMarkdown, qualityPlotSpec } from "./report.js";

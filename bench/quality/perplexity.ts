@@ -7,9 +7,11 @@
  * top-1 agreement against the baseline's logits at the same positions come with it.
  */
 import { invalidArgument, NexusQuantError } from "../../src/errors.js";
+import type { QualityPath } from "./path.js";
 import { klDivergence } from "../../src/integrations/fidelity.js";
 import { argmax } from "../../src/integrations/sampling.js";
-import type { QualityEngine } from "./engine.js";
+import type { PathName } from "./path.js";
+import { pathFor, type QualityPaths } from "./retrieval.js";
 import type { QualityTokenizer } from "./tokenizer.js";
 import { documentIds } from "./tokenizer.js";
 import { BASELINE, type Variant } from "./variants.js";
@@ -43,6 +45,8 @@ export interface PerplexityAccumulator {
   promptBytes: number;
   heldTokens: number;
   windows: number;
+  prefillTokens: number;
+  prefillSeconds: number;
 }
 
 export interface PerplexityRow {
@@ -64,6 +68,8 @@ export interface PerplexityRow {
   ratioAfterPrompt: number;
   /** Mean tokens held per layer at the end, as a fraction of the tokens seen. */
   heldFraction: number;
+  /** Prompt tokens per second of this variant's prefills (the ORT path's rows share one prefill per prompt). */
+  prefillTokensPerSecond: number;
 }
 
 export interface PerplexityResult {
@@ -73,10 +79,10 @@ export interface PerplexityResult {
   rows: PerplexityRow[];
 }
 
-/** The uncompressed run every variant (the "none" row included) is compared with. */
-const REFERENCE = "fp16-reference";
+/** The uncompressed run of a path that every variant on it (its "none" row included) is compared with. */
+const referenceName = (path: PathName) => `fp16-reference:${path}`;
 
-const emptyAcc = (): PerplexityAccumulator => ({ nll: 0, tokens: 0, kl: 0, agree: 0, baselineBytes: 0, bytes: 0, promptBaselineBytes: 0, promptBytes: 0, heldTokens: 0, windows: 0 });
+const emptyAcc = (): PerplexityAccumulator => ({ nll: 0, tokens: 0, kl: 0, agree: 0, baselineBytes: 0, bytes: 0, promptBaselineBytes: 0, promptBytes: 0, heldTokens: 0, windows: 0, prefillTokens: 0, prefillSeconds: 0 });
 
 /** −log softmax(logits)[target] in float64. */
 export function negativeLogLikelihood(logits: ArrayLike<number>, target: number): number {
@@ -87,13 +93,13 @@ export function negativeLogLikelihood(logits: ArrayLike<number>, target: number)
   return max + Math.log(sum) - logits[target]!;
 }
 
-export async function measurePerplexity(engine: QualityEngine, tokenizer: QualityTokenizer, corpus: readonly PerplexityText[], variants: readonly Variant[], options: PerplexityOptions): Promise<PerplexityResult> {
+export async function measurePerplexity(paths: QualityPaths, tokenizer: QualityTokenizer, corpus: readonly PerplexityText[], variants: readonly Variant[], options: PerplexityOptions): Promise<PerplexityResult> {
   const { prefixes, scoreTokens: S } = options;
   if (prefixes.length === 0) throw invalidArgument("prefixes", "at least one prefix length", prefixes);
   for (const p of prefixes) if (!Number.isSafeInteger(p) || p < 1) throw invalidArgument("prefixes", "positive integers", p);
   if (!Number.isSafeInteger(S) || S < 1) throw invalidArgument("scoreTokens", "a positive integer", S);
   const needed = Math.max(...prefixes) + S + 1;
-  const maxPositions = engine.config.maxPositionEmbeddings;
+  const maxPositions = pathFor(paths, variants[0] ?? { path: "native", name: BASELINE }).config.maxPositionEmbeddings;
   if (needed - 1 > maxPositions) {
     throw invalidArgument("prefixes + scoreTokens", `at most the model's context (${maxPositions} positions)`, needed - 1);
   }
@@ -108,31 +114,43 @@ export async function measurePerplexity(engine: QualityEngine, tokenizer: Qualit
   }
 
   // The "none" row is a second, independent baseline run compared with the reference run: ΔPPL 0 and
-  // full top-1 agreement there show that the loop itself is deterministic and adds nothing.
+  // full top-1 agreement there show that the loop itself is deterministic and adds nothing. Each path
+  // has its own reference: a variant is compared with the FP16 run of the path it runs on.
   const measured = variants.filter((v) => v.sameAs === null);
+  const single = "start" in paths;
+  const pathOf = (v: Variant): PathName => (single ? "native" : v.path);
+  const usedPaths = [...new Set(measured.map(pathOf))];
   const accs = new Map<string, Map<number, PerplexityAccumulator>>();
-  for (const v of [REFERENCE, ...measured.map((m) => m.name)]) accs.set(v, new Map(prefixes.map((p) => [p, emptyAcc()])));
-  const total = texts.length * prefixes.length * (measured.length + 1);
+  for (const v of [...usedPaths.map(referenceName), ...measured.map((m) => m.name)]) accs.set(v, new Map(prefixes.map((p) => [p, emptyAcc()])));
+  const total = texts.length * prefixes.length * (measured.length + usedPaths.length);
   let done = 0;
 
   for (const text of texts) {
     for (const P of prefixes) {
-      const prefill = await engine.prefill(text.ids.slice(0, P));
-      // The baseline first: its logits are what every variant is compared with.
-      const baseLogits: Float32Array[] = [];
-      await score(REFERENCE, { preset: BASELINE }, (logits) => baseLogits.push(logits));
+      const prompt = text.ids.slice(0, P);
+      // Each path's baseline first: its logits are what every variant on that path is compared with.
+      const baseLogits = new Map<PathName, Float32Array[]>();
+      for (const path of usedPaths) {
+        const logits: Float32Array[] = [];
+        baseLogits.set(path, logits);
+        await score(referenceName(path), pathFor(paths, { path, name: referenceName(path) }), { preset: BASELINE }, (l) => logits.push(l));
+      }
       for (const v of measured) {
         let i = 0;
-        await score(v.name, { preset: v.preset, spec: v.spec, ...(v.scalar !== undefined ? { scalar: v.scalar } : {}) }, (logits, acc) => {
-          acc.kl += klDivergence(baseLogits[i]!, logits);
-          if (argmax(baseLogits[i]!) === argmax(logits)) acc.agree += 1;
+        const base = baseLogits.get(pathOf(v))!;
+        await score(v.name, pathFor(paths, v), { preset: v.preset, spec: v.spec, ...(v.scalar !== undefined ? { scalar: v.scalar } : {}) }, (logits, acc) => {
+          acc.kl += klDivergence(base[i]!, logits);
+          if (argmax(base[i]!) === argmax(logits)) acc.agree += 1;
           i += 1;
         });
       }
 
-      async function score(name: string, setup: { preset: string; spec?: Variant["spec"]; scalar?: Variant["scalar"] }, compare: (logits: Float32Array, acc: PerplexityAccumulator) => void) {
+      async function score(name: string, path: QualityPath, setup: { preset: string; spec?: Variant["spec"]; scalar?: Variant["scalar"] }, compare: (logits: Float32Array, acc: PerplexityAccumulator) => void) {
         const acc = accs.get(name)!.get(P)!;
-        const run = await engine.startRun(prefill, { ...setup, compressEvery: options.compressEvery, ...(options.seed !== undefined ? { seed: options.seed } : {}) });
+        const started = await path.start(prompt, { ...setup, compressEvery: options.compressEvery, ...(options.seed !== undefined ? { seed: options.seed } : {}) });
+        const run = started.run;
+        acc.prefillTokens += prompt.length;
+        acc.prefillSeconds += started.prefillSeconds;
         try {
           const afterPrompt = run.stats();
           acc.promptBaselineBytes += afterPrompt.baselineBytes;
@@ -157,9 +175,9 @@ export async function measurePerplexity(engine: QualityEngine, tokenizer: Qualit
   }
 
   const rows: PerplexityRow[] = [];
-  const base = accs.get(REFERENCE)!;
   for (const v of variants) {
     const source = accs.get(v.sameAs ?? v.name)!;
+    const base = accs.get(referenceName(pathOf(v)))!;
     const summarize = (prefix: number | "all", acc: PerplexityAccumulator, baseAcc: PerplexityAccumulator): PerplexityRow => {
       const ppl = Math.exp(acc.nll / acc.tokens);
       const basePpl = Math.exp(baseAcc.nll / baseAcc.tokens);
@@ -174,6 +192,7 @@ export async function measurePerplexity(engine: QualityEngine, tokenizer: Qualit
         ratio: acc.baselineBytes / acc.bytes,
         ratioAfterPrompt: acc.promptBaselineBytes / acc.promptBytes,
         heldFraction: acc.heldTokens / acc.windows,
+        prefillTokensPerSecond: acc.prefillSeconds === 0 ? 0 : acc.prefillTokens / acc.prefillSeconds,
       };
     };
     rows.push(summarize("all", pool([...source.values()]), pool([...base.values()])));

@@ -1,14 +1,18 @@
 /**
  * The cache variants the harness compares: the FP16 baseline, every preset, quantization-only
- * specs (no eviction) and the eviction scorers at one preset's ratio. Variants whose resolved specs
- * are identical (K3V3 is `quant` and `S`; K2V2 is `high`; L is `balanced`; the key-key scorer row is the preset itself) are
- * measured once and reported with `sameAs`, so no number is computed twice or copied by hand.
+ * specs (no eviction) and the eviction scorers at one preset's ratio, all on the native path (what
+ * `withNexusQuant(await loadModel(dir))` runs); and comparison rows on the ORT-session wrapper's path:
+ * presets as that wrapper runs them, and the scalar baselines. Variants whose path and resolved spec
+ * are identical (K3V3 is `quant` and `S`; K2V2 is `high`; L is `balanced`; the preset's own scorer row
+ * is the preset itself) are measured once and reported with `sameAs`, so no number is computed twice
+ * or copied by hand.
  */
 import { invalidArgument } from "../../src/errors.js";
 import { DEFAULT_SPEC, PRESET_NAMES, SCORERS, getPreset, validateSpec, type CodeBits, type CompressionSpec, type ScorerName } from "../../src/format/index.js";
+import type { PathName } from "./path.js";
 import { parseScalarName, scalarBitsPerElement, scalarName, type ScalarSpec } from "./scalar-baselines.js";
 
-export type VariantGroup = "baseline" | "preset" | "quant-only" | "scalar" | "scorer" | "sweep";
+export type VariantGroup = "baseline" | "preset" | "quant-only" | "scalar" | "scorer" | "sweep" | "ort";
 
 export interface Variant {
   /** Row name: "none", a preset name, "K2V2", or "<preset>/<scorer>". */
@@ -24,9 +28,15 @@ export interface Variant {
   sameAs: string | null;
   /** A scalar baseline (KIVI, rotated uniform, TurboQuant-style) run by the harness instead of the cache. */
   scalar?: ScalarSpec;
+  /** Which model path runs it: "native" (the default path users get) or "ort" (comparison rows). */
+  path: PathName;
 }
 
 export const BASELINE = "none";
+/** The FP16 baseline of the ORT path, the reference of its comparison rows. */
+export const ORT_BASELINE = "none (ORT)";
+/** The row name of a preset run through the ORT-session wrapper. */
+export const ortRowName = (preset: string) => `${preset} (ORT wrapper)`;
 
 /** K<keyBits>V<valueBits> with no eviction. */
 export const QUANT_ONLY_NAMES: readonly string[] = ["K2V2", "K3V2", "K3V3", "K4V4"];
@@ -38,11 +48,11 @@ export const QUANT_ONLY_NAMES: readonly string[] = ["K2V2", "K3V2", "K3V3", "K4V
 export const SCALAR_BASELINE_NAMES: readonly string[] = ["KIVI-2", "KIVI-4", "Had-2", "Had-4", "Turbo-2", "Turbo-3"];
 
 /**
- * The scorers of the comparison. "accumulated" is left out: it ranks tokens by the attention weights
- * the cache's own attention accumulates, and here the model attends in ONNX Runtime, so the cache never
- * sees a weight and every token would score 0.
+ * The scorers of the comparison, on the native path (which gives observed the model's queries and
+ * runs reconstruct's re-read). "accumulated" (H2O) is left out: it sums the attention of every query,
+ * so it favours old tokens, and none of the literature we follow recommends it over the others.
  */
-export const COMPARED_SCORERS: readonly ScorerName[] = ["keynorm", "key-key", "observed", "random"];
+export const COMPARED_SCORERS: readonly ScorerName[] = ["keynorm", "key-key", "observed", "random", "reconstruct"];
 
 /** Eviction fractions of the sweep (at the sweep preset's bits and scorer): where retrieval breaks. */
 export const EVICTION_SWEEP: readonly number[] = [0, 0.2, 0.35, 0.5, 0.6, 0.7, 0.8];
@@ -59,6 +69,8 @@ export interface VariantPlanOptions {
   sweep?: readonly number[];
   /** Default "balanced". */
   sweepPreset?: string;
+  /** Presets also run through the ORT-session wrapper (comparison rows). Default none. */
+  ortPresets?: readonly string[];
 }
 
 export function parseQuantOnly(name: string): Partial<CompressionSpec> {
@@ -77,17 +89,23 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
   for (const f of options.sweep ?? []) if (!(typeof f === "number" && f >= 0 && f < 1)) throw invalidArgument("sweep", "eviction fractions in [0, 1)", f);
   for (const s of scorers) if (!SCORERS.includes(s)) throw invalidArgument("scorers", `names from ${SCORERS.join(", ")}`, s);
 
+  const ortPresets = (options.ortPresets ?? []).map((p) => getPreset(p).name);
+  const native = "native" as const;
   const specs: Omit<Variant, "resolved" | "sameAs">[] = [
-    { name: BASELINE, group: "baseline", preset: BASELINE, spec: {} },
-    ...presets.map((p) => ({ name: getPreset(p).name, group: "preset" as const, preset: p, spec: {} })),
-    ...quantOnly.map((q) => ({ name: q, group: "quant-only" as const, preset: "quant", spec: parseQuantOnly(q) })),
-    ...(scorers.length === 0 ? [] : scorers.map((s) => ({ name: `${getPreset(scorerPreset).name}/${s}`, group: "scorer" as const, preset: scorerPreset, spec: { scorer: s } }))),
+    { name: BASELINE, group: "baseline", preset: BASELINE, spec: {}, path: native },
+    ...presets.map((p) => ({ name: getPreset(p).name, group: "preset" as const, preset: p, spec: {}, path: native })),
+    ...quantOnly.map((q) => ({ name: q, group: "quant-only" as const, preset: "quant", spec: parseQuantOnly(q), path: native })),
+    ...(scorers.length === 0 ? [] : scorers.map((s) => ({ name: `${getPreset(scorerPreset).name}/${s}`, group: "scorer" as const, preset: scorerPreset, spec: { scorer: s }, path: native }))),
     ...(options.sweep ?? []).map((f) => ({
-      name: `K${sweepPreset.spec.keyBits}V${sweepPreset.spec.valueBits}/evict-${Math.round(f * 100)}%`,
+      name: sweepName(sweepPreset.spec, f),
       group: "sweep" as const,
       preset: sweepPreset.name,
       spec: { evictFraction: f },
+      path: native,
     })),
+    // The ORT path's comparison rows: its own FP16 reference first, then presets as the wrapper runs them.
+    ...(ortPresets.length + scalar.length > 0 ? [{ name: ORT_BASELINE, group: "ort" as const, preset: BASELINE, spec: {}, path: "ort" as const }] : []),
+    ...ortPresets.map((p) => ({ name: ortRowName(p), group: "ort" as const, preset: p, spec: {}, path: "ort" as const })),
   ];
   const byKey = new Map<string, string>();
   const seen = new Set<string>();
@@ -96,19 +114,29 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     if (seen.has(v.name)) continue; // a preset listed twice
     seen.add(v.name);
     const resolved = v.preset === BASELINE ? null : validateSpec({ ...DEFAULT_SPEC, ...getPreset(v.preset).spec, ...v.spec });
-    const key = resolved === null ? BASELINE : JSON.stringify(resolved);
+    const key = `${v.path}:${resolved === null ? BASELINE : JSON.stringify(resolved)}`;
     const sameAs = byKey.get(key) ?? null;
     if (sameAs === null) byKey.set(key, v.name);
     variants.push({ ...v, resolved, sameAs });
   }
-  // Scalar baselines last: they have no CompressionSpec, so nothing is shared with them.
+  // Scalar baselines last (ORT path): they have no CompressionSpec, so nothing is shared with them.
   for (const spec of scalar) {
     const name = scalarName(spec);
     if (seen.has(name)) continue;
     seen.add(name);
-    variants.push({ name, group: "scalar", preset: BASELINE, spec: {}, resolved: null, sameAs: null, scalar: spec });
+    variants.push({ name, group: "scalar", preset: BASELINE, spec: {}, resolved: null, sameAs: null, scalar: spec, path: "ort" });
   }
   return variants;
+}
+
+/** The row name of an eviction-sweep point: the preset's bits and scorer at fraction f. */
+export function sweepName(spec: Pick<CompressionSpec, "keyBits" | "valueBits" | "scorer">, f: number): string {
+  return `K${spec.keyBits}V${spec.valueBits}/evict-${Math.round(f * 100)}% (${spec.scorer})`;
+}
+
+/** The FP16 reference row of a variant's path (what its ΔPPL, KL and top-1 compare with). */
+export function referenceOf(v: Pick<Variant, "path">): string {
+  return v.path === "ort" ? ORT_BASELINE : BASELINE;
 }
 
 /** "K3V2, evict 60%, key-key" — what a row runs, for tables. */

@@ -4,7 +4,8 @@ import { invalidArgument } from "../../src/errors.js";
 import { SCORERS, getPreset, type ScorerName } from "../../src/format/index.js";
 import { RANDOM_MODEL_DEFAULTS, TRAINED_DEFAULTS, runQualityBench, type QualityReport, type QualitySettings } from "../quality/harness.js";
 import { resolveQualityModel } from "../quality/model.js";
-import { TABLE_HEADERS, qualityMarkdown, qualityPlotSpec } from "../quality/report.js";
+import { TABLE_HEADERS, cells, qualityMarkdown, qualityPlotSpec } from "../quality/report.js";
+import { RETRIEVAL_MODES, type RetrievalMode } from "../quality/retrieval.js";
 import { parseQuantOnly } from "../quality/variants.js";
 import { parseScalarName } from "../quality/scalar-baselines.js";
 import { parseContext, parseFlags, parsePositiveInt } from "../../src/cli/args.js";
@@ -15,9 +16,13 @@ import type { CliCommand } from "../../src/cli/types.js";
 
 const USAGE = `nexusquant bench quality [--model DIR] [--out DIR] [--json] [sizes…]
   Perplexity and retrieval of every cache variant against the FP16 cache of the same model, with the
-  measured compression ratio of each: presets, quantization-only K2V2/K3V2/K3V3/K4V4, scalar baselines
-  at equal bits (KIVI, Hadamard-rotated, TurboQuant-style), the eviction scorers at one preset's
-  ratio, and an eviction sweep. Writes quality.json, quality.md and quality.svg to --out.
+  measured compression ratio of each, on the native path (the model's attention reads the compressed
+  cache, as withNexusQuant(await loadModel(dir)) runs it): presets, quantization-only K2V2/K3V2/K3V3/
+  K4V4, the eviction scorers at one preset's ratio, an eviction sweep; and comparison rows on the
+  ORT-session wrapper's path: presets as that wrapper runs them, scalar baselines at equal bits (KIVI,
+  Hadamard-rotated, TurboQuant-style). Retrieval in three modes: the question in a later turn (the
+  headline), in the same prompt, and two facts asked in two later turns. Each row's prefill cost is
+  its prefill tokens/s against FP16's. Writes quality.json, quality.md and quality.svg to --out.
   The model: --model DIR (config.json + model.safetensors [+ tokenizer.json]); default
   models/sotu-llama when present, else a built random-weight model (labelled; its numbers only
   check the harness). See docs/quality.md.
@@ -38,8 +43,11 @@ const USAGE = `nexusquant bench quality [--model DIR] [--out DIR] [--json] [size
   --sweep a,b           eviction fractions swept at --sweep-preset's bits and scorer, or "none"
                         (trained default 0,0.2,0.35,0.5,0.6,0.7,0.8; random model none)
   --sweep-preset P      (balanced)
-  --scorers a,b         scorers to compare, or "none" (keynorm,key-key,observed,random)
+  --scorers a,b         scorers to compare, or "none" (keynorm,key-key,observed,random,reconstruct)
   --scorer-preset P     preset whose ratio the scorers are compared at (balanced)
+  --ort-presets a,b     presets also run through the ORT-session wrapper, or "none" (trained default
+                        balanced; random model none)
+  --modes a,b           retrieval modes: later-turn, same-prompt, two-facts (all)
   --compress-every N    decode tokens between compressions (64, as withNexusQuant)
   --skip-perplexity     retrieval only
   --skip-retrieval      perplexity only
@@ -95,6 +103,8 @@ export const qualitySuite: CliCommand = {
       scalar: { type: "string" },
       sweep: { type: "string" },
       "sweep-preset": { type: "string" },
+      "ort-presets": { type: "string" },
+      modes: { type: "string" },
       "compress-every": { type: "string" },
       "skip-perplexity": { type: "boolean" },
       "skip-retrieval": { type: "boolean" },
@@ -109,6 +119,11 @@ export const qualitySuite: CliCommand = {
     scalar?.forEach(parseScalarName);
     const sweep = values.sweep === undefined ? undefined : values.sweep === "none" ? [] : parseDepths(values.sweep, "--sweep");
     const sweepPreset = values["sweep-preset"] === undefined ? undefined : getPreset(values["sweep-preset"]).name;
+    const ortPresets = values["ort-presets"] === undefined ? undefined : values["ort-presets"] === "none" ? [] : list(values["ort-presets"]).map((p) => getPreset(p).name);
+    const modes = values.modes === undefined ? undefined : list(values.modes).map((m) => {
+      if (!RETRIEVAL_MODES.includes(m as RetrievalMode)) throw invalidArgument("--modes", RETRIEVAL_MODES.join(", "), m);
+      return m as RetrievalMode;
+    });
     const model = await resolveQualityModel(values.model);
     const defaults = model.trained ? TRAINED_DEFAULTS : RANDOM_MODEL_DEFAULTS;
     const settings: QualitySettings = {
@@ -128,6 +143,8 @@ export const qualitySuite: CliCommand = {
       ...(scalar !== undefined ? { scalar } : {}),
       ...(sweep !== undefined ? { sweep } : {}),
       ...(sweepPreset !== undefined ? { sweepPreset } : {}),
+      ...(ortPresets !== undefined ? { ortPresets } : {}),
+      ...(modes !== undefined ? { modes } : {}),
       perplexity: values["skip-perplexity"] !== true,
       retrieval: values["skip-retrieval"] !== true,
     };
@@ -148,20 +165,8 @@ export const qualitySuite: CliCommand = {
         "",
         renderTable(
           TABLE_HEADERS,
-          report.rows.map((r) => [
-            r.sameAs === null ? r.variant : `${r.variant} (= ${r.sameAs})`,
-            r.runs,
-            cell(r.ratio, (x) => `${x.toFixed(2)}x`),
-            `${r.ratioLongContext.toFixed(2)}x`,
-            cell(r.ppl, (x) => x.toFixed(3)),
-            cell(r.deltaPplPercent, (x) => `${x >= 0 ? "+" : ""}${x.toFixed(2)}%`),
-            cell(r.klMean, (x) => x.toFixed(4)),
-            cell(r.top1Agreement, (x) => `${(100 * x).toFixed(0)}%`),
-            cell(r.recall, (x) => `${(100 * x).toFixed(0)}%`),
-            cell(r.recallDelta, (x) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(0)} pt`),
-            cell(r.sameAsFp16, (x) => `${(100 * x).toFixed(0)}%`),
-          ]),
-          ["left", "left", "right", "right", "right", "right", "right", "right", "right", "right", "right"],
+          report.rows.map(cells),
+          TABLE_HEADERS.map((_, i) => (i < 2 ? "left" : "right")),
         ),
         "goals:",
         ...report.goals.map((g) => `  ${g.preset.padEnd(9)} ${g.status.toUpperCase().padEnd(12)} ${g.detail}`),

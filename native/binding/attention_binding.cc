@@ -7,7 +7,7 @@
 #include "binding/register.h"
 #include "cpu/attention.h"
 #include "cpu/isa.h"
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 
 namespace nq {
 namespace {

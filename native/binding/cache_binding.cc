@@ -16,7 +16,7 @@
 #include "cpu/kv_cache.h"
 #include "cuda/cuda_kv_cache.h"
 #include "cpu/codec.h"
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "memory/allocator.h"
 
 namespace nq {
@@ -38,6 +38,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
                        {InstanceMethod<&NativeCache::append>("append"), InstanceMethod<&NativeCache::compress>("compress"),
                         InstanceMethod<&NativeCache::compressAsync>("compressAsync"), InstanceMethod<&NativeCache::attention>("attention"),
                         InstanceMethod<&NativeCache::reconstructionAttention>("reconstructionAttention"),
+                        InstanceMethod<&NativeCache::shareScores>("shareScores"),
                         InstanceMethod<&NativeCache::materialize>("materialize"), InstanceMethod<&NativeCache::counts>("counts"),
                         InstanceMethod<&NativeCache::bytes>("bytes"), InstanceMethod<&NativeCache::serialize>("serialize"),
                         InstanceMethod<&NativeCache::dispose>("dispose"), InstanceMethod<&NativeCache::heldBytes>("heldBytes"),
@@ -113,7 +114,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
  private:
   CompressedCache& cache(Napi::Env env) {
     if (!cache_) throwJs(env, "DISPOSED", "this CompressedKVCache has been disposed");
-    if (busy_) throwJs(env, "INVALID_ARGUMENT", "this CompressedKVCache is busy with an async compress(); await it first");
+    if (busy_) throwJs(env, "BUSY", "this CompressedKVCache is busy with an async compress(); await it first");
     return *cache_;
   }
 
@@ -318,6 +319,15 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     return out;
   }
 
+  // shareScores(seq, sourceLayers): after a reconstruction pass through the first sourceLayers layers.
+  Napi::Value shareScores(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CompressedCache& c = cache(env);
+    const size_t seq = argSize(info, 0, "sequence"), layers = argSize(info, 1, "sourceLayers", format::kMaxStores);
+    run(env, [&] { c.shareScores(seq, layers); });
+    return env.Undefined();
+  }
+
   // materialize(seq, layer, f16) -> { tokens, keys, values, positions }, decoded straight into JS memory.
   Napi::Value materialize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -404,6 +414,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     r.Set("positions", static_cast<double>(b.positions));
     r.Set("residual", static_cast<double>(b.residual));
     r.Set("headers", static_cast<double>(b.headers));
+    r.Set("scores", static_cast<double>(b.scores));
     r.Set("scratch", static_cast<double>(b.scratch));
     r.Set("total", static_cast<double>(b.total()));
     return r;
@@ -444,7 +455,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   }
 
   Napi::Value dispose(const Napi::CallbackInfo& info) {
-    if (busy_) throwJs(info.Env(), "INVALID_ARGUMENT", "cannot dispose while an async compress() is running; await it first");
+    if (busy_) throwJs(info.Env(), "BUSY", "cannot dispose while an async compress() is running; await it first");
     cache_.reset();
     reportExternal(info.Env());
     return info.Env().Undefined();

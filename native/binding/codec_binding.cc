@@ -7,7 +7,6 @@
 // So inputs are copied into allocator memory before queuing and outputs are copied back on the JS
 // thread once the work is done (a reference would not help: a transfer detaches the buffer anyway).
 #include <atomic>
-#include <chrono>
 #include <vector>
 #include <cmath>
 #include <cstdint>
@@ -16,9 +15,9 @@
 #include <string>
 
 #include "binding/args.h"
+#include "binding/codec_params.h"
 #include "binding/errors.h"
 #include "binding/register.h"
-#include "cpu/baselines.h"
 #include "cpu/codec.h"
 #include "cpu/parallel.h"
 #include "memory/allocator.h"
@@ -28,8 +27,6 @@ namespace nq {
 namespace {
 
 using TensorHeader = format::QuantizedTensorHeader;
-
-constexpr size_t kMinVectorsPerThread = 256;
 
 struct QuantizeJob {
   CodecParams params{};
@@ -82,11 +79,6 @@ struct QuantizeJob {
   }
 };
 
-CodecParams readParams(const Napi::CallbackInfo& info, size_t at) {
-  return CodecParams{static_cast<int>(readInteger(info[at], "headDim", 8, kMaxHeadDim)), static_cast<int>(readInteger(info[at + 1], "bits", 2, 4)),
-                     readBool(info[at + 2], "rotate"), static_cast<uint32_t>(readInteger(info[at + 3], "seed", 0, 0xFFFFFFFFll))};
-}
-
 // A copy of `bytes` of JS memory in allocator memory (category scratch), owned by async work.
 std::shared_ptr<HostBuffer> copyForWorker(Napi::Env env, const void* data, size_t bytes, const char* what) {
   auto copy = std::make_shared<HostBuffer>();
@@ -118,7 +110,7 @@ QuantizeJob prepareQuantize(const Napi::CallbackInfo& info, Napi::ArrayBuffer& b
   Napi::Env env = info.Env();
   Napi::TypedArray input = typedInput(info[0], "data", true);
   QuantizeJob job;
-  job.params = readParams(info, 1);
+  job.params = readCodecParams(info, 1);
   if (!codecSupports(job.params.headDim, job.params.bits)) throwJs(env, "UNSUPPORTED", "headDim/bits not supported by the codec");
   if (input.ElementLength() % static_cast<size_t>(job.params.headDim) != 0) throwJs(env, "INVALID_ARGUMENT", "data.length must be a multiple of headDim");
   job.f16 = input.TypedArrayType() == napi_uint16_array;
@@ -207,7 +199,7 @@ DequantizeJob prepareDequantize(const Napi::CallbackInfo& info, Napi::TypedArray
   job.codes = codes.Data();
   job.scales = scales.Data();
   job.vectors = scales.ElementLength();
-  job.params = readParams(info, 2);
+  job.params = readCodecParams(info, 2);
   if (!codecSupports(job.params.headDim, job.params.bits)) throwJs(env, "UNSUPPORTED", "headDim/bits not supported by the codec");
   out = typedInput(info[6], "out", true);
   job.f16 = out.TypedArrayType() == napi_uint16_array;
@@ -294,41 +286,6 @@ Napi::Value codecInfo(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// codecBenchmark(quantizer, data f32, headDim, bits, rotate, seed) -> { reconstruction, encodeSeconds, decodeSeconds }
-// For `nexusquant bench codec`: E8 and the scalar baselines through the same threads and timing.
-Napi::Value codecBenchmark(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string quantizer = info[0].As<Napi::String>().Utf8Value();
-  Napi::Float32Array data = info[1].As<Napi::Float32Array>();
-  const CodecParams p = readParams(info, 2);
-  if (!codecSupports(p.headDim, p.bits)) throwJs(env, "UNSUPPORTED", "headDim/bits not supported by the codec");
-  if (quantizer != "e8" && quantizer != "uniform" && quantizer != "lloyd-max") throwJs(env, "INVALID_ARGUMENT", "quantizer must be e8, uniform or lloyd-max");
-  const size_t d = static_cast<size_t>(p.headDim), vectors = data.ElementLength() / d, cb = codeBytesPerVector(p);
-  std::vector<uint8_t> codes(vectors * cb);
-  std::vector<uint16_t> scales(vectors);
-  Napi::Float32Array out = Napi::Float32Array::New(env, vectors * d);
-  const float* in = data.Data();
-  float* o = out.Data();
-  const ScalarQuantizer sq = quantizer == "uniform" ? ScalarQuantizer::Uniform : ScalarQuantizer::LloydMax;
-  const bool e8 = quantizer == "e8";
-  const auto t0 = std::chrono::steady_clock::now();
-  parallelFor(vectors, kMinVectorsPerThread, [&](size_t b, size_t e) {
-    if (e8) encodeF32(p, in + b * d, 0, e - b, codes.data() + b * cb, scales.data() + b);
-    else scalarEncodeF32(sq, p, in + b * d, 0, e - b, codes.data() + b * cb, scales.data() + b);
-  });
-  const auto t1 = std::chrono::steady_clock::now();
-  parallelFor(vectors, kMinVectorsPerThread, [&](size_t b, size_t e) {
-    if (e8) decodeF32(p, codes.data() + b * cb, scales.data() + b, 0, e - b, o + b * d);
-    else scalarDecodeF32(sq, p, codes.data() + b * cb, scales.data() + b, 0, e - b, o + b * d);
-  });
-  const auto t2 = std::chrono::steady_clock::now();
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("reconstruction", out);
-  r.Set("encodeSeconds", std::chrono::duration<double>(t1 - t0).count());
-  r.Set("decodeSeconds", std::chrono::duration<double>(t2 - t1).count());
-  return r;
-}
-
 }  // namespace
 
 void registerCodec(Napi::Env env, Napi::Object exports) {
@@ -337,7 +294,6 @@ void registerCodec(Napi::Env env, Napi::Object exports) {
   exports.Set("dequantizeSync", Napi::Function::New(env, dequantizeSync, "dequantizeSync"));
   exports.Set("dequantizeAsync", Napi::Function::New(env, dequantizeAsync, "dequantizeAsync"));
   exports.Set("codecInfo", Napi::Function::New(env, codecInfo, "codecInfo"));
-  exports.Set("codecBenchmark", Napi::Function::New(env, codecBenchmark, "codecBenchmark"));
 }
 
 }  // namespace nq

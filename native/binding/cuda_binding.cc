@@ -1,60 +1,15 @@
 // cuda*: the CUDA backend's building blocks on typed arrays (copied in, results copied out), for the
-// parity suite, bench/gpu and, later, the GPU cache. src/runtime/cuda.ts validates every argument;
-// this file converts, runs, and turns a failed CudaStatus into a JS error with a `code` (and
+// parity suite (test/ops/cuda.ts validates every argument), bench/gpu and the GPU cache's tests.
+// This file converts, runs, and turns a failed CudaStatus into a JS error with a `code` (and
 // `details`: requested/free bytes for OUT_OF_MEMORY). In a CPU-only build registerCuda registers
-// nothing, so that not a single CUDA symbol is referenced.
+// only cudaSupport (plain constants), so that not a single CUDA symbol is referenced.
 #include "binding/register.h"
-
-#if defined(NQ_WITH_CUDA)
-#include <mutex>
-#include <string>
-#include <vector>
-
-#include "binding/errors.h"
-#include "binding/op_options.h"
-#include "cpu/codec.h"
-#include "nq_cuda_api.h"
+#include "nq_cuda_support.h"
 
 namespace nq {
 namespace {
 
-using cuda::CudaCode;
-using cuda::CudaStatus;
-
-[[noreturn]] void throwStatus(Napi::Env env, const CudaStatus& st) {
-  Napi::Error err = makeJsError(env, st.errorCode(), "CUDA backend: " + st.message);
-  Napi::Object details = Napi::Object::New(env);
-  if (st.code == CudaCode::OutOfMemory) {
-    details.Set("requestedBytes", static_cast<double>(st.requestedBytes));
-    details.Set("freeBytes", static_cast<double>(st.freeBytes));
-  }
-  if (st.badIndex >= 0) details.Set("badVector", static_cast<double>(st.badIndex));
-  err.Set("details", details);
-  throw err;
-}
-
-void check(Napi::Env env, const CudaStatus& st) {
-  if (!st.ok()) throwStatus(env, st);
-}
-
-// Every entry point starts here: BACKEND_UNAVAILABLE (with the probe's reason) without a GPU.
-void requireDevice(Napi::Env env) {
-  static std::once_flag once;
-  static bool available = false;
-  static std::string reason;
-  std::call_once(once, [] {
-    std::vector<cuda::DeviceInfo> devices;
-    available = cuda::probeDevices(devices, reason);
-  });
-  if (!available) throwJs(env, "BACKEND_UNAVAILABLE", "CUDA is not available: " + reason);
-}
-
-using opargs::boolOf;
-using opargs::dataOf;
-using opargs::intOf;
-using opargs::numOf;
-using opargs::optionalData;
-
+// The support list, in every build: arguments are checked against the same ceilings everywhere.
 Napi::Value cudaSupport(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
@@ -67,10 +22,63 @@ Napi::Value cudaSupport(const Napi::CallbackInfo& info) {
   return r;
 }
 
+}  // namespace
+}  // namespace nq
+
+#if defined(NQ_WITH_CUDA)
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "binding/cuda_status.h"
+#include "binding/errors.h"
+#include "binding/op_options.h"
+#include "memory/allocator.h"
+#include "nq_cuda_api.h"
+
+namespace nq {
+
+[[noreturn]] void throwCudaStatus(Napi::Env env, const cuda::CudaStatus& st) {
+  Napi::Error err = makeJsError(env, st.errorCode(), "CUDA backend: " + st.message);
+  Napi::Object details = Napi::Object::New(env);
+  if (st.code == cuda::CudaCode::OutOfMemory) {
+    details.Set("requestedBytes", static_cast<double>(st.requestedBytes));
+    details.Set("freeBytes", static_cast<double>(st.freeBytes));
+  }
+  if (st.badIndex >= 0) details.Set("badVector", static_cast<double>(st.badIndex));
+  err.Set("details", details);
+  throw err;
+}
+
+void requireCudaDevice(Napi::Env env) {
+  static std::once_flag once;
+  static bool available = false;
+  static std::string reason;
+  std::call_once(once, [] {
+    std::vector<cuda::DeviceInfo> devices;
+    available = cuda::probeDevices(devices, reason);
+  });
+  if (!available) throwJs(env, "BACKEND_UNAVAILABLE", "CUDA is not available: " + reason);
+}
+
+namespace {
+
+using cuda::CudaCode;
+using cuda::CudaStatus;
+using opargs::boolOf;
+using opargs::dataOf;
+using opargs::intOf;
+using opargs::numOf;
+using opargs::optionalData;
+
+void check(Napi::Env env, const CudaStatus& st) {
+  if (!st.ok()) throwCudaStatus(env, st);
+}
+
 // cudaEncode(data, headDim, bits, rotate, seed) -> { codes, scales }
 Napi::Value cudaEncode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  requireDevice(env);
+  requireCudaDevice(env);
   Napi::TypedArray input = info[0].As<Napi::TypedArray>();
   const cuda::CodecArgs c = opargs::codecArgs(info, 1);
   const bool f16 = input.TypedArrayType() == napi_uint16_array;
@@ -88,7 +96,7 @@ Napi::Value cudaEncode(const Napi::CallbackInfo& info) {
 // cudaDecode(codes, scales, headDim, bits, rotate, seed, out, unrotate) -> out
 Napi::Value cudaDecode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  requireDevice(env);
+  requireCudaDevice(env);
   const cuda::CodecArgs c = opargs::codecArgs(info, 2);
   Napi::Uint16Array scales = info[1].As<Napi::Uint16Array>();
   Napi::TypedArray out = info[6].As<Napi::TypedArray>();
@@ -105,7 +113,7 @@ Napi::Value cudaDecode(const Napi::CallbackInfo& info) {
 //   queryPositions, out, accumulated? }] }) -> undefined (writes each sequence's out/accumulated)
 Napi::Value cudaAttention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  requireDevice(env);
+  requireCudaDevice(env);
   const cuda::HostAttentionArgs a = opargs::attentionArgs(env, info[0].As<Napi::Object>(), "cudaAttention");
   check(env, cuda::hostAttention(a));
   return env.Undefined();
@@ -115,7 +123,7 @@ Napi::Value cudaAttention(const Napi::CallbackInfo& info) {
 //   values, lengths, queries, out }) -> out
 Napi::Value cudaDenseAttention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  requireDevice(env);
+  requireCudaDevice(env);
   Napi::Object o = info[0].As<Napi::Object>();
   cuda::HostDenseAttentionArgs a;
   a.batch = intOf(o, "batch");
@@ -138,7 +146,7 @@ Napi::Value cudaDenseAttention(const Napi::CallbackInfo& info) {
 // cudaScore({ scorer: 0|1|2, kvHeads, tokens, headDim, keys, queries?, queryHeads, window, pool }) -> Float32Array
 Napi::Value cudaScore(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  requireDevice(env);
+  requireCudaDevice(env);
   const cuda::ScoreLaunch s = opargs::scoreLaunch(env, info[0].As<Napi::Object>(), "cudaScore");
   Napi::Float32Array scores = Napi::Float32Array::New(env, static_cast<size_t>(s.kvHeads) * s.tokens);
   check(env, cuda::hostScore(s, s.keys, s.queries, scores.Data()));
@@ -148,61 +156,11 @@ Napi::Value cudaScore(const Napi::CallbackInfo& info) {
 // cudaSelect({ kvHeads, tokens, target, sinkTokens, recentWindow, scores, positions }) -> Uint32Array
 Napi::Value cudaSelect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  requireDevice(env);
+  requireCudaDevice(env);
   const cuda::SelectLaunch s = opargs::selectLaunch(env, info[0].As<Napi::Object>(), "cudaSelect");
   Napi::Uint32Array kept = Napi::Uint32Array::New(env, static_cast<size_t>(s.kvHeads) * s.target);
   check(env, cuda::hostSelect(s, s.scores, s.positions, kept.Data()));
   return kept;
-}
-
-Napi::Value benchToJs(Napi::Env env, const cuda::BenchResult& r) {
-  Napi::Object o = Napi::Object::New(env);
-  Napi::Array ms = Napi::Array::New(env, r.ms.size());
-  for (uint32_t i = 0; i < r.ms.size(); ++i) ms.Set(i, r.ms[i]);
-  o.Set("ms", ms);
-  o.Set("bytesRead", static_cast<double>(r.bytesRead));
-  o.Set("bytesWritten", static_cast<double>(r.bytesWritten));
-  return o;
-}
-
-// cudaBench(kind, options): kind "copy" | "encode" | "decode" | "attention"; see bench/gpu/driver.mjs.
-Napi::Value cudaBench(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  requireDevice(env);
-  const std::string kind = info[0].As<Napi::String>().Utf8Value();
-  Napi::Object o = info[1].As<Napi::Object>();
-  const int warmup = intOf(o, "warmup", 5), reps = intOf(o, "reps", 50), buffers = intOf(o, "buffers", 4);
-  cuda::BenchResult r;
-  if (kind == "copy") {
-    check(env, cuda::benchCopy(static_cast<size_t>(numOf(o, "bytes")), buffers, warmup, reps, r));
-  } else if (kind == "encode" || kind == "decode") {
-    cuda::CodecArgs c;
-    c.headDim = intOf(o, "headDim", 128);
-    c.bits = intOf(o, "bits", 2);
-    c.rotate = true;
-    c.seed = static_cast<uint32_t>(numOf(o, "seed"));
-    c.scaleFactor = scaleFactor(c.bits);
-    const bool f16 = boolOf(o, "f16", true);
-    const size_t vectors = static_cast<size_t>(numOf(o, "vectors"));
-    check(env, kind == "encode" ? cuda::benchEncode(c, f16, vectors, buffers, warmup, reps, r) : cuda::benchDecode(c, f16, vectors, buffers, warmup, reps, r));
-  } else if (kind == "attention") {
-    cuda::AttentionBenchShape s;
-    s.batch = intOf(o, "batch", 1);
-    s.kvHeads = intOf(o, "kvHeads", 8);
-    s.queryHeads = intOf(o, "queryHeads", 32);
-    s.headDim = intOf(o, "headDim", 128);
-    s.tokens = intOf(o, "tokens", 4096);
-    s.keyBits = intOf(o, "keyBits", 2);
-    s.valueBits = intOf(o, "valueBits", 2);
-    s.pageTokens = intOf(o, "pageTokens", 64);
-    s.residualTokens = intOf(o, "residualTokens", 0);
-    s.fp16Reference = boolOf(o, "fp16Reference");
-    s.splitTokens = intOf(o, "splitTokens");
-    check(env, cuda::benchAttention(s, warmup, reps, r));
-  } else {
-    throwJs(env, "INVALID_ARGUMENT", "cudaBench: unknown kind " + kind);
-  }
-  return benchToJs(env, r);
 }
 
 // Device buffers and arenas for the memory verification: JS holds an External whose finalizer
@@ -215,7 +173,7 @@ MemCategory categoryOf(Napi::Env env, const std::string& name) {
 
 Napi::Value cudaBufferCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  requireDevice(env);
+  requireCudaDevice(env);
   const size_t bytes = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
   const MemCategory c = categoryOf(env, info[1].As<Napi::String>().Utf8Value());
   auto* buf = new cuda::DeviceBuffer();
@@ -223,7 +181,7 @@ Napi::Value cudaBufferCreate(const Napi::CallbackInfo& info) {
   if (st.ok() && info.Length() > 2 && info[2].IsNumber()) st = cuda::fillDevice(buf->data(), info[2].As<Napi::Number>().Int32Value(), bytes);
   if (!st.ok()) {
     delete buf;
-    throwStatus(env, st);
+    throwCudaStatus(env, st);
   }
   return Napi::External<cuda::DeviceBuffer>::New(env, buf, [](Napi::Env, cuda::DeviceBuffer* b) { delete b; });
 }
@@ -235,13 +193,13 @@ Napi::Value cudaBufferDispose(const Napi::CallbackInfo& info) {
 
 Napi::Value cudaArenaCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  requireDevice(env);
+  requireCudaDevice(env);
   const size_t bytes = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
   auto* arena = new cuda::DeviceArena();
   CudaStatus st = arena->reserve(bytes);
   if (!st.ok()) {
     delete arena;
-    throwStatus(env, st);
+    throwCudaStatus(env, st);
   }
   return Napi::External<cuda::DeviceArena>::New(env, arena, [](Napi::Env, cuda::DeviceArena* a) { delete a; });
 }
@@ -259,7 +217,7 @@ Napi::Value cudaArenaCarve(const Napi::CallbackInfo& info) {
                                                                   std::to_string(bytes) + " were requested");
       st.requestedBytes = bytes;
       st.freeBytes = arena->remaining();
-      throwStatus(env, st);
+      throwCudaStatus(env, st);
     }
   }
   return Napi::Number::New(env, static_cast<double>(bytes * count));
@@ -280,7 +238,6 @@ void registerCuda(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaDenseAttention", Napi::Function::New(env, cudaDenseAttention, "cudaDenseAttention"));
   exports.Set("cudaScore", Napi::Function::New(env, cudaScore, "cudaScore"));
   exports.Set("cudaSelect", Napi::Function::New(env, cudaSelect, "cudaSelect"));
-  exports.Set("cudaBench", Napi::Function::New(env, cudaBench, "cudaBench"));
   exports.Set("cudaBufferCreate", Napi::Function::New(env, cudaBufferCreate, "cudaBufferCreate"));
   exports.Set("cudaBufferDispose", Napi::Function::New(env, cudaBufferDispose, "cudaBufferDispose"));
   exports.Set("cudaArenaCreate", Napi::Function::New(env, cudaArenaCreate, "cudaArenaCreate"));
@@ -293,7 +250,9 @@ void registerCuda(Napi::Env env, Napi::Object exports) {
 #else
 
 namespace nq {
-void registerCuda(Napi::Env, Napi::Object) {}  // CPU-only build: no cuda* functions
+void registerCuda(Napi::Env env, Napi::Object exports) {  // CPU-only build: the support list only
+  exports.Set("cudaSupport", Napi::Function::New(env, cudaSupport, "cudaSupport"));
+}
 }  // namespace nq
 
 #endif

@@ -9,7 +9,7 @@
 #include <new>
 #include <string>
 
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 
 namespace nq {
 

@@ -35,6 +35,10 @@ Napi::Value nativeLayout(const Napi::CallbackInfo& info) {
   r.Set("residualCapacity", static_cast<double>(format::residualCapacity(tokens, s)));
   r.Set("pagingPays", format::pagingPays(kvHeads, headDim, s, tokens));
   r.Set("quantizedTensorBytesKey", static_cast<double>(format::quantizedTensorBytes(tokens, headDim, s.keyBits)));
+  // Score bytes per held slot and head, for every scorer id (the spec's own scorer is a name on the TS side).
+  Napi::Array scoreBytes = Napi::Array::New(env, format::kScorerCount);
+  for (int id = 0; id < format::kScorerCount; ++id) scoreBytes.Set(id, static_cast<double>(format::scoreBytesPerSlot(s, static_cast<format::Scorer>(id))));
+  r.Set("scoreBytesByScorer", scoreBytes);
   return r;
 }
 
@@ -85,6 +89,7 @@ Napi::Value formatInfo(const Napi::CallbackInfo& info) {
   static_assert(sizeof(ids) / sizeof(ids[0]) == format::kScorerCount, "every scorer is named");
   for (const auto& [name, id] : ids) scorers.Set(name, static_cast<double>(id));
   r.Set("scorerIds", scorers);
+  r.Set("scorerDefaults", object({{"scorerWindow", format::kDefaultScorerWindow}, {"poolKernel", format::kDefaultPoolKernel}}));
   r.Set("scaleFactors", object({{"2", scaleFactor(2)}, {"3", scaleFactor(3)}, {"4", scaleFactor(4)}}));
   r.Set("limits", object({{"maxHeadDim", format::kMaxHeadDim},
                           {"maxHeads", static_cast<double>(format::kMaxHeads)},

@@ -54,8 +54,8 @@ inline ops::ScoreLaunch scoreLaunch(Napi::Env env, Napi::Object o, const char* f
   s.tokens = intOf(o, "tokens");
   s.headDim = intOf(o, "headDim");
   s.queryHeads = intOf(o, "queryHeads", s.kvHeads);
-  s.window = intOf(o, "window", 32);
-  s.pool = intOf(o, "pool", 7);
+  s.window = intOf(o, "window", format::kDefaultScorerWindow);
+  s.pool = intOf(o, "pool", format::kDefaultPoolKernel);
   s.keys = optionalData<float>(o, "keys");
   s.queries = optionalData<float>(o, "queries");
   if (!s.keys || (s.scorer == format::Scorer::Observed && !s.queries)) throwJs(env, "INVALID_ARGUMENT", std::string(fn) + ": missing keys or queries");

@@ -19,5 +19,7 @@ void registerCache(Napi::Env env, Napi::Object exports);
 void registerAttention(Napi::Env env, Napi::Object exports);
 void registerCodec(Napi::Env env, Napi::Object exports);
 void registerCpuOps(Napi::Env env, Napi::Object exports);
-void registerCuda(Napi::Env env, Napi::Object exports);  // registers nothing in a CPU-only build
+void registerCuda(Napi::Env env, Napi::Object exports);  // only cudaSupport in a CPU-only build
+// The lab's functions (bench/native/lab_binding.cc), compiled only with NEXUSQUANT_LAB=ON.
+void registerLab(Napi::Env env, Napi::Object exports);
 }  // namespace nq

@@ -5,7 +5,8 @@
 #include <limits>
 
 #include "cpu/parallel.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
+#include "nq_half.h"
 
 namespace nq {
 
@@ -116,17 +117,20 @@ class Runner {
             if (blk.positions[i] > qp) lr[i] = kNegInf;
         }
       if (!state) {
-        float* acc = p_.accumulated + h * p_.accumulatedStride + s.slotOffset + t;
+        float* acc = p_.accumulated ? p_.accumulated + h * p_.accumulatedStride + s.slotOffset + t : nullptr;
+        uint16_t* maxed = p_.maxScores ? p_.maxScores + h * p_.accumulatedStride + s.slotOffset + t : nullptr;
         for (size_t r = 0; r < R_; ++r) {
           float* lr = logits + r * kAttentionBlock;
           if (finalL[h * R_ + r] == 0.f) continue;
           for (size_t i = 0; i < n; ++i) lr[i] -= finalM[h * R_ + r];
           ops_.expInPlace(lr, n);
           const float inv = 1.f / finalL[h * R_ + r];
-          if (p_.captureMax)
-            for (size_t i = 0; i < n; ++i) acc[i] = std::max(acc[i], lr[i] * inv);
-          else
+          if (maxed) {
+            // Non-negative FP16 bits order like their values: the max of the bits is the max score.
+            for (size_t i = 0; i < n; ++i) maxed[i] = std::max(maxed[i], floatToHalf(lr[i] * inv));
+          } else {
             for (size_t i = 0; i < n; ++i) acc[i] += lr[i] * inv;
+          }
         }
         t += n;
         continue;
@@ -236,7 +240,7 @@ void fusedAttention(const AttentionOps& ops, const AttentionProblem& p, const st
         for (size_t i = 0; i < d; ++i) o[i] = (rot[i] + orig[i]) * inv;
       }
   });
-  if (!p.accumulated) return;
+  if (!p.accumulated && !p.maxScores) return;
   parallelFor(jobs.size(), 1, [&](size_t b, size_t e) {
     ThreadBuffers tb(d, R);
     const BlockBuffers buf = tb.view();

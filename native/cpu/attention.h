@@ -62,7 +62,8 @@ struct AttentionProblem {
   std::function<void(float*)> unrotate;  // inverse rotation of one d-vector (for valuesRotated)
   float* accumulated = nullptr;  // optional [kvHeads][accumulatedStride]: += probability of each row, summed over queries
   size_t accumulatedStride = 0;
-  bool captureMax = false;       // accumulated[row] = max(accumulated[row], probability from any query) instead of the sum
+  // Instead of `accumulated`: maxScores[row] = max(maxScores[row], FP16 of the probability any query gives it).
+  uint16_t* maxScores = nullptr;
 };
 
 void fusedAttention(const AttentionOps& ops, const AttentionProblem& p, const std::vector<const KvSource*>& sources);

@@ -1,11 +1,12 @@
 #include "cpu/cpu_store_steps.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
+#include "cache/random_scores.h"
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/parallel.h"
-#include "cpu/scoring.h"
 #include "nq_half.h"
 
 namespace nq {
@@ -30,7 +31,7 @@ void CpuStoreSteps::appendRows(size_t first, size_t count) {
   s_.residualCount += count;
   s_.appended += count;
   s_.scoresCurrent = false;  // the new tokens have no reconstruction score yet
-  if (format::keepsSlotScores(o_.scorer)) store_.ensureAccumulated(s_, s_.held());
+  store_.ensureScores(s_, s_.held());
 }
 
 void CpuStoreSteps::residualRowsF32(size_t kv, size_t head, size_t firstPosition, float* rows) const {
@@ -94,7 +95,7 @@ void CpuStoreSteps::beginEviction(size_t target) {
 
 void CpuStoreSteps::score(const ObservedQueries& observed) {
   const size_t H = o_.kvHeads, d = o_.headDim, nc = s_.compressed, nr = s_.residualCount, total = total_;
-  const Scorer scorer = effectiveScorer(o_.scorer, observed, s_);
+  const Scorer scorer = scorerFor(o_, observed, s_);
   const bool fromKeys = scorer == Scorer::KeyNorm || scorer == Scorer::KeyKey || scorer == Scorer::Observed;
   // One head at a time per worker: the decoded keys of one head, not of all, are held at once.
   parallelFor(H, 1, [&](size_t hb, size_t he) {
@@ -123,11 +124,9 @@ void CpuStoreSteps::score(const ObservedQueries& observed) {
         }
         ops::cpuScore(a);
       } else if (format::keepsSlotScores(scorer)) {
-        const float* acc = reinterpret_cast<const float*>(s_.accumulated.data()) + h * s_.accCap;
-        std::copy(acc, acc + total, sc);
-      } else {  // Random: a seed per (cache seed, sequence, layer, head, length)
-        const uint64_t seed = (static_cast<uint64_t>(o_.seed) << 32) ^ (seq_ * 1000003ull + layer_ * 7919ull + h) ^ s_.appended;
-        scoreRandom(ScoreShape{1, total, d}, seed, sc);
+        for (size_t t = 0; t < total; ++t) sc[t] = store_.slotScore(s_, h, t);
+      } else {
+        randomScores(o_, seq_, layer_, h, s_.appended, total, sc);
       }
     }
   });
@@ -189,14 +188,13 @@ void CpuStoreSteps::compact() {
   a.newPages = newPages.data();
   ops::cpuCompact(a);
   store_.writeSlotCounts(pages, target);
-  if (format::keepsSlotScores(o_.scorer)) {  // the kept slots' scores move with them
-    float* acc = reinterpret_cast<float*>(s_.accumulated.data());
-    std::vector<float> row(target);
+  const size_t sb = store_.layout().scoreBytes;
+  if (sb > 0) {  // the kept slots' scores move with them (kept slots ascend, so in place is safe)
+    uint8_t* base = s_.scores.data();
     const uint32_t* kept = kept_->data();
     for (size_t h = 0; h < H; ++h) {
-      for (size_t t = 0; t < target; ++t) row[t] = acc[h * s_.accCap + kept[h * target + t]];
-      std::fill(acc + h * s_.accCap, acc + (h + 1) * s_.accCap, 0.f);
-      std::copy(row.begin(), row.end(), acc + h * s_.accCap);
+      uint8_t* row = base + h * s_.scoreCap * sb;
+      for (size_t t = 0; t < target; ++t) std::memmove(row + t * sb, row + kept[h * target + t] * sb, sb);
     }
   }
   s_.pages = std::move(pages);

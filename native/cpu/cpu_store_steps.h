@@ -4,11 +4,11 @@
 #include <cstddef>
 #include <optional>
 
-#include "cpu/compress_policy.h"
+#include "cache/compress_policy.h"
 #include "cpu/kv_cache.h"
 #include "cpu/paged_store.h"
 #include "cpu/rope.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
 
 namespace nq {
 
@@ -32,6 +32,7 @@ class CpuStoreSteps : public StoreSteps {
   void quantizeResidual() override;
   void setResidualSlots(size_t slots) override { store_.setResidualCapacity(s_, slots); }
   void markCompressed() override { s_.compressedOnce = true; }
+  void fitScores() override { store_.fitScores(s_); }
   void beginEviction(size_t target) override;
   void score(const ObservedQueries& observed) override;
   void select(const ops::SelectLaunch& shape) override;

@@ -6,57 +6,29 @@
 #include <string>
 #include <type_traits>
 
-#include "cpu/compress_policy.h"
+#include "cache/compress_policy.h"
 #include "cpu/cpu_store_steps.h"
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/parallel.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
 #include "nq_half.h"
 #include "nq_page_pack.h"
 
 namespace nq {
 KvCache::KvCache(const CacheOptions& o)
-    : o_(o), store_(o.batch, o.layers, PageLayout(o.kvHeads, o.headDim, o.spec), o.seed), rope_(o.ropeTheta, o.headDim) {
+    : o_(o), store_(o.batch, o.layers, PageLayout(o.kvHeads, o.headDim, o.spec, o.scorer), o.seed), rope_(o.ropeTheta, o.headDim) {
   // Evicting needs stored positions (evictFraction > 0); TypeScript and deserialize() refuse a budget
   // without them, and so does the binding's direct use.
   if (o.budgetTokens > 0 && !format::storesPositions(o.spec))
     throw NqError("INVALID_ARGUMENT", "a token budget needs a spec that evicts (evictFraction > 0)");
 }
 
-void KvCache::checkRange(size_t seq, size_t layer) const {
-  if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range [0, " + std::to_string(o_.batch) + ")");
-  if (layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range [0, " + std::to_string(o_.layers) + ")");
-}
-
 // ---- append: checked here, then the policy's residual rules (appendTokens) --------------------------
-
-namespace {
-
-template <typename T>
-void checkRows(const T* k, const T* v, size_t kvHeads, size_t count, size_t d) {
-  const size_t n = kvHeads * count * d;
-  for (size_t i = 0; i < n; ++i) {
-    const bool bad = [&] {
-      if constexpr (std::is_same_v<T, float>) return !std::isfinite(k[i]) || !std::isfinite(v[i]) || std::fabs(k[i]) > 65504.f || std::fabs(v[i]) > 65504.f;
-      else return halfIsNonFinite(k[i]) || halfIsNonFinite(v[i]);
-    }();
-    if (bad) {
-      const size_t head = i / (count * d), token = (i / d) % count;
-      throw NqError("INVALID_DATA", "keys/values hold a non-finite value or one beyond the FP16 range (+-65504) at head " + std::to_string(head) +
-                                        ", token " + std::to_string(token) + " of this append; the cache was not changed");
-    }
-  }
-}
-
-}  // namespace
-
-void checkAppendRows(const float* k, const float* v, size_t kvHeads, size_t count, size_t headDim) { checkRows(k, v, kvHeads, count, headDim); }
-void checkAppendRows(const uint16_t* k, const uint16_t* v, size_t kvHeads, size_t count, size_t headDim) { checkRows(k, v, kvHeads, count, headDim); }
 
 template <typename T>
 void KvCache::appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t count) {
-  checkRange(seq, layer);
+  checkStoreIndex(o_, seq, layer);
   checkAppendRows(k, v, o_.kvHeads, count, o_.headDim);  // before touching state
   AppendSource src;
   src.keys = k;
@@ -74,8 +46,7 @@ void KvCache::appendF16(size_t seq, size_t layer, const uint16_t* k, const uint1
 // ---- compress: the policy (score -> select -> encode -> compact) on each layer ---------------------
 
 void KvCache::compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow) {
-  if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range");
-  if (layer >= static_cast<long>(o_.layers)) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range");
+  checkCompressIndex(o_, seq, layer);
   compressLayers(o_, layer, observed, queryHeads, observedWindow, [&](size_t l) { return CpuStoreSteps(store_, o_, rope_, seq, l); });
   returnFreedHostMemory();  // the evicted pages' memory back to the OS, not kept by malloc (allocator.h)
 }
@@ -114,6 +85,38 @@ void KvCache::reconstructionAttention(size_t seq, size_t layer, const float* q, 
   store_.at(seq, layer).scoresCurrent = true;
 }
 
+void KvCache::shareScores(size_t seq, size_t sourceLayers) {
+  if (o_.scorer != Scorer::Reconstruct) throw NqError("INVALID_ARGUMENT", "shared scores are reconstruction scores; this cache uses another scorer");
+  if (seq >= o_.batch || sourceLayers == 0 || sourceLayers > o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or source layer count out of range");
+  const size_t H = o_.kvHeads, appended = store_.at(seq, 0).appended;
+  // The best score of each position over the source layers' heads (positions are < appended).
+  // FP16 bits of non-negative scores order like the scores themselves: max on the bits is max on the values.
+  std::vector<uint16_t> best(appended, 0);
+  for (size_t l = 0; l < sourceLayers; ++l) {
+    SeqLayerStore& s = store_.at(seq, l);
+    if (s.scoreCap < s.held()) continue;  // no pass has scored this layer
+    for (size_t h = 0; h < H; ++h) {
+      const uint16_t* row = store_.maxScoreRow(s, h);
+      for (size_t t = 0; t < s.held(); ++t) {
+        const size_t pos = static_cast<size_t>(t < s.compressed ? store_.slotPosition(s, h, t) : s.firstResidualPosition() + (t - s.compressed));
+        if (pos < appended) best[pos] = std::max(best[pos], row[t]);
+      }
+    }
+  }
+  for (size_t l = 0; l < o_.layers; ++l) {
+    SeqLayerStore& s = store_.at(seq, l);
+    store_.ensureScores(s, s.held());
+    for (size_t h = 0; h < H; ++h) {
+      uint16_t* row = store_.maxScoreRow(s, h);
+      for (size_t t = 0; t < s.held(); ++t) {
+        const size_t pos = static_cast<size_t>(t < s.compressed ? store_.slotPosition(s, h, t) : s.firstResidualPosition() + (t - s.compressed));
+        if (pos < appended) row[t] = std::max(row[t], best[pos]);
+      }
+    }
+    s.scoresCurrent = true;
+  }
+}
+
 void KvCache::runAttention(size_t seq, size_t layer, const AttentionCall& c) {
   if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
   SeqLayerStore& s = store_.at(seq, layer);
@@ -127,7 +130,7 @@ void KvCache::runAttention(size_t seq, size_t layer, const AttentionCall& c) {
     for (size_t j = 0; j < nq; ++j) defaultPos.push_back(static_cast<int32_t>(static_cast<int64_t>(s.appended) - static_cast<int64_t>(nq) + static_cast<int64_t>(j)));
     qpos = defaultPos.data();
   }
-  if (c.captureMax) store_.ensureAccumulated(s, std::max<size_t>(s.held(), 1));
+  if (c.captureMax) store_.ensureScores(s, s.held());
   const std::vector<const uint8_t*> pages = s.pagePointers();
   ops::SeqKV kv;
   kv.pages = pages.data();
@@ -136,8 +139,9 @@ void KvCache::runAttention(size_t seq, size_t layer, const AttentionCall& c) {
   kv.residualCap = static_cast<int>(s.residualCap);
   kv.residualCount = static_cast<int>(s.residualCount);
   kv.firstResidualPos = static_cast<int>(s.firstResidualPosition());
-  kv.accumulated = reinterpret_cast<float*>(s.accumulated.data());
-  kv.accPitch = static_cast<int>(s.accCap);
+  if (o_.scorer == Scorer::Accumulated) kv.accumulated = store_.accumulatedRow(s, 0);
+  if (o_.scorer == Scorer::Reconstruct) kv.maxScores = store_.maxScoreRow(s, 0);
+  kv.accPitch = static_cast<int>(s.scoreCap);
   ops::AttentionLaunch a = ops::pagedAttentionLaunch(static_cast<int>(H), static_cast<int>(qHeads), static_cast<int>(o_.headDim),
                                                      static_cast<int>(nq), o_.spec, o_.seed, c.scale);
   a.batch = 1;

@@ -1,15 +1,14 @@
 // CompressedKVCache, CPU backend: the paged store (cpu/paged_store.h) driven by the backend-neutral
-// compress policy (cpu/compress_policy.h) through the CPU ops (cpu/ops/cpu_ops.h). This class checks
+// compress policy (cache/compress_policy.h) through the CPU ops (cpu/ops/cpu_ops.h). This class checks
 // arguments and holds the pieces together behind the CompressedCache surface the binding uses.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-#include "compressed_cache.h"
+#include "cache/compressed_cache.h"
 #include "cpu/paged_store.h"
 #include "cpu/rope.h"
-#include "cpu/scoring.h"
 #include "memory/allocator.h"
 #include "nq_format.h"
 
@@ -49,6 +48,8 @@ class KvCache : public CompressedCache {
   void reconstructionAttention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale,
                                const float* extraK, const float* extraV, size_t recentSlots, float* out) override;
 
+  void shareScores(size_t seq, size_t sourceLayers) override;
+
   DenseKV materialize(size_t seq, size_t layer) const;
   // Writes the dense view into caller memory: keys/values [H][tokens][d] as f32 or FP16 bits, and
   // positions [H][tokens]. Heads run in parallel. Sizes come from tokens(seq, layer).
@@ -64,11 +65,6 @@ class KvCache : public CompressedCache {
   // CORRUPT_DATA for anything inconsistent before allocating what the header claims.
   std::vector<uint8_t> serialize() const override;
   static KvCache deserialize(const uint8_t* data, size_t size);
-
-  // The host store, for a backend that moves a whole cache to or from host memory (the CUDA cache
-  // serializes and loads through a KvCache).
-  PagedStore& pagedStore() { return store_; }
-  const PagedStore& pagedStore() const { return store_; }
 
  private:
   // One attention launch on (seq, layer): a plain call, or a reconstruction pass.
@@ -86,7 +82,6 @@ class KvCache : public CompressedCache {
 
   template <typename T>
   void appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t T_);
-  void checkRange(size_t seq, size_t layer) const;
 
   CacheOptions o_;
   PagedStore store_;

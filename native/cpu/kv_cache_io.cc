@@ -1,50 +1,19 @@
-// KvCache serialization: format::SerializedCacheHeader (kernels/nq_format.h: "NQKV", a version, the options), every (sequence, layer) store, and a CRC32
-// of everything before it. deserialize() checks the checksum, the declared sizes and every field
-// before allocating, so a truncated or corrupted buffer is a CORRUPT_DATA error, never a crash.
+// KvCache serialization: the "NQKV" bytes of cache/serialized_cache.h, written from the paged store,
+// and read back. deserialize() checks the checksum, the declared sizes and every field before
+// allocating, so a truncated or corrupted buffer is a CORRUPT_DATA error, never a crash.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
 
-#include "cpu/kv_cache.h"
+#include "cache/nq_error.h"
+#include "cache/serialized_cache.h"
 #include "cpu/codec.h"
-#include "cpu/nq_error.h"
+#include "cpu/kv_cache.h"
 #include "nq_half.h"
 
 namespace nq {
 namespace {
-
-uint32_t crc32(const uint8_t* p, size_t n) {
-  static uint32_t table[256];
-  static bool ready = [] {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      table[i] = c;
-    }
-    return true;
-  }();
-  (void)ready;
-  uint32_t c = 0xFFFFFFFFu;
-  for (size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
-struct Writer {
-  std::vector<uint8_t> out;
-  template <typename T>
-  void put(T v) {
-    const size_t at = out.size();
-    out.resize(at + sizeof(T));
-    std::memcpy(out.data() + at, &v, sizeof(T));
-  }
-  void bytes(const void* p, size_t n) {
-    if (n == 0) return;
-    const size_t at = out.size();
-    out.resize(at + n);
-    std::memcpy(out.data() + at, p, n);
-  }
-};
 
 struct Reader {
   const uint8_t* p;
@@ -68,50 +37,33 @@ struct Reader {
   }
 };
 
+// The CPU stores as serializeCache reads them: everything is in host memory already.
+class PagedStoreSource : public StoreSource {
+ public:
+  explicit PagedStoreSource(const PagedStore& store) : store_(store) {}
+  const StoreCounters& counters(size_t i) const override { return store_.all()[i]; }
+  size_t pageCount(size_t i) const override { return store_.all()[i].pages.size(); }
+  void copyPage(size_t i, size_t page, uint8_t* out) const override {
+    const HostBuffer& p = store_.all()[i].pages[page];
+    std::memcpy(out, p.data(), p.size());
+  }
+  void copyResidualRows(size_t i, size_t kv, size_t head, uint8_t* out) const override {
+    const SeqLayerStore& s = store_.all()[i];
+    std::memcpy(out, store_.residualRows(s, kv, head), s.residualCount * store_.layout().headDim * 2);
+  }
+  void copyScores(size_t i, size_t head, uint8_t* out) const override {
+    const SeqLayerStore& s = store_.all()[i];
+    const size_t sb = store_.layout().scoreBytes;
+    std::memcpy(out, s.scores.data() + head * s.scoreCap * sb, s.held() * sb);
+  }
+
+ private:
+  const PagedStore& store_;
+};
+
 }  // namespace
 
-std::vector<uint8_t> KvCache::serialize() const {
-  Writer w;
-  format::SerializedCacheHeader h{};
-  h.magic = format::kSerializedMagic;
-  h.version = format::kSerializedVersion;
-  h.batch = static_cast<uint32_t>(o_.batch);
-  h.layers = static_cast<uint32_t>(o_.layers);
-  h.kvHeads = static_cast<uint32_t>(o_.kvHeads);
-  h.headDim = static_cast<uint32_t>(o_.headDim);
-  h.keyBits = static_cast<uint8_t>(o_.spec.keyBits);
-  h.valueBits = static_cast<uint8_t>(o_.spec.valueBits);
-  h.scorer = static_cast<uint8_t>(o_.scorer);
-  std::memcpy(h.evictFraction, &o_.spec.evictFraction, 8);
-  h.sinkTokens = static_cast<uint32_t>(o_.spec.sinkTokens);
-  h.recentWindow = static_cast<uint32_t>(o_.spec.recentWindow);
-  h.residualWindow = static_cast<uint32_t>(o_.spec.residualWindow);
-  h.pageTokens = static_cast<uint32_t>(o_.spec.pageTokens);
-  h.seed = o_.seed;
-  h.scorerWindow = static_cast<uint32_t>(o_.scorerWindow);
-  h.poolKernel = static_cast<uint32_t>(o_.poolKernel);
-  h.queryHeads = static_cast<uint32_t>(o_.queryHeads);
-  const uint64_t budget = o_.budgetTokens;
-  std::memcpy(h.budgetTokens, &budget, 8);
-  std::memcpy(h.ropeTheta, &o_.ropeTheta, 8);
-  w.put(h);
-  const size_t H = o_.kvHeads, d = o_.headDim;
-  for (const SeqLayerStore& s : store_.all()) {
-    w.put<uint64_t>(s.appended);
-    w.put<uint64_t>(s.compressed);
-    w.put<uint64_t>(s.residualCount);
-    // State flags: bit 0 compressed once, bit 1 the reconstruction scores are current.
-    w.put<uint8_t>(static_cast<uint8_t>((s.compressedOnce ? 1 : 0) | (s.scoresCurrent ? 2 : 0)));
-    for (const HostBuffer& p : s.pages) w.bytes(p.data(), p.size());
-    for (size_t kv = 0; kv < 2; ++kv)
-      for (size_t h = 0; h < H; ++h)
-        w.bytes(store_.residualRows(s, kv, h), s.residualCount * d * 2);
-    if (format::keepsSlotScores(o_.scorer))
-      for (size_t h = 0; h < H; ++h) w.bytes(s.accumulated.data() + h * s.accCap * 4, (s.compressed + s.residualCount) * 4);
-  }
-  w.put<uint32_t>(crc32(w.out.data(), w.out.size()));
-  return std::move(w.out);
-}
+std::vector<uint8_t> KvCache::serialize() const { return serializeCache(o_, store_.layout(), PagedStoreSource(store_)); }
 
 KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
   Reader r{data, size};
@@ -203,7 +155,7 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
     const size_t resRowBytes = 2 * H * d * 2;  // one token of K and V, every head, FP16
     if (residualCount > (left - pages * L.pageBytes) / resRowBytes) r.corrupt("truncated residual window");
     const size_t held = compressed + residualCount;
-    if (format::keepsSlotScores(o.scorer) && held > (left - pages * L.pageBytes - residualCount * resRowBytes) / (H * 4))
+    if (L.scoreBytes > 0 && held > (left - pages * L.pageBytes - residualCount * resRowBytes) / (H * L.scoreBytes))
       r.corrupt("truncated slot scores");
     s.appended = appended;
     s.compressed = compressed;
@@ -246,16 +198,25 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
         }
         if (bytes > 0) std::memcpy(c.store_.residualRows(s, kv, h), src, bytes);
       }
-    if (format::keepsSlotScores(o.scorer)) {
-      c.store_.ensureAccumulated(s, std::max<size_t>(held, 1));
+    if (L.scoreBytes > 0 && held > 0) {
+      c.store_.ensureScores(s, held);
+      c.store_.fitScores(s);
       for (size_t h = 0; h < H; ++h) {
-        const uint8_t* src = r.take(held * 4, "slot scores");
+        const uint8_t* src = r.take(held * L.scoreBytes, "slot scores");
         for (size_t e = 0; e < held; ++e) {
-          float v;
-          std::memcpy(&v, src + 4 * e, 4);
-          if (!std::isfinite(v)) r.corrupt("a slot score is not finite");
+          bool bad;
+          if (L.scoreBytes == 4) {
+            float v;
+            std::memcpy(&v, src + 4 * e, 4);
+            bad = !std::isfinite(v) || v < 0;
+          } else {
+            uint16_t v;
+            std::memcpy(&v, src + 2 * e, 2);
+            bad = halfIsNonFinite(v) || (v & 0x8000) != 0;
+          }
+          if (bad) r.corrupt("a slot score is not finite or negative");
         }
-        if (held > 0) std::memcpy(s.accumulated.data() + h * s.accCap * 4, src, held * 4);
+        std::memcpy(s.scores.data() + h * s.scoreCap * L.scoreBytes, src, held * L.scoreBytes);
       }
     }
   }

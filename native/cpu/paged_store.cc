@@ -5,51 +5,16 @@
 #include <string>
 #include <type_traits>
 
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/rope.h"
+#include "nq_half.h"
 
 namespace nq {
 
 [[noreturn]] void throwOutOfMemory(const char* what, size_t bytes) {
   throw NqError("OUT_OF_MEMORY", std::string("could not allocate ") + std::to_string(bytes) + " bytes for " + what + ": the limit was " +
                                      allocationFailureReason() + "; dispose caches, raise the limit or use a smaller context");
-}
-
-PageLayout::PageLayout(size_t H, size_t d, const format::Spec& s)
-    : kvHeads(H),
-      headDim(d),
-      pageTokens(static_cast<size_t>(s.pageTokens)),
-      spec(s),
-      offsets(format::pageOffsets(H, d, s)),
-      pageBytes(format::pageBytes(H, d, s)),
-      keyCodeBytes(format::codeBytesPerVector(d, s.keyBits)),
-      valueCodeBytes(format::codeBytesPerVector(d, s.valueBits)),
-      storesPositions(format::storesPositions(s)) {}
-
-CategoryBytes PageLayout::split() const {
-  CategoryBytes s{};
-  s[static_cast<int>(MemCategory::Headers)] = format::kPageHeaderBytes;
-  s[static_cast<int>(MemCategory::Codes)] = offsets.keyScales - offsets.keyCodes;
-  s[static_cast<int>(MemCategory::Scales)] = offsets.positions - offsets.keyScales;
-  s[static_cast<int>(MemCategory::Positions)] = offsets.end - offsets.positions;
-  return s;
-}
-
-ops::CompactLaunch PageLayout::compactLaunch(size_t target) const {
-  ops::CompactLaunch a;
-  a.kvHeads = static_cast<int>(kvHeads);
-  a.target = static_cast<int>(target);
-  a.pageTokens = static_cast<int>(pageTokens);
-  a.keyCodeBytes = static_cast<int>(keyCodeBytes);
-  a.valueCodeBytes = static_cast<int>(valueCodeBytes);
-  a.keyCodesOff = offsets.keyCodes;
-  a.valueCodesOff = offsets.valueCodes;
-  a.keyScalesOff = offsets.keyScales;
-  a.valueScalesOff = offsets.valueScales;
-  a.positionsOff = offsets.positions;
-  a.storesPositions = storesPositions;
-  return a;
 }
 
 std::vector<const uint8_t*> SeqLayerStore::pagePointers() const {
@@ -101,19 +66,46 @@ void PagedStore::setResidualCapacity(SeqLayerStore& s, size_t cap) const {
   s.residualCount = keep;
 }
 
-void PagedStore::ensureAccumulated(SeqLayerStore& s, size_t slots) const {
-  if (slots <= s.accCap) return;
-  const size_t H = layout_.kvHeads;
-  size_t cap = std::max<size_t>(s.accCap * 2, 64);
-  while (cap < slots) cap *= 2;
+namespace {
+
+// Reallocates the slot scores to `cap` slots per head, keeping the first min(held, cap).
+void resizeScores(SeqLayerStore& s, size_t H, size_t scoreBytes, size_t cap) {
   HostBuffer next;
-  const size_t bytes = H * cap * sizeof(float);
-  if (!next.allocate(bytes, oneCategory(MemCategory::Scratch, bytes))) throwOutOfMemory("accumulated attention scores", bytes);
-  std::memset(next.data(), 0, bytes);
-  for (size_t h = 0; h < H && s.accCap > 0; ++h)
-    std::memcpy(next.data() + h * cap * 4, s.accumulated.data() + h * s.accCap * 4, s.accCap * 4);
-  s.accumulated = std::move(next);
-  s.accCap = cap;
+  const size_t bytes = H * cap * scoreBytes;
+  if (bytes > 0) {
+    if (!next.allocate(bytes, oneCategory(MemCategory::Scores, bytes))) throwOutOfMemory("token scores", bytes);
+    std::memset(next.data(), 0, bytes);
+    const size_t keep = std::min(cap, s.scoreCap);
+    for (size_t h = 0; h < H && keep > 0; ++h) std::memcpy(next.data() + h * cap * scoreBytes, s.scores.data() + h * s.scoreCap * scoreBytes, keep * scoreBytes);
+  }
+  s.scores = std::move(next);
+  s.scoreCap = cap;
+}
+
+}  // namespace
+
+void PagedStore::ensureScores(SeqLayerStore& s, size_t slots) const {
+  if (layout_.scoreBytes == 0 || slots <= s.scoreCap) return;
+  size_t cap = std::max<size_t>(s.scoreCap * 2, 64);
+  while (cap < slots) cap *= 2;
+  resizeScores(s, layout_.kvHeads, layout_.scoreBytes, cap);
+}
+
+void PagedStore::fitScores(SeqLayerStore& s) const {
+  if (layout_.scoreBytes == 0 || s.scoreCap == s.held()) return;
+  resizeScores(s, layout_.kvHeads, layout_.scoreBytes, s.held());
+}
+
+float PagedStore::slotScore(const SeqLayerStore& s, size_t head, size_t slot) const {
+  const uint8_t* p = s.scores.data() + (head * s.scoreCap + slot) * layout_.scoreBytes;
+  if (layout_.scoreBytes == 4) {
+    float v;
+    std::memcpy(&v, p, 4);
+    return v;
+  }
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return halfToFloat(h);
 }
 
 int32_t PagedStore::slotPosition(const SeqLayerStore& s, size_t head, size_t slot) const {
@@ -171,7 +163,7 @@ CacheComponentBytes PagedStore::bytes() const {
       b.headers += sp[static_cast<int>(MemCategory::Headers)];
     }
     b.residual += s.residual.size();
-    b.scratch += s.accumulated.size();
+    b.scores += s.scores.size();
   }
   return b;
 }

@@ -1,15 +1,16 @@
 // The CPU cache's storage: for each (sequence, layer) pages of lattice codes, FP16 scales and kept
-// positions (layout and page header from kernels/nq_format.h only), an FP16 residual window for
+// positions (cache/page_layout.h: layout and page header from kernels/nq_format.h only), an FP16 residual window for
 // tokens not yet quantized, and the Accumulated scorer's attention mass. Bookkeeping only: what is
 // computed on it (encode, score, select, compact, attention) lives in cpu/ops/ and the compress
-// policy in cpu/compress_policy.h. Every byte comes from the accounting allocator.
+// policy in cache/compress_policy.h. Every byte comes from the accounting allocator.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-#include "compressed_cache.h"
-#include "cpu/compress_policy.h"
+#include "cache/compress_policy.h"
+#include "cache/compressed_cache.h"
+#include "cache/page_layout.h"
 #include "memory/allocator.h"
 #include "nq_format.h"
 
@@ -17,25 +18,13 @@ namespace nq {
 
 class RopeTable;
 
-// The page geometry of one cache, computed by nq_format.h.
-struct PageLayout {
-  size_t kvHeads = 1, headDim = 0, pageTokens = 0;
-  format::Spec spec{};
-  format::PageOffsets offsets{};
-  size_t pageBytes = 0, keyCodeBytes = 0, valueCodeBytes = 0;
-  bool storesPositions = false;
-  PageLayout(size_t kvHeads, size_t headDim, const format::Spec& spec);
-  // A page's bytes by memory category (header, codes, scales, positions), for the allocators.
-  CategoryBytes split() const;
-  // A CompactLaunch for these pages: shapes, code sizes, offsets; the arrays are the caller's.
-  ops::CompactLaunch compactLaunch(size_t target) const;
-};
-
 // One (sequence, layer).
 struct SeqLayerStore : StoreCounters {
   std::vector<HostBuffer> pages;
   HostBuffer residual;     // FP16 [2][H][residualCap][d]: keys then values
-  HostBuffer accumulated;  // f32 [H][accCap]: slot scores of Accumulated (summed mass) and Reconstruct (max attention)
+  // [H][scoreCap] slot scores (PageLayout::scoreBytes each): Accumulated's summed mass (f32) or
+  // Reconstruct's most attention received (FP16); empty for the other scorers.
+  HostBuffer scores;
   std::vector<const uint8_t*> pagePointers() const;
 };
 
@@ -62,8 +51,17 @@ class PagedStore {
   const uint16_t* residualRows(const SeqLayerStore& s, size_t kv, size_t head) const;
   // Reallocates the residual to `cap` slots, keeping the first min(count, cap) rows.
   void setResidualCapacity(SeqLayerStore& s, size_t cap) const;
-  // The slot-score rows (format::keepsSlotScores) hold at least `slots` (zero-filled, power-of-two growth).
-  void ensureAccumulated(SeqLayerStore& s, size_t slots) const;
+  // The slot-score rows hold at least `slots` (zero-filled, doubling): for appends. A no-op when the
+  // layout keeps no scores.
+  void ensureScores(SeqLayerStore& s, size_t slots) const;
+  // The slot-score rows hold exactly the held slots: after a compress(), so that the cache holds what
+  // compressedLayout counts.
+  void fitScores(SeqLayerStore& s) const;
+  // One head's scores: Accumulated's f32 mass, Reconstruct's FP16 maxima.
+  float* accumulatedRow(SeqLayerStore& s, size_t head) const { return reinterpret_cast<float*>(s.scores.data()) + head * s.scoreCap; }
+  uint16_t* maxScoreRow(SeqLayerStore& s, size_t head) const { return reinterpret_cast<uint16_t*>(s.scores.data()) + head * s.scoreCap; }
+  // Score of one slot as a float, whatever the storage.
+  float slotScore(const SeqLayerStore& s, size_t head, size_t slot) const;
 
   int32_t slotPosition(const SeqLayerStore& s, size_t head, size_t slot) const;
   // Slots [begin, end) of one head, decoded by cpuDecode page run by page run: f32 (unrotate=false:

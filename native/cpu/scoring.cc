@@ -72,19 +72,6 @@ void scoreObserved(const ScoreShape& s, const float* keys, const float* queries,
   maxPoolScores(s, pool, scores);
 }
 
-void scoreRandom(const ScoreShape& s, uint64_t seed, float* scores) {
-  uint64_t x = seed ^ 0x9E3779B97F4A7C15ull;
-  for (size_t i = 0; i < s.kvHeads * s.tokens; ++i) {
-    // splitmix64: a full-period generator whose output is well mixed from any seed.
-    x += 0x9E3779B97F4A7C15ull;
-    uint64_t z = x;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    scores[i] = static_cast<float>(z >> 40) / static_cast<float>(1ull << 24);
-  }
-}
-
 void maxPoolScores(const ScoreShape& s, size_t pool, float* scores) {
   if (pool <= 1) return;
   const size_t half = pool / 2;

@@ -1,15 +1,11 @@
 // Token importance scores for eviction, one score per (KV head, token); higher = keep. These are the
-// CPU reference of the scorers the CUDA backend mirrors. Inputs are dense f32 rows in the original
+// CPU reference of the scorers the CUDA backend mirrors (the random baseline: cache/random_scores.h). Inputs are dense f32 rows in the original
 // (unrotated) domain, head-major: keys[h][t][d].
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
-#include "../../kernels/nq_format.h"
-
 namespace nq {
-
-using Scorer = format::Scorer;  // ids in kernels/nq_format.h
 
 struct ScoreShape {
   size_t kvHeads;
@@ -31,9 +27,6 @@ void scoreKeyKey(const ScoreShape& s, const float* keys, size_t window, float* s
 // neighbouring positions (odd, centred) so that kept tokens come with their context.
 void scoreObserved(const ScoreShape& s, const float* keys, const float* queries, size_t queryHeads, size_t window, size_t pool,
                    float* scores);
-
-// A deterministic pseudo-random score per (head, token) from `seed`: the baseline scorer.
-void scoreRandom(const ScoreShape& s, uint64_t seed, float* scores);
 
 // Max-pool along tokens with an odd window, per head, in place (uses a scratch row).
 void maxPoolScores(const ScoreShape& s, size_t pool, float* scores);

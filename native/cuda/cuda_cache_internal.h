@@ -7,10 +7,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "compressed_cache.h"
-#include "cpu/compress_policy.h"
-#include "cpu/nq_error.h"
-#include "cpu/paged_store.h"
+#include "cache/compress_policy.h"
+#include "cache/compressed_cache.h"
+#include "cache/nq_error.h"
+#include "cache/page_layout.h"
 #include "nq_cuda_api.h"
 
 namespace nq::cudacache {
@@ -38,7 +38,7 @@ struct DeviceStore : StoreCounters {
   std::vector<DeviceBuffer> pages;
   DeviceBuffer pageTable;    // device array of the page pointers, for attention
   DeviceBuffer residual;     // FP16 [2][H][residualCap][d]
-  DeviceBuffer accumulated;  // f32 [H][accCap], Accumulated scorer only
+  DeviceBuffer scores;       // f32 [H][scoreCap], Accumulated scorer only (Reconstruct is CPU only)
 };
 
 class CudaKvCache;
@@ -59,6 +59,7 @@ class CudaStoreSteps : public StoreSteps {
   void quantizeResidual() override;
   void setResidualSlots(size_t slots) override;
   void markCompressed() override { s_.compressedOnce = true; }
+  void fitScores() override;
   void beginEviction(size_t target) override;
   void score(const ObservedQueries& observed) override;
   void select(const ops::SelectLaunch& shape) override;
@@ -98,6 +99,7 @@ class CudaKvCache : public CompressedCache {
                                float*) override {
     throw NqError("UNSUPPORTED", "the reconstruction pass is CPU only");
   }
+  void shareScores(size_t, size_t) override { throw NqError("UNSUPPORTED", "the reconstruction pass is CPU only"); }
 
   void materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const override;
 
@@ -108,7 +110,7 @@ class CudaKvCache : public CompressedCache {
 
   CacheComponentBytes bytes() const override;
 
-  // Through a host KvCache holding the same stores: one serializer for both backends.
+  // The same bytes as the CPU cache's (cache/serialized_cache.h), read from device memory.
   std::vector<uint8_t> serialize() const override;
 
  private:
@@ -116,16 +118,13 @@ class CudaKvCache : public CompressedCache {
 
   template <typename T>
   void appendImpl(size_t seq, size_t layer, const T* k, const T* v, size_t count) {
-    checkRange(seq, layer);
+    checkStoreIndex(o_, seq, layer);
     checkAppendRows(k, v, o_.kvHeads, count, o_.headDim);  // before touching state
     CudaStoreSteps steps(*this, seq, layer);
     steps.setAppendSource(k, v, std::is_same_v<T, uint16_t>, count);
     appendTokens(steps, compressRules(o_), count);
   }
 
-  void checkRange(size_t seq, size_t layer) const {
-    if (seq >= o_.batch || layer >= o_.layers) throw NqError("INVALID_ARGUMENT", "sequence or layer out of range");
-  }
   DeviceStore& at(size_t seq, size_t layer) { return stores_[seq * o_.layers + layer]; }
   const DeviceStore& at(size_t seq, size_t layer) const { return stores_[seq * o_.layers + layer]; }
 
@@ -138,7 +137,9 @@ class CudaKvCache : public CompressedCache {
   // Positions of the page slots [H][compressed], read back from the pages (slot index without eviction).
   std::vector<int32_t> slotPositions(const DeviceStore& s) const;
 
-  void ensureAccumulated(DeviceStore& s, size_t slots) const;
+  void ensureScores(DeviceStore& s, size_t slots) const;
+  // Exactly the held slots' scores (after a compress, as compressedLayout counts them).
+  void fitScores(DeviceStore& s) const;
 
   CacheOptions o_;
   PageLayout layout_;

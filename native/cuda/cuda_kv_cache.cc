@@ -1,6 +1,6 @@
 #include "cuda/cuda_kv_cache.h"
 
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 
 #if !defined(NQ_WITH_CUDA)
 
@@ -17,8 +17,8 @@ std::unique_ptr<CompressedCache> makeCudaCache(const CacheOptions&) {
 #include <algorithm>
 #include <cstring>
 
-#include "cpu/kv_cache.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
+#include "cache/serialized_cache.h"
 #include "cuda/cuda_cache_internal.h"
 #include "nq_half.h"
 #include "nq_page_pack.h"
@@ -47,7 +47,7 @@ ops::CodecArgs codec(const CacheOptions& o, int bits) {
   return c;
 }
 
-CudaKvCache::CudaKvCache(const CacheOptions& o) : o_(o), layout_(o.kvHeads, o.headDim, o.spec), stores_(o.batch * o.layers) {
+CudaKvCache::CudaKvCache(const CacheOptions& o) : o_(o), layout_(o.kvHeads, o.headDim, o.spec, o.scorer), stores_(o.batch * o.layers) {
   std::vector<cuda::DeviceInfo> devices;
   std::string reason;
   if (!cuda::probeDevices(devices, reason)) throw NqError("BACKEND_UNAVAILABLE", "CUDA is not available: " + reason);
@@ -68,13 +68,12 @@ CudaKvCache::~CudaKvCache() {
 }
 
 void CudaKvCache::compress(size_t seq, long layer, const std::vector<const float*>* observed, size_t queryHeads, size_t observedWindow) {
-  if (seq >= o_.batch) throw NqError("INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is out of range");
-  if (layer >= static_cast<long>(o_.layers)) throw NqError("INVALID_ARGUMENT", "layer " + std::to_string(layer) + " is out of range");
+  checkCompressIndex(o_, seq, layer);
   compressLayers(o_, layer, observed, queryHeads, observedWindow, [&](size_t l) { return CudaStoreSteps(*this, seq, l); });
 }
 
 void CudaKvCache::attention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale, float* out) {
-  checkRange(seq, layer);
+  checkStoreIndex(o_, seq, layer);
   DeviceStore& s = at(seq, layer);
   const size_t H = o_.kvHeads, d = o_.headDim;
   if (qHeads == 0 || qHeads % H != 0) throw NqError("INVALID_ARGUMENT", "query heads must be a positive multiple of the KV heads");
@@ -92,10 +91,10 @@ void CudaKvCache::attention(size_t seq, size_t layer, const float* q, size_t qHe
   kv.residualCap = static_cast<int>(std::max<size_t>(s.residualCap, 1));
   kv.residualCount = static_cast<int>(s.residualCount);
   kv.firstResidualPos = static_cast<int>(s.appended - s.residualCount);
-  const bool accumulate = o_.scorer == Scorer::Accumulated && s.accCap > 0;
+  const bool accumulate = o_.scorer == Scorer::Accumulated && s.scoreCap > 0;  // only Accumulated keeps f32 scores on the GPU
   if (accumulate) {
-    kv.accumulated = s.accumulated.as<float>();
-    kv.accPitch = static_cast<int>(s.accCap);
+    kv.accumulated = s.scores.as<float>();
+    kv.accPitch = static_cast<int>(s.scoreCap);
   }
   DeviceBuffer dSeq = upload(&kv, 1, stream_);
   DeviceBuffer dQ = upload(q, qHeads * nq * d, stream_);
@@ -120,7 +119,7 @@ void CudaKvCache::attention(size_t seq, size_t layer, const float* q, size_t qHe
 }
 
 void CudaKvCache::materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const {
-  checkRange(seq, layer);
+  checkStoreIndex(o_, seq, layer);
   const DeviceStore& s = at(seq, layer);
   const size_t H = o_.kvHeads, d = o_.headDim, nc = s.compressed, nr = s.residualCount, n = nc + nr, P = layout_.pageTokens;
   const size_t elem = f16 ? 2 : 4;
@@ -173,41 +172,41 @@ CacheComponentBytes CudaKvCache::bytes() const {
     b.positions += s.pages.size() * split[static_cast<int>(MemCategory::Positions)];
     b.headers += s.pages.size() * split[static_cast<int>(MemCategory::Headers)];
     b.residual += s.residualCap > 0 ? s.residual.size() : 0;
-    b.scratch += s.accCap > 0 ? s.accumulated.size() : 0;
+    b.scores += s.scoreCap > 0 ? s.scores.size() : 0;
   }
   return b;
 }
 
-// Through a host KvCache holding the same stores: one serializer for both backends.
+// The device stores as serializeCache reads them: each piece copied from device memory straight into
+// the serialized bytes.
+class DeviceStoreSource : public StoreSource {
+ public:
+  DeviceStoreSource(const CacheOptions& o, const PageLayout& layout, const std::vector<DeviceStore>& stores, cuda::StreamHandle stream)
+      : o_(o), layout_(layout), stores_(stores), stream_(stream) {}
+  const StoreCounters& counters(size_t i) const override { return stores_[i]; }
+  size_t pageCount(size_t i) const override { return stores_[i].pages.size(); }
+  void copyPage(size_t i, size_t page, uint8_t* out) const override {
+    check(cuda::copyToHost(out, stores_[i].pages[page].data(), layout_.pageBytes, stream_));
+  }
+  void copyResidualRows(size_t i, size_t kv, size_t head, uint8_t* out) const override {
+    const DeviceStore& s = stores_[i];
+    const size_t d = o_.headDim;
+    check(cuda::copyToHost(out, s.residual.as<uint16_t>() + (kv * o_.kvHeads + head) * s.residualCap * d, s.residualCount * d * 2, stream_));
+  }
+  void copyScores(size_t i, size_t head, uint8_t* out) const override {
+    const DeviceStore& s = stores_[i];
+    check(cuda::copyToHost(out, s.scores.as<float>() + head * s.scoreCap, s.held() * 4, stream_));
+  }
+
+ private:
+  const CacheOptions& o_;
+  const PageLayout& layout_;
+  const std::vector<DeviceStore>& stores_;
+  cuda::StreamHandle stream_;
+};
+
 std::vector<uint8_t> CudaKvCache::serialize() const {
-  KvCache host(o_);
-  PagedStore& hs = host.pagedStore();
-  const size_t H = o_.kvHeads, d = o_.headDim;
-  for (size_t seq = 0; seq < o_.batch; ++seq)
-    for (size_t layer = 0; layer < o_.layers; ++layer) {
-      const DeviceStore& s = at(seq, layer);
-      SeqLayerStore& h = hs.at(seq, layer);
-      for (size_t p = 0; p < s.pages.size(); ++p) {
-        HostBuffer page = hs.newPage(seq, layer, p);
-        check(cuda::copyToHost(page.data(), s.pages[p].data(), layout_.pageBytes, stream_));
-        h.pages.push_back(std::move(page));
-      }
-      h.compressed = s.compressed;
-      h.appended = s.appended;
-      h.compressedOnce = s.compressedOnce;
-      hs.setResidualCapacity(h, s.residualCount);  // while h holds no rows: nothing to carry over
-      h.residualCount = s.residualCount;
-      for (size_t kv = 0; kv < 2; ++kv)
-        for (size_t head = 0; head < H; ++head)
-          check(cuda::copyToHost(hs.residualRows(h, kv, head), s.residual.as<uint16_t>() + (kv * H + head) * s.residualCap * d,
-                                 s.residualCount * d * 2, stream_));
-      if (o_.scorer == Scorer::Accumulated && s.accCap > 0) {
-        hs.ensureAccumulated(h, s.accCap);
-        for (size_t head = 0; head < H; ++head)
-          check(cuda::copyToHost(h.accumulated.data() + head * h.accCap * 4, s.accumulated.as<float>() + head * s.accCap, s.accCap * 4, stream_));
-      }
-    }
-  return host.serialize();
+  return serializeCache(o_, layout_, DeviceStoreSource(o_, layout_, stores_, stream_));
 }
 
 // A zeroed device page whose header names it.
@@ -250,17 +249,35 @@ std::vector<int32_t> CudaKvCache::slotPositions(const DeviceStore& s) const {
   return out;
 }
 
-void CudaKvCache::ensureAccumulated(DeviceStore& s, size_t slots) const {
-  if (o_.scorer != Scorer::Accumulated || slots <= s.accCap) return;
-  const size_t H = o_.kvHeads;
-  size_t cap = std::max<size_t>(s.accCap * 2, 64);
+namespace {
+
+// Reallocates a store's f32 scores to `cap` slots per head, keeping the first min(cap, scoreCap).
+void resizeScores(DeviceStore& s, size_t H, size_t cap, cuda::StreamHandle stream) {
+  DeviceBuffer next = deviceBuffer(H * cap * 4, MemCategory::Scores);
+  check(cuda::fillDevice(next.data(), 0, H * cap * 4, stream));
+  const size_t keep = std::min(cap, s.scoreCap);
+  for (size_t h = 0; h < H && keep > 0; ++h) check(cuda::copyOnDevice(next.as<float>() + h * cap, s.scores.as<float>() + h * s.scoreCap, keep * 4, stream));
+  s.scores = std::move(next);
+  s.scoreCap = cap;
+}
+
+}  // namespace
+
+void CudaKvCache::ensureScores(DeviceStore& s, size_t slots) const {
+  if (layout_.scoreBytes == 0 || slots <= s.scoreCap) return;
+  size_t cap = std::max<size_t>(s.scoreCap * 2, 64);
   while (cap < slots) cap *= 2;
-  DeviceBuffer next = deviceBuffer(H * cap * 4, MemCategory::Scratch);
-  check(cuda::fillDevice(next.data(), 0, H * cap * 4, stream_));
-  for (size_t h = 0; h < H && s.accCap > 0; ++h)
-    check(cuda::copyOnDevice(next.as<float>() + h * cap, s.accumulated.as<float>() + h * s.accCap, s.accCap * 4, stream_));
-  s.accumulated = std::move(next);
-  s.accCap = cap;
+  resizeScores(s, o_.kvHeads, cap, stream_);
+}
+
+void CudaKvCache::fitScores(DeviceStore& s) const {
+  if (layout_.scoreBytes == 0 || s.scoreCap == s.held()) return;
+  if (s.held() == 0) {
+    s.scores = DeviceBuffer();
+    s.scoreCap = 0;
+    return;
+  }
+  resizeScores(s, o_.kvHeads, s.held(), stream_);
 }
 
 }  // namespace cudacache

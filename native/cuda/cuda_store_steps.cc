@@ -1,11 +1,11 @@
-// The compress policy's steps (cpu/compress_policy.h StoreSteps) on one device store of the CUDA
+// The compress policy's steps (cache/compress_policy.h StoreSteps) on one device store of the CUDA
 // cache: the CUDA launchers with the Params structs of kernels/nq_ops_params.h.
 #if defined(NQ_WITH_CUDA)
 #include <algorithm>
 #include <vector>
 
-#include "cpu/scoring.h"
-#include "cpu/scratch.h"
+#include "cache/random_scores.h"
+#include "cache/scratch.h"
 #include "cuda/cuda_cache_internal.h"
 #include "nq_half.h"
 
@@ -35,7 +35,7 @@ void CudaStoreSteps::appendRows(size_t first, size_t count) {
   }
   s_.residualCount += count;
   s_.appended += count;
-  c_.ensureAccumulated(s_, s_.compressed + s_.residualCount);
+  c_.ensureScores(s_, s_.compressed + s_.residualCount);
 }
 
 void CudaStoreSteps::setResidualSlots(size_t cap) {
@@ -105,18 +105,15 @@ void CudaStoreSteps::score(const ObservedQueries& observed) {
   const CacheOptions& o = c_.o_;
   const PageLayout& L = c_.layout_;
   const size_t H = o.kvHeads, d = o.headDim, nc = s_.compressed, nr = s_.residualCount, total = total_, P = L.pageTokens;
-  const Scorer scorer = o.scorer == Scorer::Observed && observed.queries == nullptr ? Scorer::KeyKey : o.scorer;
+  const Scorer scorer = scorerFor(o, observed, s_);
   float* scores = scores_->as<float>();
   if (scorer == Scorer::Accumulated) {
-    for (size_t h = 0; h < H; ++h) check(cuda::copyOnDevice(scores + h * total, s_.accumulated.as<float>() + h * s_.accCap, total * 4, c_.stream_));
+    for (size_t h = 0; h < H; ++h) check(cuda::copyOnDevice(scores + h * total, s_.scores.as<float>() + h * s_.scoreCap, total * 4, c_.stream_));
     return;
   }
-  if (scorer == Scorer::Random) {  // a seed per (cache seed, sequence, layer, head, length), as the CPU store
+  if (scorer == Scorer::Random) {  // generated on the host, as the CPU store does
     std::vector<float> host(H * total);
-    for (size_t h = 0; h < H; ++h) {
-      const uint64_t seed = (static_cast<uint64_t>(o.seed) << 32) ^ (seq_ * 1000003ull + layer_ * 7919ull + h) ^ s_.appended;
-      scoreRandom(ScoreShape{1, total, d}, seed, host.data() + h * total);
-    }
+    for (size_t h = 0; h < H; ++h) randomScores(o, seq_, layer_, h, s_.appended, total, host.data() + h * total);
     check(cuda::copyToDevice(scores, host.data(), host.size() * 4, c_.stream_));
     return;
   }
@@ -221,14 +218,14 @@ void CudaStoreSteps::compact() {
   a.newPages = dNew.as<uint8_t* const>();
   a.stream = c_.stream_;
   check(cuda::launchCompact(a));
-  if (c_.o_.scorer == Scorer::Accumulated) {  // the kept slots' mass moves with them (on the host: small)
-    std::vector<float> acc(H * s_.accCap), moved(H * s_.accCap, 0.f);
+  if (c_.layout_.scoreBytes > 0) {  // the kept slots' mass moves with them (on the host: small)
+    std::vector<float> acc(H * s_.scoreCap), moved(H * s_.scoreCap, 0.f);
     std::vector<uint32_t> kept(H * target);
-    check(cuda::copyToHost(acc.data(), s_.accumulated.data(), acc.size() * 4, c_.stream_));
+    check(cuda::copyToHost(acc.data(), s_.scores.data(), acc.size() * 4, c_.stream_));
     check(cuda::copyToHost(kept.data(), kept_->data(), kept.size() * 4, c_.stream_));
     for (size_t h = 0; h < H; ++h)
-      for (size_t t = 0; t < target; ++t) moved[h * s_.accCap + t] = acc[h * s_.accCap + kept[h * target + t]];
-    check(cuda::copyToDevice(s_.accumulated.data(), moved.data(), moved.size() * 4, c_.stream_));
+      for (size_t t = 0; t < target; ++t) moved[h * s_.scoreCap + t] = acc[h * s_.scoreCap + kept[h * target + t]];
+    check(cuda::copyToDevice(s_.scores.data(), moved.data(), moved.size() * 4, c_.stream_));
   }
   check(cuda::synchronize(c_.stream_));  // the old pages are freed next
   s_.pages = std::move(pages);
@@ -236,6 +233,8 @@ void CudaStoreSteps::compact() {
   s_.residualCount = 0;
   c_.finishPages(s_, target);
 }
+
+void CudaStoreSteps::fitScores() { c_.fitScores(s_); }
 
 void CudaStoreSteps::endEviction() {
   cuda::synchronize(c_.stream_);  // nothing queued may still read what is freed here

@@ -19,6 +19,7 @@ const char* memCategoryName(MemCategory c) {
     case MemCategory::Positions: return "positions";
     case MemCategory::Residual: return "residual";
     case MemCategory::Headers: return "headers";
+    case MemCategory::Scores: return "scores";
     case MemCategory::Scratch: return "scratch";
     case MemCategory::Tensor: return "tensor";
     default: return "unknown";
@@ -56,11 +57,7 @@ MemoryCounters& counters(MemSpace space) {
   return space == MemSpace::Host ? host : device;
 }
 
-size_t sumBytes(const CategoryBytes& split) {
-  size_t total = 0;
-  for (size_t b : split) total += b;
-  return total;
-}
+void countDeviceBytes(const CategoryBytes& split, int64_t sign) { counters(MemSpace::Device).add(split, sign); }
 
 namespace {
 

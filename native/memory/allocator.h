@@ -7,15 +7,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "nq_memory.h"  // MemCategory, CategoryBytes, oneCategory, sumBytes, countDeviceBytes
+
 namespace nq {
 
-enum class MemCategory : int { Codes = 0, Scales, Positions, Residual, Headers, Scratch, Tensor, Count };
-constexpr int kMemCategories = static_cast<int>(MemCategory::Count);
 const char* memCategoryName(MemCategory c);
 
 enum class MemSpace : int { Host = 0, Device = 1 };
-
-using CategoryBytes = std::array<size_t, kMemCategories>;
 
 struct MemorySnapshot {
   std::array<int64_t, kMemCategories> live{};
@@ -91,13 +89,6 @@ class BudgetScope {
  private:
   MemoryBudget* previous_;
 };
-inline CategoryBytes oneCategory(MemCategory c, size_t bytes) {
-  CategoryBytes s{};
-  s[static_cast<int>(c)] = bytes;
-  return s;
-}
-size_t sumBytes(const CategoryBytes& split);
-
 // What the system lets this process still allocate: the smaller of MemAvailable (/proc/meminfo) and
 // the cgroup's headroom (v2 memory.max - memory.current, or v1 limit_in_bytes - usage_in_bytes,
 // over the cgroup and its ancestors); 0 when unknown. Used to refuse impossible requests up front

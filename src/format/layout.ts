@@ -75,6 +75,8 @@ export interface LayoutBytes {
   positions: number;
   residual: number;
   headers: number;
+  /** Per held token and KV head, the scorer's score (scoreBytesPerSlot), kept beside the pages. */
+  scores: number;
   total: number;
 }
 
@@ -116,6 +118,17 @@ export function keptTokenCount(tokens: number, spec: Pick<CompressionSpec, "evic
 
 export function storesPositions(spec: Pick<CompressionSpec, "evictFraction">): boolean {
   return spec.evictFraction > 0;
+}
+
+/**
+ * Bytes of one held token's score per KV head, kept beside the pages when the scorer keeps scores and
+ * the spec evicts (nothing else reads them): 2 (FP16) for "reconstruct", the most attention a token
+ * received; 4 (f32) for "accumulated", the summed attention mass; 0 for the scorers that score at
+ * compress time. Same rule as format::scoreBytesPerSlot.
+ */
+export function scoreBytesPerSlot(spec: Pick<CompressionSpec, "evictFraction" | "scorer">): number {
+  if (!storesPositions(spec)) return 0;
+  return spec.scorer === "reconstruct" ? 2 : spec.scorer === "accumulated" ? 4 : 0;
 }
 
 /** Bytes of one storage page (all KV heads of one layer, `pageTokens` token slots). */
@@ -208,9 +221,11 @@ export function compressedLayout(shape: CacheShape, spec: CompressionSpec): Comp
     // slots; otherwise it is empty (it grows with later appends).
     residual: layers * fp16Tokens.reduce((a, t) => a + fp16BytesPerTokenLayer(kvHeads, headDim) * t, 0),
     headers: pages * PAGE_HEADER_BYTES,
+    // Exactly the held tokens' scores, every KV head (trimmed to them at the end of compress()).
+    scores: layers * kvHeads * scoreBytesPerSlot(s) * keptTokens.reduce((a, b) => a + b, 0),
     total: 0,
   };
-  bytes.total = bytes.codes + bytes.scales + bytes.positions + bytes.residual + bytes.headers;
+  bytes.total = bytes.codes + bytes.scales + bytes.positions + bytes.residual + bytes.headers + bytes.scores;
   const baselineBytes = fp16CacheBytes(shape);
   return {
     bytes,
@@ -238,7 +253,7 @@ export function fp16CacheBytes(shape: CacheShape): number {
  */
 export function asymptoticBytesPerTokenLayer(kvHeads: number, headDim: number, spec: CompressionSpec): number {
   const s = validateSpec(spec);
-  return (pageBytes(kvHeads, headDim, s) / s.pageTokens) * (1 - s.evictFraction);
+  return (pageBytes(kvHeads, headDim, s) / s.pageTokens + kvHeads * scoreBytesPerSlot(s)) * (1 - s.evictFraction);
 }
 
 /** FP16 bytes per token of one layer: 2 · kvHeads · headDim · 2. */

@@ -14,6 +14,14 @@ export const SCORERS: readonly ScorerName[] = ["keynorm", "key-key", "observed",
  */
 export const SCORER_IDS: Readonly<Record<ScorerName, number>> = Object.freeze({ keynorm: 0, "key-key": 1, observed: 2, accumulated: 3, random: 4, reconstruct: 5 });
 
+/**
+ * The scorers' default shape, where a cache's options leave it out: `scorerWindow`, the window of
+ * key-key's proxy queries and of observed's observation queries; `poolKernel`, observed's max-pool
+ * width (odd). format::kDefaultScorerWindow / kDefaultPoolKernel in kernels/nq_format.h (the
+ * agreement test compares them).
+ */
+export const SCORER_DEFAULTS: Readonly<{ scorerWindow: number; poolKernel: number }> = Object.freeze({ scorerWindow: 32, poolKernel: 7 });
+
 /** The scorer named by a native id (the inverse of SCORER_IDS); undefined for an unknown id. */
 export function scorerFromId(id: number): ScorerName | undefined {
   return SCORERS.find((name) => SCORER_IDS[name] === id);

@@ -59,6 +59,8 @@ export interface EngineConversation {
   conversation: ConversationSnapshot;
   /** Native path: prompt tokens per prefill chunk (later prompts are cut at the same places). */
   prefillChunk?: number;
+  /** Native path: the layers a reconstruct re-read runs through (withNexusQuant's rereadLayers). */
+  rereadLayers?: number | "half" | "all";
   /** Native path: the engine's own state. */
   native?: NativeEngineSnapshot;
 }
@@ -81,6 +83,7 @@ interface StateHeader {
   sinceCompression: number;
   compressions: number;
   prefillChunk: number | null;
+  rereadLayers: number | "half" | "all" | null;
   lengths: number[];
   pending: (number | null)[];
   cacheBytes: number;
@@ -108,6 +111,7 @@ export function encodeConversationState(saved: Omit<SavedConversation, "version"
     sinceCompression: conversation.schedule.since,
     compressions: conversation.compressions,
     prefillChunk: saved.prefillChunk ?? null,
+    rereadLayers: saved.rereadLayers ?? null,
     lengths: [...conversation.lengths],
     pending: Array.from({ length: rows }, (_, b) => saved.pending[b] ?? null),
     cacheBytes: saved.cache.byteLength,
@@ -216,6 +220,7 @@ export function decodeConversationState(bytes: Uint8Array): SavedConversation {
     pending: h.pending.map((t) => (t === null ? undefined : t)),
   };
   if (h.prefillChunk !== null) saved.prefillChunk = h.prefillChunk;
+  if (h.rereadLayers !== null) saved.rereadLayers = h.rereadLayers;
   if (h.engine !== null) saved.native = readEngineBlob(bytes, engineAt, h.engine);
   return saved;
 }
@@ -264,6 +269,9 @@ function checkHeader(raw: unknown): StateHeader {
   field("sinceCompression", isCount(h.sinceCompression), "an integer ≥ 0");
   field("compressions", isCount(h.compressions), "an integer ≥ 0");
   field("prefillChunk", h.prefillChunk === null || isCount(h.prefillChunk, 1), "null or an integer ≥ 1");
+  // Absent in states written before the option existed: null, the engine's default then applies.
+  h.rereadLayers ??= null;
+  field("rereadLayers", h.rereadLayers === null || h.rereadLayers === "half" || h.rereadLayers === "all" || isCount(h.rereadLayers, 1), 'null, "half", "all" or an integer ≥ 1');
   const lengths = h.lengths as unknown[];
   field("lengths", Array.isArray(lengths) && lengths.length >= 1 && lengths.every((n) => isCount(n)), "one true length (integer ≥ 0) per row");
   const rows = lengths.length;
@@ -293,6 +301,8 @@ export interface StateOptions {
   compressEvery: number;
   /** The native path's prefill chunk (where later prompts are cut, and so when they are compressed). */
   prefillChunk?: number;
+  /** The native path's re-read depth (the reconstruct scorer's scores). */
+  rereadLayers?: number | "half" | "all";
 }
 
 const ENGINE_NAMES: Record<StateKind, string> = { native: "native path (a loaded checkpoint)", ort: "onnxruntime-node session wrapper" };
@@ -319,6 +329,7 @@ export function checkStateOptions(saved: EngineConversation, kind: StateKind, op
   if (!sameSpec(s.spec, options.spec)) differ.push(`spec ${JSON.stringify(s.spec)} (preset "${s.preset}") vs ${JSON.stringify(options.spec)}`);
   if (s.schedule.every !== options.compressEvery) differ.push(`compressEvery ${s.schedule.every} vs ${options.compressEvery}`);
   if (kind === "native" && saved.prefillChunk !== options.prefillChunk) differ.push(`prefillChunk ${saved.prefillChunk} vs ${options.prefillChunk}`);
+  if (kind === "native" && saved.rereadLayers !== undefined && saved.rereadLayers !== options.rereadLayers) differ.push(`rereadLayers ${JSON.stringify(saved.rereadLayers)} vs ${JSON.stringify(options.rereadLayers)}`);
   if (differ.length > 0) {
     throw new NexusQuantError(
       "INVALID_ARGUMENT",

@@ -14,7 +14,8 @@
  *   last one are re-read (teacher-forced, behind the model's BOS token as a separator, at the positions
  *   after the context); each held token's score is the most attention the re-read's queries give it.
  *   The re-read attends only to the sinks and the tokens it re-reads (work bounded by the chunk), its
- *   own K/V are never kept, and it stops before the last layer's MLP and the LM head.
+ *   own K/V are never kept, and it runs through the first `rereadLayers` layers only (default half;
+ *   every layer then evicts by the best score of those layers: CompressedKVCache.shareScores).
  * - "observed" (SnapKV): the last `scorerWindow` queries of each layer, as the model computed them.
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
@@ -259,7 +260,10 @@ export class NativeStepEngine implements StepEngine {
       const t1 = performance.now();
       timed("attentionSeconds", t);
       // A re-read needs no output past the last layer's attention (its scores are taken there).
-      if (!forward && layer + 1 === numLayers) return undefined;
+      if (!forward && layer + 1 === this.#rereadDepth()) {
+        if (layer + 1 < numLayers) real.forEach((r, b) => r > 0 && cache.shareScores(layer + 1, { sequence: b }));
+        return undefined;
+      }
       const feeds: Record<string, OrtTensorLike> = {
         [N.hidden]: out[N.hiddenOut]!,
         [N.attention]: new Tensor("float32", attention, [batch, numHeads, w, headDim]),
@@ -273,6 +277,13 @@ export class NativeStepEngine implements StepEngine {
       (this.#sinceCompression[b] ??= []).push(...row.filter((id) => id >= 0));
     });
     return out[N.logits]!.data as Float32Array;
+  }
+
+  /** Layers a reconstruct re-read runs through (options.rereadLayers, at most the model's). */
+  #rereadDepth(): number {
+    const L = this.config.numLayers;
+    const r = this.options.rereadLayers;
+    return r === "all" ? L : r === "half" ? Math.ceil(L / 2) : Math.min(L, r);
   }
 
   /** Observed scorer: keeps the last `window` queries [queryHeads, r, headDim] of (row, layer). */
@@ -318,6 +329,7 @@ export class NativeStepEngine implements StepEngine {
       cache: conversation.cache!.serialize(),
       conversation: conversation.snapshot(),
       prefillChunk: this.options.prefillChunk,
+      rereadLayers: this.options.rereadLayers,
       native: {
         sinceCompression: Array.from({ length: rows }, (_, b) => [...(this.#sinceCompression[b] ?? [])]),
         observed: Array.from({ length: rows }, (_, b) => {

@@ -50,11 +50,19 @@ export interface NexusQuantOptions {
    */
   prefillChunk?: number;
   /**
+   * Native path only, scorer "reconstruct": how many of the model's layers the re-read runs through,
+   * or "all". A re-read that stops early costs less (its queries come from those layers; every layer
+   * then evicts by the highest score those layers give a token). Default "half": the first
+   * ceil(layers / 2), which on the reference model kept the recall of a full re-read at about half
+   * its cost (bench/results/eviction-study.md).
+   */
+  rereadLayers?: number | "half" | "all";
+  /**
    * A saved conversation (`await lm.saveState()`, from this process or another) to resume: the handle
    * starts holding it, and `generate(ids, { continue: true })` goes on as the handle that saved it
-   * would have. The preset, spec, compressEvery and prefillChunk come from the state; giving one that
-   * differs is an INVALID_ARGUMENT error. The loaded checkpoint (or session) must be the model that
-   * saved it (MODEL_MISMATCH otherwise). Format and stores: docs/state.md.
+   * would have. The preset, spec, compressEvery, prefillChunk and rereadLayers come from the state;
+   * giving one that differs is an INVALID_ARGUMENT error. The loaded checkpoint (or session) must be
+   * the model that saved it (MODEL_MISMATCH otherwise). Format and stores: docs/state.md.
    */
   state?: Uint8Array;
 }
@@ -78,6 +86,7 @@ export interface ResolvedOptions {
   ort: unknown;
   padTokenId: number;
   prefillChunk: number;
+  rereadLayers: number | "half" | "all";
 }
 
 export const DEFAULT_COMPRESS_EVERY = 64;
@@ -87,7 +96,7 @@ export const DEFAULT_PREFILL_CHUNK = 256;
 export const NO_COMPRESSION = "none";
 
 /** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
-const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "state"];
+const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "rereadLayers", "state"];
 
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   checkObject("options", options);
@@ -110,6 +119,9 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
   // applies no spec, so its overrides are not checked.
   const spec = base === null ? null : specWithOverrides(base.spec, overrides);
   const prefillChunk = checkInt("options.prefillChunk", options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, { min: 1 });
+  const rereadLayers = options.rereadLayers === "half" || options.rereadLayers === "all" || options.rereadLayers === undefined
+    ? (options.rereadLayers ?? "half")
+    : checkInt("options.rereadLayers", options.rereadLayers, { min: 1 });
   return {
     preset,
     spec,
@@ -120,24 +132,26 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     ort: options.ort,
     padTokenId,
     prefillChunk,
+    rereadLayers,
   };
 }
 
 /**
- * The options of a handle that resumes `saved`: the preset, spec, compressEvery and prefillChunk are
- * the state's; the caller's other options (backend, ort, denseMirror, padTokenId, seed of later
- * conversations) apply as usual. A preset, spec or scorer that makes another spec, or another
- * compressEvery or prefillChunk, is refused: the next tokens would not be the saved handle's.
+ * The options of a handle that resumes `saved`: the preset, spec, compressEvery, prefillChunk and
+ * rereadLayers are the state's; the caller's other options (backend, ort, denseMirror, padTokenId,
+ * seed of later conversations) apply as usual. A preset, spec or scorer that makes another spec, or
+ * another compressEvery, prefillChunk or rereadLayers, is refused: the next tokens would not be the
+ * saved handle's.
  */
-export function resolveOptionsForState(options: NexusQuantOptions, saved: Pick<SavedConversation, "conversation" | "prefillChunk">): ResolvedOptions {
+export function resolveOptionsForState(options: NexusQuantOptions, saved: Pick<SavedConversation, "conversation" | "prefillChunk" | "rereadLayers">): ResolvedOptions {
   checkObject("options", options);
   checkOptionKeys("options", options, OPTION_KEYS);
-  const { preset, spec, scorer, compressEvery, prefillChunk, state: _state, ...rest } = options;
+  const { preset, spec, scorer, compressEvery, prefillChunk, rereadLayers, state: _state, ...rest } = options;
   const s = saved.conversation;
   const conflict = (arg: string, given: unknown, theirs: unknown) =>
     new NexusQuantError(
       "INVALID_ARGUMENT",
-      `options.${arg} ${JSON.stringify(given)} conflicts with the saved state's ${JSON.stringify(theirs)} (preset "${s.preset}", spec ${JSON.stringify(s.spec)}). A resumed conversation takes its preset, spec, compressEvery and prefillChunk from the state: leave options.${arg} out.`,
+      `options.${arg} ${JSON.stringify(given)} conflicts with the saved state's ${JSON.stringify(theirs)} (preset "${s.preset}", spec ${JSON.stringify(s.spec)}). A resumed conversation takes its preset, spec, compressEvery, prefillChunk and rereadLayers from the state: leave options.${arg} out.`,
       { arg: `options.${arg}`, state: theirs },
     );
   if (preset !== undefined || spec !== undefined || scorer !== undefined) {
@@ -149,8 +163,15 @@ export function resolveOptionsForState(options: NexusQuantOptions, saved: Pick<S
   }
   if (compressEvery !== undefined && compressEvery !== s.schedule.every) throw conflict("compressEvery", compressEvery, s.schedule.every);
   if (prefillChunk !== undefined && saved.prefillChunk !== undefined && prefillChunk !== saved.prefillChunk) throw conflict("prefillChunk", prefillChunk, saved.prefillChunk);
+  if (rereadLayers !== undefined && saved.rereadLayers !== undefined && rereadLayers !== saved.rereadLayers) throw conflict("rereadLayers", rereadLayers, saved.rereadLayers);
   // "none" resolves nothing preset-specific: the spec is the state's (checked when it was decoded).
-  const resolved = resolveOptions({ ...rest, preset: NO_COMPRESSION, compressEvery: s.schedule.every, prefillChunk: saved.prefillChunk ?? prefillChunk ?? DEFAULT_PREFILL_CHUNK });
+  const resolved = resolveOptions({
+    ...rest,
+    preset: NO_COMPRESSION,
+    compressEvery: s.schedule.every,
+    prefillChunk: saved.prefillChunk ?? prefillChunk ?? DEFAULT_PREFILL_CHUNK,
+    ...((saved.rereadLayers ?? rereadLayers) !== undefined ? { rereadLayers: saved.rereadLayers ?? rereadLayers } : {}),
+  });
   return { ...resolved, preset: s.preset, spec: s.spec };
 }
 

@@ -4,7 +4,8 @@
  * in native/binding/; a function added there is added here. Stripped from the published types
  * (tsconfig stripInternal).
  */
-import type { BackendInfo } from "./backend.js";
+import type { CodeBits, CompressionSpec } from "../format/index.js";
+import type { BackendInfo, BackendName } from "./backend.js";
 import type { KVData } from "./validate.js";
 
 /** @internal A memory snapshot from the accounting allocator. */
@@ -27,11 +28,22 @@ export interface BackendBinding {
   setHostMemoryLimit(bytes: number): void;
   hostMemoryLimit(): number;
   nativeLayout(
-    spec: object,
+    spec: Omit<CompressionSpec, "scorer">,
     kvHeads: number,
     headDim: number,
     tokens: number,
-  ): { keptTokens: number; pages: number; pageBytes: number; pageEnd: number; residualBytes: number; residualCapacity: number; pagingPays: boolean; quantizedTensorBytesKey: number };
+  ): {
+    keptTokens: number;
+    pages: number;
+    pageBytes: number;
+    pageEnd: number;
+    residualBytes: number;
+    residualCapacity: number;
+    pagingPays: boolean;
+    quantizedTensorBytesKey: number;
+    /** format::scoreBytesPerSlot for each scorer id. */
+    scoreBytesByScorer: number[];
+  };
   /** Every constant of kernels/nq_format.h (and nq_scale.h's scale factors), named as src/format names them. */
   formatInfo(): NativeFormatInfo;
 }
@@ -56,27 +68,20 @@ export interface NativeFormatInfo {
   };
   serializedHeader: { bytes: number; magic: string; version: number };
   scorerIds: Record<string, number>;
+  scorerDefaults: { scorerWindow: number; poolKernel: number };
   scaleFactors: Record<string, number>;
   limits: { maxHeadDim: number; maxHeads: number; maxSequenceTokens: number; maxAbsValue: number };
   /** What native code accepts where FORMAT_LIMITS is stricter (test/format/native-agreement.test.ts). */
   nativeBounds: { maxPageTokens: number; maxResidualWindow: number; maxWindowTokens: number; maxQueryHeads: number; maxStores: number };
 }
 
-/** @internal native/binding/codec_binding.cc: the CPU codec, its support list and the codec benchmark. */
+/** @internal native/binding/codec_binding.cc: the CPU codec and its support list. */
 export interface CodecBinding {
   quantizeSync(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number): ArrayBuffer;
   quantizeAsync(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number): Promise<ArrayBuffer>;
   dequantizeSync<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T): T;
   dequantizeAsync<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T): Promise<T>;
   codecInfo(): { scaleFactors: Record<string, number>; maxHeadDim: number; supports(headDim: number, bits: number): boolean };
-  codecBenchmark(
-    quantizer: "e8" | "uniform" | "lloyd-max",
-    data: Float32Array,
-    headDim: number,
-    bits: number,
-    rotate: boolean,
-    seed: number,
-  ): { reconstruction: Float32Array; encodeSeconds: number; decodeSeconds: number };
 }
 
 /** @internal One NativeCache object (native/binding/cache_binding.cc). */
@@ -97,9 +102,10 @@ export interface NativeCacheHandle {
     extraValues: Float32Array,
     recentSlots: number,
   ): Float32Array;
+  shareScores(seq: number, sourceLayers: number): void;
   materialize(seq: number, layer: number, f16: boolean): { tokens: number; keys: Float32Array | Uint16Array; values: Float32Array | Uint16Array; positions: Int32Array };
   counts(seq: number, layer: number): { tokens: number; appended: number; compressedTokens: number; compressed: boolean };
-  bytes(): { codes: number; scales: number; positions: number; residual: number; headers: number; scratch: number; total: number };
+  bytes(): { codes: number; scales: number; positions: number; residual: number; headers: number; scores: number; scratch: number; total: number };
   serialize(): Uint8Array;
   /** The options the cache was created with (for a deserialized one: read from its header), scorer as its id. */
   options(): NativeCacheOptions;
@@ -130,10 +136,16 @@ export interface NativeCacheOptions {
   ropeTheta: number;
 }
 
+/** @internal What the NativeCache constructor reads: the options, a per-cache memory limit (0: none) and the resolved backend (default "cpu"). */
+export interface NativeCacheCreateOptions extends NativeCacheOptions {
+  memoryLimitBytes?: number;
+  backend?: BackendName;
+}
+
 /** @internal native/binding/cache_binding.cc: the cache class and the dense FP32 attention reference. */
 export interface CacheBinding {
   NativeCache: {
-    new (options: object): NativeCacheHandle;
+    new (options: NativeCacheCreateOptions): NativeCacheHandle;
     deserialize(buf: Uint8Array, memoryLimitBytes?: number): NativeCacheHandle;
   };
   /** Exact attention over dense FP32 K/V ([kvHeads, n, d]); the bench's reference. */
@@ -142,31 +154,154 @@ export interface CacheBinding {
   denseAttention(keys: Float32Array | Uint16Array, values: Float32Array | Uint16Array, kvHeads: number, n: number, d: number, q: Float32Array, qHeads: number, nq: number, scale: number): Float32Array;
 }
 
+/**
+ * @internal One sequence of an op-level attention call, as native/binding/op_options.h reads it
+ * (validated by test/ops/op-args.ts, whose AttentionSequence is this with defaults and without `out`).
+ */
+export interface NativeAttentionSequence {
+  /** Tokens held as codes (per KV head). */
+  compressed: number;
+  /** [kvHeads][compressed][headDim·keyBits/8] */
+  keyCodes?: Uint8Array;
+  /** [kvHeads][compressed] FP16 bits */
+  keyScales?: Uint16Array;
+  valueCodes?: Uint8Array;
+  valueScales?: Uint16Array;
+  /** [kvHeads][compressed] true positions (after eviction); omitted: slot index = position. */
+  positions?: Int32Array;
+  /** FP16 rows after the codes, [kvHeads][residual][headDim]. */
+  residual: number;
+  residualKeys?: Uint16Array;
+  residualValues?: Uint16Array;
+  /** Position of residual row 0. */
+  firstResidualPos: number;
+  /** [queryHeads][nq][headDim], un-rotated. */
+  queries: Float32Array;
+  /** [nq]: query j sees positions <= queryPositions[j]. */
+  queryPositions: Int32Array;
+  /** In/out [kvHeads][compressed + residual]: softmax mass is added here when given (H2O scorer). */
+  accumulated?: Float32Array;
+  /** [queryHeads][nq][headDim], written by the op. */
+  out: Float32Array;
+}
+
+/** @internal The options of cpuAttention/cudaAttention as op_options.h reads them. */
+export interface NativeAttentionArgs {
+  kvHeads: number;
+  queryHeads: number;
+  headDim: number;
+  keyBits: CodeBits;
+  valueBits: CodeBits;
+  /** Queries per sequence (decode: 1). */
+  nq: number;
+  pageTokens: number;
+  /** The rotation seed the codes were encoded with. */
+  seed: number;
+  scale: number;
+  /** CUDA: tokens per split-K chunk (0: chosen from the SM count); the CPU ignores it. */
+  splitTokens: number;
+  /** Whether the sequences carry positions (all or none). */
+  storesPositions: boolean;
+  sequences: NativeAttentionSequence[];
+}
+
+/** @internal The options of cpuScore/cudaScore as op_options.h reads them (scorer as its SCORER_IDS id). */
+export interface NativeScoreArgs {
+  scorer: number;
+  kvHeads: number;
+  tokens: number;
+  headDim: number;
+  /** [kvHeads][tokens][headDim], original (un-rotated) domain. */
+  keys: Float32Array;
+  /** observed: [queryHeads][window][headDim] */
+  queries?: Float32Array;
+  queryHeads: number;
+  window: number;
+  pool: number;
+}
+
+/** @internal The options of cpuSelect/cudaSelect as op_options.h reads them. */
+export interface NativeSelectArgs {
+  kvHeads: number;
+  tokens: number;
+  target: number;
+  sinkTokens: number;
+  recentWindow: number;
+  scores: Float32Array;
+  positions: Int32Array;
+}
+
+/** @internal The options of cudaDenseAttention (the plain FP16 decode-attention reference kernel). */
+export interface NativeDenseAttentionArgs {
+  batch: number;
+  kvHeads: number;
+  queryHeads: number;
+  headDim: number;
+  /** Row pitch of keys/values in tokens. */
+  maxTokens: number;
+  /** [batch][kvHeads][maxTokens][headDim] FP16 bits. */
+  keys: Uint16Array;
+  values: Uint16Array;
+  /** [batch] tokens of each sequence; its query sits at the last one. */
+  lengths: Int32Array;
+  /** [batch][queryHeads][headDim] */
+  queries: Float32Array;
+  scale: number;
+  splitTokens: number;
+  /** [batch][queryHeads][headDim], written by the kernel. */
+  out: Float32Array;
+}
+
+/** @internal An N-API External owning one device buffer; only the binding reads it. */
+export interface NativeDeviceBufferHandle {
+  readonly __nativeHandle: "device buffer";
+}
+/** @internal An N-API External owning one device arena; only the binding reads it. */
+export interface NativeDeviceArenaHandle {
+  readonly __nativeHandle: "device arena";
+}
+
 /** @internal native/binding/cpu_ops_binding.cc: the CPU ops, with the arguments of their cuda* twins. */
 export interface CpuOpsBinding {
   cpuEncode(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number): { codes: Uint8Array; scales: Uint16Array };
   cpuDecode<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T, unrotate: boolean): T;
-  cpuAttention(options: object): void;
-  cpuScore(options: object): Float32Array;
-  cpuSelect(options: object): Uint32Array;
+  cpuAttention(options: NativeAttentionArgs): void;
+  cpuScore(options: NativeScoreArgs): Float32Array;
+  cpuSelect(options: NativeSelectArgs): Uint32Array;
 }
 
-/** @internal native/binding/cuda_binding.cc (every function throws BACKEND_UNAVAILABLE without CUDA). */
+/** @internal The CUDA support list (kernels/nq_cuda_support.h), registered in every build. */
+export interface CudaSupportInfo {
+  /** encode/decode: headDim a multiple of 8 up to this. */
+  maxCodecHeadDim: number;
+  /** attention on codes and the FP16 reference: headDim a multiple of 8 up to this. */
+  maxAttentionHeadDim: number;
+  bits: number[];
+  /** Comma-separated scorer names. */
+  scorers: string;
+}
+
+/**
+ * @internal native/binding/cuda_binding.cc: cudaSupport() in every build; the rest only in CUDA
+ * builds, each throwing BACKEND_UNAVAILABLE when no GPU is usable.
+ */
 export interface CudaBinding {
-  cudaSupport(): { maxCodecHeadDim: number; maxAttentionHeadDim: number; bits: number[]; scorers: string };
+  cudaSupport(): CudaSupportInfo;
   cudaEncode(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number): { codes: Uint8Array; scales: Uint16Array };
   cudaDecode<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T, unrotate: boolean): T;
-  cudaAttention(options: object): void;
-  cudaDenseAttention(options: object): Float32Array;
-  cudaScore(options: object): Float32Array;
-  cudaSelect(options: object): Uint32Array;
-  cudaBench(kind: string, options: object): { ms: number[]; bytesRead: number; bytesWritten: number };
-  cudaBufferCreate(bytes: number, category: string, fill?: number): object;
-  cudaBufferDispose(handle: object): void;
-  cudaArenaCreate(bytes: number): object;
-  cudaArenaCarve(handle: object, bytes: number, category: string, count?: number): number;
-  cudaArenaDispose(handle: object): void;
+  cudaAttention(options: NativeAttentionArgs): void;
+  cudaDenseAttention(options: NativeDenseAttentionArgs): Float32Array;
+  cudaScore(options: NativeScoreArgs): Float32Array;
+  cudaSelect(options: NativeSelectArgs): Uint32Array;
+  cudaBufferCreate(bytes: number, category: string, fill?: number): NativeDeviceBufferHandle;
+  cudaBufferDispose(handle: NativeDeviceBufferHandle): void;
+  cudaArenaCreate(bytes: number): NativeDeviceArenaHandle;
+  cudaArenaCarve(handle: NativeDeviceArenaHandle, bytes: number, category: string, count?: number): number;
+  cudaArenaDispose(handle: NativeDeviceArenaHandle): void;
 }
 
-/** @internal Everything the addon exports. */
+/**
+ * @internal Everything the addon exports. A lab build (NEXUSQUANT_LAB=ON) adds the lab's functions,
+ * typed in bench/native/lab-binding.ts.
+ */
 export interface BindingModule extends BackendBinding, CodecBinding, CacheBinding, CpuOpsBinding, CudaBinding {}

@@ -8,6 +8,7 @@ import {
   specWithOverrides,
   fp16BytesPerTokenLayer,
   FORMAT_LIMITS,
+  SCORER_DEFAULTS,
   type CodeBits,
   type CompressionSpec,
 } from "../format/index.js";
@@ -106,7 +107,7 @@ function checkAttentionOutput(out: Float32Array, scale: number): Float32Array {
 export interface CacheStats {
   backend: BackendName;
   /** Bytes the cache holds now, by component, from the accounting allocator. */
-  bytes: { codes: number; scales: number; positions: number; residual: number; headers: number; scratch: number; total: number };
+  bytes: { codes: number; scales: number; positions: number; residual: number; headers: number; scores: number; scratch: number; total: number };
   /** What an FP16 cache of every appended token would hold. */
   baselineBytes: number;
   /** baselineBytes / bytes.total (1 when empty). */
@@ -222,9 +223,9 @@ export class CompressedKVCache {
       this.ropeTheta = 0;
     }
     const seed = checkSeed("options.seed", options.seed ?? 0x5eed);
-    const poolKernel = checkInt("options.poolKernel", options.poolKernel ?? 7, { min: 1, max: L.maxPoolKernel, maxName: "FORMAT_LIMITS.maxPoolKernel" });
+    const poolKernel = checkInt("options.poolKernel", options.poolKernel ?? SCORER_DEFAULTS.poolKernel, { min: 1, max: L.maxPoolKernel, maxName: "FORMAT_LIMITS.maxPoolKernel" });
     if (poolKernel % 2 === 0) throw invalidArgument("options.poolKernel", "an odd integer", poolKernel);
-    const scorerWindow = checkInt("options.scorerWindow", options.scorerWindow ?? 32, { min: 1, max: L.maxScorerWindow, maxName: "FORMAT_LIMITS.maxScorerWindow" });
+    const scorerWindow = checkInt("options.scorerWindow", options.scorerWindow ?? SCORER_DEFAULTS.scorerWindow, { min: 1, max: L.maxScorerWindow, maxName: "FORMAT_LIMITS.maxScorerWindow" });
     this.backend = resolveBackend(options.backend ?? "auto");
     const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 }); // 0: no per-cache limit
     this.options = Object.freeze({
@@ -416,6 +417,23 @@ export class CompressedKVCache {
     }
     const recent = checkInt("options.recentTokens", options.recentTokens ?? 0, { min: 0, max: FORMAT_LIMITS.maxSequenceTokens, maxName: "positions are int32" });
     return checkAttentionOutput(callNative(() => h.reconstructionAttention(seq, layer, queries, this.queryHeads, nq, positions!, scale, keys, values, recent)), scale);
+  }
+
+  /**
+   * After a reconstruction pass through the first `sourceLayers` layers only (a re-read that stops
+   * early costs less): every held token, in every layer and head, takes the highest score any head of
+   * those layers gives it (keeping a higher score it had), and every layer's scores count as current
+   * for the next `compress()`. Every layer then keeps the same tokens.
+   */
+  shareScores(sourceLayers: number, options: { sequence?: number } = {}): void {
+    const h = this.#native();
+    checkOptionKeys("options", checkObject("options", options), ["sequence"]);
+    const seq = checkIndex("options.sequence", options.sequence ?? 0, this.batch);
+    checkInt("sourceLayers", sourceLayers, { min: 1, max: this.layers, maxName: "the cache's layers" });
+    if (this.options.spec.scorer !== "reconstruct") {
+      throw invalidArgument("this cache's scorer", '"reconstruct" (shared scores are reconstruction scores)', this.options.spec.scorer);
+    }
+    callNative(() => h.shareScores(seq, sourceLayers));
   }
 
   /** The checks every attention call shares: layer, sequence, queries [queryHeads, nq, headDim], scale, positions. */

@@ -61,6 +61,7 @@ const KNOWN_CODES = new Set<NexusQuantErrorCode>([
   "BACKEND_UNAVAILABLE",
   "OUT_OF_MEMORY",
   "DISPOSED",
+  "BUSY",
   "CORRUPT_DATA",
   "NATIVE_ERROR",
 ]);

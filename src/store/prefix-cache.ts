@@ -119,7 +119,7 @@ export class PrefixCache {
     const model = await lm.modelFingerprint();
     // What decides a state besides its tokens: a state is only found by a handle that computes the same one.
     const identity = createHash("sha256")
-      .update(JSON.stringify({ model: model.id, spec: o.spec, compressEvery: o.compressEvery, prefillChunk: o.prefillChunk, seed: o.seed ?? null, chunk: this.chunkTokens }))
+      .update(JSON.stringify({ model: model.id, spec: o.spec, compressEvery: o.compressEvery, prefillChunk: o.prefillChunk, rereadLayers: o.rereadLayers ?? null, seed: o.seed ?? null, chunk: this.chunkTokens }))
       .digest();
     const keys: string[] = [];
     const boundaries: number[] = [];

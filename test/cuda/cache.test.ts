@@ -1,5 +1,5 @@
 // CompressedKVCache({ backend: "cuda" }): the CUDA cache behind the same NativeCache, driven by the
-// same compress policy as the CPU cache (native/cpu/compress_policy.h) with the CUDA launchers as its
+// same compress policy as the CPU cache (native/cache/compress_policy.h) with the CUDA launchers as its
 // ops (native/cuda/cuda_kv_cache.cc). Without a usable GPU only the refusals run here; with one, the
 // CUDA cache is compared with the CPU cache on the golden scenarios of test/runtime/fixtures.
 import { describe, expect, it } from "vitest";
@@ -32,7 +32,7 @@ describe("CompressedKVCache backend \"cuda\": refusals (every machine)", () => {
       batch: 1, layers: 1, kvHeads: 1, headDim: 64, keyBits: 2, valueBits: 2, evictFraction: 0, sinkTokens: 0, recentWindow: 0,
       residualWindow: 16, pageTokens: 16, scorer: 1, seed: 0, scorerWindow: 8, poolKernel: 7, queryHeads: 1, budgetTokens: 0, ropeTheta: 0,
     };
-    expect(() => new Native({ ...opts, backend: "tpu" })).toThrow(/"cpu" or "cuda"/);
+    expect(() => new Native({ ...opts, backend: "tpu" as "cpu" })).toThrow(/"cpu" or "cuda"/); // bad input on purpose
     if (!info.cuda.compiled) {
       try {
         new Native({ ...opts, backend: "cuda" });

@@ -1,14 +1,14 @@
-// CUDA vs the CPU oracle, case by case (bench/gpu/parity-cases.mjs holds the cases as data; the GPU
+// CUDA vs the CPU oracle, case by case (test/ops/parity-cases.mjs holds the cases as data; the GPU
 // machine runs the same cases through bench/gpu/parity.mjs without vitest). Without a usable GPU the
 // suite is skipped and one test states why.
 import { describe, expect, it } from "vitest";
-import { parityCases, runCase, type ParityApi } from "../../bench/gpu/parity-cases.mjs";
+import { cpuAttention, cpuDecode, cpuEncode, cpuScore, cpuSelect } from "../ops/cpu.js";
+import { cudaAttention, cudaDecode, cudaDenseAttention, cudaEncode, cudaScore, cudaSelect, cudaUnavailableReason } from "../ops/cuda.js";
+import { parityCases, runCase, type ParityApi } from "../ops/parity-cases.mjs";
 import { NexusQuantError } from "../../src/errors.js";
 import { CompressedKVCache } from "../../src/runtime/cache.js";
 import { dequantizeSync, quantizeSync } from "../../src/runtime/codec.js";
-import { cudaAttention, cudaDecode, cudaDenseAttention, cudaEncode, cudaScore, cudaSelect, cudaUnavailableReason } from "../../src/runtime/cuda.js";
 import { floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/half.js";
-import { cpuAttention, cpuDecode, cpuEncode, cpuScore, cpuSelect } from "../../src/runtime/ops.js";
 
 function unavailable(): string | undefined {
   try {

@@ -14,6 +14,7 @@ import {
   QUANTIZED_TENSOR_HEADER_BYTES,
   SCALE_BYTES,
   SCORERS,
+  SCORER_DEFAULTS,
   SCORER_IDS,
   SERIALIZED_CACHE_HEADER,
   compressedLayout,
@@ -23,8 +24,10 @@ import {
   quantizedTensorBytes,
   residualBytes,
   residualCapacity,
+  scoreBytesPerSlot,
   type CompressionSpec,
 } from "../../src/format/index.js";
+import { CompressedKVCache } from "../../src/runtime/cache.js";
 import { native } from "../../src/runtime/native.js";
 
 // kernels/nq_format.h is the allocator's copy of the layout; it must agree with src/format byte for byte.
@@ -64,6 +67,7 @@ describe("native layout mirror agrees with src/format", () => {
           expect(layout.pagesPerLayer[0]).toBe(fp16 ? 0 : r.pages);
           expect(layout.fp16Tokens[0]).toBe(fp16 ? tokens : 0);
           expect(r.quantizedTensorBytesKey).toBe(quantizedTensorBytes(tokens, headDim, s.keyBits));
+          for (const scorer of SCORERS) expect(r.scoreBytesByScorer[SCORER_IDS[scorer]], scorer).toBe(scoreBytesPerSlot({ ...s, scorer }));
           checked++;
         }
       }
@@ -99,6 +103,16 @@ describe("formatInfo() agrees with src/format field by field", () => {
   it("scorer ids", () => {
     expect(info.scorerIds).toEqual(SCORER_IDS);
     expect(Object.keys(info.scorerIds).sort()).toEqual([...SCORERS].sort());
+  });
+
+  it("scorer defaults (window and pool width), and what a cache without them gets", () => {
+    expect(info.scorerDefaults).toEqual(SCORER_DEFAULTS);
+    const c = new CompressedKVCache({ layers: 1, kvHeads: 1, headDim: 8 });
+    try {
+      expect({ scorerWindow: c.options.scorerWindow, poolKernel: c.options.poolKernel }).toEqual(SCORER_DEFAULTS);
+    } finally {
+      c.dispose();
+    }
   });
 
   it("encoder scale factors (float32 in C++)", () => {

@@ -30,6 +30,7 @@ const CASES: { name: string; options: Record<string, unknown>; batch?: number }[
   { name: "quant", options: { preset: "quant" } },
   { name: "balanced (key-key)", options: { preset: "balanced" } },
   { name: "balanced + reconstruct", options: { preset: "balanced", scorer: "reconstruct" } },
+  { name: "balanced + reconstruct, re-read through every layer", options: { preset: "balanced", scorer: "reconstruct", rereadLayers: "all" } },
   { name: "balanced + observed", options: { preset: "balanced", scorer: "observed" } },
   { name: "max, batch 2, rows of different lengths", options: { preset: "max" }, batch: 2 },
 ];
@@ -146,8 +147,8 @@ describe("saveState / resume (native path)", () => {
     const lm = await withNexusQuant(m, { ort, ...BASE, preset: "balanced" });
     await lm.generate(TURNS[0]!.ids, { maxNewTokens: 3 });
     const state = await lm.saveState();
-    const resumed = await withNexusQuant(m, { ort, state, preset: "L", compressEvery: 16, prefillChunk: 64, backend: "cpu" });
-    expect(resumed.options).toMatchObject({ preset: "balanced", compressEvery: 16, prefillChunk: 64 });
+    const resumed = await withNexusQuant(m, { ort, state, preset: "L", compressEvery: 16, prefillChunk: 64, rereadLayers: "half", backend: "cpu" });
+    expect(resumed.options).toMatchObject({ preset: "balanced", compressEvery: 16, prefillChunk: 64, rereadLayers: "half" });
     expect(resumed.position()).toBe(lm.position());
     resumed.dispose();
     for (const [conflict, arg] of [
@@ -156,6 +157,7 @@ describe("saveState / resume (native path)", () => {
       [{ spec: { evictFraction: 0.5 } }, "options.spec"],
       [{ compressEvery: 8 }, "options.compressEvery"],
       [{ prefillChunk: 32 }, "options.prefillChunk"],
+      [{ rereadLayers: "all" }, "options.rereadLayers"],
     ] as const) {
       const e = await code(withNexusQuant(m, { ort, state, ...conflict }));
       expect(e.code).toBe("INVALID_ARGUMENT");

@@ -1,13 +1,13 @@
-// The CPU ops (native/cpu/ops/, src/runtime/ops.ts) on their own: each against the references of the
-// GPU parity suite (bench/gpu/parity-cases.mjs runCpuCase: quantize/dequantize, float64 scorers and
+// The CPU ops (native/cpu/ops/, test/ops/cpu.ts) on their own: each against the references of the
+// GPU parity suite (test/ops/parity-cases.mjs runCpuCase: quantize/dequantize, float64 scorers and
 // attention, the JS selection, the CPU cache's own attention), plus the typed errors of bad input.
 // The same functions are the oracle of the GPU parity suite (test/cuda/parity.test.ts).
 import { describe, expect, it } from "vitest";
-import { cpuCases, runCpuCase } from "../../bench/gpu/parity-cases.mjs";
+import { cpuAttention, cpuDecode, cpuEncode, cpuScore, cpuSelect } from "../ops/cpu.js";
+import { cpuCases, runCpuCase } from "../ops/parity-cases.mjs";
 import { CompressedKVCache } from "../../src/runtime/cache.js";
 import { dequantizeSync, quantizeSync } from "../../src/runtime/codec.js";
 import { floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/half.js";
-import { cpuAttention, cpuDecode, cpuEncode, cpuScore, cpuSelect } from "../../src/runtime/ops.js";
 import { expectCode } from "../helpers.js";
 
 const api = { quantizeSync, dequantizeSync, floatsToHalfBits, halfBitsToFloats, CompressedKVCache, cpuEncode, cpuDecode, cpuAttention, cpuScore, cpuSelect };

@@ -3,7 +3,7 @@ import { CompressedKVCache, syntheticKV, memoryStats, measureMemory } from "../.
 import { compressedLayout, keptTokenCount, getPreset, pagingPays, residualBytes } from "../../src/format/index.js";
 import { NexusQuantError } from "../../src/errors.js";
 import { expectCode } from "../helpers.js";
-import { native } from "../../src/runtime/native.js";
+import { callNative, native } from "../../src/runtime/native.js";
 import { floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/half.js";
 import { denseAttention, keyKeyScores, keyNormScores, relativeError, roundKeys, selectKept } from "./reference.js";
 
@@ -231,6 +231,39 @@ describe("CompressedKVCache: batches, appends, budget, bytes", () => {
       const before = memoryStats().host.totalBytes;
       m.result.dispose();
       expect(memoryStats().host.totalBytes).toBe(before - layout.bytes.total);
+    });
+  }
+
+  for (const scorer of ["reconstruct", "accumulated", "key-key"] as const) {
+    it(`scorer ${scorer}: the scores it keeps are in compressedLayout too, after every compress (batch 2)`, async () => {
+      const shape = { layers: 2, kvHeads: 2, headDim: 64, queryHeads: 4 };
+      const spec = { ...getPreset("balanced").spec, scorer };
+      const m = await measureMemory(async () => {
+        const c = new CompressedKVCache({ ...shape, batch: 2, spec });
+        for (const [round, lengths] of [[0, [300, 170]], [1, [90, 260]]] as const) {
+          lengths.forEach((T, s) => {
+            const start = round === 0 ? 0 : [300, 170][s]!;
+            for (let l = 0; l < 2; l++) {
+              const kv = syntheticKV({ kvHeads: 2, headDim: 64, tokens: T, startPosition: start, seed: l + 10 * s + 100 * round });
+              c.append(l, kv.keys, kv.values, { sequence: s });
+              if (scorer === "reconstruct") {
+                const q = syntheticKV({ kvHeads: 4, headDim: 64, tokens: 8, seed: 7 + l }).keys;
+                const own = syntheticKV({ kvHeads: 2, headDim: 64, tokens: 8, seed: 9 + l });
+                c.reconstructionAttention(l, q, own.keys, own.values, { sequence: s, positions: Int32Array.from({ length: 8 }, (_, j) => start + T + j), recentTokens: T });
+              }
+              if (scorer === "accumulated") c.attention(l, syntheticKV({ kvHeads: 4, headDim: 64, tokens: 1, seed: 5 }).keys, { sequence: s });
+            }
+          });
+          c.compressSync();
+        }
+        return c;
+      });
+      const layout = compressedLayout({ layers: 2, kvHeads: 2, headDim: 64, tokens: [390, 430] }, spec);
+      expect(layout.bytes.scores).toBe(scorer === "key-key" ? 0 : 2 * 2 * (layout.keptTokens[0]! + layout.keptTokens[1]!) * (scorer === "reconstruct" ? 2 : 4));
+      expect(m.delta).toBe(layout.bytes.total);
+      expect(m.byCategory.scores).toBe(layout.bytes.scores);
+      expect(m.result.stats().bytes.scores).toBe(layout.bytes.scores);
+      m.result.dispose();
     });
   }
 });
@@ -554,6 +587,20 @@ describe("CompressedKVCache: bad input leaves the cache unchanged", () => {
     await c[Symbol.asyncDispose]();
     await p;
     expectCode(() => c.stats(), "DISPOSED", /dispose/);
+  });
+
+  it("the native cache's own guard, behind the TypeScript one, says BUSY too", async () => {
+    const h = new (native().NativeCache)({
+      batch: 1, layers: 1, kvHeads: 1, headDim: 8, keyBits: 2, valueBits: 2, evictFraction: 0, sinkTokens: 0, recentWindow: 0,
+      residualWindow: 8, pageTokens: 8, scorer: 1, seed: 0, scorerWindow: 8, poolKernel: 7, queryHeads: 1, budgetTokens: 0, ropeTheta: 0,
+    });
+    h.append(0, 0, new Float32Array(8 * 64).fill(0.5), new Float32Array(8 * 64).fill(0.5), 64);
+    const p = h.compressAsync(0, -1);
+    expectCode(() => callNative(() => h.counts(0, 0)), "BUSY", /busy/);
+    expectCode(() => callNative(() => h.dispose()), "BUSY", /await it first/);
+    await p;
+    expect(h.counts(0, 0).compressed).toBe(true);
+    h.dispose();
   });
 });
 

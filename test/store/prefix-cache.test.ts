@@ -80,6 +80,7 @@ describe("PrefixCache", () => {
       [m, { ...OPTIONS, preset: "quant" }],
       [m, { ...OPTIONS, compressEvery: 8 }],
       [m, { ...OPTIONS, seed: 9 }],
+      [m, { ...OPTIONS, rereadLayers: "all" }],
     ] as const) {
       const lm = await withNexusQuant(other, { ort, ...options });
       expect((await prefixes.prefill(lm, prompt)).reusedTokens).toBe(0);

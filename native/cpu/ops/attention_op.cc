@@ -10,11 +10,11 @@
 #include "cpu/attention.h"
 #include "cpu/codec.h"
 #include "cpu/isa.h"
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/parallel.h"
 #include "cpu/rope.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
 
 namespace nq::ops {
 namespace {
@@ -186,11 +186,9 @@ void cpuAttention(const AttentionLaunch& a) {
     p.scale = a.scale;
     p.out = a.out + b * perSeq;
     p.unrotate = [&rotation](float* v) { unrotateVector(rotation, v); };
-    if ((a.accumulate || a.captureMax) && s.accumulated) {
-      p.accumulated = s.accumulated;
-      p.accumulatedStride = static_cast<size_t>(s.accPitch);
-      p.captureMax = a.captureMax;
-    }
+    if (a.accumulate && s.accumulated) p.accumulated = s.accumulated;
+    if (a.captureMax && s.maxScores) p.maxScores = s.maxScores;
+    p.accumulatedStride = static_cast<size_t>(s.accPitch);
     fusedAttention(kernels, p, sources);
   }
 }

@@ -2,7 +2,7 @@
 #include <string>
 
 #include "cpu/codec.h"
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
 
 namespace nq::ops {

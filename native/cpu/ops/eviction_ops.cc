@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/scoring.h"
 
@@ -16,17 +16,17 @@ void cpuScore(const ScoreLaunch& a) {
   if (!a.keys || !a.scores || a.headDim <= 0) throw NqError("INVALID_ARGUMENT", "score: null pointer or bad headDim");
   const ScoreShape shape{static_cast<size_t>(a.kvHeads), static_cast<size_t>(a.tokens), static_cast<size_t>(a.headDim)};
   switch (a.scorer) {
-    case Scorer::KeyNorm: scoreKeyNorm(shape, a.keys, a.scores); return;
-    case Scorer::KeyKey: scoreKeyKey(shape, a.keys, static_cast<size_t>(a.window), a.scores); return;
-    case Scorer::Observed:
+    case format::Scorer::KeyNorm: scoreKeyNorm(shape, a.keys, a.scores); return;
+    case format::Scorer::KeyKey: scoreKeyKey(shape, a.keys, static_cast<size_t>(a.window), a.scores); return;
+    case format::Scorer::Observed:
       if (!a.queries || a.queryHeads <= 0 || a.queryHeads % a.kvHeads != 0 || a.window <= 0)
         throw NqError("INVALID_ARGUMENT", "score: observed needs queries, a window and queryHeads a multiple of kvHeads");
       scoreObserved(shape, a.keys, a.queries, static_cast<size_t>(a.queryHeads), static_cast<size_t>(a.window), static_cast<size_t>(a.pool),
                     a.scores);
       return;
-    case Scorer::Accumulated:
-    case Scorer::Random:
-    case Scorer::Reconstruct: break;
+    case format::Scorer::Accumulated:
+    case format::Scorer::Random:
+    case format::Scorer::Reconstruct: break;
   }
   throw NqError("UNSUPPORTED", "score: scorer " + std::to_string(static_cast<int>(a.scorer)) +
                                    " is state of the cache, not a function of the keys (the store computes it)");

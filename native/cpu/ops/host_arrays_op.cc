@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
-#include "cpu/scratch.h"
+#include "cache/scratch.h"
 #include "nq_page_pack.h"
 
 namespace nq::ops {

@@ -12,7 +12,6 @@ import type { LazyCommand } from "../types.js";
 export type { CliCommand as BenchSuite } from "../types.js";
 
 export const BENCH_SUITES: readonly LazyCommand[] = [
-  { name: "codec", load: () => import("./codec.js").then((m) => m.codecSuite) },
   { name: "cache", load: () => import("./cache.js").then((m) => m.cacheSuite) },
   { name: "attention", load: () => import("./attention.js").then((m) => m.attentionSuite) },
   { name: "memory", load: () => import("./memory.js").then((m) => m.memorySuite) },

@@ -22,7 +22,7 @@ async function usage(): Promise<string> {
     "",
     "Suites:",
     ...loaded.map((s) => `  ${s.name.padEnd(width)}  ${s.summary}`),
-    ...(labReason ? ["", `Lab suites (quality, integration, …) run from a clone of the repository: ${labReason}.`] : []),
+    ...(labReason ? ["", `Lab suites (codec, quality, integration) run from a clone of the repository: ${labReason}.`] : []),
     "",
     "Every suite takes --json. Options of each suite:",
     "",
@@ -62,7 +62,7 @@ async function run(args: string[], io: CliIo): Promise<number> {
 /** Dispatches to the suites registered in src/cli/bench/index.ts and bench/suites/index.ts. */
 export const benchCommand: CliCommand = {
   name: "bench",
-  summary: "benchmark suites (codec, cache; lab suites from a repository clone); --json for machine-readable results",
+  summary: "benchmark suites (cache, attention, memory; lab suites from a repository clone); --json for machine-readable results",
   usage: SHORT_USAGE,
   loadUsage: suiteUsage,
   run,

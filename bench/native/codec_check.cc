@@ -1,5 +1,5 @@
-// Standalone checks and measurements of the E8 codec (not part of the addon build).
-//   native/tools/build.sh && native/tools/build/codec_check [check|nmse|tune|speed|golden|all]
+// Standalone checks and measurements of the E8 codec (lab only, not part of the addon build).
+//   bench/native/build.sh && bench/native/build/codec_check [check|nmse|tune|speed|golden|all]
 // check: codebook properties against brute force; nmse: the quality table; tune: scale constants;
 // speed: encode/decode throughput on 1 and 2 threads; golden: codes of a small fixed input.
 #include <immintrin.h>
@@ -17,9 +17,9 @@
 #include <thread>
 #include <vector>
 
-#include "../cpu/baselines.h"
-#include "../cpu/codec.h"
-#include "../cpu/hadamard.h"
+#include "baselines.h"
+#include "cpu/codec.h"
+#include "cpu/hadamard.h"
 
 using namespace nq;
 

@@ -1,4 +1,4 @@
-#include "cpu/compress_policy.h"
+#include "cache/compress_policy.h"
 
 #include <algorithm>
 
@@ -107,14 +107,15 @@ void compressStore(StoreSteps& steps, const CompressRules& rules, const Observed
   const size_t target = compressTarget(rules, h);
   if (target < h.total()) {
     evict(steps, rules, h, target, observed);
-    return;
+  } else {
+    // Nothing to evict (and within any budget): quantize the residual onto the pages.
+    steps.markCompressed();
+    quantizeIfPagingPays(steps, rules, h);
+    // Empty now (appends grow it again, format::residualCapacity), or holding the tokens of a store
+    // too short for paging to pay: then trimmed to exactly them, so it holds their FP16 bytes.
+    steps.setResidualSlots(steps.held().residual);
   }
-  // Nothing to evict (and within any budget): quantize the residual onto the pages.
-  steps.markCompressed();
-  quantizeIfPagingPays(steps, rules, h);
-  // Empty now (appends grow it again, format::residualCapacity), or holding the tokens of a store
-  // too short for paging to pay: then trimmed to exactly them, so it holds their FP16 bytes.
-  steps.setResidualSlots(steps.held().residual);
+  steps.fitScores();
 }
 
 void flushFullResidual(StoreSteps& steps, const CompressRules& rules) {

@@ -1,20 +1,22 @@
-import { CODE_BITS } from "../../format/index.js";
-import { native } from "../../runtime/native.js";
-import { seededRandom } from "../../shared/prng.js";
-import { gaussian, studentT } from "../../runtime/synthetic.js";
-import { parseFlags, parsePositiveInt } from "../args.js";
-import { renderTable, toJson } from "../table.js";
-import type { CliCommand } from "../types.js";
+import { parseFlags, parsePositiveInt } from "../../src/cli/args.js";
+import { renderTable, toJson } from "../../src/cli/table.js";
+import type { CliCommand } from "../../src/cli/types.js";
+import { CODE_BITS } from "../../src/format/index.js";
+import { native } from "../../src/runtime/native.js";
+import { gaussian, studentT } from "../../src/runtime/synthetic.js";
+import { seededRandom } from "../../src/shared/prng.js";
+import { labBinding, type CodecBenchQuantizer } from "../native/lab-binding.js";
 
 const USAGE = `nexusquant bench codec [--vectors N] [--head-dim D] [--seed N] [--json]
   NMSE, bits per element (scales included) and encode/decode throughput (all CPU threads) of the
   E8 codec and two scalar baselines at equal bits, after the same rotation and with the same FP16
   scale: per-vector absmax uniform, and Lloyd-Max (Gaussian-optimal). Data: i.i.d. Gaussian, and
   KV-like (Student-t nu=5 tails, 4 outlier channels scaled 10/13/16/20x), each with and without
-  rotation. Defaults: 16384 vectors of head_dim 128.
+  rotation. Defaults: 16384 vectors of head_dim 128. Lab suite: the baselines are lab code
+  (bench/native), in an addon built with \`NEXUSQUANT_LAB=ON npm run build:native\`.
 `;
 
-type Quantizer = "e8" | "uniform" | "lloyd-max";
+type Quantizer = CodecBenchQuantizer;
 type Distribution = "gaussian" | "kv-like";
 
 export interface CodecBenchRow {
@@ -55,7 +57,7 @@ function nmse(x: Float32Array, y: Float32Array): number {
 }
 
 export function runCodecBench(vectors: number, d: number, seed: number): CodecBenchRow[] {
-  const b = native();
+  const b = labBinding();
   const rows: CodecBenchRow[] = [];
   for (const distribution of ["gaussian", "kv-like"] as Distribution[]) {
     const data = makeData(distribution, vectors, d, seed);

@@ -1,12 +1,13 @@
 /**
- * @internal The CPU ops of the cache (native/cpu/ops/cpu_ops.h) on typed arrays: the same functions
- * and options as the cuda* ones of cuda.ts (validated by the same op-args.ts), computed by the code
- * the CPU cache runs. They are the op-by-op oracle the GPU parity suite compares CUDA against
- * (bench/gpu/parity-cases.mjs) and let each step of compress() and attention be tested on its own.
+ * The CPU ops of the cache (native/cpu/ops/cpu_ops.h) on typed arrays, for tests and the lab: the
+ * same functions and options as the cuda* ones of cuda.ts (validated by the same op-args.ts),
+ * computed by the code the CPU cache runs. They are the op-by-op oracle the GPU parity suite compares
+ * CUDA against (parity-cases.mjs) and let each step of compress() and attention be tested on its own.
  * Not a fast path: arrays are packed into pages per call.
  */
-import { FORMAT_LIMITS } from "../format/index.js";
-import { callNative, native } from "./native.js";
+import { FORMAT_LIMITS } from "../../src/format/index.js";
+import { callNative, native } from "../../src/runtime/native.js";
+import type { KVData } from "../../src/runtime/validate.js";
 import {
   attentionArgs,
   decodeArgs,
@@ -18,7 +19,6 @@ import {
   type ScoreOptions,
   type SelectOptions,
 } from "./op-args.js";
-import type { KVData } from "./validate.js";
 
 /** Encode of head vectors (f32 or FP16 bits): the codes and scales the cache stores. */
 export function cpuEncode(data: KVData, options: OpCodecOptions): { codes: Uint8Array; scales: Uint16Array } {

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <vector>
 
-#include "hadamard.h"
+#include "cpu/hadamard.h"
 
 namespace nq {
 

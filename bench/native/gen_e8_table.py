@@ -7,7 +7,7 @@ orbits) and 29 of the 56 patterns of the orbit (3/2,3/2,3/2,3/2,3/2,1/2,1/2,1/2)
 greedily so that each coordinate is 3/2 about equally often (the orbit's patterns are equivalent for
 rotated data; balance keeps unrotated data from favouring a channel). Order: by norm, then by the
 pattern read as a base-4 number with coordinate 0 most significant.
-Run: python3 native/tools/gen_e8_table.py  (prints the initializer pasted into kernels/nq_e8.h)
+Run: python3 bench/native/gen_e8_table.py  (prints the initializer pasted into kernels/nq_e8.h)
 """
 import itertools
 

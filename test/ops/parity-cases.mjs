@@ -1,8 +1,9 @@
-// CUDA-vs-CPU parity cases, as data, shared by test/cuda/parity.test.ts (vitest, src/ modules) and
-// bench/gpu/parity.mjs (the GPU machine, dist/ modules, no node_modules). The caller injects `api`
-// (see parity-cases.d.mts), so this file imports nothing.
+// CUDA-vs-CPU parity cases, as data, shared by test/cuda/parity.test.ts and test/native/cpu-ops.test.ts
+// (vitest, TypeScript modules) and bench/gpu/parity.mjs (the GPU machine: the same modules compiled
+// into .gpu/js by bench/gpu/pack.sh, no node_modules). The caller injects `api` (see
+// parity-cases.d.mts), so this file imports nothing.
 //
-// Oracles: the CPU ops (src/runtime/ops.ts: cpuEncode/cpuDecode byte- and bit-identical, cpuScore,
+// Oracles: the CPU ops (test/ops/cpu.ts: cpuEncode/cpuDecode byte- and bit-identical, cpuScore,
 // cpuSelect exact, cpuAttention on the same options object as cudaAttention), the CPU cache's
 // attention end to end (CompressedKVCache on backend "cpu"), and a float64 reference for dense FP16
 // attention, which has no CPU op. The float64/JS references of the other ops stay here as the CPU

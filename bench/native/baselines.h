@@ -1,4 +1,4 @@
-// Scalar baselines for the codec benchmark, at the same rate and with the same side information:
+// Scalar baselines for the codec benchmark (lab only: codec_check and the lab binding), at the same rate and with the same side information:
 // the same rotation (sign flip + Hadamard), one FP16 scale per vector, `bits` bits per element
 // (element i of a vector in bits i*bits .. i*bits+bits-1 of its little-endian code stream).
 //   Uniform:  scale = absmax; 2^bits cells of width 2*scale/2^bits over [-scale, scale], midpoints.
@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "codec.h"
+#include "cpu/codec.h"
 
 namespace nq {
 

@@ -1,12 +1,13 @@
 /**
- * @internal Argument validation of the op entry points, shared by both backends: src/runtime/cuda.ts
- * (cuda*) and src/runtime/ops.ts (cpu*) check the same options the same way and hand the binding the
- * same object (native/binding/op_options.h reads it for either), so a parity test passes one options
- * object to both. Only the head_dim ceilings differ per backend.
+ * Argument validation of the op entry points (test and lab code: the parity suite, test/native and
+ * bench/gpu), shared by both backends: cuda.ts (cuda*) and cpu.ts (cpu*) check the same options the
+ * same way and hand the binding the same object (native/binding/op_options.h reads it for either), so
+ * a parity test passes one options object to both. Only the head_dim ceilings differ per backend.
  */
-import { invalidArgument } from "../errors.js";
-import { CODE_BITS, SCORER_IDS, codeBytesPerVector, type CodeBits } from "../format/index.js";
-import { checkBoolean, checkInt, checkKVData, checkObject, checkOneOf, checkOptionKeys, checkSeed, type KVData } from "./validate.js";
+import { invalidArgument } from "../../src/errors.js";
+import { CODE_BITS, SCORER_DEFAULTS, SCORER_IDS, codeBytesPerVector, type CodeBits } from "../../src/format/index.js";
+import type { NativeAttentionArgs, NativeAttentionSequence, NativeScoreArgs, NativeSelectArgs } from "../../src/runtime/binding.js";
+import { checkBoolean, checkInt, checkKVData, checkObject, checkOneOf, checkOptionKeys, checkSeed, type KVData } from "../../src/runtime/validate.js";
 
 /** Codec arguments of the encode/decode ops. */
 export interface OpCodecOptions {
@@ -57,46 +58,16 @@ export function decodeArgs(
 }
 
 /** One sequence of an attention op call: codes per KV head, the FP16 residual, the queries. */
-export interface AttentionSequence {
-  /** Tokens held as codes (per KV head). */
-  compressed: number;
-  /** [kvHeads][compressed][headDim·keyBits/8] */
-  keyCodes?: Uint8Array;
-  /** [kvHeads][compressed] FP16 bits */
-  keyScales?: Uint16Array;
-  valueCodes?: Uint8Array;
-  valueScales?: Uint16Array;
-  /** [kvHeads][compressed] true positions (after eviction); omitted: slot index = position. */
-  positions?: Int32Array;
-  /** FP16 rows after the codes, [kvHeads][residual][headDim]. */
+export interface AttentionSequence extends Omit<NativeAttentionSequence, "residual" | "firstResidualPos" | "out"> {
+  /** FP16 rows after the codes (default 0). */
   residual?: number;
-  residualKeys?: Uint16Array;
-  residualValues?: Uint16Array;
   /** Position of residual row 0 (default: compressed). */
   firstResidualPos?: number;
-  /** [queryHeads][nq][headDim], un-rotated. */
-  queries: Float32Array;
-  /** [nq]: query j sees positions <= queryPositions[j]. */
-  queryPositions: Int32Array;
-  /** In/out [kvHeads][compressed + residual]: softmax mass is added here when given (H2O scorer). */
-  accumulated?: Float32Array;
 }
 
-export interface AttentionOptions {
-  kvHeads: number;
-  queryHeads: number;
-  headDim: number;
-  keyBits: CodeBits;
-  valueBits: CodeBits;
-  /** Queries per sequence (decode: 1). */
-  nq?: number;
-  pageTokens?: number;
-  /** The rotation seed the codes were encoded with. */
-  seed?: number;
-  /** Default 1/sqrt(headDim). */
-  scale?: number;
-  /** CUDA: tokens per split-K chunk (default: chosen from the SM count); the CPU ignores it. */
-  splitTokens?: number;
+/** Attention op options: NativeAttentionArgs with defaults (nq 1, pageTokens 64, seed 0, scale 1/sqrt(headDim), splitTokens 0). */
+type AttentionDefaults = "nq" | "pageTokens" | "seed" | "scale" | "splitTokens";
+export interface AttentionOptions extends Omit<NativeAttentionArgs, AttentionDefaults | "storesPositions" | "sequences">, Partial<Pick<NativeAttentionArgs, AttentionDefaults>> {
   sequences: AttentionSequence[];
 }
 
@@ -107,7 +78,7 @@ export function checkLength(arg: string, a: ArrayLike<unknown> | undefined, n: n
 }
 
 /** Validated attention options as the binding reads them (op_options.h), and the output arrays. */
-export function attentionArgs(options: AttentionOptions, maxHeadDim: number): { args: object; outs: Float32Array[] } {
+export function attentionArgs(options: AttentionOptions, maxHeadDim: number): { args: NativeAttentionArgs; outs: Float32Array[] } {
   if (options === null || typeof options !== "object") throw invalidArgument("options", "an AttentionOptions object", options);
   const H = posInt("options.kvHeads", options.kvHeads);
   const QH = posInt("options.queryHeads", options.queryHeads);
@@ -122,7 +93,7 @@ export function attentionArgs(options: AttentionOptions, maxHeadDim: number): { 
   const kc = codeBytesPerVector(d, options.keyBits), vc = codeBytesPerVector(d, options.valueBits);
   const storesPositions = options.sequences.some((s) => s.positions !== undefined);
   const outs: Float32Array[] = [];
-  const sequences = options.sequences.map((s, i) => {
+  const sequences = options.sequences.map((s, i): NativeAttentionSequence => {
     const at = `options.sequences[${i}]`;
     const n = posInt(`${at}.compressed`, s.compressed, 0);
     const r = posInt(`${at}.residual`, s.residual ?? 0, 0);
@@ -147,7 +118,7 @@ export function attentionArgs(options: AttentionOptions, maxHeadDim: number): { 
     return { ...s, compressed: n, residual: r, firstResidualPos: s.firstResidualPos ?? n, out };
   });
   const scale = options.scale ?? 1 / Math.sqrt(d);
-  const args = {
+  const args: NativeAttentionArgs = {
     kvHeads: H,
     queryHeads: QH,
     headDim: d,
@@ -168,46 +139,29 @@ export function attentionArgs(options: AttentionOptions, maxHeadDim: number): { 
 const OP_SCORERS = { keynorm: SCORER_IDS.keynorm, "key-key": SCORER_IDS["key-key"], observed: SCORER_IDS.observed } as const;
 export type OpScorerName = keyof typeof OP_SCORERS;
 
-export interface ScoreOptions {
+/** Score op options: NativeScoreArgs with the scorer by name and defaults (queryHeads kvHeads, window and pool SCORER_DEFAULTS). */
+export interface ScoreOptions extends Omit<NativeScoreArgs, "scorer" | "queryHeads" | "window" | "pool">, Partial<Pick<NativeScoreArgs, "queryHeads" | "window" | "pool">> {
   scorer: OpScorerName;
-  kvHeads: number;
-  tokens: number;
-  headDim: number;
-  /** [kvHeads][tokens][headDim], original (un-rotated) domain. */
-  keys: Float32Array;
-  /** observed: [queryHeads][window][headDim] */
-  queries?: Float32Array;
-  queryHeads?: number;
-  window?: number;
-  pool?: number;
 }
 
 /** Validated score options as the binding reads them. */
-export function scoreArgs(o: ScoreOptions): object {
+export function scoreArgs(o: ScoreOptions): NativeScoreArgs {
   if (!(o.scorer in OP_SCORERS)) throw invalidArgument("options.scorer", Object.keys(OP_SCORERS).join(", "), o.scorer);
   const H = posInt("options.kvHeads", o.kvHeads), T = posInt("options.tokens", o.tokens), d = posInt("options.headDim", o.headDim);
   checkLength("options.keys", o.keys, H * T * d, "a Float32Array");
-  const window = posInt("options.window", o.window ?? 32);
+  const window = posInt("options.window", o.window ?? SCORER_DEFAULTS.scorerWindow);
   const queryHeads = posInt("options.queryHeads", o.queryHeads ?? H);
   if (o.scorer === "observed") {
     if (queryHeads % H !== 0) throw invalidArgument("options.queryHeads", `a multiple of kvHeads (${H})`, queryHeads);
     checkLength("options.queries", o.queries, queryHeads * window * d, "a Float32Array");
   }
-  return { scorer: OP_SCORERS[o.scorer], kvHeads: H, tokens: T, headDim: d, keys: o.keys, queries: o.queries, queryHeads, window, pool: o.pool ?? 7 };
+  return { scorer: OP_SCORERS[o.scorer], kvHeads: H, tokens: T, headDim: d, keys: o.keys, queries: o.queries, queryHeads, window, pool: o.pool ?? SCORER_DEFAULTS.poolKernel };
 }
 
-export interface SelectOptions {
-  kvHeads: number;
-  tokens: number;
-  target: number;
-  sinkTokens: number;
-  recentWindow: number;
-  scores: Float32Array;
-  positions: Int32Array;
-}
+export type SelectOptions = NativeSelectArgs;
 
 /** Validated select options as the binding reads them. */
-export function selectArgs(o: SelectOptions): object {
+export function selectArgs(o: SelectOptions): NativeSelectArgs {
   const H = posInt("options.kvHeads", o.kvHeads), T = posInt("options.tokens", o.tokens);
   const target = posInt("options.target", o.target, 0);
   if (target > T) throw invalidArgument("options.target", `an integer <= tokens (${T})`, target);

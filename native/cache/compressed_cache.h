@@ -1,24 +1,25 @@
 // What the binding's NativeCache drives, whichever backend holds the data: the CPU cache
 // (cpu/kv_cache.h) or the CUDA cache (cuda/cuda_kv_cache.h, CUDA builds only). Both run the same
-// compress policy (cpu/compress_policy.h) over their own store and ops. Methods throw NqError.
+// compress policy (cache/compress_policy.h) over their own store and ops. Methods throw NqError.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "cpu/scoring.h"
 #include "nq_format.h"
 
 namespace nq {
+
+using Scorer = format::Scorer;  // ids in kernels/nq_format.h
 
 struct CacheOptions {
   size_t batch = 1, layers = 1, kvHeads = 1, headDim = 128;
   format::Spec spec{};
   Scorer scorer = Scorer::KeyKey;
   uint32_t seed = 0;           // Hadamard sign-flip seed, shared by keys and values
-  size_t scorerWindow = 32;    // proxy/observation window of key-key and observed
-  size_t poolKernel = 7;       // max-pool width of observed
+  size_t scorerWindow = format::kDefaultScorerWindow;  // proxy/observation window of key-key and observed
+  size_t poolKernel = format::kDefaultPoolKernel;      // max-pool width of observed
   size_t queryHeads = 1;       // query heads per layer (GQA), recorded so a deserialized cache knows them
   size_t budgetTokens = 0;     // 0: off; else at most this many tokens per sequence and layer
   // > 0: keys are stored with RoPE (rotate-half convention, this theta) removed, and RoPE is
@@ -27,14 +28,19 @@ struct CacheOptions {
 };
 
 struct CacheComponentBytes {
-  size_t codes = 0, scales = 0, positions = 0, residual = 0, headers = 0, scratch = 0;
-  size_t total() const { return codes + scales + positions + residual + headers + scratch; }
+  size_t codes = 0, scales = 0, positions = 0, residual = 0, headers = 0, scores = 0, scratch = 0;
+  size_t total() const { return codes + scales + positions + residual + headers + scores + scratch; }
 };
 
 // Refuses an append holding NaN/Inf or a value beyond the FP16 range (INVALID_DATA naming the head
 // and token), so that a bad append leaves a cache as it was. Rows [H][count][d].
 void checkAppendRows(const float* k, const float* v, size_t kvHeads, size_t count, size_t headDim);
 void checkAppendRows(const uint16_t* k, const uint16_t* v, size_t kvHeads, size_t count, size_t headDim);
+
+// INVALID_ARGUMENT unless (seq, layer) is a store of a cache with options `o`; for compress(), layer
+// < 0 (every layer) is allowed too.
+void checkStoreIndex(const CacheOptions& o, size_t seq, size_t layer);
+void checkCompressIndex(const CacheOptions& o, size_t seq, long layer);
 
 class CompressedCache {
  public:
@@ -65,6 +71,12 @@ class CompressedCache {
   // all. `out` as attention(). Marks the store's scores current (a compress() then uses them).
   virtual void reconstructionAttention(size_t seq, size_t layer, const float* q, size_t qHeads, size_t nq, const int32_t* qpos, float scale,
                                        const float* extraK, const float* extraV, size_t recentSlots, float* out) = 0;
+
+  // After a reconstruction pass through the first `sourceLayers` layers only (a cheaper re-read): every
+  // held token of `seq`, in every layer and head, takes the highest score any head of those layers
+  // gives the token at its position (or keeps a higher one it had), and every layer's scores count as
+  // current. Layers then keep the same tokens.
+  virtual void shareScores(size_t seq, size_t sourceLayers) = 0;
 
   // The dense view into host memory: keys/values [H][tokens][d] as f32 or FP16 bits, positions [H][tokens].
   virtual void materializeInto(size_t seq, size_t layer, bool f16, void* keys, void* values, int32_t* positions) const = 0;

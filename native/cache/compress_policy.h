@@ -9,7 +9,7 @@
 
 #include <vector>
 
-#include "compressed_cache.h"
+#include "cache/compressed_cache.h"
 #include "nq_format.h"
 #include "nq_ops_params.h"
 
@@ -31,7 +31,7 @@ struct StoreCounters {
   size_t residualCap = 0;    // FP16 residual slots allocated
   size_t residualCount = 0;  // residual slots holding tokens
   size_t appended = 0;       // tokens ever appended: the sequence's true length
-  size_t accCap = 0;         // slot-score slots per head (scorers that keep slot scores: format::keepsSlotScores)
+  size_t scoreCap = 0;         // slot-score slots per head (scorers that keep slot scores: format::keepsSlotScores)
   bool compressedOnce = false;
   // Reconstruct scorer: a reconstruction pass ran after the last append, so every held slot has a
   // score from the context it belongs to. Appends clear it; without it compress() scores key-key.
@@ -58,13 +58,13 @@ struct ObservedQueries {
   size_t queryHeads = 0, window = 0;
 };
 
-// The scorer a compress() really uses: Observed without queries for this layer, and Reconstruct when
-// tokens were appended after the last reconstruction pass (their scores would be missing), fall back
-// to key-key, so a runtime that cannot provide them still evicts sensibly.
-inline Scorer effectiveScorer(Scorer configured, const ObservedQueries& observed, const StoreCounters& store) {
-  if (configured == Scorer::Observed && observed.queries == nullptr) return Scorer::KeyKey;
-  if (configured == Scorer::Reconstruct && !store.scoresCurrent) return Scorer::KeyKey;
-  return configured;
+// The scorer a compress() of this store runs: its own, except that Observed without queries for the
+// layer, and Reconstruct when tokens were appended after the last reconstruction pass (their scores
+// would be missing), fall back to key-key, so a runtime that cannot provide them still evicts sensibly.
+inline Scorer scorerFor(const CacheOptions& o, const ObservedQueries& observed, const StoreCounters& store) {
+  if (o.scorer == Scorer::Observed && observed.queries == nullptr) return Scorer::KeyKey;
+  if (o.scorer == Scorer::Reconstruct && !store.scoresCurrent) return Scorer::KeyKey;
+  return o.scorer;
 }
 
 struct CompressRules {
@@ -97,6 +97,9 @@ class StoreSteps {
   virtual void encodeResidual() = 0;
   virtual void compact() = 0;
   virtual void endEviction() = 0;
+  // The end of a compress(): slot scores (if the store keeps them) trimmed to exactly the held slots,
+  // as compressedLayout counts them.
+  virtual void fitScores() = 0;
 };
 
 // Slots kept by a compress() of a store holding `h`: the spec's kept count for the true length (or

@@ -1,4 +1,4 @@
-// Types of parity-cases.mjs for test/cuda/parity.test.ts.
+// Types of parity-cases.mjs for test/cuda/parity.test.ts and test/native/cpu-ops.test.ts.
 export interface ParityCase {
   kind: string;
   name: string;
@@ -14,7 +14,7 @@ export interface ParityResult {
   detail: string;
   ms: number;
 }
-/** The functions a case needs; from src/ (vitest) or dist/ (bench/gpu/parity.mjs). */
+/** The functions a case needs: TypeScript modules (vitest) or their compiled copies in .gpu/js (bench/gpu/parity.mjs). */
 export interface ParityApi {
   quantizeSync: unknown;
   dequantizeSync: unknown;

@@ -1,19 +1,20 @@
 /**
- * The CUDA backend's building blocks on typed arrays: encode, decode, decode attention on codes (and
- * its dense FP16 reference), eviction scores and selection, device buffers/arenas for memory
- * verification, and kernel timings. Data is copied to the GPU and back on every call; these are for
- * parity tests, bench/gpu and the GPU cache that builds on them — not a fast path by themselves.
+ * The CUDA backend's building blocks on typed arrays, for tests and the lab (the parity suite,
+ * bench/gpu): encode, decode, decode attention on codes (and its dense FP16 reference), eviction
+ * scores and selection, device buffers/arenas for memory verification. Data is copied to the GPU and
+ * back on every call: not a fast path. Kernel timings are the lab's (bench/native/lab-binding.ts).
  *
  * Every function throws BACKEND_UNAVAILABLE (with the reason) when this build or machine has no
  * usable CUDA device; device allocation failures are OUT_OF_MEMORY with `details.requestedBytes`
- * and `details.freeBytes`. Nothing GPU-side here has run on a GPU yet: see docs/cuda.md.
+ * and `details.freeBytes`. Arguments are checked first, on any machine. See docs/cuda.md.
  */
-import { NexusQuantError, invalidArgument } from "../errors.js";
-import type { CodeBits } from "../format/index.js";
-import { backendInfo } from "./backend.js";
-import type { MemoryCategory } from "./memory.js";
-import type { BindingModule } from "./binding.js";
-import { callNative, native } from "./native.js";
+import { NexusQuantError, invalidArgument } from "../../src/errors.js";
+import type { CodeBits } from "../../src/format/index.js";
+import { backendInfo } from "../../src/runtime/backend.js";
+import type { BindingModule, NativeDenseAttentionArgs, NativeDeviceArenaHandle, NativeDeviceBufferHandle } from "../../src/runtime/binding.js";
+import type { MemoryCategory } from "../../src/runtime/memory.js";
+import { callNative, native } from "../../src/runtime/native.js";
+import type { KVData } from "../../src/runtime/validate.js";
 import {
   attentionArgs,
   checkLength,
@@ -29,12 +30,15 @@ import {
   type ScoreOptions,
   type SelectOptions,
 } from "./op-args.js";
-import type { KVData } from "./validate.js";
 
-// The CUDA kernels' own ceilings (one thread block per codec vector; the attention kernel's
-// register tiles), below FORMAT_LIMITS.maxHeadDim; cudaSupport() reports the same figures.
-const CUDA_MAX_CODEC_HEAD_DIM = 1024;
-const CUDA_MAX_ATTENTION_HEAD_DIM = 256;
+/**
+ * The CUDA kernels' own head_dim ceilings (kernels/nq_cuda_support.h, below FORMAT_LIMITS.maxHeadDim),
+ * read from the binding in every build so that arguments are checked the same on a machine without CUDA.
+ */
+function ceilings(): { codec: number; attention: number } {
+  const s = callNative(() => native().cudaSupport());
+  return { codec: s.maxCodecHeadDim, attention: s.maxAttentionHeadDim };
+}
 
 function binding(): BindingModule {
   const info = backendInfo();
@@ -69,13 +73,13 @@ export type CudaCodecOptions = OpCodecOptions;
 
 /** GPU encode of head vectors (f32 or FP16 bits): same codes and scales as the CPU quantize(). */
 export function cudaEncode(data: KVData, options: CudaCodecOptions): { codes: Uint8Array; scales: Uint16Array } {
-  const o = encodeArgs(data, options, CUDA_MAX_CODEC_HEAD_DIM);
+  const o = encodeArgs(data, options, ceilings().codec);
   return callNative(() => binding().cudaEncode(data, o.headDim, o.bits, o.rotate, o.seed));
 }
 
 /** GPU decode of codes + scales into `out` (f32, or FP16 bits); `unrotate: false` stays in the rotated domain. */
 export function cudaDecode<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, options: CudaCodecOptions & { out: T; unrotate?: boolean }): T {
-  const o = decodeArgs(codes, scales, options, CUDA_MAX_CODEC_HEAD_DIM);
+  const o = decodeArgs(codes, scales, options, ceilings().codec);
   return callNative(() => binding().cudaDecode(codes, scales, o.headDim, o.bits, o.rotate, o.seed, options.out, o.unrotate));
 }
 
@@ -87,35 +91,21 @@ export type CudaAttentionOptions = AttentionOptions;
  * Returns one Float32Array [queryHeads][nq][headDim] per sequence.
  */
 export function cudaAttention(options: CudaAttentionOptions): Float32Array[] {
-  const { args, outs } = attentionArgs(options, CUDA_MAX_ATTENTION_HEAD_DIM);
+  const { args, outs } = attentionArgs(options, ceilings().attention);
   callNative(() => binding().cudaAttention(args));
   return outs;
 }
 
-export interface CudaDenseAttentionOptions {
-  batch: number;
-  kvHeads: number;
-  queryHeads: number;
-  headDim: number;
-  /** Row pitch of keys/values in tokens. */
-  maxTokens: number;
-  /** [batch][kvHeads][maxTokens][headDim] FP16 bits. */
-  keys: Uint16Array;
-  values: Uint16Array;
-  /** [batch] tokens of each sequence; its query sits at the last one. */
-  lengths: Int32Array;
-  /** [batch][queryHeads][headDim] */
-  queries: Float32Array;
-  scale?: number;
-  splitTokens?: number;
-}
+/** The dense reference's options: NativeDenseAttentionArgs without `out`, scale (default 1/sqrt(headDim)) and splitTokens (0) optional. */
+export interface CudaDenseAttentionOptions extends Omit<NativeDenseAttentionArgs, "out" | "scale" | "splitTokens">, Partial<Pick<NativeDenseAttentionArgs, "scale" | "splitTokens">> {}
 
 /** The plain FP16 decode-attention reference kernel. Returns [batch][queryHeads][headDim]. */
 export function cudaDenseAttention(o: CudaDenseAttentionOptions): Float32Array {
   const B = posInt("options.batch", o.batch), H = posInt("options.kvHeads", o.kvHeads), QH = posInt("options.queryHeads", o.queryHeads);
   const d = posInt("options.headDim", o.headDim, 8), T = posInt("options.maxTokens", o.maxTokens);
   if (QH % H !== 0) throw invalidArgument("options.queryHeads", `a multiple of kvHeads (${H})`, QH);
-  if (d % 8 !== 0 || d > 256) throw invalidArgument("options.headDim", "a multiple of 8 up to 256", d);
+  const maxD = ceilings().attention;
+  if (d % 8 !== 0 || d > maxD) throw invalidArgument("options.headDim", `a multiple of 8 up to ${maxD}`, d);
   checkLength("options.keys", o.keys, B * H * T * d, "a Uint16Array");
   checkLength("options.values", o.values, B * H * T * d, "a Uint16Array");
   checkLength("options.lengths", o.lengths, B, "an Int32Array");
@@ -141,24 +131,6 @@ export function cudaSelect(o: CudaSelectOptions): Uint32Array {
   return callNative(() => binding().cudaSelect(args));
 }
 
-export type CudaBenchKind = "copy" | "encode" | "decode" | "attention";
-export interface CudaBenchResult {
-  ms: number[];
-  medianMs: number;
-  bytesRead: number;
-  bytesWritten: number;
-  /** (bytesRead + bytesWritten) / median time, in GB/s (1e9 bytes). */
-  gbPerSecond: number;
-}
-
-/** Kernel timings (CUDA events per repetition, rotating input buffers); options per kind in bench/gpu/driver.mjs. */
-export function cudaBench(kind: CudaBenchKind, options: Record<string, number | boolean>): CudaBenchResult {
-  const r = callNative(() => binding().cudaBench(kind, options));
-  const sorted = [...r.ms].sort((a, b) => a - b);
-  const medianMs = sorted.length === 0 ? NaN : sorted[Math.floor(sorted.length / 2)]!;
-  return { ...r, medianMs, gbPerSecond: (r.bytesRead + r.bytesWritten) / (medianMs * 1e6) };
-}
-
 /** cudaMemGetInfo on device 0 (after a probe kernel). */
 export function cudaMemGetInfo(): { freeBytes: number; totalBytes: number; usedBytes: number } {
   const m = callNative(() => binding().deviceMemoryInfo(0));
@@ -166,16 +138,16 @@ export function cudaMemGetInfo(): { freeBytes: number; totalBytes: number; usedB
 }
 
 /** Base of the device memory handles: one dispose(), guarded once. */
-abstract class DeviceHandle {
-  #handle: object | undefined;
-  protected constructor(handle: object) {
+abstract class DeviceHandle<H extends NativeDeviceBufferHandle | NativeDeviceArenaHandle> {
+  #handle: H | undefined;
+  protected constructor(handle: H) {
     this.#handle = handle;
   }
-  protected get handle(): object {
+  protected get handle(): H {
     if (!this.#handle) throw new NexusQuantError("DISPOSED", `${this.constructor.name} was disposed`);
     return this.#handle;
   }
-  protected abstract release(handle: object): void;
+  protected abstract release(handle: H): void;
   get disposed(): boolean {
     return this.#handle === undefined;
   }
@@ -190,20 +162,20 @@ abstract class DeviceHandle {
 }
 
 /** One cudaMalloc through the accounting allocator (Device counters, given category). */
-export class CudaDeviceBuffer extends DeviceHandle {
+export class CudaDeviceBuffer extends DeviceHandle<NativeDeviceBufferHandle> {
   readonly bytes: number;
   constructor(bytes: number, category: MemoryCategory, fillByte?: number) {
     posInt("bytes", bytes);
     super(callNative(() => binding().cudaBufferCreate(bytes, category, fillByte)));
     this.bytes = bytes;
   }
-  protected release(h: object): void {
+  protected release(h: NativeDeviceBufferHandle): void {
     binding().cudaBufferDispose(h);
   }
 }
 
 /** One cudaMalloc carved into pieces (pages): carved bytes count under their category, the rest as scratch. */
-export class CudaDeviceArena extends DeviceHandle {
+export class CudaDeviceArena extends DeviceHandle<NativeDeviceArenaHandle> {
   readonly capacity: number;
   constructor(capacityBytes: number) {
     posInt("capacityBytes", capacityBytes);
@@ -216,7 +188,7 @@ export class CudaDeviceArena extends DeviceHandle {
     posInt("count", count, 0);
     return callNative(() => binding().cudaArenaCarve(this.handle, bytes, category, count));
   }
-  protected release(h: object): void {
+  protected release(h: NativeDeviceArenaHandle): void {
     binding().cudaArenaDispose(h);
   }
 }

@@ -3,7 +3,7 @@
 #include <cstddef>
 #include <string>
 
-#include "cpu/nq_error.h"
+#include "cache/nq_error.h"
 #include "memory/allocator.h"
 
 namespace nq {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "cuda_bench.h"
 #include "nq_cuda_common.cuh"
 #include "nq_format.h"
 #include "nq_page_pack.h"
