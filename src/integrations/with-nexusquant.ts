@@ -1,6 +1,7 @@
 import { NexusQuantError, describeValue } from "../errors.js";
 import { resolveOptions, resolveOptionsForState, type NexusQuantOptions } from "./options.js";
 import { decodeConversationState } from "./conversation-state.js";
+import { importOptionalPeer } from "../shared/optional-peer.js";
 import { NexusQuantSession, isOrtSession, type OrtModuleLike, type OrtSessionLike } from "./ort-session.js";
 import { TransformersJsHandle, isTransformersJsModel, type TransformersJsModelLike } from "./transformers-js.js";
 import { NativeModelSession, type OrtRuntimeLike } from "./native-model.js";
@@ -76,14 +77,6 @@ async function loadOrt(given: unknown): Promise<OrtModuleLike> {
     }
     return given as OrtModuleLike;
   }
-  try {
-    // An optional peer dependency: only users who wrap an ORT session need it.
-    const specifier = "onnxruntime-node";
-    return (await import(specifier)) as OrtModuleLike;
-  } catch (e) {
-    throw new NexusQuantError(
-      "BACKEND_UNAVAILABLE",
-      `onnxruntime-node could not be loaded (${e instanceof Error ? e.message : String(e)}). Install it with ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node, or pass { ort } to withNexusQuant.`,
-    );
-  }
+  // An optional peer dependency: only users who wrap an ORT session (or run the native path) need it.
+  return importOptionalPeer<OrtModuleLike>("onnxruntime-node", "onnxruntime-node", "Install it with ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node, or pass { ort } to withNexusQuant.");
 }

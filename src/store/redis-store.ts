@@ -21,6 +21,7 @@
 import { randomUUID } from "node:crypto";
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import { crc32 } from "../shared/crc32.js";
+import { importOptionalPeer } from "../shared/optional-peer.js";
 import { checkInt } from "../validate.js";
 import { checkKey, checkValue, storeUnavailable, ttlMilliseconds, withTimeout, type PutOptions, type StateStore } from "./state-store.js";
 
@@ -280,17 +281,8 @@ interface RedisModule {
 }
 
 /** The optional peer `redis`, loaded when a store first connects. */
-async function loadRedis(): Promise<RedisModule> {
-  try {
-    const specifier = "redis";
-    return (await import(specifier)) as RedisModule;
-  } catch (e) {
-    throw new NexusQuantError(
-      "BACKEND_UNAVAILABLE",
-      `The Redis store needs the optional peer dependency "redis" (node-redis ≥ 5), which could not be loaded (${e instanceof Error ? e.message : String(e)}). Install it with: npm install redis`,
-      { package: "redis" },
-    );
-  }
+function loadRedis(): Promise<RedisModule> {
+  return importOptionalPeer<RedisModule>("redis", 'The Redis store\'s client, the optional peer dependency "redis" (node-redis ≥ 5),', "Install it with: npm install redis");
 }
 
 function parseManifest(reply: unknown, manifestKey: string): Manifest | undefined {
