@@ -102,6 +102,12 @@ const integrations = await import("nexusquant/integrations");
 assert.equal(typeof integrations.withNexusQuant, "function");
 const model = await import("nexusquant/model");
 assert.ok(model.buildLlamaOnnx(model.createTinyLlama({ seed: 1 })).length > 1000);
+const store = await import("nexusquant/store");
+const files = new store.FileStateStore({ dir: "states" });
+await files.put("k", new Uint8Array([1, 2, 3]));
+assert.deepEqual([...(await files.get("k"))], [1, 2, 3]);
+// The Redis client is an optional peer, absent here: a clear error naming the package, only when used.
+await assert.rejects(new store.RedisStateStore({ url: "redis://127.0.0.1:9" }).get("k"), (e) => e.code === "BACKEND_UNAVAILABLE" && e.message.includes("npm install redis"));
 const pkg = await import("nexusquant/package.json", { with: { type: "json" } });
 assert.equal(pkg.default.name, "nexusquant");
 console.log("imports ok: " + Object.keys(root).length + " root exports");

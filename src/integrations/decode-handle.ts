@@ -7,7 +7,9 @@
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import type { CompressedKVCache } from "../runtime/index.js";
 import { checkFiniteLogits } from "./finite-logits.js";
+import type { ModelFingerprint } from "../model/fingerprint.js";
 import type { KvStats } from "./conversation-cache.js";
+import { checkStateKind, decodeConversationState, encodeConversationState } from "./conversation-state.js";
 import { createSampler, type SamplingOptions } from "./sampling.js";
 import { checkVocab, toTokenRows, type StepEngine, type StepResult, type TokenRows } from "./step-adapter.js";
 
@@ -116,6 +118,62 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
         result = await this.#checkedStep(next);
       }
       return { tokens: generated, stats: this.#engine.stats() };
+    });
+  }
+
+  /**
+   * The conversation held now, as bytes that another process can resume (`withNexusQuant(model, {
+   * state })` or `restoreState`): the compressed cache as it is, each row's true length and pending
+   * (sampled, not yet fed) token, the spec and schedule position, the engine's own state, and the
+   * model's fingerprint. Format: docs/state.md. The handle is unchanged and goes on as before.
+   */
+  async saveState(): Promise<Uint8Array> {
+    return this.#exclusive("saveState()", async () => {
+      const engine = this.#engine;
+      if (engine.saveConversation === undefined || engine.fingerprint === undefined) {
+        throw new NexusQuantError("UNSUPPORTED", "This handle's engine cannot save its conversation (it implements no saveConversation/fingerprint).");
+      }
+      const conversation = engine.saveConversation();
+      if (conversation === undefined) {
+        throw new NexusQuantError("UNSUPPORTED", "saveState() saves a conversation, and this handle holds none yet: run generate() or step() first (or restoreState()).");
+      }
+      const model = await engine.fingerprint();
+      return encodeConversationState({ ...conversation, model, pending: [...this.#pending] });
+    });
+  }
+
+  /** The fingerprint of the model this handle runs, which its saved states carry (docs/state.md). */
+  async modelFingerprint(): Promise<ModelFingerprint> {
+    this.#live();
+    if (this.#engine.fingerprint === undefined) throw new NexusQuantError("UNSUPPORTED", "This handle's engine has no model fingerprint (it cannot save states).");
+    return this.#engine.fingerprint();
+  }
+
+  /**
+   * Replaces the conversation held now with a saved one (saveState()'s bytes, from any process), so
+   * that `generate(ids, { continue: true })` goes on exactly as the handle that saved it would have.
+   * Checked before anything changes: the bytes (CORRUPT_DATA naming what failed; UNSUPPORTED for a
+   * newer format), the model (MODEL_MISMATCH with both fingerprints), the engine kind and the options
+   * that decide the tokens (INVALID_ARGUMENT). On any error the handle keeps its conversation.
+   */
+  async restoreState(state: Uint8Array): Promise<void> {
+    return this.#exclusive("restoreState()", async () => {
+      const engine = this.#engine;
+      const saved = decodeConversationState(state);
+      if (engine.restoreConversation === undefined || engine.fingerprint === undefined || engine.stateKind === undefined) {
+        throw new NexusQuantError("UNSUPPORTED", "This handle's engine cannot resume a conversation (it implements no restoreConversation/fingerprint).");
+      }
+      checkStateKind(saved, engine.stateKind);
+      const model = await engine.fingerprint();
+      if (model.id !== saved.model.id) {
+        throw new NexusQuantError(
+          "MODEL_MISMATCH",
+          `This conversation state was saved on another model: its fingerprint is ${saved.model.id} (${saved.model.covers}); this model's is ${model.id} (${model.covers}). Resume it on the model that saved it.`,
+          { state: saved.model.id, model: model.id },
+        );
+      }
+      engine.restoreConversation(saved);
+      this.#pending = [...saved.pending];
     });
   }
 

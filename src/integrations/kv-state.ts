@@ -52,11 +52,18 @@ export interface KvState {
   stats(): KvStats;
   /** The compressed cache, for inspection (undefined for pass-through). */
   readonly cache: CompressedKVCache | undefined;
+  /** The conversation (true lengths, schedule, stats; its snapshot is what saveState records), when the state keeps one (the quality harness's scalar baselines do not). */
+  readonly conversation?: ConversationCache;
   dispose(): void;
 }
 
 export function createKvState(layout: KvLayout, options: KvStateOptions): KvState {
   return options.spec === null ? new DenseKvState(layout, options) : new CompressedKvState(layout, options);
+}
+
+/** A compressed KV state around a resumed conversation (a saved state's cache); the state owns it from now on. */
+export function resumeKvState(layout: KvLayout, options: KvStateOptions, conversation: ConversationCache): KvState {
+  return new CompressedKvState(layout, options, conversation);
 }
 
 const arrayFor = (dtype: KvDtype, length: number): KvArray => (dtype === "float16" ? new Uint16Array(length) : new Float32Array(length));
@@ -84,6 +91,10 @@ export function checkPresent(layout: KvLayout, present: PresentKv, n: number, pa
 class DenseKvState implements KvState {
   readonly cache = undefined;
   readonly #conversation: ConversationCache;
+
+  get conversation(): ConversationCache {
+    return this.#conversation;
+  }
   #keys: KvArray[];
   #values: KvArray[];
   #slots = 0;
@@ -153,14 +164,19 @@ class CompressedKvState implements KvState {
   constructor(
     readonly layout: KvLayout,
     options: KvStateOptions,
+    resumed?: ConversationCache,
   ) {
     this.#useMirror = options.denseMirror;
-    this.#conversation = ConversationCache.create(layout, options);
+    this.#conversation = resumed ?? ConversationCache.create(layout, options);
     this.#cache = this.#conversation.cache!;
   }
 
   get cache(): CompressedKVCache {
     return this.#cache;
+  }
+
+  get conversation(): ConversationCache {
+    return this.#conversation;
   }
 
   realTokens(row: number): number {

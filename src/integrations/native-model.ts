@@ -22,8 +22,10 @@ import { NexusQuantError, invalidArgument } from "../errors.js";
 import { buildDecoderSegments, SEGMENT_NAMES } from "../model/segment-builder.js";
 import type { LlamaConfig } from "../model/llama-config.js";
 import type { LlamaModel } from "../model/model-dir.js";
+import { modelFingerprint, type ModelFingerprint } from "../model/fingerprint.js";
 import type { CompressedKVCache } from "../runtime/index.js";
 import { checkConversationRows, ConversationCache, emptyKvStats, type KvStats } from "./conversation-cache.js";
+import { checkStateOptions, resumedCache, type EngineConversation, type NativeEngineSnapshot, type ObservedWindow } from "./conversation-state.js";
 import { DecodeHandle } from "./decode-handle.js";
 import type { ResolvedOptions } from "./options.js";
 import type { OrtTensorLike } from "./ort-session.js";
@@ -87,12 +89,17 @@ export class NativeStepEngine implements StepEngine {
   /** Per row and layer: the last queries [queryHeads, window, headDim] (observed scorer), and how many it holds. */
   #observed: { queries: Float32Array[]; count: number }[] = [];
 
-  constructor(config: LlamaConfig, options: ResolvedOptions, ort: OrtRuntimeLike, segments: SegmentSessionLike[], logits: "last" | "all") {
+  readonly stateKind = "native";
+  /** What identifies the model, for saved states (see fingerprint()). */
+  readonly #fingerprint: (() => Promise<ModelFingerprint>) | undefined;
+
+  constructor(config: LlamaConfig, options: ResolvedOptions, ort: OrtRuntimeLike, segments: SegmentSessionLike[], logits: "last" | "all", fingerprint?: () => Promise<ModelFingerprint>) {
     this.config = config;
     this.options = options;
     this.#ort = ort;
     this.#segments = segments;
     this.logitsMode = logits;
+    this.#fingerprint = fingerprint;
   }
 
   get cache(): CompressedKVCache | undefined {
@@ -337,6 +344,82 @@ export class NativeStepEngine implements StepEngine {
     return this.#conversation?.stats() ?? emptyKvStats(this.options.preset);
   }
 
+  /** The model's fingerprint (config and weights; src/model/fingerprint.ts), which saved states carry. */
+  fingerprint(): Promise<ModelFingerprint> {
+    if (this.#fingerprint === undefined) {
+      return Promise.reject(new NexusQuantError("UNSUPPORTED", "This native engine was built without its checkpoint, so it has no model fingerprint to save or check; build it with NativeModelSession.create(model, …)."));
+    }
+    return this.#fingerprint();
+  }
+
+  /**
+   * The conversation held now, for saveState(): its cache's bytes and snapshot, and this engine's own
+   * state that the next steps read (the tokens since the last compression, which the reconstruct
+   * scorer re-reads, and the observed scorer's query windows). Undefined before the first step.
+   */
+  saveConversation(): EngineConversation | undefined {
+    const conversation = this.#conversation;
+    if (conversation === undefined) return undefined;
+    const rows = conversation.shape.batch;
+    return {
+      kind: "native",
+      cache: conversation.cache!.serialize(),
+      conversation: conversation.snapshot(),
+      prefillChunk: this.options.prefillChunk,
+      rereadLayers: this.options.rereadLayers,
+      native: {
+        sinceCompression: Array.from({ length: rows }, (_, b) => [...(this.#sinceCompression[b] ?? [])]),
+        observed: Array.from({ length: rows }, (_, b) => {
+          const o = this.#observed[b];
+          return o === undefined ? undefined : { queries: o.queries.map((q) => q.slice()), count: o.count };
+        }),
+      },
+    };
+  }
+
+  /**
+   * Replaces the conversation with a saved one (from saveConversation(), possibly in another process).
+   * Everything is checked before anything changes: the kind, the options that decide the tokens, the
+   * cache against this model's shape, the engine's state; then the held conversation is dropped.
+   */
+  restoreConversation(saved: EngineConversation): void {
+    checkStateOptions(saved, this.stateKind, this.options);
+    const { numLayers, numKvHeads, headDim, numHeads } = this.config;
+    const conversation = resumedCache(saved, { layers: numLayers, kvHeads: numKvHeads, headDim, queryHeads: numHeads });
+    let engine: { since: number[][]; observed: ObservedWindow[] };
+    try {
+      engine = this.#checkedEngineState(saved.native, conversation);
+    } catch (e) {
+      conversation.dispose();
+      throw e;
+    }
+    this.reset();
+    this.#conversation = conversation;
+    this.#sinceCompression = engine.since;
+    this.#observed = engine.observed;
+  }
+
+  /** The saved engine state as this engine holds it (rows without an observed window stay holes, as #keepQueries leaves them). */
+  #checkedEngineState(state: NativeEngineSnapshot | undefined, conversation: ConversationCache): { since: number[][]; observed: ObservedWindow[] } {
+    const rows = conversation.shape.batch;
+    const bad = (what: string) => new NexusQuantError("CORRUPT_DATA", `Not a valid nexusquant conversation state: the native engine state ${what}`);
+    if (state === undefined || state.sinceCompression.length !== rows || state.observed.length !== rows) throw bad(`does not have one entry per row (${rows})`);
+    const window = conversation.cache!.options.scorerWindow;
+    const floats = this.config.numHeads * window * this.config.headDim;
+    const observed: ObservedWindow[] = [];
+    state.observed.forEach((o, b) => {
+      if (o === undefined) return;
+      if (o.queries.length !== this.config.numLayers || o.queries.some((q) => q.length !== floats) || o.count > window) {
+        throw bad(`has an observed-query window of row ${b} that does not fit this model (${this.config.numLayers} layers of ${floats} floats, at most ${window} queries)`);
+      }
+      observed[b] = { queries: o.queries.map((q) => q.slice()), count: o.count };
+    });
+    state.sinceCompression.forEach((tokens, b) => {
+      if (tokens.length > conversation.length(b) || tokens.some((t) => t >= this.config.vocabSize)) throw bad(`has tokens since the last compression of row ${b} that this conversation cannot hold`);
+    });
+    return { since: state.sinceCompression.map((t) => [...t]), observed };
+  }
+
   timings(): NativeStepTimings {
     return { ...this.#timings, runSeconds: this.#timings.segmentSeconds };
   }
@@ -390,7 +473,7 @@ export class NativeModelSession extends DecodeHandle<NativeStepEngine> {
     const built = buildDecoderSegments({ config, weights: model.weights, logits: native.logits ?? "last" });
     const sessions: SegmentSessionLike[] = [];
     for (const bytes of built.segments) sessions.push(await ort.InferenceSession.create(bytes));
-    return new NativeModelSession(new NativeStepEngine(config, options, ort, sessions, built.logits));
+    return new NativeModelSession(new NativeStepEngine(config, options, ort, sessions, built.logits, () => modelFingerprint(model)));
   }
 }
 

@@ -2,6 +2,7 @@ import { NexusQuantError } from "../errors.js";
 import { DEFAULT_PRESET, PRESET_NAMES, SCORERS, getPreset, specWithOverrides, unknownPresetError, type CompressionSpec, type Preset, type ScorerName } from "../format/index.js";
 import { checkBoolean, checkInt, checkObject, checkOneOf, checkOptionKeys, checkSeed } from "../validate.js";
 import type { BackendRequest } from "../runtime/index.js";
+import { sameSpec, type SavedConversation } from "./conversation-state.js";
 
 /** Options of `withNexusQuant(model, options)`. */
 export interface NexusQuantOptions {
@@ -63,6 +64,14 @@ export interface NexusQuantOptions {
    * available memory, naming the bytes it needs. Default: no per-conversation limit.
    */
   memoryLimitBytes?: number;
+  /**
+   * A saved conversation (`await lm.saveState()`, from this process or another) to resume: the handle
+   * starts holding it, and `generate(ids, { continue: true })` goes on as the handle that saved it
+   * would have. The preset, spec, compressEvery, prefillChunk and rereadLayers come from the state;
+   * giving one that differs is an INVALID_ARGUMENT error. The loaded checkpoint (or session) must be
+   * the model that saved it (MODEL_MISMATCH otherwise). Format and stores: docs/state.md.
+   */
+  state?: Uint8Array;
 }
 
 /**
@@ -96,7 +105,7 @@ export const DEFAULT_PREFILL_CHUNK = 256;
 export const NO_COMPRESSION = "none";
 
 /** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
-const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "rereadLayers", "memoryLimitBytes"];
+const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "rereadLayers", "memoryLimitBytes", "state"];
 
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   checkObject("options", options);
@@ -136,6 +145,45 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     rereadLayers,
     memoryLimitBytes,
   };
+}
+
+/**
+ * The options of a handle that resumes `saved`: the preset, spec, compressEvery, prefillChunk and
+ * rereadLayers are the state's; the caller's other options (backend, ort, denseMirror, padTokenId,
+ * seed of later conversations) apply as usual. A preset, spec or scorer that makes another spec, or
+ * another compressEvery, prefillChunk or rereadLayers, is refused: the next tokens would not be the
+ * saved handle's.
+ */
+export function resolveOptionsForState(options: NexusQuantOptions, saved: Pick<SavedConversation, "conversation" | "prefillChunk" | "rereadLayers">): ResolvedOptions {
+  checkObject("options", options);
+  checkOptionKeys("options", options, OPTION_KEYS);
+  const { preset, spec, scorer, compressEvery, prefillChunk, rereadLayers, state: _state, ...rest } = options;
+  const s = saved.conversation;
+  const conflict = (arg: string, given: unknown, theirs: unknown) =>
+    new NexusQuantError(
+      "INVALID_ARGUMENT",
+      `options.${arg} ${JSON.stringify(given)} conflicts with the saved state's ${JSON.stringify(theirs)} (preset "${s.preset}", spec ${JSON.stringify(s.spec)}). A resumed conversation takes its preset, spec, compressEvery, prefillChunk and rereadLayers from the state: leave options.${arg} out.`,
+      { arg: `options.${arg}`, state: theirs },
+    );
+  if (preset !== undefined || spec !== undefined || scorer !== undefined) {
+    const asked = resolveOptions({ preset: preset ?? s.preset, ...(spec !== undefined ? { spec } : {}), ...(scorer !== undefined ? { scorer } : {}) });
+    if (!sameSpec(asked.spec, s.spec)) {
+      const arg = preset !== undefined ? "preset" : spec !== undefined ? "spec" : "scorer";
+      throw conflict(arg, options[arg], arg === "preset" ? s.preset : s.spec);
+    }
+  }
+  if (compressEvery !== undefined && compressEvery !== s.schedule.every) throw conflict("compressEvery", compressEvery, s.schedule.every);
+  if (prefillChunk !== undefined && saved.prefillChunk !== undefined && prefillChunk !== saved.prefillChunk) throw conflict("prefillChunk", prefillChunk, saved.prefillChunk);
+  if (rereadLayers !== undefined && saved.rereadLayers !== undefined && rereadLayers !== saved.rereadLayers) throw conflict("rereadLayers", rereadLayers, saved.rereadLayers);
+  // "none" resolves nothing preset-specific: the spec is the state's (checked when it was decoded).
+  const resolved = resolveOptions({
+    ...rest,
+    preset: NO_COMPRESSION,
+    compressEvery: s.schedule.every,
+    prefillChunk: saved.prefillChunk ?? prefillChunk ?? DEFAULT_PREFILL_CHUNK,
+    ...((saved.rereadLayers ?? rereadLayers) !== undefined ? { rereadLayers: saved.rereadLayers ?? rereadLayers } : {}),
+  });
+  return { ...resolved, preset: s.preset, spec: s.spec };
 }
 
 /** getPreset, with "none" in the list of known names an unknown one gets. */

@@ -52,6 +52,7 @@ export class NexusQuantSession extends DecodeHandle {
     super(
       new ConventionStepEngine<OrtTensorLike>({
         convention,
+        describe: { inputs: [...session.inputNames], outputs: [...session.outputNames] },
         options,
         tensor: (type, data, dims) => new Tensor(type, data, dims),
         run: (feeds) => session.run(feeds),

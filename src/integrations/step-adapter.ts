@@ -12,12 +12,14 @@
  * `StepEngine` is what a withNexusQuant handle drives (DecodeHandle adds generate() on top). An engine
  * that does not go through an exported graph (the native path) implements the same interface.
  */
-import { invalidArgument } from "../errors.js";
+import { NexusQuantError, invalidArgument } from "../errors.js";
 import { pastKeyName, pastValueName, presentKeyName, presentValueName } from "../model/kv-names.js";
 import { halfBitsToFloats, type CompressedKVCache } from "../runtime/index.js";
 import type { ModelConvention } from "./convention.js";
+import { descriptionFingerprint, type ModelFingerprint } from "../model/fingerprint.js";
+import { checkStateOptions, resumedCache, type EngineConversation, type StateKind } from "./conversation-state.js";
 import { checkConversationRows, emptyKvStats, type CompressExtras, type KvStats } from "./conversation-cache.js";
-import { createKvState, type KvArray, type KvLayout, type KvState, type KvStateOptions, type PastKv } from "./kv-state.js";
+import { createKvState, resumeKvState, type KvArray, type KvLayout, type KvState, type KvStateOptions, type PastKv } from "./kv-state.js";
 
 /** New tokens of a step: one array (batch 1) or one array per row (rows of any lengths). */
 export type TokenRows = readonly number[] | readonly (readonly number[])[];
@@ -75,6 +77,15 @@ export interface StepEngine {
   dispose(): void;
   /** dispose(), waiting for what is released asynchronously; optional (DecodeHandle's asyncDispose uses it when present). */
   disposeAsync?(): Promise<void>;
+  /**
+   * Saved states (DecodeHandle.saveState/restoreState), optional: the model's fingerprint, the held
+   * conversation (undefined when none), and taking a saved one back in its place (checked first).
+   */
+  fingerprint?(): Promise<ModelFingerprint>;
+  /** Which engine's states this one saves and resumes. */
+  readonly stateKind?: StateKind;
+  saveConversation?(): EngineConversation | undefined;
+  restoreConversation?(saved: EngineConversation): void;
 }
 
 /** Checks token rows and returns them as a list of rows (a flat array is batch 1). */
@@ -269,6 +280,8 @@ export async function runStateStep<T>(state: KvState, tokens: PaddedTokens, tens
 
 export interface ConventionStepEngineOptions<T> {
   convention: ModelConvention;
+  /** What the graph's fingerprint describes (its inputs and outputs); default: the convention alone. */
+  describe?: unknown;
   options: KvStateOptions & { padTokenId: number };
   tensor: TensorFactory<T>;
   run: RunDecoder<T>;
@@ -283,6 +296,8 @@ export class ConventionStepEngine<T> implements StepEngine {
   readonly #options: KvStateOptions & { padTokenId: number };
   readonly #tensor: TensorFactory<T>;
   readonly #run: RunDecoder<T>;
+  readonly #describe: unknown;
+  readonly stateKind = "ort";
   #state: KvState | undefined;
   #timings = zeroTimings();
   /** From the logits metadata, else learnt from the first step's logits. */
@@ -291,6 +306,7 @@ export class ConventionStepEngine<T> implements StepEngine {
   constructor(init: ConventionStepEngineOptions<T>) {
     this.#convention = init.convention;
     this.#vocab = init.convention.vocabSize;
+    this.#describe = init.describe;
     this.#options = init.options;
     this.#tensor = init.tensor;
     this.#run = init.run;
@@ -352,5 +368,37 @@ export class ConventionStepEngine<T> implements StepEngine {
 
   dispose(): void {
     this.reset();
+  }
+
+  /**
+   * An exported graph's weights are not readable through onnxruntime-node, so its fingerprint covers
+   * the graph's interface (input and output names, KV shape and dtypes): a weaker check than the
+   * native path's, which hashes the weights.
+   */
+  async fingerprint(): Promise<ModelFingerprint> {
+    const { layers, kvHeads, headDim, kvDtype, logitsDtype } = this.#convention;
+    return descriptionFingerprint({ graph: this.#describe ?? null, layers, kvHeads, headDim, kvDtype, logitsDtype }, "the ONNX graph's input and output names, KV shape and dtypes (onnxruntime-node does not expose the weights)");
+  }
+
+  /** The held conversation, for saveState(); preset "none" holds dense K/V outside any cache, which is not saved. */
+  saveConversation(): EngineConversation | undefined {
+    const state = this.#state;
+    if (state === undefined) return undefined;
+    if (state.cache === undefined || state.conversation === undefined) {
+      throw new NexusQuantError("UNSUPPORTED", 'saveState() saves a compressed cache; with preset "none" the ONNX Runtime wrapper holds the dense K/V the model returned and no cache. Use a compressing preset, or the native path (loadModel(dir)).');
+    }
+    return { kind: "ort", cache: state.cache.serialize(), conversation: state.conversation.snapshot() };
+  }
+
+  restoreConversation(saved: EngineConversation): void {
+    checkStateOptions(saved, this.stateKind, this.#options);
+    const { layers, kvHeads, headDim, kvDtype } = this.#convention;
+    const conversation = resumedCache(saved, { layers, kvHeads, headDim });
+    if (conversation.spec === null) {
+      conversation.dispose();
+      throw new NexusQuantError("UNSUPPORTED", 'A state of preset "none" cannot resume on the ONNX Runtime wrapper (its K/V are held dense, outside any cache).');
+    }
+    this.reset();
+    this.#state = resumeKvState({ layers, kvHeads, headDim, batch: conversation.shape.batch, dtype: kvDtype }, this.#options, conversation);
   }
 }

@@ -1,5 +1,7 @@
 import { NexusQuantError, describeValue } from "../errors.js";
-import { resolveOptions, type NexusQuantOptions } from "./options.js";
+import { resolveOptions, resolveOptionsForState, type NexusQuantOptions } from "./options.js";
+import { decodeConversationState } from "./conversation-state.js";
+import { importOptionalPeer } from "../shared/optional-peer.js";
 import { NexusQuantSession, isOrtSession, type OrtModuleLike, type OrtSessionLike } from "./ort-session.js";
 import { TransformersJsHandle, isTransformersJsModel, type TransformersJsModelLike } from "./transformers-js.js";
 import { NativeModelSession, type OrtRuntimeLike } from "./native-model.js";
@@ -20,6 +22,9 @@ export type WrappedModel<M> = M extends LlamaModel ? NativeModelSession : M exte
  * NexusQuantSession and NativeModelSession are both DecodeHandles (one implementation of generate,
  * step, stats, timings, reset, dispose, BUSY/DISPOSED) over different StepEngines.
  *
+ * With `{ state }` (saveState()'s bytes) the handle resumes that conversation: preset and schedule
+ * come from the state, and the model must be the one that saved it (docs/state.md).
+ *
  * With a callback, the wrapper lives only for the callback and is disposed after it (the model is
  * restored even if the callback throws); the callback's result is returned.
  */
@@ -30,7 +35,9 @@ export async function withNexusQuant<M extends OrtSessionLike | TransformersJsMo
   scope: (wrapped: WrappedModel<M>) => Promise<R> | R,
 ): Promise<R>;
 export async function withNexusQuant(model: unknown, options: NexusQuantOptions = {}, scope?: (wrapped: never) => unknown): Promise<unknown> {
-  const resolved = resolveOptions(options);
+  // A state is decoded (and refused if corrupt) before anything is built.
+  const saved = options?.state === undefined ? undefined : decodeConversationState(options.state);
+  const resolved = saved === undefined ? resolveOptions(options) : resolveOptionsForState(options, saved);
   let wrapped: NexusQuantSession | TransformersJsHandle | NativeModelSession;
   if (isLlamaModel(model)) {
     wrapped = await NativeModelSession.create(model, resolved, (await loadOrt(resolved.ort)) as unknown as OrtRuntimeLike);
@@ -43,6 +50,18 @@ export async function withNexusQuant(model: unknown, options: NexusQuantOptions 
       "UNSUPPORTED",
       `withNexusQuant wraps a loaded checkpoint (loadModel(dir)), an onnxruntime-node InferenceSession or a transformers.js causal LM (AutoModelForCausalLM); received ${describeValue(model)}.`,
     );
+  }
+  if (saved !== undefined) {
+    if (wrapped instanceof TransformersJsHandle) {
+      wrapped.dispose();
+      throw new NexusQuantError("UNSUPPORTED", "options.state resumes a conversation on the native path (loadModel(dir)) or an onnxruntime-node session; a transformers.js model keeps its own past.");
+    }
+    try {
+      await wrapped.restoreState(options.state!);
+    } catch (e) {
+      await wrapped[Symbol.asyncDispose]();
+      throw e;
+    }
   }
   if (scope === undefined) return wrapped;
   try {

@@ -18,3 +18,5 @@ export { buildDecoderSegments, SEGMENT_NAMES } from "./segment-builder.js";
 export type { BuildSegmentsOptions, DecoderSegments } from "./segment-builder.js";
 export { loadTokenizer } from "./tokenizer.js";
 export type { TextTokenizer } from "./tokenizer.js";
+export { modelFingerprint, CHECKPOINT_FINGERPRINT_COVERS } from "./fingerprint.js";
+export type { ModelFingerprint } from "./fingerprint.js";

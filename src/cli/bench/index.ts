@@ -15,4 +15,5 @@ export const BENCH_SUITES: readonly LazyCommand[] = [
   { name: "cache", load: () => import("./cache.js").then((m) => m.cacheSuite) },
   { name: "attention", load: () => import("./attention.js").then((m) => m.attentionSuite) },
   { name: "memory", load: () => import("./memory.js").then((m) => m.memorySuite) },
+  { name: "resume", load: () => import("./resume.js").then((m) => m.resumeSuite) },
 ];
