@@ -5,6 +5,7 @@
  * BUSY, and nothing of the running one changes.
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
+import { checkTokenIds } from "../validate.js";
 import type { CompressedKVCache } from "../runtime/index.js";
 import type { KvStats } from "./conversation-cache.js";
 import { createSampler, type SamplingOptions } from "./sampling.js";
@@ -13,7 +14,10 @@ import { toTokenRows, type StepEngine, type StepResult, type TokenRows } from ".
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate per row (default 32). */
   maxNewTokens?: number;
-  /** Token id(s) that end a row. */
+  /**
+   * Token id(s) that end a row. Default: the handle's `eos` (a loaded checkpoint's end-of-text ids,
+   * or withNexusQuant's `eos` option); `[]` generates exactly `maxNewTokens`.
+   */
   eos?: number | readonly number[];
   /** Called for every generated token, in order. */
   onToken?: (token: number, info: { row: number; index: number }) => void;
@@ -31,6 +35,8 @@ export interface GenerateResult {
 }
 
 export class DecodeHandle<E extends StepEngine = StepEngine> {
+  /** Where generate() stops a row unless the call passes its own `eos` (empty: never before maxNewTokens). */
+  readonly eos: readonly number[];
   readonly #engine: E;
   /** Per row: the last generated token, not yet fed to the model (fed first by generate({ continue })). */
   #pending: (number | undefined)[] = [];
@@ -38,8 +44,9 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
   #running: string | undefined;
   #disposed = false;
 
-  constructor(engine: E) {
+  constructor(engine: E, eos: readonly number[] = []) {
     this.#engine = engine;
+    this.eos = Object.freeze([...eos]);
   }
 
   /** The compressed cache of the current conversation (undefined before the first step or for preset "none"). */
@@ -72,7 +79,7 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
     return this.#exclusive("generate()", async () => {
       const maxNewTokens = options.maxNewTokens ?? 32;
       if (!Number.isSafeInteger(maxNewTokens) || maxNewTokens < 0) throw invalidArgument("maxNewTokens", "an integer >= 0", maxNewTokens);
-      const eos = new Set(options.eos === undefined ? [] : typeof options.eos === "number" ? [options.eos] : options.eos);
+      const eos = new Set(options.eos === undefined ? this.eos : checkTokenIds("eos", options.eos));
       const sample = createSampler(options);
       let prompt = toTokenRows(inputIds).map((r) => [...r]);
       if (options.continue && this.#engine.batch !== undefined) {

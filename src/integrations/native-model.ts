@@ -324,7 +324,8 @@ export class NativeModelSession extends DecodeHandle<NativeStepEngine> {
   readonly logitsMode: "last" | "all";
 
   private constructor(engine: NativeStepEngine) {
-    super(engine);
+    // generate() stops at the checkpoint's end-of-text ids unless options.eos (or the call) says otherwise.
+    super(engine, engine.options.eos ?? engine.config.eosTokenIds ?? []);
     this.config = engine.config;
     this.options = engine.options;
     this.logitsMode = engine.logitsMode;

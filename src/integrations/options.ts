@@ -1,6 +1,6 @@
 import { NexusQuantError } from "../errors.js";
 import { DEFAULT_PRESET, PRESET_NAMES, SCORERS, getPreset, specWithOverrides, unknownPresetError, type CompressionSpec, type Preset, type ScorerName } from "../format/index.js";
-import { checkBoolean, checkInt, checkObject, checkOneOf, checkOptionKeys, checkSeed } from "../validate.js";
+import { checkBoolean, checkInt, checkObject, checkOneOf, checkOptionKeys, checkSeed, checkTokenIds } from "../validate.js";
 import type { BackendRequest } from "../runtime/index.js";
 
 /** Options of `withNexusQuant(model, options)`. */
@@ -48,6 +48,14 @@ export interface NexusQuantOptions {
    * attends to the compressed past plus itself, then is compressed, so the prefill peak is one chunk's.
    */
   prefillChunk?: number;
+  /**
+   * Token id(s) where `generate()` stops a row by default (a call's own `eos` still wins; `[]` turns
+   * stopping off). Default: a loaded checkpoint's end-of-text ids (generation_config.json, else
+   * config.json); for an ONNX session, none, since a session carries no config: pass
+   * `await readEosTokenIds(dir)` (`nexusquant/model`). Not for transformers.js models, whose own
+   * generate() already stops at their generation_config's eos_token_id.
+   */
+  eos?: number | readonly number[];
 }
 
 /**
@@ -69,6 +77,8 @@ export interface ResolvedOptions {
   ort: unknown;
   padTokenId: number;
   prefillChunk: number;
+  /** options.eos as a list, or undefined when not given (the wrapper's own default applies). */
+  eos: readonly number[] | undefined;
 }
 
 export const DEFAULT_COMPRESS_EVERY = 64;
@@ -78,7 +88,7 @@ export const DEFAULT_PREFILL_CHUNK = 256;
 export const NO_COMPRESSION = "none";
 
 /** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
-const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk"];
+const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "eos"];
 
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   checkObject("options", options);
@@ -101,6 +111,7 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
   // applies no spec, so its overrides are not checked.
   const spec = base === null ? null : specWithOverrides(base.spec, overrides);
   const prefillChunk = checkInt("options.prefillChunk", options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, { min: 1 });
+  const eos = options.eos === undefined ? undefined : checkTokenIds("options.eos", options.eos);
   return {
     preset,
     spec,
@@ -111,6 +122,7 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     ort: options.ort,
     padTokenId,
     prefillChunk,
+    eos,
   };
 }
 

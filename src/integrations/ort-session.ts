@@ -56,6 +56,8 @@ export class NexusQuantSession extends DecodeHandle {
         tensor: (type, data, dims) => new Tensor(type, data, dims),
         run: (feeds) => session.run(feeds),
       }),
+      // A session carries no config: it stops where options.eos says, else only at maxNewTokens.
+      options.eos ?? [],
     );
     this.session = session;
     this.convention = convention;
