@@ -40,6 +40,9 @@ export interface KvShape {
   headDim: number;
 }
 
+/** `nexusquant bench memory` case names of the llama.cpp cases (lab only), one per KV type. */
+export const PEER_MEMORY_CASES: Readonly<Record<string, PeerKvName>> = Object.fromEntries(PEER_KV_NAMES.map((kv) => [`llama.cpp-${kv.replace("/", "-")}`, kv]));
+
 export function isPeerKvName(name: string): name is PeerKvName {
   return Object.hasOwn(PEER_KV_TYPES, name);
 }
@@ -86,6 +89,8 @@ export interface PeerLoadOptions {
   /** Receives llama.cpp's log lines at `logLevel` and above (default: none kept). */
   logger?: (level: string, message: string) => void;
   logLevel?: "error" | "warn" | "info";
+  /** Map the GGUF file (node-llama-cpp's default) or read the weights into memory. Default: its default. */
+  useMmap?: boolean;
 }
 
 /** One GGUF model loaded in llama.cpp; sessions (contexts) at any KV type are opened on it. */
@@ -118,7 +123,7 @@ export class LlamaCppPeer {
       logger: (lvl, message) => options.logger?.(String(lvl), message),
     });
     try {
-      const model = await llama.loadModel({ modelPath: ggufPath, gpuLayers: 0 });
+      const model = await llama.loadModel({ modelPath: ggufPath, gpuLayers: 0, ...(options.useMmap !== undefined ? { useMmap: options.useMmap } : {}) });
       const meta = model.fileInfo.metadata as { llama?: { block_count?: number; attention?: { head_count_kv?: number; key_length?: number } } };
       const shape = { layers: meta.llama?.block_count ?? 0, kvHeads: meta.llama?.attention?.head_count_kv ?? 0, headDim: meta.llama?.attention?.key_length ?? 0 };
       if (shape.layers === 0 || shape.kvHeads === 0 || shape.headDim === 0) {
@@ -237,18 +242,32 @@ export class PeerSession {
       const token = argmax(this.#toLogProbs(probabilities));
       generated.push(token);
       if (eos.includes(token)) break;
+      if (generated.length < maxNewTokens) this.#checkTokens([token], this.tokens);
       input = [token];
     }
     return generated;
+  }
+
+  /**
+   * Appends `tokens` to the conversation and returns the next token llama.cpp's own greedy sampler
+   * picks: the decode loop a node-llama-cpp user runs (no probabilities copied out), for timings.
+   */
+  async next(tokens: readonly number[]): Promise<number> {
+    this.#checkTokens(tokens, this.tokens);
+    const items = tokens.map((t, i) => (i === tokens.length - 1 ? ([t, { generateNext: { token: true } }] as const) : t));
+    const token = (await this.#sequence.controlledEvaluate(items as never)).at(-1)?.next.token;
+    if (token === undefined || token === null) throw new NexusQuantError("MODEL_OUTPUT", "llama.cpp sampled no next token");
+    return token;
   }
 
   async dispose(): Promise<void> {
     await this.#context.dispose();
   }
 
-  #checkTokens(tokens: readonly number[]): void {
+  /** Non-empty token ids of the vocabulary that fit in the context after the `held` tokens already there. */
+  #checkTokens(tokens: readonly number[], held = 0): void {
     if (tokens.length === 0) throw new NexusQuantError("INVALID_ARGUMENT", "Expected at least one token but received none", { arg: "tokens" });
-    if (tokens.length > this.contextSize) throw new NexusQuantError("INVALID_ARGUMENT", `Expected at most ${this.contextSize} tokens (the context size) but received ${tokens.length}`, { arg: "tokens" });
+    if (held + tokens.length > this.contextSize) throw new NexusQuantError("INVALID_ARGUMENT", `Expected at most ${this.contextSize - held} more tokens (context size ${this.contextSize}, ${held} held) but received ${tokens.length}`, { arg: "tokens" });
     const bad = tokens.find((t) => !Number.isSafeInteger(t) || t < 0 || t >= this.#vocab);
     if (bad !== undefined) throw new NexusQuantError("INVALID_ARGUMENT", `Expected token ids in [0, ${this.#vocab}) but received ${bad}`, { arg: "tokens" });
   }
