@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { fp16BytesPerTokenLayer } from "../../src/format/index.js";
-import { peakRssSinceReset, promptIds, resetPeakRss, type MemoryCaseResult, type MemoryCaseSpec } from "../../src/cli/bench/memory-case.js";
+import { caseResult, promptIds, resetPeakRss, runCaseProcess, type MemoryCaseResult, type MemoryCaseSpec } from "../../src/cli/bench/memory-case.js";
 import { createTinyLlama } from "../../src/model/index.js";
 import { writeLlamaGguf } from "./gguf-convert.js";
 import { LlamaCppPeer, PEER_MEMORY_CASES } from "./llama-cpp.js";
@@ -45,22 +45,17 @@ export async function runPeerMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCas
         next = await session.next([next]);
       }
       const decodeSeconds = (performance.now() - t) / 1000;
-      const runPeakRssBytes = resetDone ? peakRssSinceReset() : null;
-      const heldKvBytes = session.allocatedKvBytes();
-      await session.dispose();
-      return {
-        case: spec.case,
-        prompt: spec.prompt,
-        decode: spec.decode,
-        peakRssBytes: process.resourceUsage().maxRSS * 1024,
-        runPeakRssBytes,
+      const result = caseResult(spec, {
+        resetDone,
         allocatorPeakBytes: null,
-        heldKvBytes,
+        heldKvBytes: session.allocatedKvBytes(),
         fp16KvBytes: cells * c.numLayers * fp16BytesPerTokenLayer(c.numKvHeads, c.headDim),
         prefillSeconds,
-        decodeTokensPerSecond: spec.decode / decodeSeconds,
+        decodeSeconds,
         tokens,
-      };
+      });
+      await session.dispose();
+      return result;
     } finally {
       await peer.dispose();
     }
@@ -69,13 +64,4 @@ export async function runPeerMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCas
   }
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const spec = JSON.parse(process.argv[2]!) as MemoryCaseSpec;
-  runPeerMemoryCase(spec).then(
-    (result) => process.stdout.write(JSON.stringify(result) + "\n"),
-    (error: unknown) => {
-      process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-      process.exitCode = 1;
-    },
-  );
-}
+if (process.argv[1] === fileURLToPath(import.meta.url)) runCaseProcess(runPeerMemoryCase);

@@ -151,25 +151,37 @@ export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseRes
   } else {
     throw new Error(`unknown memory case ${JSON.stringify(spec.case)}`);
   }
-  const runPeakRssBytes = resetDone ? peakRssSinceReset() : null; // before maxRSS: the process's mark is read last
+  return caseResult(spec, { resetDone, allocatorPeakBytes: memoryStats().host.peakBytes, heldKvBytes, fp16KvBytes, prefillSeconds, decodeSeconds, tokens });
+}
+
+/** A case's result once its run is over: reads the peaks (the run's mark first, the process's last). */
+export function caseResult(
+  spec: MemoryCaseSpec,
+  run: { resetDone: boolean; allocatorPeakBytes: number | null; heldKvBytes: number; fp16KvBytes: number; prefillSeconds: number; decodeSeconds: number; tokens: number[] },
+): MemoryCaseResult {
+  const runPeakRssBytes = run.resetDone ? peakRssSinceReset() : null;
   return {
     case: spec.case,
     prompt: spec.prompt,
     decode: spec.decode,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     runPeakRssBytes,
-    allocatorPeakBytes: memoryStats().host.peakBytes,
-    heldKvBytes,
-    fp16KvBytes,
-    prefillSeconds,
-    decodeTokensPerSecond: spec.decode / decodeSeconds,
-    tokens,
+    allocatorPeakBytes: run.allocatorPeakBytes,
+    heldKvBytes: run.heldKvBytes,
+    fp16KvBytes: run.fp16KvBytes,
+    prefillSeconds: run.prefillSeconds,
+    decodeTokensPerSecond: spec.decode / run.decodeSeconds,
+    tokens: run.tokens,
   };
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
+/**
+ * The child-process protocol of a case script (this one, and the lab's): the spec as JSON in argv[2],
+ * the result as one JSON line on stdout, a failure's stack on stderr with exit code 1.
+ */
+export function runCaseProcess(run: (spec: MemoryCaseSpec) => Promise<MemoryCaseResult>): void {
   const spec = JSON.parse(process.argv[2]!) as MemoryCaseSpec;
-  runMemoryCase(spec).then(
+  run(spec).then(
     (result) => process.stdout.write(JSON.stringify(result) + "\n"),
     (error: unknown) => {
       process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
@@ -177,6 +189,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     },
   );
 }
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) runCaseProcess(runMemoryCase);
 
 /**
  * Collects garbage (the child runs with --expose-gc) and resets the OS's peak-RSS mark (Linux:
