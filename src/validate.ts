@@ -36,6 +36,13 @@ export function checkPositiveInt(arg: string, value: unknown, min = 1, max?: num
   return checkInt(arg, value, { min, ...(max === undefined ? {} : { max }), ...(maxName === undefined ? {} : { maxName }) });
 }
 
+/** Token id(s): one integer >= 0 or an array of them (empty allowed), as a new array. */
+export function checkTokenIds(arg: string, value: unknown): number[] {
+  const list = typeof value === "number" ? [value] : value;
+  if (!Array.isArray(list)) throw invalidArgument(arg, "a token id or an array of token ids", value);
+  return list.map((id, i) => checkInt(Array.isArray(value) ? `${arg}[${i}]` : arg, id));
+}
+
 /** An index into [0, limit). */
 export function checkIndex(arg: string, value: unknown, limit: number): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value >= limit) {

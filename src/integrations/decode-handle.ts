@@ -5,6 +5,7 @@
  * BUSY, and nothing of the running one changes.
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
+import { checkTokenIds } from "../validate.js";
 import type { CompressedKVCache } from "../runtime/index.js";
 import { checkFiniteLogits } from "./finite-logits.js";
 import type { ModelFingerprint } from "../model/fingerprint.js";
@@ -16,7 +17,10 @@ import { checkVocab, toTokenRows, type StepEngine, type StepResult, type TokenRo
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate per row (default 32). */
   maxNewTokens?: number;
-  /** Token id(s) that end a row. */
+  /**
+   * Token id(s) that end a row. Default: the handle's `eos` (a loaded checkpoint's end-of-text ids,
+   * or withNexusQuant's `eos` option); `[]` generates exactly `maxNewTokens`.
+   */
   eos?: number | readonly number[];
   /** Called for every generated token, in order. */
   onToken?: (token: number, info: { row: number; index: number }) => void;
@@ -34,6 +38,8 @@ export interface GenerateResult {
 }
 
 export class DecodeHandle<E extends StepEngine = StepEngine> {
+  /** Where generate() stops a row unless the call passes its own `eos` (empty: never before maxNewTokens). */
+  readonly eos: readonly number[];
   readonly #engine: E;
   /** What this handle wraps, for error messages ("native path", "onnxruntime-node session"). */
   readonly #wrapper: string;
@@ -47,9 +53,10 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
   #settled: Promise<void> = Promise.resolve();
   #disposed = false;
 
-  constructor(engine: E, wrapper = "withNexusQuant") {
+  constructor(engine: E, wrapper = "withNexusQuant", eos: readonly number[] = []) {
     this.#engine = engine;
     this.#wrapper = wrapper;
+    this.eos = Object.freeze([...eos]);
   }
 
   /** The compressed cache of the current conversation (undefined before the first step or for preset "none"). */
@@ -82,7 +89,7 @@ export class DecodeHandle<E extends StepEngine = StepEngine> {
     return this.#exclusive("generate()", async () => {
       const maxNewTokens = options.maxNewTokens ?? 32;
       if (!Number.isSafeInteger(maxNewTokens) || maxNewTokens < 0) throw invalidArgument("maxNewTokens", "an integer >= 0", maxNewTokens);
-      const eos = new Set(options.eos === undefined ? [] : typeof options.eos === "number" ? [options.eos] : options.eos);
+      const eos = new Set(options.eos === undefined ? this.eos : checkTokenIds("eos", options.eos));
       const sample = createSampler(options);
       let prompt = toTokenRows(inputIds).map((r) => [...r]);
       // Checked before a new conversation replaces the held one: bad input leaves it as it was.

@@ -455,7 +455,8 @@ export class NativeModelSession extends DecodeHandle<NativeStepEngine> {
   readonly logitsMode: "last" | "all";
 
   private constructor(engine: NativeStepEngine) {
-    super(engine, "native path");
+    // generate() stops at the checkpoint's end-of-text ids unless options.eos (or the call) says otherwise.
+    super(engine, "native path", engine.options.eos ?? engine.config.eosTokenIds ?? []);
     this.config = engine.config;
     this.options = engine.options;
     this.logitsMode = engine.logitsMode;

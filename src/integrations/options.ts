@@ -1,6 +1,6 @@
 import { NexusQuantError } from "../errors.js";
 import { DEFAULT_PRESET, PRESET_NAMES, SCORERS, getPreset, specWithOverrides, unknownPresetError, type CompressionSpec, type Preset, type ScorerName } from "../format/index.js";
-import { checkBoolean, checkInt, checkObject, checkOneOf, checkOptionKeys, checkSeed } from "../validate.js";
+import { checkBoolean, checkInt, checkObject, checkOneOf, checkOptionKeys, checkSeed, checkTokenIds } from "../validate.js";
 import type { BackendRequest } from "../runtime/index.js";
 import { sameSpec, type SavedConversation } from "./conversation-state.js";
 
@@ -72,6 +72,14 @@ export interface NexusQuantOptions {
    * the model that saved it (MODEL_MISMATCH otherwise). Format and stores: docs/state.md.
    */
   state?: Uint8Array;
+  /**
+   * Token id(s) where `generate()` stops a row by default (a call's own `eos` still wins; `[]` turns
+   * stopping off). Default: a loaded checkpoint's end-of-text ids (generation_config.json, else
+   * config.json); for an ONNX session, none, since a session carries no config: pass
+   * `await readEosTokenIds(dir)` (`nexusquant/model`). Not for transformers.js models, whose own
+   * generate() already stops at their generation_config's eos_token_id.
+   */
+  eos?: number | readonly number[];
 }
 
 /**
@@ -96,6 +104,8 @@ export interface ResolvedOptions {
   rereadLayers: number | "half" | "all";
   /** 0: no per-conversation limit. */
   memoryLimitBytes: number;
+  /** options.eos as a list, or undefined when not given (the wrapper's own default applies). */
+  eos: readonly number[] | undefined;
 }
 
 export const DEFAULT_COMPRESS_EVERY = 64;
@@ -105,7 +115,7 @@ export const DEFAULT_PREFILL_CHUNK = 256;
 export const NO_COMPRESSION = "none";
 
 /** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
-const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "rereadLayers", "memoryLimitBytes", "state"];
+const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "rereadLayers", "memoryLimitBytes", "state", "eos"];
 
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   checkObject("options", options);
@@ -132,6 +142,7 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     ? (options.rereadLayers ?? "half")
     : checkInt("options.rereadLayers", options.rereadLayers, { min: 1 });
   const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 });
+  const eos = options.eos === undefined ? undefined : checkTokenIds("options.eos", options.eos);
   return {
     preset,
     spec,
@@ -144,6 +155,7 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     prefillChunk,
     rereadLayers,
     memoryLimitBytes,
+    eos,
   };
 }
 

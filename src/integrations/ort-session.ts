@@ -58,6 +58,8 @@ export class NexusQuantSession extends DecodeHandle {
         run: (feeds) => session.run(feeds),
       }),
       "onnxruntime-node session",
+      // A session carries no config: it stops where options.eos says, else only at maxNewTokens.
+      options.eos ?? [],
     );
     this.session = session;
     this.convention = convention;

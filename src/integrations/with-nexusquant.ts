@@ -42,6 +42,10 @@ export async function withNexusQuant(model: unknown, options: NexusQuantOptions 
   if (isLlamaModel(model)) {
     wrapped = await NativeModelSession.create(model, resolved, (await loadOrt(resolved.ort)) as unknown as OrtRuntimeLike);
   } else if (isTransformersJsModel(model)) {
+    if (resolved.eos !== undefined) {
+      // Its own generate() runs, and stops where its generation_config says: an eos here would be ignored.
+      throw new NexusQuantError("INVALID_ARGUMENT", "options.eos is for handles whose generate() nexusquant runs (a loaded checkpoint, an ONNX session); a transformers.js model's own generate() stops at its generation_config's eos_token_id: pass eos_token_id to generate() instead.", { arg: "options.eos" });
+    }
     wrapped = new TransformersJsHandle(model, resolved);
   } else if (isOrtSession(model)) {
     wrapped = new NexusQuantSession(model, resolved, await loadOrt(resolved.ort));

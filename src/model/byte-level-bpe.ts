@@ -41,8 +41,11 @@ export interface ByteLevelBpe {
 // GPT-2's pre-tokenizer: contractions, letter runs, digit runs, other symbols, whitespace.
 const PRE_TOKENIZE = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 
-/** GPT-2's reversible byte -> printable character map (bytes that print stand for themselves). */
-function byteToChar(): string[] {
+/**
+ * GPT-2's reversible byte -> printable character map (bytes that print stand for themselves): the
+ * alphabet of every byte-level BPE vocabulary (exported for the lab's GGUF converter).
+ */
+export function byteToChar(): string[] {
   const printable: number[] = [];
   for (let b = 33; b <= 126; b++) printable.push(b);
   for (let b = 161; b <= 172; b++) printable.push(b);

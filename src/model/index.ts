@@ -12,7 +12,7 @@ export { LlamaReference } from "./reference.js";
 export type { ForwardInputs, ForwardOutputs, KvPair, ReferenceOptions } from "./reference.js";
 export { createTinyLlama } from "./tiny.js";
 export type { TinyLlamaOptions } from "./tiny.js";
-export { loadModel, loadModelDir, writeModelDir, isLlamaModel } from "./model-dir.js";
+export { loadModel, loadModelDir, writeModelDir, isLlamaModel, readEosTokenIds } from "./model-dir.js";
 export type { LlamaModel } from "./model-dir.js";
 export { buildDecoderSegments, SEGMENT_NAMES } from "./segment-builder.js";
 export type { BuildSegmentsOptions, DecoderSegments } from "./segment-builder.js";

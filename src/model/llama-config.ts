@@ -33,6 +33,12 @@ export interface LlamaConfig {
    * vocabulary: what starts a document, and the separator of the reconstruct scorer's re-read.
    */
   bosTokenId?: number;
+  /**
+   * The end-of-text token id(s) where generate() stops by default: generation_config.json's
+   * `eos_token_id` when the model directory has one (model-dir.ts), else config.json's; a number or a
+   * list (ids outside the vocabulary are dropped). Absent when neither names one.
+   */
+  eosTokenIds?: number[];
 }
 
 export type LlamaModelType = "llama" | "mistral" | "qwen2";
@@ -121,15 +127,25 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
     qkvBias: modelType === "qwen2" || raw.attention_bias === true,
     oBias: modelType !== "qwen2" && raw.attention_bias === true,
     ropeScaling: parseRopeScaling(raw),
-    ...tokenIdField(raw, "bos_token_id"),
+    ...optionalTokenIds(raw, raw.vocab_size as number), // checked by vocabSize above
   };
 }
 
-/** `{ bosTokenId }` from an integer (or a list's first integer) inside the vocabulary; nothing otherwise (it is optional). */
-function tokenIdField(raw: Record<string, unknown>, key: "bos_token_id"): { bosTokenId?: number } {
-  const value = Array.isArray(raw[key]) ? (raw[key] as unknown[])[0] : raw[key];
-  const vocab = raw.vocab_size as number;
-  return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) < vocab ? { bosTokenId: value as number } : {};
+/**
+ * The token ids a config's `bos_token_id` / `eos_token_id` value names (an integer or a list of them),
+ * keeping those inside the vocabulary; both keys are optional, so anything else names none.
+ */
+export function tokenIdList(value: unknown, vocabSize: number): number[] {
+  const values = Array.isArray(value) ? value : [value];
+  return values.filter((v): v is number => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) < vocabSize);
+}
+
+/** `{ bosTokenId, eosTokenIds }` from config.json, each only when it names a token of the vocabulary. */
+function optionalTokenIds(raw: Record<string, unknown>, vocabSize: number): Pick<LlamaConfig, "bosTokenId" | "eosTokenIds"> {
+  // A list of BOS ids keeps its first, as before (a document starts with one token).
+  const bos = tokenIdList(Array.isArray(raw.bos_token_id) ? raw.bos_token_id.slice(0, 1) : raw.bos_token_id, vocabSize);
+  const eos = tokenIdList(raw.eos_token_id, vocabSize);
+  return { ...(bos.length > 0 ? { bosTokenId: bos[0] } : {}), ...(eos.length > 0 ? { eosTokenIds: eos } : {}) };
 }
 
 function parseRopeScaling(raw: Record<string, unknown>): Llama3RopeScaling | null {
@@ -198,6 +214,8 @@ export function llamaConfigToJson(config: LlamaConfig): Record<string, unknown> 
     tie_word_embeddings: config.tieWordEmbeddings,
     ...(config.modelType === "qwen2" ? {} : { attention_bias: config.oBias }),
     mlp_bias: false,
+    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
+    ...(config.eosTokenIds !== undefined ? { eos_token_id: config.eosTokenIds.length === 1 ? config.eosTokenIds[0] : config.eosTokenIds } : {}),
     rope_scaling:
       config.ropeScaling === null
         ? null

@@ -6,7 +6,7 @@
 import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { NexusQuantError } from "../errors.js";
-import { llamaConfigToJson, llamaWeightShapes, parseLlamaConfig, type LlamaConfig } from "./llama-config.js";
+import { llamaConfigToJson, llamaWeightShapes, parseLlamaConfig, tokenIdList, type LlamaConfig } from "./llama-config.js";
 import { readSafetensors, writeSafetensors } from "./safetensors.js";
 import type { WeightMap } from "./tensor.js";
 
@@ -25,14 +25,7 @@ export async function writeModelDir(dir: string, model: LlamaModel, metadata: Re
 
 /** Reads config.json and the weights, and checks every tensor the config implies is there with its shape. */
 export async function loadModelDir(dir: string): Promise<LlamaModel> {
-  const configText = await readOrExplain(join(dir, "config.json"), dir);
-  let json: unknown;
-  try {
-    json = JSON.parse(configText);
-  } catch (error) {
-    throw new NexusQuantError("CONFIG_ERROR", `${join(dir, "config.json")} is not valid JSON (${(error as Error).message})`);
-  }
-  const config = parseLlamaConfig(json);
+  const config = await readConfig(dir);
   const weights = await readWeights(dir);
   checkCheckpointTensors(config, weights, dir);
   return { config, weights, dir };
@@ -48,6 +41,54 @@ export async function loadModel(dir: string): Promise<LlamaModel> {
     throw new NexusQuantError("INVALID_ARGUMENT", `Expected a model directory path for dir but received ${JSON.stringify(dir)}`, { arg: "dir" });
   }
   return loadModelDir(dir);
+}
+
+/**
+ * The end-of-text token id(s) a checkpoint directory names: generation_config.json's `eos_token_id`
+ * when present, else config.json's (a number or a list); undefined when neither does. What a loaded
+ * checkpoint's generate() stops at by default; for an ONNX session of the same model, pass it as
+ * `withNexusQuant(session, { eos })` (a session carries no config).
+ */
+export async function readEosTokenIds(dir: string): Promise<number[] | undefined> {
+  return (await readConfig(dir)).eosTokenIds;
+}
+
+/** config.json, parsed, with generation_config.json's end-of-text ids when it has some. */
+async function readConfig(dir: string): Promise<LlamaConfig> {
+  const configText = await readOrExplain(join(dir, "config.json"), dir);
+  let json: unknown;
+  try {
+    json = JSON.parse(configText);
+  } catch (error) {
+    throw new NexusQuantError("CONFIG_ERROR", `${join(dir, "config.json")} is not valid JSON (${(error as Error).message})`);
+  }
+  return withGenerationEos(parseLlamaConfig(json), await readGenerationConfig(dir));
+}
+
+/** generation_config.json as an object, or undefined when the directory has none. */
+async function readGenerationConfig(dir: string): Promise<Record<string, unknown> | undefined> {
+  const path = join(dir, "generation_config.json");
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new NexusQuantError("CONFIG_ERROR", `${path} is not valid JSON (${(error as Error).message})`, { dir });
+  }
+  if (json === null || typeof json !== "object" || Array.isArray(json)) throw new NexusQuantError("CONFIG_ERROR", `${path}: expected a JSON object at the top level`, { dir });
+  return json as Record<string, unknown>;
+}
+
+/** generation_config.json's eos_token_id, when it names one, takes the place of config.json's (as in transformers). */
+function withGenerationEos(config: LlamaConfig, generation: Record<string, unknown> | undefined): LlamaConfig {
+  const eos = generation === undefined ? [] : tokenIdList(generation.eos_token_id, config.vocabSize);
+  return eos.length > 0 ? { ...config, eosTokenIds: eos } : config;
 }
 
 /** A loaded checkpoint (what loadModel returns), told apart from sessions and transformers.js models. */

@@ -57,4 +57,12 @@ describe("bench memory", () => {
     expect(lines.find((l) => l.startsWith("native quant decode"))).toMatch(/0\.50x; target >= 0\.8x: MISSED$/);
     expect(lines.at(-1)).toMatch(/16K-token prompts were not run/);
   });
+
+  it("states the llama.cpp targets when its cases ran: peak below q4_0's, decode at least f16's", () => {
+    const row = (c: string, peakRssBytes: number, tps: number) => ({ case: c, prompt: 16384, peakRssBytes, kvShareBytes: 0, heldRatio: 1, decodeTokensPerSecond: tps }) as MemoryBenchRow;
+    const lines = memoryTargets([row("native-quant", 9e8, 3), row("llama.cpp-q4_0", 1e9, 9), row("llama.cpp-f16", 2e9, 2)]);
+    expect(lines.find((l) => l.startsWith("native quant at 16384 tokens: peak RSS"))).toMatch(/900\.0 MB vs llama\.cpp q4_0 1000\.0 MB; target below: MET$/);
+    expect(lines.find((l) => l.startsWith("native quant decode at 16384 tokens: 3.00 tok/s vs llama.cpp f16"))).toMatch(/1\.50x; target >= 1x: MET$/);
+    expect(memoryTargets([row("native-high", 1.1e9, 1), row("llama.cpp-q4_0", 1e9, 9), row("llama.cpp-f16", 2e9, 2)]).filter((l) => l.includes("llama.cpp")).every((l) => l.endsWith("MISSED"))).toBe(true);
+  });
 });

@@ -101,6 +101,31 @@ describe("withNexusQuant(transformers.js model)", () => {
     expect(await greedy(inputs, 16)).toEqual(plain);
   });
 
+  it("generate() stops at the model's generation_config eos_token_id, wrapped as unwrapped; options.eos is refused", async () => {
+    const inputs = ids([promptTokens(300, 7)]);
+    const free = (await greedy(inputs, 16))[0]!;
+    const stopAt = free.findIndex((t, i) => i >= 1 && free.indexOf(t) === i);
+    expect(stopAt).toBeGreaterThan(0);
+    // The same weights with an end-of-text token that greedy decoding reaches at stopAt.
+    const dir = join(root, "tiny-eos");
+    await writeModelDir(dir, tinyModel(7));
+    await writeFile(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: free[stopAt] }));
+    await mkdir(join(dir, "onnx"), { recursive: true });
+    await writeFile(join(dir, "onnx", "model.onnx"), buildLlamaOnnx(tinyModel(7)));
+    const withEos = await tjs.AutoModelForCausalLM.from_pretrained("tiny-eos", { dtype: "fp32" });
+    try {
+      const run = async () => {
+        const out = (await withEos.generate({ ...inputs, max_new_tokens: 16, do_sample: false })) as InstanceType<Tjs["Tensor"]>;
+        return Array.from(out.data as BigInt64Array, Number).slice(inputs.input_ids.dims[1]!);
+      };
+      expect(await run()).toEqual(free.slice(0, stopAt + 1));
+      expect(await withNexusQuant(withEos, { preset: "none" }, run)).toEqual(free.slice(0, stopAt + 1));
+      await expect(withNexusQuant(withEos, { preset: "none", eos: [1] })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining("options.eos") });
+    } finally {
+      await withEos.dispose();
+    }
+  });
+
   it("quant keeps greedy tokens close to the uncompressed ones", async () => {
     const inputs = ids([promptTokens(300, 7)]);
     const plain = await greedy(inputs, 12);

@@ -5,6 +5,8 @@
  *   ort-plain     whole-model graph (FP16 past I/O) with its own dense past, prefilled in the same chunks
  *   ort-wrapper   withNexusQuant(session, { preset }) on that graph: compressed between steps, dense during one
  *   native-<p>    the native path (segments + attention on the codes), preset p ("none" = FP16, no eviction)
+ * (Lab cases, llama.cpp through node-llama-cpp, run from bench/peer/memory-case.ts with the same spec
+ * and result, reusing the helpers exported here.)
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -22,6 +24,11 @@ export interface MemoryCaseSpec {
   model: TinyLlamaOptions;
   /** The ORT wrapper's preset. */
   wrapperPreset: string;
+  /**
+   * CPU threads for every engine of the case: onnxruntime's intra-op pool here (the parent sets
+   * NEXUSQUANT_THREADS for the addon, bench/peer sets llama.cpp's). Default: each engine's own.
+   */
+  threads?: number;
 }
 
 export interface MemoryCaseResult {
@@ -36,9 +43,12 @@ export interface MemoryCaseResult {
    * of MB between runs and hide a small cache's share in the whole-process peak; this does not.
    */
   runPeakRssBytes: number | null;
-  /** Peak of nexusquant's accounting allocator over the whole run (cache + scratch). */
-  allocatorPeakBytes: number;
-  /** KV bytes held at the end: allocator bytes of the cache, or the dense past's bytes for plain ORT. */
+  /** Peak of nexusquant's accounting allocator over the whole run (cache + scratch); null for a case without it (llama.cpp). */
+  allocatorPeakBytes: number | null;
+  /**
+   * KV bytes held at the end: allocator bytes of the cache, the dense past's bytes for plain ORT, the
+   * context's K/V buffers for llama.cpp (it allocates every cell of its context up front).
+   */
   heldKvBytes: number;
   /** What FP16 K/V of every token would take. */
   fp16KvBytes: number;
@@ -48,15 +58,23 @@ export interface MemoryCaseResult {
   tokens: number[];
 }
 
-function promptIds(length: number, vocab: number): number[] {
+/** The prompt every case reads: a repeated sentence as byte ids (the bench models have a 256-token vocabulary). */
+export function promptIds(length: number, vocab: number): number[] {
   const text = "A key-value cache remembers every token a language model has read, two vectors per token per layer. ";
   return Array.from({ length }, (_, i) => text.charCodeAt(i % text.length) % vocab);
 }
 
 type Ort = typeof import("onnxruntime-node");
 
+/** onnxruntime-node with `intraOpNumThreads` set on every session it creates (the native path creates its own). */
+function withThreads(ort: Ort, threads: number | undefined): Ort {
+  if (threads === undefined) return ort;
+  const create = (bytes: Uint8Array, options: object = {}) => ort.InferenceSession.create(bytes, { ...options, intraOpNumThreads: threads, interOpNumThreads: 1 });
+  return { ...ort, Tensor: ort.Tensor, InferenceSession: { ...ort.InferenceSession, create } } as unknown as Ort;
+}
+
 export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseResult> {
-  const ort = (await import("onnxruntime-node")) as Ort;
+  const ort = withThreads((await import("onnxruntime-node")) as Ort, spec.threads);
   const model = createTinyLlama(spec.model);
   const c = model.config;
   const ids = promptIds(spec.prompt, c.vocabSize);
@@ -133,25 +151,37 @@ export async function runMemoryCase(spec: MemoryCaseSpec): Promise<MemoryCaseRes
   } else {
     throw new Error(`unknown memory case ${JSON.stringify(spec.case)}`);
   }
-  const runPeakRssBytes = resetDone ? peakRssSinceReset() : null; // before maxRSS: the process's mark is read last
+  return caseResult(spec, { resetDone, allocatorPeakBytes: memoryStats().host.peakBytes, heldKvBytes, fp16KvBytes, prefillSeconds, decodeSeconds, tokens });
+}
+
+/** A case's result once its run is over: reads the peaks (the run's mark first, the process's last). */
+export function caseResult(
+  spec: MemoryCaseSpec,
+  run: { resetDone: boolean; allocatorPeakBytes: number | null; heldKvBytes: number; fp16KvBytes: number; prefillSeconds: number; decodeSeconds: number; tokens: number[] },
+): MemoryCaseResult {
+  const runPeakRssBytes = run.resetDone ? peakRssSinceReset() : null;
   return {
     case: spec.case,
     prompt: spec.prompt,
     decode: spec.decode,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     runPeakRssBytes,
-    allocatorPeakBytes: memoryStats().host.peakBytes,
-    heldKvBytes,
-    fp16KvBytes,
-    prefillSeconds,
-    decodeTokensPerSecond: spec.decode / decodeSeconds,
-    tokens,
+    allocatorPeakBytes: run.allocatorPeakBytes,
+    heldKvBytes: run.heldKvBytes,
+    fp16KvBytes: run.fp16KvBytes,
+    prefillSeconds: run.prefillSeconds,
+    decodeTokensPerSecond: spec.decode / run.decodeSeconds,
+    tokens: run.tokens,
   };
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
+/**
+ * The child-process protocol of a case script (this one, and the lab's): the spec as JSON in argv[2],
+ * the result as one JSON line on stdout, a failure's stack on stderr with exit code 1.
+ */
+export function runCaseProcess(run: (spec: MemoryCaseSpec) => Promise<MemoryCaseResult>): void {
   const spec = JSON.parse(process.argv[2]!) as MemoryCaseSpec;
-  runMemoryCase(spec).then(
+  run(spec).then(
     (result) => process.stdout.write(JSON.stringify(result) + "\n"),
     (error: unknown) => {
       process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
@@ -160,11 +190,13 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   );
 }
 
+if (process.argv[1] === fileURLToPath(import.meta.url)) runCaseProcess(runMemoryCase);
+
 /**
  * Collects garbage (the child runs with --expose-gc) and resets the OS's peak-RSS mark (Linux:
  * "5" to /proc/self/clear_refs resets VmHWM). False where that is unavailable.
  */
-function resetPeakRss(): boolean {
+export function resetPeakRss(): boolean {
   (globalThis as { gc?: () => void }).gc?.();
   try {
     writeFileSync("/proc/self/clear_refs", "5");
@@ -174,7 +206,7 @@ function resetPeakRss(): boolean {
   }
 }
 
-function peakRssSinceReset(): number | null {
+export function peakRssSinceReset(): number | null {
   const kib = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))?.[1];
   return kib === undefined ? null : Number(kib) * 1024;
 }

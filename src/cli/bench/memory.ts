@@ -1,8 +1,10 @@
 /**
  * `nexusquant bench memory`: peak memory as the OS sees it, per case in its own child process
- * (memory-case.ts), on a model with Llama-3.2-1B's KV shape (16 layers, 8 KV heads, head_dim 64) but a
- * small width, so that the KV cache dominates what grows with the prompt. The KV share of a case's
- * peak is its run peak minus the same case's at a 256-token prompt (kvShare).
+ * (memory-case.ts), on a model with Llama-3.2-1B's KV shape (16 layers, 8 KV heads, head_dim 64) or
+ * Llama-3.1-8B's (32 layers, 8 KV heads, head_dim 128) but a small width, so that the KV cache
+ * dominates what grows with the prompt. The KV share of a case's peak is its run peak minus the same
+ * case's at a 256-token prompt (kvShare). From a clone, the lab adds llama.cpp cases (node-llama-cpp,
+ * bench/peer/memory-case.ts) with the same spec: same weights, prompt, chunks and thread count.
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -14,17 +16,24 @@ import { parseContext, parseFlags, parseOutputPath, parsePositiveInt } from "../
 import { memoryPlotSpec, renderSvg, type MemoryPoint } from "../plot.js";
 import { toJson } from "../table.js";
 import type { CliCommand, CliIo } from "../types.js";
+import { loadLabSuites, typeScriptChildArgs, type LabMemoryCases } from "./lab.js";
 import type { MemoryCaseResult, MemoryCaseSpec } from "./memory-case.js";
 
 const USAGE = `nexusquant bench memory [--prompts 4k,16k] [--decode N] [--chunk N] [--cases a,b] [--quick]
-                       [--out PREFIX] [--json]
+                       [--shape 1b|8b] [--threads N] [--peers] [--out PREFIX] [--json]
   Peak RSS (getrusage maxRSS of a child process per case), the KV share of it (the run's peak, reset
   after loading, minus the same case's at a 256-token prompt), KV bytes held (accounting allocator; dense past bytes for plain ORT),
-  prefill seconds and decode tokens/s, on a model with Llama-3.2-1B's KV shape (16 layers, 8 KV
-  heads, head_dim 64; hidden 256, 8 query heads, vocab 256, random weights).
+  prefill seconds and decode tokens/s, on random weights with a small width and a real model's KV shape:
+  --shape 1b (default): Llama-3.2-1B's (16 layers, 8 KV heads, head_dim 64; hidden 256, 8 query heads);
+  --shape 8b: Llama-3.1-8B's (32 layers, 8 KV heads, head_dim 128; hidden 256, 8 query heads). Vocab 256.
   Cases: ort-plain (whole-model graph, dense FP16 past, prefilled in the same chunks), ort-wrapper
   (withNexusQuant(session, { preset: "balanced" })), native-none, native-quant, native-high,
   native-balanced (the native path: attention on the compressed cache).
+  From a clone of the repository (lab): llama.cpp-f16, llama.cpp-q8_0, llama.cpp-q4_0,
+  llama.cpp-q8_0-q4_0 (node-llama-cpp's KV cache types, same weights in a GGUF; KV held = its context's
+  buffers); --peers adds all four.
+  --threads N: every engine computes on N threads (onnxruntime intra-op, NEXUSQUANT_THREADS, llama.cpp);
+  default: the machine's CPU count.
   Defaults: prompts 4k,16k, 16 decode steps, chunk 256. --quick: prompts 1k, 4 decode steps.
   --out PREFIX writes PREFIX.json, PREFIX.md and PREFIX.svg (peak RSS by prompt, per case).
   Progress goes to stderr.
@@ -32,7 +41,15 @@ const USAGE = `nexusquant bench memory [--prompts 4k,16k] [--decode N] [--chunk 
 
 export const MEMORY_CASES = ["ort-plain", "ort-wrapper", "native-none", "native-quant", "native-high", "native-balanced"] as const;
 const BASELINE_PROMPT = 256;
-const BENCH_MODEL = { seed: 1, layers: 16, hidden: 256, heads: 8, kvHeads: 8, headDim: 64, intermediate: 512, vocab: 256 };
+/**
+ * The bench models: a real model's KV shape at a small width. The 8B shape keeps 8 query heads (the
+ * real one has 32) so that a 16K prefill stays minutes, not an hour, on two cores; its KV is the 8B's.
+ */
+export const BENCH_MODELS = {
+  "1b": { seed: 1, layers: 16, hidden: 256, heads: 8, kvHeads: 8, headDim: 64, intermediate: 512, vocab: 256 },
+  "8b": { seed: 1, layers: 32, hidden: 256, heads: 8, kvHeads: 8, headDim: 128, intermediate: 512, vocab: 256 },
+} as const;
+export type BenchShape = keyof typeof BENCH_MODELS;
 
 export interface MemoryBenchRow extends MemoryCaseResult {
   /** The run's peak minus this case's at the 256-token prompt (kvShare). */
@@ -45,7 +62,10 @@ export interface MemoryBenchReport {
   date: string;
   command: string;
   machine: { cpu: string; cores: number; memoryBytes: number; loadAverageStart: number[]; loadAverageEnd: number[]; node: string };
-  model: typeof BENCH_MODEL;
+  /** Threads every engine of every case computed on. */
+  threads: number;
+  shape: BenchShape;
+  model: (typeof BENCH_MODELS)[BenchShape];
   decode: number;
   chunk: number;
   baselinePrompt: number;
@@ -54,14 +74,19 @@ export interface MemoryBenchReport {
   targets: string[];
 }
 
-function runChild(spec: MemoryCaseSpec): Promise<MemoryCaseResult> {
-  const script = fileURLToPath(new URL("./memory-case.js", import.meta.url));
+/** Runs one case in a child process: the compiled memory-case.js, or a lab case's TypeScript script through tsx. */
+function runChild(spec: MemoryCaseSpec, lab: LabMemoryCases | undefined): Promise<MemoryCaseResult> {
+  const labCase = lab?.cases.includes(spec.case) === true;
+  const script = labCase ? lab!.script : fileURLToPath(new URL("./memory-case.js", import.meta.url));
   // Under tsx (src/cli/main.ts) there is no compiled case script to hand to a plain `node` child.
-  if (!existsSync(script)) {
+  if (!labCase && !existsSync(script)) {
     return Promise.reject(new NexusQuantError("UNSUPPORTED", `bench memory runs each case in a child process from the compiled ${script}, which does not exist (this run is from the TypeScript sources). Run \`npm run build:ts\` and then \`npx nexusquant bench memory\` (or \`node dist/cli/main.js bench memory\`).`));
   }
+  const args = ["--expose-gc", ...(labCase ? typeScriptChildArgs(script) : [script]), JSON.stringify(spec)];
+  // The addon reads its thread count when it loads.
+  const env = spec.threads === undefined ? process.env : { ...process.env, NEXUSQUANT_THREADS: String(spec.threads) };
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--expose-gc", script, JSON.stringify(spec)], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env });
     let out = "";
     let err = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
@@ -120,6 +145,20 @@ export function memoryTargets(rows: MemoryBenchRow[]): string[] {
     );
   }
   if (!prompts.includes(16384)) lines.push("16K-token prompts were not run: the 1.5x decode target at 16K is NOT measured.");
+  // Against llama.cpp (lab cases), at the longest prompt: a lower process peak than its q4_0 cache, decode at least its f16's.
+  const q4 = find("llama.cpp-q4_0", longest);
+  const f16 = find("llama.cpp-f16", longest);
+  for (const preset of ["none", "quant", "high", "balanced"]) {
+    const row = find(`native-${preset}`, longest);
+    if (row === undefined) continue;
+    if (q4 !== undefined) {
+      lines.push(`native ${preset} at ${longest} tokens: peak RSS ${mb(row.peakRssBytes)} MB vs llama.cpp q4_0 ${mb(q4.peakRssBytes)} MB; target below: ${row.peakRssBytes < q4.peakRssBytes ? "MET" : "MISSED"}`);
+    }
+    if (f16 !== undefined) {
+      const speed = row.decodeTokensPerSecond / f16.decodeTokensPerSecond;
+      lines.push(`native ${preset} decode at ${longest} tokens: ${row.decodeTokensPerSecond.toFixed(2)} tok/s vs llama.cpp f16 ${f16.decodeTokensPerSecond.toFixed(2)} = ${speed.toFixed(2)}x; target >= 1x: ${speed >= 1 ? "MET" : "MISSED"}`);
+    }
+  }
   return lines;
 }
 
@@ -138,7 +177,7 @@ export function memoryMarkdown(report: MemoryBenchReport): string {
     mb(r.heldKvBytes),
     mb(r.fp16KvBytes),
     r.heldRatio.toFixed(2),
-    mb(r.allocatorPeakBytes),
+    r.allocatorPeakBytes === null ? "n/a" : mb(r.allocatorPeakBytes),
     r.prefillSeconds.toFixed(1),
     r.decodeTokensPerSecond.toFixed(2),
   ]);
@@ -149,8 +188,8 @@ export function memoryMarkdown(report: MemoryBenchReport): string {
     `Command: \`${report.command}\``,
     `Machine: ${m.cpu}, ${m.cores} cores, ${(m.memoryBytes / 2 ** 30).toFixed(0)} GiB, Node ${m.node}; load average ${m.loadAverageStart.map((x) => x.toFixed(1)).join("/")} at start, ` +
       `${m.loadAverageEnd.map((x) => x.toFixed(1)).join("/")} at end (shared machine: other jobs ran; times are noisy, memory is not).`,
-    `Model: random weights, ${report.model.layers} layers, ${report.model.kvHeads} KV heads × head_dim ${report.model.headDim} (Llama-3.2-1B's KV shape), hidden ${report.model.hidden}, ${report.model.heads} query heads. ` +
-      `${report.decode} decode steps, prefill chunk ${report.chunk}. Peak RSS: the whole child process (getrusage maxRSS). ` +
+    `Model: random weights, ${report.model.layers} layers, ${report.model.kvHeads} KV heads × head_dim ${report.model.headDim} (${report.shape === "8b" ? "Llama-3.1-8B" : "Llama-3.2-1B"}'s KV shape), hidden ${report.model.hidden}, ${report.model.heads} query heads. ` +
+      `${report.decode} decode steps, prefill chunk ${report.chunk}, ${report.threads} threads for every engine. Peak RSS: the whole child process (getrusage maxRSS). ` +
       `Run peak: the OS's peak-RSS mark reset after the model is loaded and its build garbage collected (VmHWM), read after the last decode step. ` +
       `KV share = run peak minus the same case's at ${report.baselinePrompt} tokens (loading peaks vary by tens of MB between runs and would hide a small cache).`,
     "",
@@ -173,9 +212,19 @@ export function memoryPlot(report: MemoryBenchReport): ReturnType<typeof memoryP
   });
 }
 
+/** The lab's memory cases, or LAB_ONLY saying why there are none (an installed package has no bench/). */
+async function labMemoryCases(): Promise<LabMemoryCases> {
+  const lab = await loadLabSuites();
+  if (!lab.available || lab.memoryCases === undefined) {
+    const reason = lab.available ? "bench/suites/index.ts exports no LAB_MEMORY_CASES" : lab.reason;
+    throw new NexusQuantError("LAB_ONLY", `The llama.cpp cases of bench memory (--peers, llama.cpp-*) are lab cases: they need the repository's bench/ folder and its devDependencies (node-llama-cpp), and ${reason}. Clone the repository, run npm ci, and run it there.`);
+  }
+  return lab.memoryCases;
+}
+
 export const memorySuite: CliCommand = {
   name: "memory",
-  summary: "peak RSS per case in child processes: plain ORT, the ORT wrapper, the native path per preset",
+  summary: "peak RSS per case in child processes: plain ORT, the ORT wrapper, the native path per preset (llama.cpp from a clone)",
   usage: USAGE,
   async run(args: string[], io: CliIo): Promise<number> {
     const { values } = parseFlags(args, {
@@ -184,6 +233,9 @@ export const memorySuite: CliCommand = {
       chunk: { type: "string" },
       cases: { type: "string" },
       quick: { type: "boolean" },
+      shape: { type: "string" },
+      threads: { type: "string" },
+      peers: { type: "boolean" },
       out: { type: "string" },
       json: { type: "boolean" },
       help: { type: "boolean" },
@@ -197,18 +249,25 @@ export const memorySuite: CliCommand = {
     const chunk = values.chunk === undefined ? 256 : parsePositiveInt("--chunk", values.chunk);
     const cases = values.cases === undefined ? [...MEMORY_CASES] : values.cases.split(",");
     const out = values.out === undefined ? undefined : parseOutputPath("--out", values.out);
+    const shape = (values.shape ?? "1b") as BenchShape;
+    if (!Object.hasOwn(BENCH_MODELS, shape)) throw new NexusQuantError("INVALID_ARGUMENT", `Expected 1b or 8b for --shape but received ${JSON.stringify(values.shape)}`, { arg: "--shape" });
+    const threads = values.threads === undefined ? cpus().length : parsePositiveInt("--threads", values.threads);
+    const product = MEMORY_CASES as readonly string[];
+    // Lab cases (llama.cpp) only from a clone: loaded when asked for, by name or with --peers.
+    const lab = values.peers || cases.some((c) => !product.includes(c)) ? await labMemoryCases() : undefined;
+    if (values.peers) cases.push(...lab!.cases.filter((c) => !cases.includes(c)));
     for (const c of cases) {
-      if (!(MEMORY_CASES as readonly string[]).includes(c)) throw new NexusQuantError("INVALID_ARGUMENT", `Expected cases among ${MEMORY_CASES.join(", ")} for --cases but received ${JSON.stringify(c)}`, { arg: "--cases" });
+      if (!product.includes(c) && lab?.cases.includes(c) !== true) throw new NexusQuantError("INVALID_ARGUMENT", `Expected cases among ${[...product, ...(lab?.cases ?? [])].join(", ")} for --cases but received ${JSON.stringify(c)}`, { arg: "--cases" });
     }
     const loadStart = loadavg();
     const started = Date.now();
     const jobs: MemoryCaseSpec[] = [];
-    for (const c of cases) for (const prompt of [BASELINE_PROMPT, ...prompts]) jobs.push({ case: c, prompt, decode, chunk, model: BENCH_MODEL, wrapperPreset: "balanced" });
+    for (const c of cases) for (const prompt of [BASELINE_PROMPT, ...prompts]) jobs.push({ case: c, prompt, decode, chunk, model: BENCH_MODELS[shape], wrapperPreset: "balanced", threads });
     const results: MemoryCaseResult[] = [];
     for (const [i, job] of jobs.entries()) {
       const t = Date.now();
       io.stderr(`[${i + 1}/${jobs.length}] ${job.case} prompt ${job.prompt} ...`);
-      const result = await runChild(job);
+      const result = await runChild(job, lab);
       results.push(result);
       io.stderr(` peak RSS ${mb(result.peakRssBytes)} MB, prefill ${result.prefillSeconds.toFixed(1)} s, decode ${result.decodeTokensPerSecond.toFixed(2)} tok/s (${((Date.now() - t) / 1000).toFixed(0)} s; ${((Date.now() - started) / 1000).toFixed(0)} s total)\n`);
     }
@@ -225,7 +284,9 @@ export const memorySuite: CliCommand = {
       date: new Date().toISOString(),
       command: `nexusquant bench memory ${args.join(" ")}`.trim(),
       machine: { cpu: cpu[0]?.model ?? "unknown", cores: cpu.length, memoryBytes: totalmem(), loadAverageStart: loadStart, loadAverageEnd: loadavg(), node: process.version },
-      model: BENCH_MODEL,
+      threads,
+      shape,
+      model: BENCH_MODELS[shape],
       decode,
       chunk,
       baselinePrompt: BASELINE_PROMPT,
