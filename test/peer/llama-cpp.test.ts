@@ -160,8 +160,11 @@ describe.runIf(found.available)("with node-llama-cpp 3.21.1 (prebuilt CPU binary
       for (const kv of PEER_KV_NAMES) {
         logs.length = 0;
         const ps = await peer.open(kv, 3000);
-        // llama_kv_cache: size = X MiB (N cells, L layers, ...), K (type): X MiB, V (type): Y MiB
-        const line = logs.find((l) => /llama_kv_cache: size =/.test(l));
+        // llama_kv_cache: size = X MiB (N cells, L layers, ...), K (type): X MiB, V (type): Y MiB.
+        // node-llama-cpp forwards llama.cpp's log lines asynchronously: wait (boundedly) for it.
+        const sizeLine = () => logs.find((l) => /llama_kv_cache: size =/.test(l));
+        for (let waited = 0; sizeLine() === undefined && waited < 5000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+        const line = sizeLine();
         expect(line, `llama.cpp's KV size line for ${kv}`).toBeDefined();
         const [, total, cells, k, v] = /size =\s*([\d.]+) MiB \(\s*(\d+) cells.*K \(\w+\):\s*([\d.]+) MiB, V \(\w+\):\s*([\d.]+) MiB/.exec(line!)!;
         expect(Number(cells)).toBe(ps.contextSize);
