@@ -123,7 +123,6 @@ void compressStore(StoreSteps& steps, const CompressRules& rules, const Observed
     // too short for paging to pay: then trimmed to exactly them, so it holds their FP16 bytes.
     steps.setResidualSlots(steps.held().residual);
   }
-  steps.fitScores();
 }
 
 void flushFullResidual(StoreSteps& steps, const CompressRules& rules) {

@@ -97,9 +97,6 @@ class StoreSteps {
   virtual void encodeResidual() = 0;
   virtual void compact() = 0;
   virtual void endEviction() = 0;
-  // The end of a compress(): slot scores (if the store keeps them) trimmed to exactly the held slots,
-  // as compressedLayout counts them.
-  virtual void fitScores() = 0;
 };
 
 // Slots kept by a compress() of a store holding `h`: the spec's kept count for the true length (or

@@ -30,8 +30,7 @@ void CpuStoreSteps::appendRows(size_t first, size_t count) {
   }
   s_.residualCount += count;
   s_.appended += count;
-  s_.scoresCurrent = false;  // the new tokens have no reconstruction score yet
-  store_.ensureScores(s_, s_.held());
+  s_.scoresCurrent = false;  // the new tokens have no reconstruction score yet (their slots' scores are 0)
 }
 
 void CpuStoreSteps::residualRowsF32(size_t kv, size_t head, size_t firstPosition, float* rows) const {
@@ -76,7 +75,8 @@ void CpuStoreSteps::quantizeResidual() {
   });
   s_.compressed += n;
   store_.writeSlotCounts(s_.pages, s_.compressed);
-  s_.residualCount = 0;  // accumulated scores keep their slot order: residual slots became page slots
+  s_.residualCount = 0;  // scores keep their slot order: residual slots became page slots
+  store_.syncScores(s_);
 }
 
 void CpuStoreSteps::beginEviction(size_t target) {
@@ -200,6 +200,7 @@ void CpuStoreSteps::compact() {
   s_.pages = std::move(pages);
   s_.compressed = target;
   s_.residualCount = 0;
+  store_.syncScores(s_);
 }
 
 void CpuStoreSteps::endEviction() {

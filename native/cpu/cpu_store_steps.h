@@ -32,7 +32,6 @@ class CpuStoreSteps : public StoreSteps {
   void quantizeResidual() override;
   void setResidualSlots(size_t slots) override { store_.setResidualCapacity(s_, slots); }
   void markCompressed() override { s_.compressedOnce = true; }
-  void fitScores() override { store_.fitScores(s_); }
   void beginEviction(size_t target) override;
   void score(const ObservedQueries& observed) override;
   void select(const ops::SelectLaunch& shape) override;

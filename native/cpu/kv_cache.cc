@@ -105,7 +105,6 @@ void KvCache::shareScores(size_t seq, size_t sourceLayers) {
   }
   for (size_t l = 0; l < o_.layers; ++l) {
     SeqLayerStore& s = store_.at(seq, l);
-    store_.ensureScores(s, s.held());
     for (size_t h = 0; h < H; ++h) {
       uint16_t* row = store_.maxScoreRow(s, h);
       for (size_t t = 0; t < s.held(); ++t) {
@@ -130,7 +129,6 @@ void KvCache::runAttention(size_t seq, size_t layer, const AttentionCall& c) {
     for (size_t j = 0; j < nq; ++j) defaultPos.push_back(static_cast<int32_t>(static_cast<int64_t>(s.appended) - static_cast<int64_t>(nq) + static_cast<int64_t>(j)));
     qpos = defaultPos.data();
   }
-  if (c.captureMax) store_.ensureScores(s, s.held());
   const std::vector<const uint8_t*> pages = s.pagePointers();
   ops::SeqKV kv;
   kv.pages = pages.data();

@@ -197,8 +197,6 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
         if (bytes > 0) std::memcpy(c.store_.residualRows(s, kv, h), src, bytes);
       }
     if (L.scoreBytes > 0 && held > 0) {
-      c.store_.ensureScores(s, held);
-      c.store_.fitScores(s);
       for (size_t h = 0; h < H; ++h) {
         const uint8_t* src = r.take(held * L.scoreBytes, "slot scores");
         for (size_t e = 0; e < held; ++e) {

@@ -64,6 +64,7 @@ void PagedStore::setResidualCapacity(SeqLayerStore& s, size_t cap) const {
   s.residual = std::move(next);
   s.residualCap = cap;
   s.residualCount = keep;
+  syncScores(s);
 }
 
 namespace {
@@ -84,16 +85,9 @@ void resizeScores(SeqLayerStore& s, size_t H, size_t scoreBytes, size_t cap) {
 
 }  // namespace
 
-void PagedStore::ensureScores(SeqLayerStore& s, size_t slots) const {
-  if (layout_.scoreBytes == 0 || slots <= s.scoreCap) return;
-  size_t cap = std::max<size_t>(s.scoreCap * 2, 64);
-  while (cap < slots) cap *= 2;
-  resizeScores(s, layout_.kvHeads, layout_.scoreBytes, cap);
-}
-
-void PagedStore::fitScores(SeqLayerStore& s) const {
-  if (layout_.scoreBytes == 0 || s.scoreCap == s.held()) return;
-  resizeScores(s, layout_.kvHeads, layout_.scoreBytes, s.held());
+void PagedStore::syncScores(SeqLayerStore& s) const {
+  if (layout_.scoreBytes == 0 || s.scoreCap == s.compressed + s.residualCap) return;
+  resizeScores(s, layout_.kvHeads, layout_.scoreBytes, s.compressed + s.residualCap);
 }
 
 float PagedStore::slotScore(const SeqLayerStore& s, size_t head, size_t slot) const {

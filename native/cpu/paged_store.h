@@ -49,14 +49,13 @@ class PagedStore {
   // FP16 rows of the residual: kv 0 keys, 1 values; [residualCap][d] per head.
   uint16_t* residualRows(SeqLayerStore& s, size_t kv, size_t head) const;
   const uint16_t* residualRows(const SeqLayerStore& s, size_t kv, size_t head) const;
-  // Reallocates the residual to `cap` slots, keeping the first min(count, cap) rows.
+  // Reallocates the residual to `cap` slots, keeping the first min(count, cap) rows (and the scores in step).
   void setResidualCapacity(SeqLayerStore& s, size_t cap) const;
-  // The slot-score rows hold at least `slots` (zero-filled, doubling): for appends. A no-op when the
-  // layout keeps no scores.
-  void ensureScores(SeqLayerStore& s, size_t slots) const;
-  // The slot-score rows hold exactly the held slots: after a compress(), so that the cache holds what
-  // compressedLayout counts.
-  void fitScores(SeqLayerStore& s) const;
+  // The slot scores have room for exactly the slots the store has room for: compressed + residual
+  // capacity (zero-filled when they grow). Every change of either calls it, so the scores follow the
+  // residual's rules (format::residualSlots) and, after compress(), hold exactly the held tokens, as
+  // compressedLayout counts. A no-op when the layout keeps no scores.
+  void syncScores(SeqLayerStore& s) const;
   // One head's scores: Accumulated's f32 mass, Reconstruct's FP16 maxima.
   float* accumulatedRow(SeqLayerStore& s, size_t head) const { return reinterpret_cast<float*>(s.scores.data()) + head * s.scoreCap; }
   uint16_t* maxScoreRow(SeqLayerStore& s, size_t head) const { return reinterpret_cast<uint16_t*>(s.scores.data()) + head * s.scoreCap; }

@@ -59,7 +59,6 @@ class CudaStoreSteps : public StoreSteps {
   void quantizeResidual() override;
   void setResidualSlots(size_t slots) override;
   void markCompressed() override { s_.compressedOnce = true; }
-  void fitScores() override;
   void beginEviction(size_t target) override;
   void score(const ObservedQueries& observed) override;
   void select(const ops::SelectLaunch& shape) override;
@@ -137,9 +136,8 @@ class CudaKvCache : public CompressedCache {
   // Positions of the page slots [H][compressed], read back from the pages (slot index without eviction).
   std::vector<int32_t> slotPositions(const DeviceStore& s) const;
 
-  void ensureScores(DeviceStore& s, size_t slots) const;
-  // Exactly the held slots' scores (after a compress, as compressedLayout counts them).
-  void fitScores(DeviceStore& s) const;
+  // Scores for compressed + residual-capacity slots, as the CPU store keeps them (PagedStore::syncScores).
+  void syncScores(DeviceStore& s) const;
 
   CacheOptions o_;
   PageLayout layout_;

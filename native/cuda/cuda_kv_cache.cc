@@ -263,21 +263,15 @@ void resizeScores(DeviceStore& s, size_t H, size_t cap, cuda::StreamHandle strea
 
 }  // namespace
 
-void CudaKvCache::ensureScores(DeviceStore& s, size_t slots) const {
-  if (layout_.scoreBytes == 0 || slots <= s.scoreCap) return;
-  size_t cap = std::max<size_t>(s.scoreCap * 2, 64);
-  while (cap < slots) cap *= 2;
-  resizeScores(s, o_.kvHeads, cap, stream_);
-}
-
-void CudaKvCache::fitScores(DeviceStore& s) const {
-  if (layout_.scoreBytes == 0 || s.scoreCap == s.held()) return;
-  if (s.held() == 0) {
+void CudaKvCache::syncScores(DeviceStore& s) const {
+  const size_t cap = s.compressed + s.residualCap;
+  if (layout_.scoreBytes == 0 || s.scoreCap == cap) return;
+  if (cap == 0) {
     s.scores = DeviceBuffer();
     s.scoreCap = 0;
     return;
   }
-  resizeScores(s, o_.kvHeads, s.held(), stream_);
+  resizeScores(s, o_.kvHeads, cap, stream_);
 }
 
 }  // namespace cudacache

@@ -35,7 +35,6 @@ void CudaStoreSteps::appendRows(size_t first, size_t count) {
   }
   s_.residualCount += count;
   s_.appended += count;
-  c_.ensureScores(s_, s_.compressed + s_.residualCount);
 }
 
 void CudaStoreSteps::setResidualSlots(size_t cap) {
@@ -51,6 +50,7 @@ void CudaStoreSteps::setResidualSlots(size_t cap) {
   s_.residual = std::move(next);
   s_.residualCap = cap;
   s_.residualCount = keep;
+  c_.syncScores(s_);
 }
 
 void CudaStoreSteps::quantizeResidual() {
@@ -85,7 +85,8 @@ void CudaStoreSteps::quantizeResidual() {
   }
   s_.compressed += n;
   c_.finishPages(s_, s_.compressed);
-  s_.residualCount = 0;  // accumulated scores keep their slot order: residual slots became page slots
+  s_.residualCount = 0;  // scores keep their slot order: residual slots became page slots
+  c_.syncScores(s_);
 }
 
 void CudaStoreSteps::beginEviction(size_t target) {
@@ -233,8 +234,6 @@ void CudaStoreSteps::compact() {
   s_.residualCount = 0;
   c_.finishPages(s_, target);
 }
-
-void CudaStoreSteps::fitScores() { c_.fitScores(s_); }
 
 void CudaStoreSteps::endEviction() {
   cuda::synchronize(c_.stream_);  // nothing queued may still read what is freed here

@@ -17,19 +17,20 @@ function preset(name: string, description: string, spec: Partial<CompressionSpec
  * Named compression specs. Ratios are never typed in: `presetRatio` computes them from the layout.
  * K3V2 = 3-bit keys, 2-bit values (keys carry the softmax logits and deserve the extra bit).
  *
- * quant and high were chosen by `nexusquant bench quality` on the trained reference model
- * (bench/results/quality.md, 2026-12-03): K3V2 missed quant's ΔPPL ≤ 0.5% (+0.54%) where K3V3 met
- * it (+0.30%, recall 92% against FP16's 89%), and any eviction by the key-key scorer lost retrieval (recall
- * 89% → 19% at 20% evicted, 11% at high's old 35%) while K2V2 without eviction kept it (86%) at
- * ΔPPL +0.59%. The eviction presets (asym, balanced, max) trade recall of facts stated once in the
- * prompt for memory; the README says so.
+ * Chosen by `nexusquant bench quality` on the trained reference model (bench/results/quality.md):
+ * K3V3 for quant (K3V2 missed its ΔPPL ≤ 0.5%), and, for every preset that evicts, the reconstruct
+ * scorer (KVzip-style: the tokens a re-read of the context attends to are the ones kept). Evicting by
+ * key-key similarity before the question is known lost facts stated once in the prompt (recall 89% →
+ * 19% at 20% evicted); scored by reconstruction, the native path keeps FP16's recall at 60% and 80%
+ * evicted. Reconstruct needs the native path's re-read: the ORT wrappers cannot run it, and there the
+ * cache scores key-key (docs/integrations.md says which path gets what).
  */
 export const PRESETS: Readonly<Record<string, Preset>> = Object.freeze({
   quant: preset("quant", "K3V3 lattice codes, no eviction", { keyBits: 3, valueBits: 3, evictFraction: 0 }),
-  high: preset("high", "K2V2 lattice codes, no eviction", { keyBits: 2, valueBits: 2, evictFraction: 0 }),
-  asym: preset("asym", "K3V2, 60% evicted", { keyBits: 3, valueBits: 2, evictFraction: 0.6 }),
-  balanced: preset("balanced", "K2V2, 60% evicted", { keyBits: 2, valueBits: 2, evictFraction: 0.6 }),
-  max: preset("max", "K2V2, 80% evicted", { keyBits: 2, valueBits: 2, evictFraction: 0.8 }),
+  high: preset("high", "K2V2, 35% evicted (reconstruct)", { keyBits: 2, valueBits: 2, evictFraction: 0.35, scorer: "reconstruct" }),
+  asym: preset("asym", "K3V2, 60% evicted (reconstruct)", { keyBits: 3, valueBits: 2, evictFraction: 0.6, scorer: "reconstruct" }),
+  balanced: preset("balanced", "K2V2, 60% evicted (reconstruct)", { keyBits: 2, valueBits: 2, evictFraction: 0.6, scorer: "reconstruct" }),
+  max: preset("max", "K2V2, 80% evicted (reconstruct)", { keyBits: 2, valueBits: 2, evictFraction: 0.8, scorer: "reconstruct" }),
 });
 
 /**
@@ -38,7 +39,7 @@ export const PRESETS: Readonly<Record<string, Preset>> = Object.freeze({
  */
 export const PRESET_ALIASES: Readonly<Record<string, { target: number; preset: Preset }>> = Object.freeze({
   S: { target: 5, preset: preset("S", "≈5× tier: K3V3, no eviction", { keyBits: 3, valueBits: 3, evictFraction: 0 }) },
-  M: { target: 10, preset: preset("M", "≈10× tier: K3V2, 45% evicted", { keyBits: 3, valueBits: 2, evictFraction: 0.45 }) },
+  M: { target: 10, preset: preset("M", "≈10× tier: K3V2, 45% evicted (reconstruct)", { keyBits: 3, valueBits: 2, evictFraction: 0.45, scorer: "reconstruct" }) },
   L: { target: 17, preset: { ...PRESETS.balanced!, name: "L", description: "≈17× tier: same spec as balanced" } },
   XL: { target: 33, preset: { ...PRESETS.max!, name: "XL", description: "≈33× tier: same spec as max" } },
 });
