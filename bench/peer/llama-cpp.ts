@@ -249,6 +249,20 @@ export class PeerSession {
   }
 
   /**
+   * Appends `tokens` to the conversation (after clearing it with `restart`) and returns the
+   * log-probabilities of the token after the last one: the step loop of the quality harness's
+   * llama.cpp path (bench/quality/peer-path.ts).
+   */
+  async append(tokens: readonly number[], restart = false): Promise<Float32Array> {
+    if (restart) await this.#sequence.clearHistory();
+    this.#checkTokens(tokens, this.tokens);
+    const items = tokens.map((t, i) => (i === tokens.length - 1 ? ([t, { generateNext: { probabilities: true } }] as const) : t));
+    const probabilities = (await this.#sequence.controlledEvaluate(items as never)).at(-1)?.next.probabilities;
+    if (probabilities === undefined) throw new NexusQuantError("MODEL_OUTPUT", "llama.cpp returned no probabilities for the next token");
+    return this.#toLogProbs(probabilities);
+  }
+
+  /**
    * Appends `tokens` to the conversation and returns the next token llama.cpp's own greedy sampler
    * picks: the decode loop a node-llama-cpp user runs (no probabilities copied out), for timings.
    */

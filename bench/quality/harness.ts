@@ -3,6 +3,7 @@
  * cache of the same model, with the measured compression ratio of each, and the goals of issue 8
  * checked against what was measured. One run of the model per prompt; everything else is the cache.
  */
+import { cpus } from "node:os";
 import { heldOutSpeeches, RETRIEVAL_DEPTHS, type RetrievalKind } from "../data/index.js";
 import { invalidArgument } from "../../src/errors.js";
 import { presetRatio, specRatio, type ScorerName } from "../../src/format/index.js";
@@ -14,7 +15,9 @@ import { NativeQualityPath, type PathName, type QualityPath } from "./path.js";
 import { RANDOM_WEIGHTS_NOTE, type QualityModel } from "./model.js";
 import { measurePerplexity, type PerplexityResult } from "./perplexity.js";
 import { measureRetrieval, type RetrievalMode, type RetrievalResult } from "./retrieval.js";
-import { BASELINE, describeSpec, EVICTION_SWEEP, ORT_BASELINE, planVariants, SCALAR_BASELINE_NAMES, type Variant } from "./variants.js";
+import { describeSpec, EVICTION_SWEEP, PEER_KV_COMPARED, planVariants, referenceOf, SCALAR_BASELINE_NAMES, type Variant } from "./variants.js";
+import { LlamaCppQualityPath } from "./peer-path.js";
+import { peerKvRatio, type PeerKvName } from "../peer/llama-cpp.js";
 
 export interface QualitySettings {
   prefixes: number[];
@@ -38,6 +41,8 @@ export interface QualitySettings {
   sweepPreset?: string;
   /** Presets also run through the ORT-session wrapper, as comparison rows; default none. */
   ortPresets?: string[];
+  /** llama.cpp KV cache types run through node-llama-cpp on the converted checkpoint (peer rows); default none. */
+  peers?: string[];
   /** Retrieval modes; default every one (retrieval.ts RETRIEVAL_MODES). */
   modes?: RetrievalMode[];
   perplexity: boolean;
@@ -63,6 +68,7 @@ export const TRAINED_DEFAULTS: QualitySettings = {
   sweep: [...EVICTION_SWEEP],
   sweepPreset: "balanced",
   ortPresets: ["balanced"],
+  peers: [...PEER_KV_COMPARED],
   perplexity: true,
   retrieval: true,
 };
@@ -76,6 +82,7 @@ export const RANDOM_MODEL_DEFAULTS: QualitySettings = {
   scalar: [],
   sweep: [],
   ortPresets: [],
+  peers: [],
   prefixes: [256, 1024],
   scoreTokens: 128,
   texts: 2,
@@ -171,7 +178,11 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
   const { settings } = options;
   if (!settings.perplexity && !settings.retrieval) throw invalidArgument("settings", "perplexity, retrieval or both", settings);
   const started = performance.now();
+  // llama.cpp needs the checkpoint on disk (to convert it) and node-llama-cpp's binary; without them
+  // its rows are left out, and the report says why.
+  const peerNote = (settings.peers ?? []).length === 0 ? null : model.dir === null ? "the model has no checkpoint directory to convert" : await LlamaCppQualityPath.unavailable();
   const variants = planVariants({
+    ...(settings.peers !== undefined && peerNote === null ? { peers: settings.peers } : {}),
     ...(settings.presets !== undefined ? { presets: settings.presets } : {}),
     ...(settings.quantOnly !== undefined ? { quantOnly: settings.quantOnly } : {}),
     ...(settings.scorers !== undefined ? { scorers: settings.scorers } : {}),
@@ -186,6 +197,10 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
   const ort = await import("onnxruntime-node");
   const paths: Partial<Record<PathName, QualityPath>> = { native: await NativeQualityPath.create(model.model, ort) };
   if (variants.some((v) => v.path === "ort")) paths.ort = await QualityEngine.create(model.model);
+  if (variants.some((v) => v.path === "llama.cpp")) {
+    const contextSize = Math.max(...settings.contexts, ...settings.prefixes.map((p) => p + settings.scoreTokens)) + 256;
+    paths["llama.cpp"] = await LlamaCppQualityPath.create(model.dir!, model.model.config, { threads: cpus().length, contextSize });
+  }
   let perplexity: PerplexityResult | null = null;
   let retrieval: RetrievalResult | null = null;
   const seconds = { perplexity: 0, retrieval: 0, total: 0 };
@@ -224,6 +239,7 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
   const c = model.model.config;
   const observedScorer = Object.values(paths).map((p) => p.observedNote).join("; ");
   const notes: string[] = [];
+  if (peerNote !== null) notes.push(`llama.cpp rows left out: ${peerNote}.`);
   if (!model.trained) notes.push(RANDOM_WEIGHTS_NOTE);
   if (model.tokenizer.kind === "utf8-bytes") notes.push(`Tokens are UTF-8 bytes: ${model.tokenizer.description}.`);
   const fp16Recall = retrieval?.rows.find((r) => r.variant === "none")?.recall;
@@ -258,10 +274,13 @@ function combineRow(v: Variant, perplexity: PerplexityResult | null, retrieval: 
   return {
     variant: v.name,
     group: v.group,
-    runs: describeSpec(v.resolved, v.scalar, headDim),
+    runs: describeSpec(v.resolved, v.scalar, headDim, v.path === "llama.cpp" ? v.preset : undefined),
     sameAs: v.sameAs,
     ratio: p?.ratio ?? r?.ratio ?? null,
-    ratioLongContext: v.scalar !== undefined ? 16 / scalarBitsPerElement(v.scalar, headDim) : v.resolved === null ? 1 : specRatio(v.resolved, headDim, kvHeads),
+    ratioLongContext:
+      v.scalar !== undefined ? 16 / scalarBitsPerElement(v.scalar, headDim)
+      : v.path === "llama.cpp" && v.preset !== "none" ? peerKvRatio({ layers: 1, kvHeads, headDim }, v.preset as PeerKvName)
+      : v.resolved === null ? 1 : specRatio(v.resolved, headDim, kvHeads),
     deltaPplPercent: p?.deltaPplPercent ?? null,
     ppl: p?.ppl ?? null,
     klMean: p?.klMean ?? null,
@@ -283,7 +302,7 @@ const hasLaterTurn = (retrieval: RetrievalResult | null) => retrieval?.modes.inc
 
 /** Each row's prefill cost: its path's FP16 baseline tokens/s over its own (1 = nothing extra). */
 function withPrefillCost(rows: QualityRow[]): QualityRow[] {
-  const base = (path: QualityRow["path"]) => rows.find((r) => r.variant === (path === "ort" ? ORT_BASELINE : BASELINE))?.prefillTokensPerSecond ?? null;
+  const base = (path: QualityRow["path"]) => rows.find((r) => r.variant === referenceOf({ path }))?.prefillTokensPerSecond ?? null;
   return rows.map((r) => {
     const b = base(r.path);
     return { ...r, prefillCost: b === null || r.prefillTokensPerSecond === null ? null : b / r.prefillTokensPerSecond };

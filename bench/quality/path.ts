@@ -17,7 +17,7 @@ import type { CompressionSpec } from "../../src/format/index.js";
 import type { BackendName } from "../../src/runtime/index.js";
 import type { ScalarSpec } from "./scalar-baselines.js";
 
-export type PathName = "native" | "ort";
+export type PathName = "native" | "ort" | "llama.cpp";
 
 /** How one variant holds the cache. `preset: "none"` is the FP16 baseline. */
 export interface CacheSetup {
@@ -30,8 +30,8 @@ export interface CacheSetup {
 }
 
 export interface RunStats {
-  /** "none" for the dense baseline, "harness" for the scalar baselines (TypeScript, bits counted). */
-  backend: BackendName | "none" | "harness";
+  /** "none" for the dense baseline, "harness" for the scalar baselines (TypeScript, bits counted), "llama.cpp" for the peer. */
+  backend: BackendName | "none" | "harness" | "llama.cpp";
   tokens: number;
   heldTokens: number;
   baselineBytes: number;

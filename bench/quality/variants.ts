@@ -12,7 +12,7 @@ import { DEFAULT_SPEC, PRESET_NAMES, SCORERS, getPreset, validateSpec, type Code
 import type { PathName } from "./path.js";
 import { parseScalarName, scalarBitsPerElement, scalarName, type ScalarSpec } from "./scalar-baselines.js";
 
-export type VariantGroup = "baseline" | "preset" | "quant-only" | "scalar" | "scorer" | "sweep" | "ort";
+export type VariantGroup = "baseline" | "preset" | "quant-only" | "scalar" | "scorer" | "sweep" | "ort" | "peer";
 
 export interface Variant {
   /** Row name: "none", a preset name, "K2V2", or "<preset>/<scorer>". */
@@ -37,6 +37,11 @@ export const BASELINE = "none";
 export const ORT_BASELINE = "none (ORT)";
 /** The row name of a preset run through the ORT-session wrapper. */
 export const ortRowName = (preset: string) => `${preset} (ORT wrapper)`;
+/** The row name of a llama.cpp KV cache type; its f16 row is that path's FP16 reference. */
+export const peerRowName = (kv: string) => `llama.cpp ${kv}`;
+export const PEER_BASELINE = peerRowName("f16");
+/** llama.cpp's quantized KV cache types compared (bench/peer/llama-cpp.ts PEER_KV_TYPES; f16 is the reference). */
+export const PEER_KV_COMPARED: readonly string[] = ["q8_0", "q4_0", "q8_0/q4_0"];
 
 /** K<keyBits>V<valueBits> with no eviction. */
 export const QUANT_ONLY_NAMES: readonly string[] = ["K2V2", "K3V2", "K3V3", "K4V4"];
@@ -55,7 +60,7 @@ export const SCALAR_BASELINE_NAMES: readonly string[] = ["KIVI-2", "KIVI-4", "Ha
 export const COMPARED_SCORERS: readonly ScorerName[] = ["keynorm", "key-key", "observed", "random", "reconstruct"];
 
 /** Eviction fractions of the sweep (at the sweep preset's bits and scorer): where retrieval breaks. */
-export const EVICTION_SWEEP: readonly number[] = [0, 0.2, 0.35, 0.5, 0.6, 0.7, 0.8];
+export const EVICTION_SWEEP: readonly number[] = [0, 0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9];
 
 export interface VariantPlanOptions {
   presets?: readonly string[];
@@ -71,6 +76,8 @@ export interface VariantPlanOptions {
   sweepPreset?: string;
   /** Presets also run through the ORT-session wrapper (comparison rows). Default none. */
   ortPresets?: readonly string[];
+  /** llama.cpp KV cache types (q8_0, q4_0, q8_0/q4_0) run through node-llama-cpp. Default none. */
+  peers?: readonly string[];
 }
 
 export function parseQuantOnly(name: string): Partial<CompressionSpec> {
@@ -107,6 +114,7 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     ...(ortPresets.length + scalar.length > 0 ? [{ name: ORT_BASELINE, group: "ort" as const, preset: BASELINE, spec: {}, path: "ort" as const }] : []),
     ...ortPresets.map((p) => ({ name: ortRowName(p), group: "ort" as const, preset: p, spec: {}, path: "ort" as const })),
   ];
+  for (const kv of options.peers ?? []) if (!PEER_KV_COMPARED.includes(kv)) throw invalidArgument("peers", PEER_KV_COMPARED.join(", "), kv);
   const byKey = new Map<string, string>();
   const seen = new Set<string>();
   const variants: Variant[] = [];
@@ -118,6 +126,15 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     const sameAs = byKey.get(key) ?? null;
     if (sameAs === null) byKey.set(key, v.name);
     variants.push({ ...v, resolved, sameAs });
+  }
+  // llama.cpp's rows (its own path, after its f16 reference): no CompressionSpec either.
+  if ((options.peers ?? []).length > 0) {
+    for (const kv of ["f16", ...options.peers!]) {
+      const name = peerRowName(kv);
+      if (seen.has(name)) continue;
+      seen.add(name);
+      variants.push({ name, group: kv === "f16" ? "baseline" : "peer", preset: kv === "f16" ? BASELINE : kv, spec: {}, resolved: null, sameAs: null, path: "llama.cpp" });
+    }
   }
   // Scalar baselines last (ORT path): they have no CompressionSpec, so nothing is shared with them.
   for (const spec of scalar) {
@@ -136,11 +153,12 @@ export function sweepName(spec: Pick<CompressionSpec, "keyBits" | "valueBits" | 
 
 /** The FP16 reference row of a variant's path (what its ΔPPL, KL and top-1 compare with). */
 export function referenceOf(v: Pick<Variant, "path">): string {
-  return v.path === "ort" ? ORT_BASELINE : BASELINE;
+  return v.path === "ort" ? ORT_BASELINE : v.path === "llama.cpp" ? PEER_BASELINE : BASELINE;
 }
 
 /** "K3V2, evict 60%, key-key" — what a row runs, for tables. */
-export function describeSpec(spec: Readonly<CompressionSpec> | null, scalar?: ScalarSpec, headDim = 64): string {
+export function describeSpec(spec: Readonly<CompressionSpec> | null, scalar?: ScalarSpec, headDim = 64, peerKv?: string): string {
+  if (peerKv !== undefined) return `llama.cpp KV cache ${peerKv === BASELINE ? "f16" : peerKv} (every token kept; node-llama-cpp 3.21.1)`;
   if (scalar !== undefined) {
     const what = {
       kivi: `KIVI ${scalar.bits}-bit: keys per channel, values per token, group ${scalar.group ?? 64}, FP16 scale + zero`,

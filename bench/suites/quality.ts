@@ -6,7 +6,7 @@ import { RANDOM_MODEL_DEFAULTS, TRAINED_DEFAULTS, runQualityBench, type QualityR
 import { resolveQualityModel } from "../quality/model.js";
 import { TABLE_HEADERS, cells, qualityMarkdown, qualityPlotSpec } from "../quality/report.js";
 import { RETRIEVAL_MODES, type RetrievalMode } from "../quality/retrieval.js";
-import { parseQuantOnly } from "../quality/variants.js";
+import { PEER_KV_COMPARED, parseQuantOnly } from "../quality/variants.js";
 import { parseScalarName } from "../quality/scalar-baselines.js";
 import { parseContext, parseFlags, parsePositiveInt } from "../../src/cli/args.js";
 import { renderSvg } from "../../src/cli/plot.js";
@@ -48,6 +48,9 @@ const USAGE = `nexusquant bench quality [--model DIR] [--out DIR] [--json] [size
   --ort-presets a,b     presets also run through the ORT-session wrapper, or "none" (trained default
                         balanced; random model none)
   --modes a,b           retrieval modes: later-turn, same-prompt, two-facts (all)
+  --peers a,b           llama.cpp KV cache types through node-llama-cpp on the checkpoint converted to
+                        GGUF, or "none" (trained default q8_0,q4_0,q8_0/q4_0 with f16 as their
+                        reference; random model none; left out, with a note, where it cannot load)
   --compress-every N    decode tokens between compressions (64, as withNexusQuant)
   --skip-perplexity     retrieval only
   --skip-retrieval      perplexity only
@@ -105,6 +108,7 @@ export const qualitySuite: CliCommand = {
       "sweep-preset": { type: "string" },
       "ort-presets": { type: "string" },
       modes: { type: "string" },
+      peers: { type: "string" },
       "compress-every": { type: "string" },
       "skip-perplexity": { type: "boolean" },
       "skip-retrieval": { type: "boolean" },
@@ -120,6 +124,10 @@ export const qualitySuite: CliCommand = {
     const sweep = values.sweep === undefined ? undefined : values.sweep === "none" ? [] : parseDepths(values.sweep, "--sweep");
     const sweepPreset = values["sweep-preset"] === undefined ? undefined : getPreset(values["sweep-preset"]).name;
     const ortPresets = values["ort-presets"] === undefined ? undefined : values["ort-presets"] === "none" ? [] : list(values["ort-presets"]).map((p) => getPreset(p).name);
+    const peers = values.peers === undefined ? undefined : values.peers === "none" ? [] : list(values.peers).map((kv) => {
+      if (!PEER_KV_COMPARED.includes(kv)) throw invalidArgument("--peers", PEER_KV_COMPARED.join(", "), kv);
+      return kv;
+    });
     const modes = values.modes === undefined ? undefined : list(values.modes).map((m) => {
       if (!RETRIEVAL_MODES.includes(m as RetrievalMode)) throw invalidArgument("--modes", RETRIEVAL_MODES.join(", "), m);
       return m as RetrievalMode;
@@ -145,6 +153,7 @@ export const qualitySuite: CliCommand = {
       ...(sweepPreset !== undefined ? { sweepPreset } : {}),
       ...(ortPresets !== undefined ? { ortPresets } : {}),
       ...(modes !== undefined ? { modes } : {}),
+      ...(peers !== undefined ? { peers } : {}),
       perplexity: values["skip-perplexity"] !== true,
       retrieval: values["skip-retrieval"] !== true,
     };
