@@ -208,7 +208,7 @@ describe("nexusquant bench quality", () => {
   it("--json prints the report and writes quality.json, quality.md and quality.svg", async () => {
     let stdout = "";
     let stderr = "";
-    const args = ["bench", "quality", "--json", "--out", out, "--prefixes", "200", "--score", "8", "--texts", "1", "--contexts", "300", "--depths", "0.5", "--presets", "quant,max", "--quant-only", "none", "--scorers", "none", "--scalar", "none", "--sweep", "none", "--ort-presets", "none", "--modes", "later-turn"];
+    const args = ["bench", "quality", "--json", "--out", out, "--prefixes", "200", "--score", "8", "--texts", "1", "--contexts", "300", "--depths", "0.5", "--presets", "quant,max", "--quant-only", "none", "--scorers", "none", "--scalar", "none", "--sweep", "none", "--ort-presets", "none", "--peers", "none", "--modes", "later-turn"];
     const code = await runCli(args, { stdout: (s) => void (stdout += s), stderr: (s) => void (stderr += s) });
     expect(code, stderr).toBe(0);
     const json = JSON.parse(stdout) as QualityReport;
