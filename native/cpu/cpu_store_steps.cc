@@ -1,6 +1,7 @@
 #include "cpu/cpu_store_steps.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -167,26 +168,43 @@ void CpuStoreSteps::encodeResidual() {
   });
 }
 
+// Page by page: new page p takes kept slots [p*P, (p+1)*P) of every head, and an old page is freed as
+// soon as no later new page reads it. Kept slots ascend and kept[h][t] >= t, so the sources run ahead
+// of the destinations: the store holds the old pages plus about one new page at a time, never two
+// copies of the layer (the peak of an eviction follows what is held).
 void CpuStoreSteps::compact() {
   const PageLayout& L = store_.layout();
-  const size_t H = o_.kvHeads, target = target_;
-  std::vector<HostBuffer> pages;
-  for (size_t p = 0; p < format::pagesFor(target, L.spec); ++p) pages.push_back(store_.newPage(seq_, layer_, p));
-  std::vector<uint8_t*> newPages;
-  for (HostBuffer& p : pages) newPages.push_back(p.data());
+  const size_t H = o_.kvHeads, target = target_, P = L.pageTokens;
+  const uint32_t* kept = kept_->data();
   const std::vector<const uint8_t*> oldPages = s_.pagePointers();
-  ops::CompactLaunch a = L.compactLaunch(target);
-  a.kept = kept_->data();
-  a.oldPages = oldPages.data();
-  a.oldCompressed = static_cast<int>(s_.compressed);
-  a.resKeyCodes = resKeyCodes_->data();
-  a.resValueCodes = resValueCodes_->data();
-  a.resKeyScales = resKeyScales_->data();
-  a.resValueScales = resValueScales_->data();
-  a.residualRows = static_cast<int>(s_.residualCount);
-  a.positions = positions_->data();
-  a.newPages = newPages.data();
-  ops::cpuCompact(a);
+  const size_t newCount = format::pagesFor(target, L.spec);
+  std::vector<HostBuffer> pages;
+  pages.reserve(newCount);
+  Scratch<uint32_t> slice(H * P);
+  size_t freed = 0;  // old pages [0, freed) are released
+  for (size_t p = 0; p < newCount; ++p) {
+    pages.push_back(store_.newPage(seq_, layer_, p));
+    const size_t first = p * P, m = std::min(P, target - first);
+    for (size_t h = 0; h < H; ++h) std::copy(kept + h * target + first, kept + h * target + first + m, slice.data() + h * m);
+    uint8_t* page = pages.back().data();
+    ops::CompactLaunch a = L.compactLaunch(m);
+    a.kept = slice.data();
+    a.oldPages = oldPages.data();
+    a.oldCompressed = static_cast<int>(s_.compressed);
+    a.resKeyCodes = resKeyCodes_->data();
+    a.resValueCodes = resValueCodes_->data();
+    a.resKeyScales = resKeyScales_->data();
+    a.resValueScales = resValueScales_->data();
+    a.residualRows = static_cast<int>(s_.residualCount);
+    a.positions = positions_->data();
+    a.newPages = &page;
+    ops::cpuCompact(a);
+    // The next new page reads old slots from min over heads of its first kept slot on.
+    size_t next = SIZE_MAX;
+    if (p + 1 < newCount)
+      for (size_t h = 0; h < H; ++h) next = std::min<size_t>(next, kept[h * target + first + P]);
+    while (freed < s_.pages.size() && (freed + 1) * P <= next) s_.pages[freed++].reset();
+  }
   store_.writeSlotCounts(pages, target);
   const size_t sb = store_.layout().scoreBytes;
   if (sb > 0) {  // the kept slots' scores move with them (kept slots ascend, so in place is safe)

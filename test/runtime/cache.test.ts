@@ -653,3 +653,31 @@ describe("CompressedKVCache: keys stored with RoPE removed", () => {
     expectCode(() => new CompressedKVCache({ layers: 1, kvHeads: 1, headDim: 64, keyStorage: "unrope" }), "INVALID_ARGUMENT", /ropeTheta/);
   });
 });
+
+describe("CompressedKVCache: the peak of an eviction follows what is held", () => {
+  it("compaction goes page by page: a compress() that evicts adds far less than a second copy of the layer's pages", () => {
+    const H = 8, d = 128, chunk = 256;
+    const c = cache({ layers: 1, kvHeads: H, queryHeads: H, headDim: d, spec: { ...getPreset("balanced").spec } });
+    const q = syntheticKV({ kvHeads: H, headDim: d, tokens: 4, seed: 1 }).keys;
+    let appended = 0, worst = 0, pages = 0;
+    for (let n = 0; n < 24; n++) {
+      const kv = syntheticKV({ kvHeads: H, headDim: d, tokens: chunk, startPosition: appended, seed: 10 + n });
+      c.append(0, kv.keys, kv.values);
+      appended += chunk;
+      // The reconstruct scorer's pass (scores come from it, no keys are decoded to score them).
+      const own = syntheticKV({ kvHeads: H, headDim: d, tokens: 4, seed: 50 + n });
+      c.reconstructionAttention(0, q, own.keys, own.values, { positions: Int32Array.from({ length: 4 }, (_, j) => appended + j), recentTokens: chunk });
+      const before = memoryStats().host.totalBytes;
+      native().resetPeakMemory();
+      c.compressSync();
+      const b = c.stats().bytes;
+      pages = b.codes + b.scales + b.positions + b.headers;
+      if (n >= 8) worst = Math.max(worst, (memoryStats().host.peakBytes - before) / pages);
+    }
+    // What an eviction allocates on top: scores, positions and kept lists of the layer's tokens, the
+    // chunk's encoded residual, and one new page at a time (about 0.2x the pages here). All new pages
+    // at once, with the old ones still held, would add about 1x the pages (1.5 MB at the end).
+    expect(pages).toBeGreaterThan(1.2e6);
+    expect(worst).toBeLessThan(0.5);
+  });
+});
