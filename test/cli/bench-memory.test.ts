@@ -56,6 +56,10 @@ describe("bench memory", () => {
     expect(lines.find((l) => l.startsWith("native balanced at"))).toMatch(/MISSED$/);
     expect(lines.find((l) => l.startsWith("native quant decode"))).toMatch(/0\.50x; target >= 0\.8x: MISSED$/);
     expect(lines.at(-1)).toMatch(/16K-token prompts were not run/);
+    const prefill = (c: string, prefillSeconds: number) => ({ case: c, prompt: 4096, kvShareBytes: 1, heldRatio: 1, decodeTokensPerSecond: 1, prefillSeconds }) as MemoryBenchRow;
+    const cost = memoryTargets([prefill("native-none", 10), prefill("native-balanced", 14), prefill("native-max", 16)]);
+    expect(cost.find((l) => l.startsWith("native balanced prefill"))).toMatch(/14\.0 s vs none 10\.0 s = 1\.40x; target <= 1\.5x \(the default balanced\): MET$/);
+    expect(cost.find((l) => l.startsWith("native max prefill"))).toMatch(/= 1\.60x$/);
   });
 
   it("states the llama.cpp targets when its cases ran: peak below q4_0's, decode at least f16's", () => {
