@@ -75,11 +75,11 @@ SEED = 26
 
 # --------------------------------------------------------------------------------------------- text
 
-def text_windows(kind, split, count, length, vocab, tokenizer):
+def text_windows(kind, split, count, length, vocab, tokenizer, seed=SEED):
     """`count` windows of `length` token ids. Speeches of the split concatenated from a fixed start
     (each window starts at its own speech); "random": ids uniform over the vocabulary (seeded)."""
     if split == "random":
-        rng = np.random.default_rng(SEED)
+        rng = np.random.default_rng(seed)
         low = 1 if kind == "bpe" else 0  # id 0 is <|endoftext|> for the BPE model
         return [rng.integers(low, vocab, size=length).tolist() for _ in range(count)]
     path = os.path.join(REPO, "bench", "model", "data", f"sotu-{split}.txt.xz")
@@ -455,6 +455,8 @@ def study_model(name, spec, codec, g, args, log):
         "calib": text_windows(spec["tokens"], "train", spec["windows"], T, shape["vocab"], tokenizer),
         "test": text_windows(spec["tokens"], "heldout", spec["windows"], T, shape["vocab"], tokenizer),
         "shift": text_windows(spec["tokens"], "random", 1, T, shape["vocab"], tokenizer),
+        # Calibration where there is no structure to find: other random tokens (its own seed).
+        "calib_random": text_windows(spec["tokens"], "random", spec["windows"], T, shape["vocab"], tokenizer, seed=SEED + 1),
     }
     data, losses = {}, {}
     for split, ws in windows.items():
@@ -481,7 +483,7 @@ def study_model(name, spec, codec, g, args, log):
         x = x.astype(np.float64)
         per_vector = ((x - x_hat) ** 2).sum(1)
         errors[key] = (float(per_vector.sum()), float((x ** 2).sum()))
-        if variant == "flat" or variant in VARIANTS:
+        if variant == "flat" or variant.removesuffix("_randcal") in VARIANTS:
             vector_errors[key] = per_vector
         if split == "test" and (variant, t) in keep:
             recon[key] = x_hat.astype(np.float32)
@@ -520,30 +522,35 @@ def study_model(name, spec, codec, g, args, log):
         rates, own = alloc
         return {"x": x, "mu": f.mu, "transform": f.transform, "sigma": np.sqrt(f.band_var), "rates": rates, "own_scale_bands": own}
 
-    allocs, options = {}, []
-    for t in TENSORS:
-        for (l, h) in heads:
-            f = fits[(t, l, h)]
-            for budget in sweep_budgets:
-                for variant, (rate_set, own_choice) in VARIANTS.items():
-                    if variant == "pca_shared" and budget not in op_budgets:
-                        continue
-                    for n_own in ((0, 1) if own_choice else (0,)):
-                        if budget - n_own < 1:
+    def choose_allocations(fits_, samples, budgets, only_ops):
+        """Allocation of every (tensor, layer, head, budget, variant): DP on the calibrated band
+        variances, and for the variants that may give the strongest band its own scale, the better of
+        with and without, simulated on the calibration sample."""
+        options = []
+        for t in TENSORS:
+            for (l, h) in heads:
+                f = fits_[(t, l, h)]
+                for budget in budgets:
+                    for variant, (rate_set, own_choice) in VARIANTS.items():
+                        if (variant == "pca_shared" or only_ops) and budget not in op_budgets:
                             continue
-                        rates = allocate(f.band_var, budget - n_own, g, rate_set)
-                        if n_own and rates[0] < 2:
-                            continue  # a band without an E8 code has no scale of its own
-                        options.append(((t, l, h, budget, variant), (rates, list(range(n_own)))))
-    # Choose between the options of a (head, budget, variant) on the calibration text.
-    best = {}
-    cases = [case(fits[key[:3]], calib_sample[key[:3]], alloc) for key, alloc in options]
-    for (key, alloc), out in zip(options, simulate_chunked(codec, cases)):
-        x = calib_sample[key[:3]].astype(np.float64)
-        err = float(((x - out) ** 2).sum())
-        if key not in best or err < best[key][0]:
-            best[key] = (err, alloc)
-    allocs = {key: alloc for key, (_, alloc) in best.items()}
+                        for n_own in ((0, 1) if own_choice else (0,)):
+                            if budget - n_own < 1:
+                                continue
+                            rates = allocate(f.band_var, budget - n_own, g, rate_set)
+                            if n_own and rates[0] < 2:
+                                continue  # a band without an E8 code has no scale of its own
+                            options.append(((t, l, h, budget, variant), (rates, list(range(n_own)))))
+        best = {}
+        cases = [case(fits_[key[:3]], samples[key[:3]], alloc) for key, alloc in options]
+        for (key, alloc), out in zip(options, simulate_chunked(codec, cases)):
+            x = samples[key[:3]].astype(np.float64)
+            err = float(((x - out) ** 2).sum())
+            if key not in best or err < best[key][0]:
+                best[key] = (err, alloc)
+        return {key: alloc for key, (_, alloc) in best.items()}
+
+    allocs = choose_allocations(fits, calib_sample, sweep_budgets, False)
     log(f"{name}: allocations chosen on the calibration text ({time.time() - t0:.0f}s)")
     sweep = {}
     for t in TENSORS:
@@ -561,6 +568,17 @@ def study_model(name, spec, codec, g, args, log):
     for (t, l, h, _, variant, bits), out in zip(keys, simulate_chunked(codec, cases)):
         record(("shift", variant, t, l, h, bits), vectors("shift", t, l, h), out)
     log(f"{name}: shifted-text check done ({time.time() - t0:.0f}s)")
+
+    # No structure at all: basis and allocation calibrated on random tokens, tested on other random
+    # tokens (the shift text). Variant names get a "_randcal" suffix.
+    fits_rand = {(t, l, h): Fit(vectors("calib_random", t, l, h)) for t in TENSORS for (l, h) in heads}
+    rand_sample = {key: vectors("calib_random", *key)[::max(1, len(vectors("calib_random", *key)) // 1024)] for key in fits_rand}
+    allocs_rand = choose_allocations(fits_rand, rand_sample, sorted(op_budgets), True)
+    keys = [(t, l, h, round(nb * bits), variant, bits) for t in TENSORS for (l, h) in heads for bits in OPERATING_POINTS for variant in VARIANTS]
+    cases = [case(fits_rand[k[:3]], vectors("shift", *k[:3]), allocs_rand[k[:5]]) for k in keys]
+    for (t, l, h, _, variant, bits), out in zip(keys, simulate_chunked(codec, cases)):
+        record(("shift", variant + "_randcal", t, l, h, bits), vectors("shift", t, l, h), out)
+    log(f"{name}: random-calibrated check done ({time.time() - t0:.0f}s)")
 
     def err_nmse(key):
         e, energy = errors[key]
@@ -618,6 +636,8 @@ def study_model(name, spec, codec, g, args, log):
                         "shift_measured": err_nmse(("shift", variant, t, l, h, bits)),
                         "guarded_measured": guarded_nmse("test", variant, t, l, h, bits),
                         "guarded_shift_measured": guarded_nmse("shift", variant, t, l, h, bits),
+                        "random_calibrated_on_random": err_nmse(("shift", variant + "_randcal", t, l, h, bits)),
+                        "random_calibrated_on_random_guarded": guarded_nmse("shift", variant + "_randcal", t, l, h, bits),
                     }
                 ideal_wf, ideal_flat = ideal_waterfilling(f.lam, f.energy, bits)
                 p["ideal_gaussian"] = {"waterfilling": ideal_wf, "flat": ideal_flat, "gain_db": db(ideal_flat, ideal_wf)}
@@ -631,6 +651,7 @@ def study_model(name, spec, codec, g, args, log):
                     "shift_measured_no1bit": db(p["flat"]["shift_measured"], p["pca_no1bit"]["shift_measured"]),
                     "guarded_measured": db(p["flat"]["measured"], p["pca"]["guarded_measured"]),
                     "guarded_shift_measured": db(p["flat"]["shift_measured"], p["pca"]["guarded_shift_measured"]),
+                    "random_calibrated_on_random": db(p["flat"]["shift_measured"], p["pca"]["random_calibrated_on_random"]),
                 }
                 entry["points"][str(bits)] = p
             for variant in ("pca", "pca_no1bit"):
@@ -666,6 +687,10 @@ def study_model(name, spec, codec, g, args, log):
             row["shift"] = {v: pooled("shift", v) for v in ("flat", "flat_mean", *VARIANTS)}
             row["shift"]["pca_guarded"] = pooled("shift", "pca", True)
             row["shift"]["pca_no1bit_guarded"] = pooled("shift", "pca_no1bit", True)
+            row["shift"]["pca_randcal"] = pooled("shift", "pca_randcal")
+            row["shift"]["pca_randcal_guarded"] = pooled("shift", "pca_randcal", True)
+            row["shift"]["gain_db_randcal"] = db(row["shift"]["flat"], row["shift"]["pca_randcal"])
+            row["shift"]["gain_db_randcal_guarded"] = db(row["shift"]["flat"], row["shift"]["pca_randcal_guarded"])
             row["gain_db"] = db(row["flat"], row["pca"])
             row["gain_db_no1bit"] = db(row["flat"], row["pca_no1bit"])
             row["gain_db_shared_scale"] = db(row["flat"], row["pca_shared"])
@@ -676,6 +701,7 @@ def study_model(name, spec, codec, g, args, log):
             heads_t = result_heads[t]
             row["heads_pca_worse"] = sum(1 for e in heads_t if e["points"][str(bits)]["pca"]["measured"] > e["points"][str(bits)]["flat"]["measured"])
             row["heads_pca_worse_shift"] = sum(1 for e in heads_t if e["points"][str(bits)]["pca"]["shift_measured"] > e["points"][str(bits)]["flat"]["shift_measured"])
+            row["heads_pca_randcal_worse"] = sum(1 for e in heads_t if e["points"][str(bits)]["pca"]["random_calibrated_on_random"] > e["points"][str(bits)]["flat"]["shift_measured"])
             row["heads_pca_guarded_worse_shift"] = sum(1 for e in heads_t if e["points"][str(bits)]["pca"]["guarded_shift_measured"] > e["points"][str(bits)]["flat"]["shift_measured"])
             row["predicted_pca"] = float(sum(e["points"][str(bits)]["pca"]["predicted"] * fits[(t, e["layer"], e["head"])].energy for e in heads_t)
                                          / sum(fits[(t, e["layer"], e["head"])].energy for e in heads_t))
@@ -736,7 +762,7 @@ def study_model(name, spec, codec, g, args, log):
         "attention_query_heads_per_kv_head": None if args.no_attention else min(rep, 2),
         "windows": {k: len(v) for k, v in windows.items()},
         "text": {"calib": "sotu train split (speeches 40.., 150..)", "test": "sotu held-out split (speeches 3.., 14..)",
-                 "shift": "uniformly random token ids (seeded)"},
+                 "shift": "uniformly random token ids (seed 26)", "calib_random": "other uniformly random token ids (seed 27)"},
         "mean_loss_nats": {k: rnd(float(np.mean(v))) for k, v in losses.items()},
         "sweep_budgets_bits_per_dim": [b * GROUP / d for b in sweep_budgets],
         "overall": overall,
