@@ -20,7 +20,8 @@ Scheme (ii), simulated exactly as a fixed-size codec could store it (see README.
                                B8: an 8-point Hadamard with sign flips inside each band of 8
                                coefficients (equalizes the variances inside a band)
   band b has calibrated RMS σ_b and R_b ∈ {0,1,2,3,4} bits/dim (Σ 8 R_b = the flat code bits)
-  one FP16 scale per vector, from ρ = RMS of the whitened coded coefficients (y_b / σ_b, R_b ≥ 1):
+  one FP16 scale per vector, from ρ² = Σ‖y_b‖² / Σ 8σ_b² over the coded bands (R_b ≥ 1; `--rho
+  whitened`: the mean square of y_b / σ_b instead):
     R_b ≥ 2: the E8 code at R_b bits of y_b / σ_b with the codec's scale k_R · ρ (k_R as today);
     R_b = 1: ASSUMED sign code (no 1-bit E8 code exists): ŷ = sqrt(2/π) · ρ · σ_b · sign(y_b);
     R_b = 0: ŷ_b = 0.
@@ -56,6 +57,7 @@ import collect  # noqa: E402
 import corpus  # noqa: E402
 
 GROUP = 8
+MAX_HEAD_DIM = 8192  # FORMAT_LIMITS.maxHeadDim: the longest vector the codec takes
 RATES = (0, 1, 2, 3, 4)
 RATES_NO_1BIT = (0, 2, 3, 4)
 # Flat code bits per dim of the operating points; with one FP16 scale per vector at head_dim 64 that is
@@ -108,6 +110,8 @@ class Codec:
         self.workdir = workdir
         self.calls = 0
         self.elements = 0
+        self.scale_clamped = 0  # band sets whose RMS could not be padded down to ρ (see simulate)
+        self.scale_vectors = 0
 
     def run(self, jobs):
         """jobs: [(array [N, headDim] float32, bits, rotate)] → list of dequantized arrays."""
@@ -207,7 +211,7 @@ def simulate(codec, cases):
     for ci, c in enumerate(cases):
         x = c["x"].astype(np.float64)
         if "plain_bits" in c:
-            where.append((ci, None, 0))
+            where.append((ci, None, 0, None))
             jobs.append(((x - c["mu"]).astype(np.float32), c["plain_bits"], True))
             prepared.append(None)
             continue
@@ -217,14 +221,18 @@ def simulate(codec, cases):
         sigma = c["sigma"]
         y = ((x - c["mu"]) @ c["transform"].T).reshape(n, nb, GROUP)
         w = y / sigma[None, :, None]
-        kappa = c.get("kappa", {})
         # Bands with their own per-vector scale (the codec's, on that band alone) leave the shared one.
         own = np.zeros(nb, dtype=bool)
         own[list(c.get("own_scale_bands", ()))] = True
         own &= rates >= 2
         coded = (rates >= 1) & ~own
         n_coded = int(coded.sum())
-        rho2 = (w[:, coded] ** 2).sum((1, 2)) / (GROUP * n_coded) if n_coded else np.zeros(n)
+        if not n_coded:
+            rho2 = np.zeros(n)
+        elif c["rho"] == "energy":  # coded energy over its calibrated expectation (Σ‖y_b‖² / Σ 8σ_b²)
+            rho2 = (y[:, coded] ** 2).sum((1, 2)) / (GROUP * (sigma[coded] ** 2).sum())
+        else:  # "whitened": mean square of the whitened coded coefficients y_b / σ_b
+            rho2 = (w[:, coded] ** 2).sum((1, 2)) / (GROUP * n_coded)
         w_hat = np.zeros_like(w)
         for b in np.flatnonzero(own):
             # Own scale of the band, stored in OWN_SCALE_BITS bits: log2 of the band's RMS rounded to
@@ -236,7 +244,7 @@ def simulate(codec, cases):
             target = np.where(rms > 0, 2.0 ** (np.round(8 * np.log2(np.maximum(rms, 1e-30))) / 8), 0.0)
             fill = np.sqrt(np.maximum(target ** 2 * 2 * GROUP - (band ** 2).sum(1), 0.0) / GROUP)
             vec = np.concatenate([band, np.repeat(fill[:, None], GROUP, axis=1)], axis=1)
-            where.append((ci, sel, 1))
+            where.append((ci, sel, 1, slice(None)))
             jobs.append((vec.astype(np.float32), int(rates[b]), False))
         for r in (2, 3, 4):
             sel = (rates == r) & ~own
@@ -244,23 +252,39 @@ def simulate(codec, cases):
             if n_r == 0:
                 continue
             sub = w[:, sel].reshape(n, GROUP * n_r)
-            pad = GROUP * n_coded * (2 if kappa.get(r, 1.0) < 1 else 1)  # room for a scale below ρ (κ² ≥ ½)
-            need = kappa.get(r, 1.0) ** 2 * rho2 * (GROUP * n_r + pad) - (sub ** 2).sum(1)
-            fill = np.sqrt(np.maximum(need, 0.0) / pad)
-            vec = np.concatenate([sub, np.repeat(fill[:, None], pad, axis=1)], axis=1)
-            where.append((ci, sel, n_r))
-            jobs.append((vec.astype(np.float32), r, False))
+            energy = (sub ** 2).sum(1)
+            # Pad elements needed to bring the RMS down to ρ: with whitened ρ, 8·n_coded always suffice
+            # (‖sub‖² ≤ 8·n_coded·ρ²); with energy ρ a vector whose weak bands carry far more than their
+            # calibrated share needs more, so vectors go in buckets of padding 8·n_coded·2^k, up to the
+            # codec's largest head_dim; beyond it the codec's larger scale is used (counted).
+            base = GROUP * n_coded
+            with np.errstate(divide="ignore", invalid="ignore"):
+                need_pad = np.where(rho2 > 0, energy / np.maximum(rho2, 1e-300) - GROUP * n_r, 0.0)
+            k = np.ceil(np.log2(np.maximum(need_pad / base, 1.0))).astype(int)
+            k = np.minimum(k, int(math.log2((MAX_HEAD_DIM - GROUP * n_r) // base)))
+            codec.scale_vectors += n
+            for kk in np.unique(k):
+                idx = np.flatnonzero(k == kk)
+                pad = base * 2 ** int(kk)
+                need = rho2[idx] * (GROUP * n_r + pad) - energy[idx]
+                codec.scale_clamped += int((need < -1e-9 * energy[idx]).sum())
+                fill = np.sqrt(np.maximum(need, 0.0) / pad)
+                vec = np.concatenate([sub[idx], np.repeat(fill[:, None], pad, axis=1)], axis=1)
+                where.append((ci, sel, n_r, idx))
+                jobs.append((vec.astype(np.float32), r, False))
         sel1 = rates == 1
         if sel1.any():
-            w_hat[:, sel1] = kappa.get(1, 1.0) * SIGN_GAIN * np.sqrt(rho2)[:, None, None] * np.sign(w[:, sel1])
+            w_hat[:, sel1] = SIGN_GAIN * np.sqrt(rho2)[:, None, None] * np.sign(w[:, sel1])
         prepared.append((w_hat, sigma, n, d))
     plain = {}
-    for (ci, sel, n_r), out in zip(where, codec.run(jobs)):
+    for (ci, sel, n_r, idx), out in zip(where, codec.run(jobs)):
         if sel is None:
             plain[ci] = out.astype(np.float64) + cases[ci]["mu"]
             continue
         w_hat = prepared[ci][0]
-        w_hat[:, sel] = out[:, :GROUP * n_r].astype(np.float64).reshape(-1, n_r, GROUP)
+        rows = w_hat[idx]
+        rows[:, sel] = out[:, :GROUP * n_r].astype(np.float64).reshape(-1, n_r, GROUP)
+        w_hat[idx] = rows
     result = []
     for ci, (c, prep) in enumerate(zip(cases, prepared)):
         if prep is None:
@@ -429,8 +453,8 @@ def gaussian_curve(codec, d, n=16384):
     padding, the plain codec (quantize with rotation) on the same data."""
     x = np.random.default_rng(SEED).standard_normal((n, d)).astype(np.float32)
     eye = np.eye(d)
-    cases = [{"x": x, "mu": np.zeros(d), "transform": eye, "sigma": np.ones(d // GROUP), "rates": [r] * (d // GROUP)}
-             for r in (1, 2, 3, 4)]
+    cases = [{"x": x, "mu": np.zeros(d), "transform": eye, "sigma": np.ones(d // GROUP), "rates": [r] * (d // GROUP), "rho": "energy"}
+             for r in (1, 2, 3, 4)]  # with equal band RMS both ways of computing ρ agree
     sims = simulate_chunked(codec, cases)
     plain = codec.run([(x, r, True) for r in (2, 3, 4)])
     g = {0: 1.0}
@@ -502,7 +526,7 @@ def study_model(name, spec, codec, g, args, log):
                         if float(bits).is_integer():
                             cases.append({"x": x, "mu": mu, "plain_bits": int(bits)})
                         else:
-                            cases.append({"x": x, "mu": mu, "transform": had, "sigma": np.ones(nb), "rates": flat_rates(d, bits)})
+                            cases.append({"x": x, "mu": mu, "transform": had, "sigma": np.ones(nb), "rates": flat_rates(d, bits), "rho": args.rho})
                         keys.append((split, variant, t, l, h, bits))
     for key, out in zip(keys, simulate_chunked(codec, cases)):
         record(key, vectors(key[0], key[2], key[3], key[4]), out)
@@ -520,7 +544,8 @@ def study_model(name, spec, codec, g, args, log):
 
     def case(f, x, alloc):
         rates, own = alloc
-        return {"x": x, "mu": f.mu, "transform": f.transform, "sigma": np.sqrt(f.band_var), "rates": rates, "own_scale_bands": own}
+        return {"x": x, "mu": f.mu, "transform": f.transform, "sigma": np.sqrt(f.band_var), "rates": rates, "own_scale_bands": own,
+                "rho": args.rho}
 
     def choose_allocations(fits_, samples, budgets, only_ops):
         """Allocation of every (tensor, layer, head, budget, variant): DP on the calibrated band
@@ -817,6 +842,9 @@ def main():
     ap.add_argument("--models", default="sotu-llama,built-demo,random-1b-shape,random-8b-shape")
     ap.add_argument("--tokens", type=int, default=2048, help="tokens per window")
     ap.add_argument("--no-attention", action="store_true")
+    ap.add_argument("--rho", choices=("energy", "whitened"), default="energy",
+                    help="the shared per-vector scale: coded energy over its calibrated expectation (default), or RMS of "
+                         "the whitened coded coefficients (fragile where test data has energy in bands calibrated as empty)")
     ap.add_argument("--beside", default="", help="what else ran on the machine (recorded in the JSON)")
     args = ap.parse_args()
 
@@ -858,12 +886,14 @@ def main():
         "load_at_end": os.getloadavg(),
         "codec_calls": codec.calls,
         "codec_elements": codec.elements,
+        "scale_clamped": {"band_sets": codec.scale_clamped, "of": codec.scale_vectors},
+        "rho": args.rho,
         "assumptions": {
             "operating_points_code_bits_per_dim": list(OPERATING_POINTS),
             "bits_per_element_incl_scale": {"64": [b + 16 / 64 for b in OPERATING_POINTS], "128": [b + 16 / 128 for b in OPERATING_POINTS]},
             "one_bit_code": "ASSUMED sign code per coefficient after the in-band Hadamard (reconstruction sqrt(2/pi)·scale), simulated in numpy; the E8 codec has 2, 3 and 4 bits only. Variant pca_no1bit uses {0,2,3,4} only: buildable with today's codebooks.",
             "flat_1.25": "2-bit E8 groups and 1-bit sign groups time-shared after a Hadamard rotation (no flat 1.25-bit E8 code exists)",
-            "scale": "one FP16 scale per vector in both schemes; PCA bands are whitened by their calibrated RMS (profile constants, not stored per vector)",
+            "scale": "one FP16 scale per vector in both schemes; PCA bands are scaled by their calibrated RMS (profile constants, not stored per vector) times the vector's rho (see 'rho'); the strongest band may have its own 1-byte scale, paid from the code budget",
             "nmse": "sum ||x - x_hat||^2 / sum ||x||^2 over all test vectors (mean included in the energy)",
             "calibration": "mean and covariance per (tensor, layer, KV head) on the calibration windows; tested on different text",
         },
