@@ -2,7 +2,7 @@
 attention errors and the ratios at head_dim 128. The verdict and discussion are written by hand in
 the results file around these tables.
 
-  /usr/bin/python3 bench/transform/report.py bench/results/transform-study.json > tables.md
+  /usr/bin/python3 bench/transform/report.py bench/results/transform-study.json [--summary] > tables.md
 """
 import json
 import math
@@ -46,11 +46,16 @@ def needed_table(r):
     out = ["| model | tensor | flat code bits/dim | PCA needs, measured (predicted) | no 1-bit, measured (predicted) |",
            "|---|---|---|---|---|"]
     for name, m in r["models"].items():
+        lowest = m["sweep_budgets_bits_per_dim"][0]
+
+        def need(x):  # the sweep's lowest budget already matches: an upper bound
+            return "–" if x is None else ("≤ " if x <= lowest + 1e-9 else "") + f(x, 3)
+
         for t, o in m["overall"].items():
             for bits in o["points"]:
                 nb, pb = o["needed_bits"], o.get("needed_bits_predicted", {})
-                out.append(f"| {name} | {TENSOR_NAMES[t]} | {bits} | {f(nb.get(f'pca@{bits}'), 3)} ({f(pb.get(f'pca@{bits}'), 3)}) | "
-                           f"{f(nb.get(f'pca_no1bit@{bits}'), 3)} ({f(pb.get(f'pca_no1bit@{bits}'), 3)}) |")
+                out.append(f"| {name} | {TENSOR_NAMES[t]} | {bits} | {need(nb.get(f'pca@{bits}'))} ({need(pb.get(f'pca@{bits}'))}) | "
+                           f"{need(nb.get(f'pca_no1bit@{bits}'))} ({need(pb.get(f'pca_no1bit@{bits}'))}) |")
     return "\n".join(out)
 
 
@@ -110,17 +115,19 @@ def worse_list(r):
 
 def main():
     r = json.load(open(sys.argv[1]))
+    summary = "--summary" in sys.argv[2:]  # overall, needed bits and the losses only
     print("### Overall (pooled over layers and heads; NMSE = Σ‖x − x̂‖² / Σ‖x‖²)\n")
     print(overall_table(r))
     print("\n### Code bits per dim the PCA scheme needs to match the flat scheme's NMSE\n")
     print(needed_table(r))
-    print("\n### Ratio at head_dim 128\n")
-    print(ratio_table(r))
-    print("\n### Attention errors (queries of the same forward pass, held-out text)\n")
-    print(attention_table(r))
-    for model in r["models"]:
-        print(f"\n### {model}, per layer and KV head, at 2 code bits/dim\n")
-        print(head_table(r, model))
+    if not summary:
+        print("\n### Ratio at head_dim 128\n")
+        print(ratio_table(r))
+        print("\n### Attention errors (queries of the same forward pass, held-out text)\n")
+        print(attention_table(r))
+        for model in r["models"]:
+            print(f"\n### {model}, per layer and KV head, at 2 code bits/dim\n")
+            print(head_table(r, model))
     print("\n### Where the calibrated basis is worse than Hadamard (per layer, head and rate)\n")
     print(worse_list(r))
 

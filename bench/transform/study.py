@@ -560,9 +560,10 @@ def study_model(name, spec, codec, g, args, log):
                         if (variant == "pca_shared" or only_ops) and budget not in op_budgets:
                             continue
                         for n_own in ((0, 1) if own_choice else (0,)):
-                            if budget - n_own < 1:
+                            code_budget = budget - n_own * OWN_SCALE_BITS // GROUP  # the scale byte is paid in band-bits
+                            if code_budget < 1:
                                 continue
-                            rates = allocate(f.band_var, budget - n_own, g, rate_set)
+                            rates = allocate(f.band_var, code_budget, g, rate_set)
                             if n_own and rates[0] < 2:
                                 continue  # a band without an E8 code has no scale of its own
                             options.append(((t, l, h, budget, variant), (rates, list(range(n_own)))))
@@ -903,7 +904,7 @@ def main():
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".json", "w") as f:
-        json.dump(out, f, indent=1)
+        json.dump(out, f, separators=(",", ":"))  # compact: ~1 MB with every spectrum and sweep
     log(f"wrote {args.out}.json")
 
 
