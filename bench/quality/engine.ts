@@ -20,7 +20,7 @@ import { logitsToFloat32, padTokenRows, runStateStep, stepResult, toTokenRows, t
 import { buildLlamaOnnx, type LlamaConfig, type LlamaModel } from "../../src/model/index.js";
 import type { BackendName } from "../../src/runtime/index.js";
 import { exposeQueries, lastQueries } from "./queries.js";
-import type { CacheSetup, KvRun, QualityPath, RunStats, Started } from "./path.js";
+import { runStats, type CacheSetup, type KvRun, type QualityPath, type RunStats, type Started } from "./path.js";
 import { ScalarKvState } from "./scalar-state.js";
 import { BASELINE } from "./variants.js";
 
@@ -214,17 +214,7 @@ class StateRun implements KvRun {
   };
 
   stats(): RunStats {
-    const s = this.#state.stats();
-    return {
-      backend: this.#backend ?? s.backend,
-      tokens: s.tokens,
-      heldTokens: s.heldTokens,
-      baselineBytes: s.baselineKvBytes,
-      bytes: s.compressedKvBytes,
-      ratio: s.ratio,
-      compressions: s.compressions,
-      observedQueries: this.#queries !== null,
-    };
+    return runStats(this.#state.stats(), this.#queries !== null, this.#backend);
   }
 
   dispose(): void {

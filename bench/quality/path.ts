@@ -15,6 +15,7 @@ import { resolveOptions } from "../../src/integrations/options.js";
 import { NativeStepEngine, type OrtRuntimeLike } from "../../src/integrations/native-model.js";
 import type { CompressionSpec } from "../../src/format/index.js";
 import type { BackendName } from "../../src/runtime/index.js";
+import type { KvStats } from "../../src/integrations/conversation-cache.js";
 import type { ScalarSpec } from "./scalar-baselines.js";
 
 export type PathName = "native" | "ort" | "llama.cpp";
@@ -27,6 +28,8 @@ export interface CacheSetup {
   seed?: number;
   /** A scalar baseline (scalar-baselines.ts) instead of a CompressedKVCache (ORT path only); `preset` is then ignored. */
   scalar?: ScalarSpec;
+  /** Native path, scorer reconstruct: the re-read's depth (withNexusQuant's rereadLayers; default "half"). */
+  rereadLayers?: number | "half" | "all";
 }
 
 export interface RunStats {
@@ -71,6 +74,20 @@ export interface QualityPath {
   dispose(): Promise<void>;
 }
 
+/** A run's stats from a conversation's KvStats (`backend` overrides where no cache holds the K/V, e.g. the scalar baselines). */
+export function runStats(s: KvStats, observedQueries: boolean, backend?: RunStats["backend"]): RunStats {
+  return {
+    backend: backend ?? s.backend,
+    tokens: s.tokens,
+    heldTokens: s.heldTokens,
+    baselineBytes: s.baselineKvBytes,
+    bytes: s.compressedKvBytes,
+    ratio: s.ratio,
+    compressions: s.compressions,
+    observedQueries,
+  };
+}
+
 type Ort = typeof import("onnxruntime-node");
 type SegmentSession = Awaited<ReturnType<Ort["InferenceSession"]["create"]>>;
 
@@ -110,7 +127,7 @@ export class NativeQualityPath implements QualityPath {
   }
 
   #engine(setup: CacheSetup): NativeStepEngine {
-    const key = JSON.stringify([setup.preset, setup.spec ?? {}, setup.compressEvery, setup.seed ?? null]);
+    const key = JSON.stringify([setup.preset, setup.spec ?? {}, setup.compressEvery, setup.seed ?? null, setup.rereadLayers ?? null]);
     let engine = this.#engines.get(key);
     if (engine === undefined) {
       const options = resolveOptions({
@@ -118,6 +135,7 @@ export class NativeQualityPath implements QualityPath {
         compressEvery: setup.compressEvery,
         ...(setup.spec !== undefined ? { spec: setup.spec } : {}),
         ...(setup.seed !== undefined ? { seed: setup.seed } : {}),
+        ...(setup.rereadLayers !== undefined ? { rereadLayers: setup.rereadLayers } : {}),
       });
       engine = new NativeStepEngine(this.config, options, this.#ort, this.#segments, "last");
       this.#engines.set(key, engine);
@@ -149,17 +167,7 @@ class NativeRun implements KvRun {
   }
 
   stats(): RunStats {
-    const s = this.#engine.stats();
-    return {
-      backend: s.backend,
-      tokens: s.tokens,
-      heldTokens: s.heldTokens,
-      baselineBytes: s.baselineKvBytes,
-      bytes: s.compressedKvBytes,
-      ratio: s.ratio,
-      compressions: s.compressions,
-      observedQueries: this.#engine.options.spec?.scorer === "observed",
-    };
+    return runStats(this.#engine.stats(), this.#engine.options.spec?.scorer === "observed");
   }
 
   dispose(): void {

@@ -179,6 +179,7 @@ export async function measureRetrieval(paths: QualityPaths, tokenizer: QualityTo
     preset: v.preset,
     spec: v.spec,
     ...(v.scalar !== undefined ? { scalar: v.scalar } : {}),
+    ...(v.rereadLayers !== undefined ? { rereadLayers: v.rereadLayers } : {}),
     compressEvery: options.compressEvery,
     ...(options.cacheSeed !== undefined ? { seed: options.cacheSeed } : {}),
   });

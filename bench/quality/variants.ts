@@ -30,6 +30,8 @@ export interface Variant {
   scalar?: ScalarSpec;
   /** Which model path runs it: "native" (the default path users get) or "ort" (comparison rows). */
   path: PathName;
+  /** The reconstruct scorer's re-read depth, when not the default (withNexusQuant's rereadLayers). */
+  rereadLayers?: "all";
 }
 
 export const BASELINE = "none";
@@ -103,6 +105,8 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     ...presets.map((p) => ({ name: getPreset(p).name, group: "preset" as const, preset: p, spec: {}, path: native })),
     ...quantOnly.map((q) => ({ name: q, group: "quant-only" as const, preset: "quant", spec: parseQuantOnly(q), path: native })),
     ...(scorers.length === 0 ? [] : scorers.map((s) => ({ name: `${getPreset(scorerPreset).name}/${s}`, group: "scorer" as const, preset: scorerPreset, spec: { scorer: s }, path: native }))),
+    // The reconstruct scorer's re-read through every layer (the default stops at half of them).
+    ...(scorers.includes("reconstruct") ? [{ name: `${getPreset(scorerPreset).name}/reconstruct-all-layers`, group: "scorer" as const, preset: scorerPreset, spec: { scorer: "reconstruct" as const }, path: native, rereadLayers: "all" as const }] : []),
     ...(options.sweep ?? []).map((f) => ({
       name: sweepName(sweepPreset.spec, f),
       group: "sweep" as const,
@@ -122,7 +126,7 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     if (seen.has(v.name)) continue; // a preset listed twice
     seen.add(v.name);
     const resolved = v.preset === BASELINE ? null : validateSpec({ ...DEFAULT_SPEC, ...getPreset(v.preset).spec, ...v.spec });
-    const key = `${v.path}:${resolved === null ? BASELINE : JSON.stringify(resolved)}`;
+    const key = `${v.path}:${v.rereadLayers ?? ""}:${resolved === null ? BASELINE : JSON.stringify(resolved)}`;
     const sameAs = byKey.get(key) ?? null;
     if (sameAs === null) byKey.set(key, v.name);
     variants.push({ ...v, resolved, sameAs });

@@ -73,9 +73,9 @@ class CompressedCache {
                                        const float* extraK, const float* extraV, size_t recentSlots, float* out) = 0;
 
   // After a reconstruction pass through the first `sourceLayers` layers only (a cheaper re-read): every
-  // held token of `seq`, in every layer and head, takes the highest score any head of those layers
-  // gives the token at its position (or keeps a higher one it had), and every layer's scores count as
-  // current. Layers then keep the same tokens.
+  // held token of `seq` in the other layers, in every head, takes the highest score any head of those
+  // layers gives the token at its position (or keeps a higher one it had), and their scores count as
+  // current. The re-read layers keep their own scores.
   virtual void shareScores(size_t seq, size_t sourceLayers) = 0;
 
   // The dense view into host memory: keys/values [H][tokens][d] as f32 or FP16 bits, positions [H][tokens].

@@ -15,7 +15,7 @@
  *   after the context); each held token's score is the most attention the re-read's queries give it.
  *   The re-read attends only to the sinks and the tokens it re-reads (work bounded by the chunk), its
  *   own K/V are never kept, and it runs through the first `rereadLayers` layers only (default half;
- *   every layer then evicts by the best score of those layers: CompressedKVCache.shareScores).
+ *   the layers it does not reach evict by the best score of those it does: CompressedKVCache.shareScores).
  * - "observed" (SnapKV): the last `scorerWindow` queries of each layer, as the model computed them.
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";

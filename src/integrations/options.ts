@@ -51,10 +51,10 @@ export interface NexusQuantOptions {
   prefillChunk?: number;
   /**
    * Native path only, scorer "reconstruct": how many of the model's layers the re-read runs through,
-   * or "all". A re-read that stops early costs less (its queries come from those layers; every layer
-   * then evicts by the highest score those layers give a token). Default "half": the first
-   * ceil(layers / 2), which on the reference model kept the recall of a full re-read at about half
-   * its cost (bench/results/eviction-study.md).
+   * or "all". A re-read that stops early costs less (its queries come from those layers; the layers
+   * it does not reach evict by the highest score those layers give a token). Default "half": the
+   * first ceil(layers / 2), which on the reference model kept the recall and the KL of a full re-read
+   * at about half its cost (bench/results/eviction-study.md, bench/results/quality.md).
    */
   rereadLayers?: number | "half" | "all";
   /**

@@ -421,9 +421,9 @@ export class CompressedKVCache {
 
   /**
    * After a reconstruction pass through the first `sourceLayers` layers only (a re-read that stops
-   * early costs less): every held token, in every layer and head, takes the highest score any head of
-   * those layers gives it (keeping a higher score it had), and every layer's scores count as current
-   * for the next `compress()`. Every layer then keeps the same tokens.
+   * early costs less): every held token of the layers the re-read did not reach, in every head, takes
+   * the highest score any head of the re-read layers gives it (keeping a higher score it had), and
+   * their scores count as current for the next `compress()`. The re-read layers keep their own.
    */
   shareScores(sourceLayers: number, options: { sequence?: number } = {}): void {
     const h = this.#native();
