@@ -483,6 +483,34 @@ void nmseTable(size_t vectors) {
   }
 }
 
+// NMSE of 128-dim vectors rotated as the codec rotates them, scaled by k * rms (the FP16 scale the
+// codec stores) and reconstructed group by group by `group` (8 scaled values in, 8 out): the one loop
+// the factor tuning and the residual design comparison share.
+template <typename GroupFn>
+double nmseAtFactor(const std::vector<float>& x, size_t vectors, int bits, float k, GroupFn group) {
+  CodecParams p{128, bits, true, 3};
+  double num = 0, den = 0;
+  std::vector<float> v(128);
+  for (size_t i = 0; i < vectors; ++i) {
+    std::copy(&x[i * 128], &x[i * 128] + 128, v.begin());
+    rotateVector(p, v.data());
+    double ss = 0;
+    for (float a : v) ss += a * a;
+    const float s = halfToFloat(floatToHalf(static_cast<float>(k * std::sqrt(ss / 128))));
+    for (int g = 0; g < 16; ++g) {
+      float y[8], pt[8];
+      for (int j = 0; j < 8; ++j) y[j] = v[g * 8 + j] / s;
+      group(y, pt);
+      for (int j = 0; j < 8; ++j) {
+        const double e = v[g * 8 + j] - s * pt[j];
+        num += e * e;
+        den += v[g * 8 + j] * v[g * 8 + j];
+      }
+    }
+  }
+  return num / den;
+}
+
 void tune(size_t vectors) {
   const auto x = makeData(Dist::Gaussian, vectors, 128, 4242);
   for (int bits = 2; bits <= 4; ++bits) {
@@ -496,27 +524,9 @@ void tune(size_t vectors) {
       // encode with factor k: the codec uses k0 * rms; feed vectors scaled so the effective factor is k.
       // A per-vector scale cannot emulate it through the data, so re-run through the group encoder.
       const auto& T = e8EncodeTables();
-      CodecParams p{128, bits, true, 3};
-      double num = 0, den = 0;
-      std::vector<float> v(128);
-      for (size_t i = 0; i < vectors; ++i) {
-        std::copy(&x[i * 128], &x[i * 128] + 128, v.begin());
-        rotateVector(p, v.data());
-        double ss = 0;
-        for (float a : v) ss += a * a;
-        const float s = halfToFloat(floatToHalf(static_cast<float>(k * std::sqrt(ss / 128))));
-        for (int g = 0; g < 16; ++g) {
-          float y[8], pt[8];
-          for (int j = 0; j < 8; ++j) y[j] = v[g * 8 + j] / s;
-          e8::decodeGroup(e8::encodeGroup(y, bits, T, e8::kAbsTable), bits, e8::kAbsTable, pt);
-          for (int j = 0; j < 8; ++j) {
-            const double e = v[g * 8 + j] - s * pt[j];
-            num += e * e;
-            den += v[g * 8 + j] * v[g * 8 + j];
-          }
-        }
-      }
-      const double e = num / den;
+      const double e = nmseAtFactor(x, vectors, bits, k, [&](const float* y, float* pt) {
+        e8::decodeGroup(e8::encodeGroup(y, bits, T, e8::kAbsTable), bits, e8::kAbsTable, pt);
+      });
       if (e < bestE) bestE = e, bestK = k;
       std::printf(" %.3f:%.5f", k, e);
       std::fflush(stdout);
@@ -573,29 +583,14 @@ void residualExperiment(size_t vectors) {
   double bestE = 1, bestK = 0, bestB = 0;
   for (float k = 0.9f; k <= 1.201f; k += 0.05f) {
     for (float beta = 0.16f; beta <= 0.361f; beta += 0.02f) {
-      CodecParams p{128, 4, true, 3};
-      double num = 0, den = 0;
-      std::vector<float> v(128);
-      for (size_t i = 0; i < vectors; ++i) {
-        std::copy(&x[i * 128], &x[i * 128] + 128, v.begin());
-        rotateVector(p, v.data());
-        double ss = 0;
-        for (float a : v) ss += a * a;
-        const float s = halfToFloat(floatToHalf(static_cast<float>(k * std::sqrt(ss / 128))));
-        for (int g = 0; g < 16; ++g) {
-          float y[8], p1[8], r[8], p2[8];
-          for (int j = 0; j < 8; ++j) y[j] = v[g * 8 + j] / s;
-          e8::decodePoint2(e8::encodePoint2(y, T), e8::kAbsTable, p1);
-          for (int j = 0; j < 8; ++j) r[j] = (y[j] - p1[j]) / beta;
-          e8::decodePoint2(e8::encodePoint2(r, T), e8::kAbsTable, p2);
-          for (int j = 0; j < 8; ++j) {
-            const double e = v[g * 8 + j] - s * (p1[j] + beta * p2[j]);
-            num += e * e;
-            den += v[g * 8 + j] * v[g * 8 + j];
-          }
-        }
-      }
-      if (num / den < bestE) bestE = num / den, bestK = k, bestB = beta;
+      const double e = nmseAtFactor(x, vectors, 4, k, [&](const float* y, float* pt) {
+        float p1[8], r[8], p2[8];
+        e8::decodePoint2(e8::encodePoint2(y, T), e8::kAbsTable, p1);
+        for (int j = 0; j < 8; ++j) r[j] = (y[j] - p1[j]) / beta;
+        e8::decodePoint2(e8::encodePoint2(r, T), e8::kAbsTable, p2);
+        for (int j = 0; j < 8; ++j) pt[j] = p1[j] + beta * p2[j];
+      });
+      if (e < bestE) bestE = e, bestK = k, bestB = beta;
     }
   }
   std::printf("residual 2+2 (E8 2-bit twice), Gaussian d=128: best NMSE %.5f at k=%.2f beta=%.2f\n", bestE, bestK, bestB);

@@ -1,21 +1,14 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CompressedKVCache, syntheticKV, memoryStats, measureMemory, type CacheStats } from "../../src/runtime/index.js";
 import { compressedLayout, fp16BytesPerTokenLayer, keptTokenCount, getPreset, pagingPays, residualBytes, residualCapacity, residualSlots, scoreBytesPerSlot } from "../../src/format/index.js";
 import { NexusQuantError } from "../../src/errors.js";
 import { expectCode } from "../helpers.js";
+import { trackedCaches } from "./tracked-caches.js";
 import { callNative, native } from "../../src/runtime/native.js";
 import { floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/half.js";
 import { denseAttention, keyKeyScores, keyNormScores, relativeError, roundKeys, selectKept } from "./reference.js";
 
-const live: CompressedKVCache[] = [];
-function cache(opts: ConstructorParameters<typeof CompressedKVCache>[0]): CompressedKVCache {
-  const c = new CompressedKVCache(opts);
-  live.push(c);
-  return c;
-}
-afterEach(() => {
-  for (const c of live.splice(0)) c.dispose();
-});
+const cache = trackedCaches();
 
 /**
  * The ratio of what a cache holds besides its token scores (reconstruct keeps one FP16 score per
@@ -364,7 +357,7 @@ describe("CompressedKVCache: ratio >= 1 from the first token (a short store stay
     expect(checkAttentionMatchesDense(c, 0, 0, 1, 5)).toBeLessThanOrEqual(1e-5);
     expect(checkAttentionMatchesDense(c, 0, 0, 3, 6)).toBeLessThanOrEqual(1e-5);
     const r = CompressedKVCache.deserialize(c.serialize());
-    live.push(r);
+    cache.track(r);
     expect(r.tokens(0)).toEqual(c.tokens(0));
     expect(r.stats().bytes).toEqual(c.stats().bytes);
     expect(ratioBesidesScores(r.stats())).toBe(1);
@@ -496,7 +489,7 @@ describe("CompressedKVCache: serialization", () => {
     const c = filled();
     const buf = c.serialize();
     const r = CompressedKVCache.deserialize(buf);
-    live.push(r);
+    cache.track(r);
     expect(r.queryHeads).toBe(4);
     expect(r.spec).toEqual(c.spec);
     for (let s = 0; s < 2; s++)
@@ -644,7 +637,7 @@ describe("CompressedKVCache: keys stored with RoPE removed", () => {
     };
     expect(err(unrope)).toBeLessThan(err(asIs));
     const r = CompressedKVCache.deserialize(unrope.serialize());
-    live.push(r);
+    cache.track(r);
     expect(r.keyStorage).toBe("unrope");
     expect(Array.from(r.materialize(0).keys.subarray(0, 64))).toEqual(Array.from(unrope.materialize(0).keys.subarray(0, 64)));
   });

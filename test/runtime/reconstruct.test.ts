@@ -2,21 +2,14 @@
 // attention over the held tokens plus the re-read's transient K/V, each held token's score is the most
 // attention it received, compress() keeps the best-scored tokens, and the pass leaves the cache as it
 // was apart from those scores.
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CompressedKVCache, syntheticKV } from "../../src/runtime/index.js";
 import { keptTokenCount } from "../../src/format/index.js";
 import { expectCode } from "../helpers.js";
+import { trackedCaches } from "./tracked-caches.js";
 import { denseAttention, relativeError } from "./reference.js";
 
-const live: CompressedKVCache[] = [];
-function cache(opts: ConstructorParameters<typeof CompressedKVCache>[0]): CompressedKVCache {
-  const c = new CompressedKVCache(opts);
-  live.push(c);
-  return c;
-}
-afterEach(() => {
-  for (const c of live.splice(0)) c.dispose();
-});
+const cache = trackedCaches();
 
 const H = 2, QH = 4, D = 64;
 const SPEC = { keyBits: 3, valueBits: 3, evictFraction: 0.5, sinkTokens: 4, recentWindow: 16, scorer: "reconstruct", residualWindow: 64, pageTokens: 64 } as const;
@@ -254,7 +247,7 @@ describe("CompressedKVCache.reconstructionAttention", () => {
     const r = reread(20, 210, 29);
     c.reconstructionAttention(0, r.q, r.k, r.v, { positions: r.positions });
     const restored = CompressedKVCache.deserialize(c.serialize());
-    live.push(restored);
+    cache.track(restored);
     c.compressSync();
     restored.compressSync();
     expect(restored.materialize(0).positions).toEqual(c.materialize(0).positions);

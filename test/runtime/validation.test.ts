@@ -3,23 +3,19 @@
  * limits before it reaches native code, misspelt option keys are refused with the closest name, and
  * bad values are typed INVALID_ARGUMENT / INVALID_DATA errors, never NATIVE_ERROR.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CompressedKVCache, dequantizeSync, quantize, quantizeSync, syntheticKV } from "../../src/runtime/index.js";
 import { verifyCompression } from "../../src/verify.js";
 import { DEFAULT_SPEC, FORMAT_LIMITS, compressedLayout, validateSpec, type CompressionSpec } from "../../src/format/index.js";
 import { NexusQuantError } from "../../src/errors.js";
 import { closestName } from "../../src/validate.js";
 import { expectCode, TIME_SCALE } from "../helpers.js";
+import { trackedCaches } from "./tracked-caches.js";
 
-const live: CompressedKVCache[] = [];
-afterEach(() => {
-  for (const c of live.splice(0)) c.dispose();
-});
+const tracked = trackedCaches();
 const base = { layers: 1, kvHeads: 2, headDim: 64 };
 function make(opts: Partial<ConstructorParameters<typeof CompressedKVCache>[0]> = {}): CompressedKVCache {
-  const c = new CompressedKVCache({ ...base, ...opts });
-  live.push(c);
-  return c;
+  return tracked({ ...base, ...opts });
 }
 
 describe("the format's limits, checked before native code", () => {
