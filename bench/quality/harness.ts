@@ -274,7 +274,7 @@ function combineRow(v: Variant, perplexity: PerplexityResult | null, retrieval: 
   return {
     variant: v.name,
     group: v.group,
-    runs: describeSpec(v.resolved, v.scalar, headDim, v.path === "llama.cpp" ? v.preset : undefined),
+    runs: describeSpec(v.resolved, v.scalar, headDim, v.path === "llama.cpp" ? v.preset : undefined, v.path === "ort"),
     sameAs: v.sameAs,
     ratio: p?.ratio ?? r?.ratio ?? null,
     ratioLongContext:

@@ -160,8 +160,11 @@ export function referenceOf(v: Pick<Variant, "path">): string {
   return v.path === "ort" ? ORT_BASELINE : v.path === "llama.cpp" ? PEER_BASELINE : BASELINE;
 }
 
-/** "K3V2, evict 60%, key-key" — what a row runs, for tables. */
-export function describeSpec(spec: Readonly<CompressionSpec> | null, scalar?: ScalarSpec, headDim = 64, peerKv?: string): string {
+/**
+ * "K3V2, evict 60%, key-key" — what a row runs, for tables. On the ORT wrapper (`ortPath`) nothing
+ * re-reads the prompt, so a reconstruct cache scores with its key-key fallback: the row says so.
+ */
+export function describeSpec(spec: Readonly<CompressionSpec> | null, scalar?: ScalarSpec, headDim = 64, peerKv?: string, ortPath = false): string {
   if (peerKv !== undefined) return `llama.cpp KV cache ${peerKv === BASELINE ? "f16" : peerKv} (every token kept; node-llama-cpp 3.21.1)`;
   if (scalar !== undefined) {
     const what = {
@@ -172,6 +175,7 @@ export function describeSpec(spec: Readonly<CompressionSpec> | null, scalar?: Sc
     return `${what} (${scalarBitsPerElement(scalar, headDim).toFixed(2)} bits/element), no eviction`;
   }
   if (spec === null) return "FP16, nothing evicted";
-  const evict = spec.evictFraction === 0 ? "no eviction" : `evict ${Math.round(spec.evictFraction * 100)}% (${spec.scorer})`;
+  const scorer = ortPath && spec.scorer === "reconstruct" ? "reconstruct, scored by its key-key fallback: no re-read on this path" : spec.scorer;
+  const evict = spec.evictFraction === 0 ? "no eviction" : `evict ${Math.round(spec.evictFraction * 100)}% (${scorer})`;
   return `K${spec.keyBits}V${spec.valueBits}, ${evict}`;
 }
