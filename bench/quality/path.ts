@@ -12,7 +12,7 @@
 import { buildDecoderSegments } from "../../src/model/segment-builder.js";
 import type { LlamaConfig, LlamaModel } from "../../src/model/index.js";
 import { resolveOptions } from "../../src/integrations/options.js";
-import { NativeStepEngine, type OrtRuntimeLike } from "../../src/integrations/native-model.js";
+import { NativeStepEngine, SEGMENT_SESSION_OPTIONS, type OrtRuntimeLike } from "../../src/integrations/native-model.js";
 import type { CompressionSpec } from "../../src/format/index.js";
 import type { BackendName } from "../../src/runtime/index.js";
 import type { KvStats } from "../../src/integrations/conversation-cache.js";
@@ -112,7 +112,7 @@ export class NativeQualityPath implements QualityPath {
   static async create(model: LlamaModel, ort: Ort): Promise<NativeQualityPath> {
     const built = buildDecoderSegments({ config: model.config, weights: model.weights, logits: "last" });
     const sessions = [];
-    for (const bytes of built.segments) sessions.push(await ort.InferenceSession.create(bytes));
+    for (const bytes of built.segments) sessions.push(await ort.InferenceSession.create(bytes, SEGMENT_SESSION_OPTIONS));
     return new NativeQualityPath(model.config, ort as unknown as OrtRuntimeLike, sessions);
   }
 

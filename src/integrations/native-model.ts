@@ -37,6 +37,17 @@ export interface OrtRuntimeLike {
   Tensor: new (type: string, data: unknown, dims: readonly number[]) => OrtTensorLike;
   InferenceSession: { create(bytes: Uint8Array, options?: object): Promise<SegmentSessionLike> };
 }
+/**
+ * Options of every segment session. Spinning is off: a step alternates between onnxruntime (the
+ * segments) and the addon's attention pool twice per layer, and an intra-op pool that spins after
+ * each run keeps the cores from the attention threads. On the 2-core dev VM decode was about 10×
+ * slower with spinning on (8.6 against 96.8 tokens/s at 256 tokens, `nexusquant bench memory
+ * --prompts 1k --cases native-quant`, 2026-12-08).
+ */
+export const SEGMENT_SESSION_OPTIONS = Object.freeze({
+  extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
+});
+
 interface SegmentSessionLike {
   run(feeds: Record<string, OrtTensorLike>): Promise<Record<string, OrtTensorLike>>;
   release?(): Promise<void>;
@@ -473,7 +484,7 @@ export class NativeModelSession extends DecodeHandle<NativeStepEngine> {
     }
     const built = buildDecoderSegments({ config, weights: model.weights, logits: native.logits ?? "last" });
     const sessions: SegmentSessionLike[] = [];
-    for (const bytes of built.segments) sessions.push(await ort.InferenceSession.create(bytes));
+    for (const bytes of built.segments) sessions.push(await ort.InferenceSession.create(bytes, SEGMENT_SESSION_OPTIONS));
     return new NativeModelSession(new NativeStepEngine(config, options, ort, sessions, built.logits, () => modelFingerprint(model)));
   }
 }

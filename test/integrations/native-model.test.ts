@@ -38,6 +38,26 @@ async function nativeSession(m: LlamaModel, preset: string, extra: Record<string
 }
 
 describe("native path", () => {
+  it("creates every segment session with onnxruntime's spinning off (spinning starved the attention pool: decode 10x slower)", async () => {
+    const m = model();
+    const seen: unknown[] = [];
+    const recording = {
+      Tensor: ort.Tensor,
+      InferenceSession: {
+        create: (bytes: Uint8Array, options?: object) => {
+          seen.push(options);
+          return ort.InferenceSession.create(bytes, options as ort.InferenceSession.SessionOptions);
+        },
+      },
+    };
+    const s = await Native.create(m, resolveOptions({ preset: "quant" }), recording as never);
+    expect(seen.length).toBeGreaterThan(0);
+    for (const options of seen) expect(options).toEqual({ extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } } });
+    const r = await s.step(promptTokens(8));
+    expect(r.last().every(Number.isFinite)).toBe(true);
+    await s.dispose();
+  });
+
   it('matches the whole-model ORT graph with preset "none" (prompt + 50 decode steps)', async () => {
     const m = model();
     const { layers, kvHeads, headDim } = { layers: m.config.numLayers, kvHeads: m.config.numKvHeads, headDim: m.config.headDim };
