@@ -9,7 +9,8 @@
 
 namespace nq {
 
-enum class MemCategory : int { Codes = 0, Scales, Positions, Residual, Headers, Scores, Scratch, Tensor, Count };
+// Transform: a cache's calibrated transform tables (nq_transform.h), held once per cache.
+enum class MemCategory : int { Codes = 0, Scales, Positions, Residual, Headers, Scores, Scratch, Tensor, Transform, Count };
 constexpr int kMemCategories = static_cast<int>(MemCategory::Count);
 
 // How the bytes of one allocation divide into categories (sums to its size).

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "nq_format.h"
+#include "nq_transform.h"
 
 namespace nq::ops {
 
@@ -21,6 +22,9 @@ struct CodecArgs {
   bool rotate = true;
   uint32_t seed = 0;
   float scaleFactor = 1.0f;  // nq::scaleFactor(bits) (nq_scale.h): the CPU op refuses any other value
+  // A calibrated transform replaces the rotation (its rates sum to headDim / 8 * bits bytes); null or
+  // one without a matrix: the flat code. CPU only: the CUDA launchers refuse it (Unsupported).
+  const HeadTransform* transform = nullptr;
 };
 
 // Vector i reads input[i * headDim ...] and writes codes[i * codeBytes ...], scales[i].
@@ -70,6 +74,10 @@ struct AttentionLaunch {
   // > 0: page keys are stored with RoPE (rotate-half, this theta) removed, and RoPE is re-applied at
   // each key's position as it is read. CPU only: the CUDA kernel refuses it (Unsupported).
   double ropeTheta = 0;
+  // Per KV head, the calibrated transforms of keys and values ([kvHeads] each; an entry without a
+  // matrix is flat). Null: every head flat. CPU only: the CUDA kernel refuses them (Unsupported).
+  const HeadTransform* keyTransforms = nullptr;
+  const HeadTransform* valueTransforms = nullptr;
   size_t keyCodesOff = 0, valueCodesOff = 0, keyScalesOff = 0, valueScalesOff = 0, positionsOff = 0;
   const SeqKV* seqs = nullptr;       // [batch]
   int maxCompressed = 0, maxResidual = 0;  // maxima over the batch (CUDA grid sizing)

@@ -11,6 +11,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   nq::registerFormat(env, exports);
   nq::registerCodec(env, exports);
   nq::registerCache(env, exports);
+  nq::registerTransform(env, exports);
   nq::registerAttention(env, exports);
   nq::registerCpuOps(env, exports);
   nq::registerCuda(env, exports);

@@ -18,6 +18,7 @@ export type NexusQuantErrorCode =
   | "MODEL_OUTPUT" // a model returned outputs of the wrong shape, count or type, or NaN/Inf logits (no token is sampled from them)
   | "CORRUPT_DATA" // a serialized buffer that fails its checks
   | "MODEL_MISMATCH" // a saved conversation state resumed on another model than the one that saved it
+  | "PROFILE_MISMATCH" // a transform profile (nexusquant calibrate) made for another model or shape
   | "STORE_UNAVAILABLE" // a state store (Redis, a directory) failed, could not be reached or timed out
   | "NATIVE_ERROR" // a failure inside native code (always a message from our own checks)
   | "LAB_ONLY"; // a lab tool (bench/) run outside a clone of the repository

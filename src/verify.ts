@@ -130,7 +130,7 @@ export async function verifyCompression(options: VerifyOptions): Promise<VerifyR
   });
   const stats = m.result;
   cache?.dispose();
-  const measured = { codes: m.byCategory.codes, scales: m.byCategory.scales, positions: m.byCategory.positions, residual: m.byCategory.residual, headers: m.byCategory.headers, scores: m.byCategory.scores, scratch: m.byCategory.scratch, total: m.delta };
+  const measured = { codes: m.byCategory.codes, scales: m.byCategory.scales, positions: m.byCategory.positions, residual: m.byCategory.residual, headers: m.byCategory.headers, scores: m.byCategory.scores, scratch: m.byCategory.scratch, transform: m.byCategory.transform, total: m.delta };
   const result: VerifyResult = {
     backend: stats.backend,
     model: arch.id,

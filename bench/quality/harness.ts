@@ -18,6 +18,9 @@ import { measureRetrieval, type RetrievalMode, type RetrievalResult } from "./re
 import { describeSpec, EVICTION_SWEEP, PEER_KV_COMPARED, planVariants, referenceOf, SCALAR_BASELINE_NAMES, type Variant } from "./variants.js";
 import { LlamaCppQualityPath } from "./peer-path.js";
 import { peerKvRatio, type PeerKvName } from "../peer/llama-cpp.js";
+import { join } from "node:path";
+import { checkProfileFor, PROFILE_FILE_NAME, readProfile, type TransformProfile } from "../../src/transform/index.js";
+import { modelFingerprint } from "../../src/model/fingerprint.js";
 
 export interface QualitySettings {
   prefixes: number[];
@@ -45,6 +48,10 @@ export interface QualitySettings {
   peers?: string[];
   /** Retrieval modes; default every one (retrieval.ts RETRIEVAL_MODES). */
   modes?: RetrievalMode[];
+  /** Preset or quantization-only rows also run with the calibrated transform profile; default none. */
+  calibrated?: string[];
+  /** The profile those rows code with: a file, default the checkpoint's own (DIR/nexusquant-profile.bin). */
+  profile?: string;
   perplexity: boolean;
   retrieval: boolean;
 }
@@ -174,6 +181,16 @@ export interface RunQualityOptions {
   onProgress?: (phase: "perplexity" | "retrieval", done: number, total: number) => void;
 }
 
+/** The calibrated rows' profile: `path`, else the checkpoint's own; it must be this model's. */
+async function qualityProfile(model: QualityModel, path: string | undefined): Promise<TransformProfile> {
+  const file = path ?? (model.dir === null ? undefined : join(model.dir, PROFILE_FILE_NAME));
+  if (file === undefined) throw invalidArgument("--profile", "a profile file (the built model has no checkpoint directory)", undefined);
+  const profile = await readProfile(file);
+  const c = model.model.config;
+  checkProfileFor(profile, { fingerprint: (await modelFingerprint(model.model)).id, layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim });
+  return profile;
+}
+
 export async function runQualityBench(model: QualityModel, options: RunQualityOptions): Promise<QualityReport> {
   const { settings } = options;
   if (!settings.perplexity && !settings.retrieval) throw invalidArgument("settings", "perplexity, retrieval or both", settings);
@@ -191,11 +208,13 @@ export async function runQualityBench(model: QualityModel, options: RunQualityOp
     ...(settings.sweep !== undefined ? { sweep: settings.sweep } : {}),
     ...(settings.sweepPreset !== undefined ? { sweepPreset: settings.sweepPreset } : {}),
     ...(settings.ortPresets !== undefined ? { ortPresets: settings.ortPresets } : {}),
+    ...(settings.calibrated !== undefined ? { calibrated: settings.calibrated } : {}),
   });
   const corpus = options.corpus ?? heldOutSpeeches().map((s) => ({ title: `${s.year} ${s.president}`, text: s.text }));
   // The native path always (the rows users get); the ORT path only for its comparison rows.
   const ort = await import("onnxruntime-node");
-  const paths: Partial<Record<PathName, QualityPath>> = { native: await NativeQualityPath.create(model.model, ort) };
+  const profile = variants.some((v) => v.calibrated) ? await qualityProfile(model, settings.profile) : undefined;
+  const paths: Partial<Record<PathName, QualityPath>> = { native: await NativeQualityPath.create(model.model, ort, profile) };
   if (variants.some((v) => v.path === "ort")) paths.ort = await QualityEngine.create(model.model);
   if (variants.some((v) => v.path === "llama.cpp")) {
     const contextSize = Math.max(...settings.contexts, ...settings.prefixes.map((p) => p + settings.scoreTokens)) + 256;

@@ -17,6 +17,7 @@ import type { CompressionSpec } from "../../src/format/index.js";
 import type { BackendName } from "../../src/runtime/index.js";
 import type { KvStats } from "../../src/integrations/conversation-cache.js";
 import type { ScalarSpec } from "./scalar-baselines.js";
+import type { TransformProfile } from "../../src/transform/profile.js";
 
 export type PathName = "native" | "ort" | "llama.cpp";
 
@@ -30,6 +31,8 @@ export interface CacheSetup {
   scalar?: ScalarSpec;
   /** Native path, scorer reconstruct: the re-read's depth (withNexusQuant's rereadLayers; default "half"). */
   rereadLayers?: number | "half" | "all";
+  /** Native path: code with the path's calibrated transform profile. */
+  calibrated?: boolean;
 }
 
 export interface RunStats {
@@ -103,17 +106,21 @@ export class NativeQualityPath implements QualityPath {
   readonly #segments: SegmentSession[];
   readonly #engines = new Map<string, NativeStepEngine>();
 
-  private constructor(config: LlamaConfig, ort: OrtRuntimeLike, segments: SegmentSession[]) {
+  readonly #profile: TransformProfile | undefined;
+
+  private constructor(config: LlamaConfig, ort: OrtRuntimeLike, segments: SegmentSession[], profile: TransformProfile | undefined) {
     this.config = config;
     this.#ort = ort;
     this.#segments = segments;
+    this.#profile = profile;
   }
 
-  static async create(model: LlamaModel, ort: Ort): Promise<NativeQualityPath> {
+  /** `profile`: the calibrated transform profile the `calibrated` rows code with. */
+  static async create(model: LlamaModel, ort: Ort, profile?: TransformProfile): Promise<NativeQualityPath> {
     const built = buildDecoderSegments({ config: model.config, weights: model.weights, logits: "last" });
     const sessions = [];
     for (const bytes of built.segments) sessions.push(await ort.InferenceSession.create(bytes, SEGMENT_SESSION_OPTIONS));
-    return new NativeQualityPath(model.config, ort as unknown as OrtRuntimeLike, sessions);
+    return new NativeQualityPath(model.config, ort as unknown as OrtRuntimeLike, sessions, profile);
   }
 
   async start(prompt: readonly number[], setup: CacheSetup): Promise<Started> {
@@ -127,7 +134,8 @@ export class NativeQualityPath implements QualityPath {
   }
 
   #engine(setup: CacheSetup): NativeStepEngine {
-    const key = JSON.stringify([setup.preset, setup.spec ?? {}, setup.compressEvery, setup.seed ?? null, setup.rereadLayers ?? null]);
+    const key = JSON.stringify([setup.preset, setup.spec ?? {}, setup.compressEvery, setup.seed ?? null, setup.rereadLayers ?? null, setup.calibrated === true]);
+    if (setup.calibrated && this.#profile === undefined) throw new Error("a calibrated row needs the path's transform profile");
     let engine = this.#engines.get(key);
     if (engine === undefined) {
       const options = resolveOptions({
@@ -136,6 +144,7 @@ export class NativeQualityPath implements QualityPath {
         ...(setup.spec !== undefined ? { spec: setup.spec } : {}),
         ...(setup.seed !== undefined ? { seed: setup.seed } : {}),
         ...(setup.rereadLayers !== undefined ? { rereadLayers: setup.rereadLayers } : {}),
+        profile: setup.calibrated ? this.#profile! : false,
       });
       engine = new NativeStepEngine(this.config, options, this.#ort, this.#segments, "last");
       this.#engines.set(key, engine);

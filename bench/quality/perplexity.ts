@@ -138,14 +138,14 @@ export async function measurePerplexity(paths: QualityPaths, tokenizer: QualityT
       for (const v of measured) {
         let i = 0;
         const base = baseLogits.get(pathOf(v))!;
-        await score(v.name, pathFor(paths, v), { preset: v.preset, spec: v.spec, ...(v.scalar !== undefined ? { scalar: v.scalar } : {}), ...(v.rereadLayers !== undefined ? { rereadLayers: v.rereadLayers } : {}) }, (logits, acc) => {
+        await score(v.name, pathFor(paths, v), { preset: v.preset, spec: v.spec, ...(v.scalar !== undefined ? { scalar: v.scalar } : {}), ...(v.rereadLayers !== undefined ? { rereadLayers: v.rereadLayers } : {}), ...(v.calibrated ? { calibrated: true } : {}) }, (logits, acc) => {
           acc.kl += klDivergence(base[i]!, logits);
           if (argmax(base[i]!) === argmax(logits)) acc.agree += 1;
           i += 1;
         });
       }
 
-      async function score(name: string, path: QualityPath, setup: { preset: string; spec?: Variant["spec"]; scalar?: Variant["scalar"]; rereadLayers?: Variant["rereadLayers"] }, compare: (logits: Float32Array, acc: PerplexityAccumulator) => void) {
+      async function score(name: string, path: QualityPath, setup: { preset: string; spec?: Variant["spec"]; scalar?: Variant["scalar"]; rereadLayers?: Variant["rereadLayers"]; calibrated?: boolean }, compare: (logits: Float32Array, acc: PerplexityAccumulator) => void) {
         const acc = accs.get(name)!.get(P)!;
         const started = await path.start(prompt, { ...setup, compressEvery: options.compressEvery, ...(options.seed !== undefined ? { seed: options.seed } : {}) });
         const run = started.run;

@@ -180,6 +180,7 @@ export async function measureRetrieval(paths: QualityPaths, tokenizer: QualityTo
     spec: v.spec,
     ...(v.scalar !== undefined ? { scalar: v.scalar } : {}),
     ...(v.rereadLayers !== undefined ? { rereadLayers: v.rereadLayers } : {}),
+    ...(v.calibrated ? { calibrated: true } : {}),
     compressEvery: options.compressEvery,
     ...(options.cacheSeed !== undefined ? { seed: options.cacheSeed } : {}),
   });

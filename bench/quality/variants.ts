@@ -32,6 +32,8 @@ export interface Variant {
   path: PathName;
   /** The reconstruct scorer's re-read depth, when not the default (withNexusQuant's rereadLayers). */
   rereadLayers?: "all";
+  /** Coded with the model's calibrated transform profile (docs/transform.md); native path only. */
+  calibrated?: true;
 }
 
 export const BASELINE = "none";
@@ -80,7 +82,12 @@ export interface VariantPlanOptions {
   ortPresets?: readonly string[];
   /** llama.cpp KV cache types (q8_0, q4_0, q8_0/q4_0) run through node-llama-cpp. Default none. */
   peers?: readonly string[];
+  /** Preset or quantization-only rows also run with the calibrated transform profile. Default none. */
+  calibrated?: readonly string[];
 }
+
+/** The row name of a variant coded with the calibrated transform profile. */
+export const calibratedRowName = (name: string) => `${name} (calibrated)`;
 
 export function parseQuantOnly(name: string): Partial<CompressionSpec> {
   const m = /^K([234])V([234])$/.exec(name);
@@ -118,6 +125,13 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     ...(ortPresets.length + scalar.length > 0 ? [{ name: ORT_BASELINE, group: "ort" as const, preset: BASELINE, spec: {}, path: "ort" as const }] : []),
     ...ortPresets.map((p) => ({ name: ortRowName(p), group: "ort" as const, preset: p, spec: {}, path: "ort" as const })),
   ];
+  // Rows re-run with the calibrated profile, right after the preset and quant-only rows they repeat.
+  for (const name of options.calibrated ?? []) {
+    const quant = /^K[234]V[234]$/.test(name);
+    const preset = quant ? "quant" : getPreset(name).name;
+    const row = { name: calibratedRowName(quant ? name : preset), group: (quant ? "quant-only" : "preset") as VariantGroup, preset, spec: quant ? parseQuantOnly(name) : {}, path: native, calibrated: true as const };
+    specs.splice(specs.findIndex((v) => v.group !== "baseline" && v.group !== "preset" && v.group !== "quant-only") >>> 0, 0, row);
+  }
   for (const kv of options.peers ?? []) if (!PEER_KV_COMPARED.includes(kv)) throw invalidArgument("peers", PEER_KV_COMPARED.join(", "), kv);
   const byKey = new Map<string, string>();
   const seen = new Set<string>();
@@ -126,7 +140,7 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
     if (seen.has(v.name)) continue; // a preset listed twice
     seen.add(v.name);
     const resolved = v.preset === BASELINE ? null : validateSpec({ ...DEFAULT_SPEC, ...getPreset(v.preset).spec, ...v.spec });
-    const key = `${v.path}:${v.rereadLayers ?? ""}:${resolved === null ? BASELINE : JSON.stringify(resolved)}`;
+    const key = `${v.path}:${v.rereadLayers ?? ""}:${v.calibrated ? "calibrated" : ""}:${resolved === null ? BASELINE : JSON.stringify(resolved)}`;
     const sameAs = byKey.get(key) ?? null;
     if (sameAs === null) byKey.set(key, v.name);
     variants.push({ ...v, resolved, sameAs });

@@ -51,6 +51,9 @@ const USAGE = `nexusquant bench quality [--model DIR] [--out DIR] [--json] [size
   --peers a,b           llama.cpp KV cache types through node-llama-cpp on the checkpoint converted to
                         GGUF, or "none" (trained default q8_0,q4_0,q8_0/q4_0 with f16 as their
                         reference; random model none; left out, with a note, where it cannot load)
+  --calibrated a,b      preset or K<b>V<b> rows also run with the calibrated transform profile
+                        (docs/transform.md), named "<row> (calibrated)"; default none
+  --profile PATH        that profile (default: the checkpoint's DIR/nexusquant-profile.bin)
   --compress-every N    decode tokens between compressions (64, as withNexusQuant)
   --skip-perplexity     retrieval only
   --skip-retrieval      perplexity only
@@ -109,6 +112,8 @@ export const qualitySuite: CliCommand = {
       "ort-presets": { type: "string" },
       modes: { type: "string" },
       peers: { type: "string" },
+      calibrated: { type: "string" },
+      profile: { type: "string" },
       "compress-every": { type: "string" },
       "skip-perplexity": { type: "boolean" },
       "skip-retrieval": { type: "boolean" },
@@ -132,6 +137,10 @@ export const qualitySuite: CliCommand = {
       if (!RETRIEVAL_MODES.includes(m as RetrievalMode)) throw invalidArgument("--modes", RETRIEVAL_MODES.join(", "), m);
       return m as RetrievalMode;
     });
+    const calibrated = values.calibrated === undefined || values.calibrated === "none" ? undefined : list(values.calibrated).map((n) => {
+      if (/^K[234]V[234]$/.test(n)) return n;
+      return getPreset(n).name;
+    });
     const model = await resolveQualityModel(values.model);
     const defaults = model.trained ? TRAINED_DEFAULTS : RANDOM_MODEL_DEFAULTS;
     const settings: QualitySettings = {
@@ -154,6 +163,8 @@ export const qualitySuite: CliCommand = {
       ...(ortPresets !== undefined ? { ortPresets } : {}),
       ...(modes !== undefined ? { modes } : {}),
       ...(peers !== undefined ? { peers } : {}),
+      ...(calibrated !== undefined ? { calibrated } : {}),
+      ...(values.profile !== undefined ? { profile: values.profile } : {}),
       perplexity: values["skip-perplexity"] !== true,
       retrieval: values["skip-retrieval"] !== true,
     };

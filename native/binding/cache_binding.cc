@@ -12,6 +12,7 @@
 #include "binding/args.h"
 #include "binding/errors.h"
 #include "binding/register.h"
+#include "binding/transform_binding.h"
 #include "cpu/dense_attention.h"
 #include "cpu/kv_cache.h"
 #include "cuda/cuda_kv_cache.h"
@@ -98,6 +99,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     const std::string backendName = backend.IsUndefined() ? "cpu" : backend.IsString() ? backend.As<Napi::String>().Utf8Value() : "";
     if (backendName != "cpu" && backendName != "cuda")
       throwJs(env, "INVALID_ARGUMENT", "Expected \"cpu\" or \"cuda\" for backend but received " + describeJs(backend));
+    c.transform = readTransform(env, o.Get("transform"), c);
     guarded(env, [&] {
       BudgetScope scope(budget_.get());
       if (backendName == "cuda") cache_ = makeCudaCache(c);
@@ -112,6 +114,16 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
   }
 
  private:
+  // options.transform: a NativeTransform built for this cache's shape and bits (shared with other
+  // caches); undefined: none.
+  static std::shared_ptr<const TransformTables> readTransform(Napi::Env env, const Napi::Value v, const CacheOptions& c) {
+    if (v.IsUndefined() || v.IsNull()) return nullptr;
+    std::shared_ptr<const TransformTables> t = transformTablesOf(env, v);
+    if (t->layers() != c.layers || t->kvHeads() != c.kvHeads || t->headDim() != c.headDim || t->keyBits() != c.spec.keyBits || t->valueBits() != c.spec.valueBits)
+      throwJs(env, "INVALID_ARGUMENT", "transform: built for another shape or bits than this cache's");
+    return t;
+  }
+
   CompressedCache& cache(Napi::Env env) {
     if (!cache_) throwJs(env, "DISPOSED", "this CompressedKVCache has been disposed");
     if (busy_) throwJs(env, "BUSY", "this CompressedKVCache is busy with an async compress(); await it first");
@@ -387,6 +399,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     set("queryHeads", static_cast<double>(o.queryHeads));
     set("budgetTokens", static_cast<double>(o.budgetTokens));
     set("ropeTheta", o.ropeTheta);
+    r.Set("transform", o.transform != nullptr);
     return r;
   }
 
@@ -416,6 +429,7 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     r.Set("headers", static_cast<double>(b.headers));
     r.Set("scores", static_cast<double>(b.scores));
     r.Set("scratch", static_cast<double>(b.scratch));
+    r.Set("transform", static_cast<double>(b.transform));
     r.Set("total", static_cast<double>(b.total()));
     return r;
   }

@@ -9,6 +9,7 @@ namespace nq {
 // static: a static JS reference created by one environment is invalid in every other.
 struct AddonData {
   Napi::FunctionReference nativeCache;  // the NativeCache class, for deserialize()
+  Napi::FunctionReference nativeTransform;  // the NativeTransform class, to recognize its instances
 };
 inline AddonData& addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
@@ -16,6 +17,7 @@ void registerBackend(Napi::Env env, Napi::Object exports);
 void registerMemory(Napi::Env env, Napi::Object exports);
 void registerFormat(Napi::Env env, Napi::Object exports);
 void registerCache(Napi::Env env, Napi::Object exports);
+void registerTransform(Napi::Env env, Napi::Object exports);
 void registerAttention(Napi::Env env, Napi::Object exports);
 void registerCodec(Napi::Env env, Napi::Object exports);
 void registerCpuOps(Napi::Env env, Napi::Object exports);

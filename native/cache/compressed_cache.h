@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "cache/transform_tables.h"
 #include "nq_format.h"
 
 namespace nq {
@@ -25,11 +26,14 @@ struct CacheOptions {
   // > 0: keys are stored with RoPE (rotate-half convention, this theta) removed, and RoPE is
   // re-applied at each key's position when keys are read back. 0: keys are stored as they come.
   double ropeTheta = 0;
+  // The calibrated transforms (issue 26) for this cache's spec; null: the seeded Hadamard code for
+  // every head. CPU only (the CUDA cache refuses it).
+  std::shared_ptr<const TransformTables> transform;
 };
 
 struct CacheComponentBytes {
-  size_t codes = 0, scales = 0, positions = 0, residual = 0, headers = 0, scores = 0, scratch = 0;
-  size_t total() const { return codes + scales + positions + residual + headers + scores + scratch; }
+  size_t codes = 0, scales = 0, positions = 0, residual = 0, headers = 0, scores = 0, scratch = 0, transform = 0;
+  size_t total() const { return codes + scales + positions + residual + headers + scores + scratch + transform; }
 };
 
 // Refuses an append holding NaN/Inf or a value beyond the FP16 range (INVALID_DATA naming the head

@@ -42,7 +42,7 @@ uint32_t crc32(const uint8_t* p, size_t n) {
 format::SerializedCacheHeader serializedHeader(const CacheOptions& o) {
   format::SerializedCacheHeader h{};
   h.magic = format::kSerializedMagic;
-  h.version = format::kSerializedVersion;
+  h.version = o.transform ? format::kSerializedVersionTransform : format::kSerializedVersion;
   h.batch = static_cast<uint32_t>(o.batch);
   h.layers = static_cast<uint32_t>(o.layers);
   h.kvHeads = static_cast<uint32_t>(o.kvHeads);
@@ -70,6 +70,15 @@ std::vector<uint8_t> serializeCache(const CacheOptions& o, const PageLayout& lay
   Writer w;
   w.put(serializedHeader(o));
   const size_t H = o.kvHeads, d = o.headDim;
+  if (o.transform) {
+    const TransformArrays t = o.transform->arrays();
+    const size_t n = o.layers * 2 * H, g = d / 8;
+    std::memcpy(w.grow(n * d * 4), t.mean, n * d * 4);
+    std::memcpy(w.grow(n * d * d * 4), t.matrix, n * d * d * 4);
+    std::memcpy(w.grow(n * g * 4), t.bandRms, n * g * 4);
+    std::memcpy(w.grow(n * g), t.rates, n * g);
+    std::memcpy(w.grow(n), t.calibrated, n);
+  }
   for (size_t i = 0; i < o.batch * o.layers; ++i) {
     const StoreCounters& s = source.counters(i);
     w.put<uint64_t>(s.appended);

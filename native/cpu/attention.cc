@@ -109,6 +109,12 @@ class Runner {
         continue;
       }
       ops_.dots(q, R_, blk.keys, n, d_, blk.keyScales, p_.scale, logits, kAttentionBlock);
+      if (s.keysRotated && p_.keyBias)
+        for (size_t r = 0; r < R_; ++r) {
+          const float b = p_.keyBias[h * R_ + r];
+          float* lr = logits + r * kAttentionBlock;
+          for (size_t i = 0; i < n; ++i) lr[i] += b;
+        }
       if (p_.qpos && hi > minQpos_)
         for (size_t r = 0; r < R_; ++r) {
           const int32_t qp = p_.qpos[r % p_.nq];
@@ -211,7 +217,7 @@ void fusedAttention(const AttentionOps& ops, const AttentionProblem& p, const st
         float M = kNegInf;
         for (size_t j = 0; j < jobs.size(); ++j)
           if (jobs[j].head == h) M = std::max(M, view(j).m[r]);
-        float L = 0.f;
+        float L = 0.f, Lrot = 0.f;
         bool anyRot = false;
         std::fill(rot.data(), rot.data() + d, 0.f);
         std::fill(orig.data(), orig.data() + d, 0.f);
@@ -224,6 +230,7 @@ void fusedAttention(const AttentionOps& ops, const AttentionProblem& p, const st
             L += f * v.l[r];
             const bool isRot = sources[jobs[j].source]->valuesRotated;
             anyRot |= isRot;
+            if (isRot) Lrot += f * v.l[r];
             float* dst = isRot ? rot.data() : orig.data();
             const float* a = v.acc + r * d;
             for (size_t i = 0; i < d; ++i) dst[i] += f * a[i];
@@ -235,7 +242,7 @@ void fusedAttention(const AttentionOps& ops, const AttentionProblem& p, const st
           std::fill(o, o + d, 0.f);
           continue;
         }
-        if (anyRot) p.unrotate(rot.data());
+        if (anyRot) p.unrotate(h, rot.data(), Lrot);
         const float inv = 1.f / L;
         for (size_t i = 0; i < d; ++i) o[i] = (rot[i] + orig[i]) * inv;
       }

@@ -59,7 +59,12 @@ struct AttentionProblem {
   const int32_t* qpos = nullptr;  // [nq]: query j sees rows at positions <= qpos[j]; null: sees all
   float scale = 1.f;
   float* out = nullptr;  // [kvHeads * group][nq][d]; a query with no visible row gets zeros
-  std::function<void(float*)> unrotate;  // inverse rotation of one d-vector (for valuesRotated)
+  // Added to the logits of keysRotated rows, per (kvHead, query row): a calibrated transform's
+  // scale · q·mean, the part of q·x̂ every coded key shares (nq_transform.h). Null: none.
+  const float* keyBias = nullptr;  // [kvHeads][group * nq]
+  // Takes one head's accumulated valuesRotated rows (Σ w_t · row_t, `weight` = Σ w_t) back to the
+  // original domain, in place.
+  std::function<void(size_t head, float* v, float weight)> unrotate;
   float* accumulated = nullptr;  // optional [kvHeads][accumulatedStride]: += probability of each row, summed over queries
   size_t accumulatedStride = 0;
   // Instead of `accumulated`: maxScores[row] = max(maxScores[row], FP16 of the probability any query gives it).

@@ -13,6 +13,10 @@ namespace nq {
 struct AttentionOps {
   // out[t][0..d) = lattice point of codes row t (bits 2, 3 or 4; d / 8 * bits bytes a row), t < n.
   void (*decodePoints)(int bits, size_t d, const uint8_t* codes, size_t n, float* out);
+  // The same for per-band rates (a calibrated transform, nq_transform.h): band g of a row of rowBytes
+  // is rates[g] bytes at codeOffset[g]; a 0-bit band decodes to zero.
+  void (*decodePointsRates)(const uint8_t* rates, const uint16_t* codeOffset, size_t d, size_t rowBytes, const uint8_t* codes, size_t n,
+                            float* out);
   // out[i] = FP16 in[i] as float, i < count.
   void (*halfToFloat)(const uint16_t* in, size_t count, float* out);
   // logits[r * ldl + t] = scale * rowScale[t] * dot(q[r], rows[t]) (rowScale null: 1), r < R, t < n.

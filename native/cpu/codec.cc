@@ -208,6 +208,8 @@ bool codecSupports(int headDim, int bits) {
 
 size_t codeBytesPerVector(const CodecParams& p) { return static_cast<size_t>(p.headDim / 8) * static_cast<size_t>(p.bits); }
 
+void groupPointOf(const uint8_t* code, int bits, float point[8]) { groupPoint(loadCode(code, bits), bits, decodeTables(), point); }
+
 const e8::EncodeTables& e8EncodeTables() {
   static const e8::EncodeTables t = [] {
     e8::EncodeTables x;

@@ -64,6 +64,9 @@ float dotRotated(const CodecParams& p, const float* qRot, const uint8_t* vectorC
 Status dotRotatedRange(const CodecParams& p, const float* qRot, const uint8_t* codes, const uint16_t* scales,
                        size_t begin, size_t end, float* scores);
 
+// The lattice point (codebook units) of one 8-element group's code of `bits` bytes at `code`.
+void groupPointOf(const uint8_t* code, int bits, float point[8]);
+
 // The encoder's search tables (built once, thread-safe); the CUDA host code uploads these bytes.
 const e8::EncodeTables& e8EncodeTables();
 

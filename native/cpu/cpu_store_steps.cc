@@ -57,6 +57,7 @@ void CpuStoreSteps::quantizeResidual() {
       residualRowsF32(kv, h, firstPosition, rows.data());
       ops::EncodeLaunch a;
       a.codec = ops::codecArgs(static_cast<int>(d), key ? L.spec.keyBits : L.spec.valueBits, true, o_.seed);
+      a.codec.transform = store_.transformOf(layer_, kv, h);
       a.inputF16 = false;
       for (size_t t = 0; t < n;) {
         const size_t slot = first + t, page = slot / P, j = slot % P, m = std::min(n - t, P - j);
@@ -158,6 +159,7 @@ void CpuStoreSteps::encodeResidual() {
       residualRowsF32(kv, h, firstPosition, rows.data());
       ops::EncodeLaunch a;
       a.codec = ops::codecArgs(static_cast<int>(d), key ? L.spec.keyBits : L.spec.valueBits, true, o_.seed);
+      a.codec.transform = store_.transformOf(layer_, kv, h);
       a.input = rows.data();
       a.inputF16 = false;
       a.vectors = nr;

@@ -17,7 +17,7 @@
 
 namespace nq {
 KvCache::KvCache(const CacheOptions& o)
-    : o_(o), store_(o.batch, o.layers, PageLayout(o.kvHeads, o.headDim, o.spec, o.scorer), o.seed), rope_(o.ropeTheta, o.headDim) {
+    : o_(o), store_(o.batch, o.layers, PageLayout(o.kvHeads, o.headDim, o.spec, o.scorer), o.seed, o.transform.get()), rope_(o.ropeTheta, o.headDim) {
   // Evicting needs stored positions (evictFraction > 0); TypeScript and deserialize() refuse a budget
   // without them, and so does the binding's direct use.
   if (o.budgetTokens > 0 && !format::storesPositions(o.spec))
@@ -134,6 +134,10 @@ void KvCache::runAttention(size_t seq, size_t layer, const AttentionCall& c) {
                                                      static_cast<int>(nq), o_.spec, o_.seed, c.scale);
   a.batch = 1;
   a.ropeTheta = o_.ropeTheta;
+  if (o_.transform) {
+    a.keyTransforms = o_.transform->heads(layer, 0);
+    a.valueTransforms = o_.transform->heads(layer, 1);
+  }
   a.seqs = &kv;
   a.maxCompressed = kv.compressed;
   a.maxResidual = kv.residualCount;

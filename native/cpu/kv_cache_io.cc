@@ -72,8 +72,9 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
   std::memcpy(&h.magic, data, 4);
   if (h.magic != format::kSerializedMagic) r.corrupt("bad magic (expected \"NQKV\")");
   std::memcpy(&h.version, data + 4, 4);
-  if (h.version != format::kSerializedVersion)
-    r.corrupt("unsupported version " + std::to_string(h.version) + " (this build reads version " + std::to_string(format::kSerializedVersion) + ")");
+  if (h.version != format::kSerializedVersion && h.version != format::kSerializedVersionTransform)
+    r.corrupt("unsupported version " + std::to_string(h.version) + " (this build reads versions " + std::to_string(format::kSerializedVersion) + " and " +
+              std::to_string(format::kSerializedVersionTransform) + ")");
   uint32_t stored;
   std::memcpy(&stored, data + size - 4, 4);
   if (crc32(data, size - 4) != stored) r.corrupt("checksum mismatch (the data was modified or truncated)");
@@ -125,6 +126,34 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
     r.corrupt("invalid token budget in the header");
   if (!(o.ropeTheta == 0 || (o.ropeTheta > 1 && o.ropeTheta < 1e12)) || (o.ropeTheta > 0 && o.headDim % 2 != 0)) r.corrupt("invalid ropeTheta in the header");
   o.scorer = static_cast<Scorer>(scorer);
+  if (h.version == format::kSerializedVersionTransform) {
+    // The tables' bytes follow from the (checked) shape: check they are present before reading them.
+    const size_t n = o.layers * 2 * o.kvHeads, d = o.headDim, g = d / 8;
+    if (n > (r.n - r.at) / (d * d * 4 + d * 4)) r.corrupt("the header declares transform tables the data is too short for");
+    TransformArrays t;
+    t.layers = o.layers;
+    t.kvHeads = o.kvHeads;
+    t.headDim = d;
+    // The byte stream may be unaligned: floats are copied out before they are read.
+    auto floats = [&](size_t count, const char* what) {
+      std::vector<float> v(count);
+      std::memcpy(v.data(), r.take(count * 4, what), count * 4);
+      return v;
+    };
+    const std::vector<float> mean = floats(n * d, "the transform means"), matrix = floats(n * d * d, "the transform matrices"),
+                             bandRms = floats(n * g, "the transform band RMS");
+    t.mean = mean.data();
+    t.matrix = matrix.data();
+    t.bandRms = bandRms.data();
+    t.rates = r.take(n * g, "the transform rates");
+    t.calibrated = r.take(n, "the transform flags");
+    try {
+      o.transform = std::make_shared<const TransformTables>(t, o.spec.keyBits, o.spec.valueBits);
+    } catch (const NqError& e) {
+      if (std::string(e.code) == "OUT_OF_MEMORY") throw;
+      r.corrupt(std::string("invalid transform tables: ") + e.what());
+    }
+  }
 
   // The smallest store takes 25 bytes (its counters): check the count against the bytes present
   // before creating the stores, so a mutated batch or layer count costs nothing.

@@ -24,8 +24,8 @@ std::vector<const uint8_t*> SeqLayerStore::pagePointers() const {
   return p;
 }
 
-PagedStore::PagedStore(size_t batch, size_t layers, const PageLayout& layout, uint32_t codecSeed)
-    : layout_(layout), layers_(layers), seed_(codecSeed), stores_(batch * layers) {}
+PagedStore::PagedStore(size_t batch, size_t layers, const PageLayout& layout, uint32_t codecSeed, const TransformTables* transform)
+    : layout_(layout), layers_(layers), seed_(codecSeed), transform_(transform), stores_(batch * layers) {}
 
 HostBuffer PagedStore::newPage(size_t seq, size_t layer, size_t index) const {
   HostBuffer page;
@@ -119,6 +119,7 @@ void PagedStore::decodeRuns(const SeqLayerStore& s, bool key, size_t head, size_
   a.codec = ops::codecArgs(static_cast<int>(d), key ? layout_.spec.keyBits : layout_.spec.valueBits, true, seed_);
   a.outF16 = std::is_same_v<Out, uint16_t>;
   a.unrotate = unrotate;
+  a.codec.transform = transformOf(static_cast<size_t>(&s - stores_.data()) % layers_, key ? 0 : 1, head);
   const size_t cb = key ? layout_.keyCodeBytes : layout_.valueCodeBytes;
   for (size_t t = begin; t < end;) {
     const size_t page = t / P, j = t % P, n = std::min(end - t, P - j);
@@ -159,6 +160,7 @@ CacheComponentBytes PagedStore::bytes() const {
     b.residual += s.residual.size();
     b.scores += s.scores.size();
   }
+  if (transform_) b.transform = transform_->bytes();
   return b;
 }
 

@@ -11,6 +11,7 @@
 #include "cache/compress_policy.h"
 #include "cache/compressed_cache.h"
 #include "cache/page_layout.h"
+#include "cache/transform_tables.h"
 #include "memory/allocator.h"
 #include "nq_format.h"
 
@@ -32,7 +33,10 @@ struct SeqLayerStore : StoreCounters {
 
 class PagedStore {
  public:
-  PagedStore(size_t batch, size_t layers, const PageLayout& layout, uint32_t codecSeed);
+  // `transform` (may be null) outlives the store: the cache holds both.
+  PagedStore(size_t batch, size_t layers, const PageLayout& layout, uint32_t codecSeed, const TransformTables* transform);
+  // The calibrated transform of (layer, kv, head), or null for the flat code.
+  const HeadTransform* transformOf(size_t layer, size_t kv, size_t head) const { return transform_ ? transform_->head(layer, kv, head) : nullptr; }
 
   const PageLayout& layout() const { return layout_; }
   size_t layers() const { return layers_; }
@@ -79,6 +83,7 @@ class PagedStore {
   PageLayout layout_;
   size_t layers_;
   uint32_t seed_;
+  const TransformTables* transform_;
   std::vector<SeqLayerStore> stores_;
 };
 

@@ -51,6 +51,8 @@ CudaKvCache::CudaKvCache(const CacheOptions& o) : o_(o), layout_(o.kvHeads, o.he
   std::vector<cuda::DeviceInfo> devices;
   std::string reason;
   if (!cuda::probeDevices(devices, reason)) throw NqError("BACKEND_UNAVAILABLE", "CUDA is not available: " + reason);
+  if (o.transform)
+    throw NqError("UNSUPPORTED", "a calibrated transform (profile) is CPU only: the CUDA kernels code with the Hadamard rotation (use backend \"cpu\" or no profile)");
   if (o.ropeTheta > 0) throw NqError("UNSUPPORTED", "keyStorage \"unrope\" is CPU only: the CUDA attention kernel reads keys as stored");
   if (o.scorer == Scorer::Reconstruct)
     throw NqError("UNSUPPORTED", "the reconstruct scorer is CPU only: the CUDA attention kernel has no reconstruction pass yet (use backend \"cpu\")");

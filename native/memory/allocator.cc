@@ -22,6 +22,7 @@ const char* memCategoryName(MemCategory c) {
     case MemCategory::Scores: return "scores";
     case MemCategory::Scratch: return "scratch";
     case MemCategory::Tensor: return "tensor";
+    case MemCategory::Transform: return "transform";
     default: return "unknown";
   }
 }

@@ -91,7 +91,7 @@ export function presetCacheLayout(arch: Architecture, tokens: number, preset: st
     [fullAttentionLayers(arch), tokens],
     [arch.slidingWindow?.layers ?? 0, Math.min(tokens, arch.slidingWindow?.window ?? tokens)],
   ];
-  const bytes: LayoutBytes = { codes: 0, scales: 0, positions: 0, residual: 0, headers: 0, scores: 0, total: 0 };
+  const bytes: LayoutBytes = { codes: 0, scales: 0, positions: 0, residual: 0, headers: 0, scores: 0, transform: 0, total: 0 };
   let baselineBytes = 0;
   for (const [layers, groupTokens] of groups) {
     if (layers === 0) continue;

@@ -78,6 +78,8 @@ export interface LayoutBytes {
   headers: number;
   /** Per held token and KV head, the scorer's score (scoreBytesPerSlot), kept beside the pages. */
   scores: number;
+  /** A calibrated transform's tables (transformTableBytes), held once per cache; 0 without a profile. */
+  transform: number;
   total: number;
 }
 
@@ -225,7 +227,23 @@ export function validateShape(shape: CacheShape): { batch: number; tokens: numbe
 }
 
 /** Exact bytes of every component of a compressed cache of this shape after compression. */
-export function compressedLayout(shape: CacheShape, spec: CompressionSpec): CompressedLayout {
+/**
+ * Bytes of a cache's calibrated transform tables (native/cache/transform_tables.h bytesFor): for each
+ * (layer, K|V, KV head) the mean (f32 d), matrix (f32 d²), band RMS and band scales (f32 d/8 each),
+ * code offsets (u16 d/8), rates (u8 d/8) and a flag byte. Held once per cache, whatever its length.
+ */
+export function transformTableBytes(layers: number, kvHeads: number, headDim: number): number {
+  const g = headDim / GROUP_SIZE;
+  return layers * 2 * kvHeads * (4 * headDim + 4 * headDim * headDim + 4 * g + 4 * g + 2 * g + g + 1);
+}
+
+/** Options of compressedLayout beyond the spec. */
+export interface LayoutOptions {
+  /** The cache codes with a calibrated transform profile: its tables are counted (transformTableBytes). */
+  transform?: boolean;
+}
+
+export function compressedLayout(shape: CacheShape, spec: CompressionSpec, options: LayoutOptions = {}): CompressedLayout {
   const s = validateSpec(spec);
   const { tokens } = validateShape(shape);
   const { layers, kvHeads, headDim } = shape;
@@ -247,9 +265,10 @@ export function compressedLayout(shape: CacheShape, spec: CompressionSpec): Comp
     headers: pages * PAGE_HEADER_BYTES,
     // Exactly the held tokens' scores, every KV head (trimmed to them at the end of compress()).
     scores: layers * kvHeads * scoreBytesPerSlot(s) * keptTokens.reduce((a, b) => a + b, 0),
+    transform: options.transform === true ? transformTableBytes(layers, kvHeads, headDim) : 0,
     total: 0,
   };
-  bytes.total = bytes.codes + bytes.scales + bytes.positions + bytes.residual + bytes.headers + bytes.scores;
+  bytes.total = bytes.codes + bytes.scales + bytes.positions + bytes.residual + bytes.headers + bytes.scores + bytes.transform;
   const baselineBytes = fp16CacheBytes(shape);
   return {
     bytes,

@@ -34,7 +34,8 @@ export interface ConversationShape {
 }
 
 /** The parts of withNexusQuant's resolved options a conversation is made from. */
-export type ConversationOptions = Pick<ResolvedOptions, "preset" | "spec" | "backend" | "compressEvery" | "seed"> & Partial<Pick<ResolvedOptions, "memoryLimitBytes">>;
+export type ConversationOptions = Pick<ResolvedOptions, "preset" | "spec" | "backend" | "compressEvery" | "seed"> &
+  Partial<Pick<ResolvedOptions, "memoryLimitBytes" | "profile">>;
 
 /**
  * Where a conversation that is never compressed (spec null) keeps its K/V: "cache", in a
@@ -205,6 +206,8 @@ export class ConversationCache {
             backend: options.backend,
             ...(options.seed !== undefined ? { seed: options.seed } : {}),
             ...(options.memoryLimitBytes ? { memoryLimitBytes: options.memoryLimitBytes } : {}),
+            // A profile codes compressed K/V; "none" keeps FP16 and has nothing to transform.
+            ...(options.spec !== null && typeof options.profile === "object" ? { profile: options.profile } : {}),
           });
     return new ConversationCache(shape, options.preset, options.spec, cache, new Array<number>(shape.batch).fill(0), new CompressSchedule(options.compressEvery), 0);
   }

@@ -14,6 +14,7 @@ export {
 } from "./ort-session.js";
 export { TransformersJsHandle, isTransformersJsModel, type TransformersJsModelLike } from "./transformers-js.js";
 export { DecodeHandle } from "./decode-handle.js";
+export { calibrateModel, DEFAULT_CALIBRATION_TOKENS, MAX_CALIBRATION_WINDOW, type CalibrateModelOptions } from "./calibrate.js";
 // The step adapter's functions (step-adapter.ts) are internal: the wrappers, the quality harness and
 // the benchmarks import them by path. What a custom engine implements is public.
 export type { StepEngine, TokenRows } from "./step-adapter.js";

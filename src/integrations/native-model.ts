@@ -18,6 +18,8 @@
  *   the layers it does not reach evict by the best score of those it does: CompressedKVCache.shareScores).
  * - "observed" (SnapKV): the last `scorerWindow` queries of each layer, as the model computed them.
  */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import { buildDecoderSegments, SEGMENT_NAMES } from "../model/segment-builder.js";
 import type { LlamaConfig } from "../model/llama-config.js";
@@ -28,6 +30,8 @@ import { checkConversationRows, ConversationCache, emptyKvStats, type KvStats } 
 import { checkStateOptions, resumedCache, type EngineConversation, type NativeEngineSnapshot, type ObservedWindow } from "./conversation-state.js";
 import { DecodeHandle } from "./decode-handle.js";
 import type { ResolvedOptions } from "./options.js";
+import { checkProfileFor, type TransformProfile } from "../transform/profile.js";
+import { PROFILE_FILE_NAME, readProfile } from "../transform/profile-file.js";
 import type { OrtTensorLike } from "./ort-session.js";
 import { checkPrefillFits } from "./prefill-memory.js";
 import { checkVocab, stepResult, toTokenRows, zeroTimings, type StepEngine, type StepResult, type StepTimings, type TokenRows } from "./step-adapter.js";
@@ -482,11 +486,33 @@ export class NativeModelSession extends DecodeHandle<NativeStepEngine> {
     if (config.headDim % 8 !== 0) {
       throw new NexusQuantError("UNSUPPORTED", `head_dim ${config.headDim} is not a multiple of 8; the compressed cache needs 8-element lattice groups`, { headDim: config.headDim });
     }
+    const profile = await resolveProfile(model, options.profile);
+    options = { ...options, profile: profile ?? false };
     const built = buildDecoderSegments({ config, weights: model.weights, logits: native.logits ?? "last" });
     const sessions: SegmentSessionLike[] = [];
     for (const bytes of built.segments) sessions.push(await ort.InferenceSession.create(bytes, SEGMENT_SESSION_OPTIONS));
     return new NativeModelSession(new NativeStepEngine(config, options, ort, sessions, built.logits, () => modelFingerprint(model)));
   }
+}
+
+/**
+ * The profile a conversation codes with: "auto" reads `nexusquant-profile.bin` next to the checkpoint
+ * when there is one; a given or found profile must be this model's (PROFILE_MISMATCH otherwise).
+ */
+async function resolveProfile(model: LlamaModel, wanted: ResolvedOptions["profile"]): Promise<TransformProfile | undefined> {
+  if (wanted === false) return undefined;
+  let profile: TransformProfile;
+  if (wanted === "auto") {
+    if (model.dir === undefined) return undefined;
+    const path = join(model.dir, PROFILE_FILE_NAME);
+    if (!existsSync(path)) return undefined;
+    profile = await readProfile(path);
+  } else {
+    profile = wanted;
+  }
+  const { config } = model;
+  checkProfileFor(profile, { fingerprint: (await modelFingerprint(model)).id, layers: config.numLayers, kvHeads: config.numKvHeads, headDim: config.headDim });
+  return profile;
 }
 
 /** The first `count` queries of each head of a [heads, window, d] observation window, as [heads, count, d]. */

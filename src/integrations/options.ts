@@ -3,6 +3,7 @@ import { DEFAULT_PRESET, PRESET_NAMES, SCORERS, getPreset, specWithOverrides, un
 import { checkBoolean, checkInt, checkObject, checkOneOf, checkOptionKeys, checkSeed, checkTokenIds } from "../validate.js";
 import type { BackendRequest } from "../runtime/index.js";
 import { sameSpec, type SavedConversation } from "./conversation-state.js";
+import { validateProfileOnce, type TransformProfile } from "../transform/profile.js";
 
 /** Options of `withNexusQuant(model, options)`. */
 export interface NexusQuantOptions {
@@ -80,6 +81,14 @@ export interface NexusQuantOptions {
    * generate() already stops at their generation_config's eos_token_id.
    */
   eos?: number | readonly number[];
+  /**
+   * The calibrated transform profile (docs/transform.md): each head's K/V coded in a basis fitted to
+   * the model, more bits where the energy is, at the same bytes. "auto" (default): a loaded
+   * checkpoint uses `nexusquant-profile.bin` from its directory when `nexusquant calibrate DIR` wrote
+   * one (a profile of another model there is PROFILE_MISMATCH), anything else codes without one.
+   * A profile object (`readProfile(path)`) is used as given; false never uses one. CPU only.
+   */
+  profile?: TransformProfile | "auto" | false;
 }
 
 /**
@@ -106,6 +115,8 @@ export interface ResolvedOptions {
   memoryLimitBytes: number;
   /** options.eos as a list, or undefined when not given (the wrapper's own default applies). */
   eos: readonly number[] | undefined;
+  /** A validated profile, "auto" (the wrapper looks next to a loaded checkpoint) or false. */
+  profile: TransformProfile | "auto" | false;
 }
 
 export const DEFAULT_COMPRESS_EVERY = 64;
@@ -115,7 +126,7 @@ export const DEFAULT_PREFILL_CHUNK = 256;
 export const NO_COMPRESSION = "none";
 
 /** Every key of NexusQuantOptions: others are refused with the closest name (strict options). */
-const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "rereadLayers", "memoryLimitBytes", "state", "eos"];
+const OPTION_KEYS: readonly (keyof NexusQuantOptions)[] = ["preset", "backend", "compressEvery", "scorer", "spec", "seed", "denseMirror", "ort", "padTokenId", "prefillChunk", "rereadLayers", "memoryLimitBytes", "state", "eos", "profile"];
 
 export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions {
   checkObject("options", options);
@@ -143,6 +154,8 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     : checkInt("options.rereadLayers", options.rereadLayers, { min: 1 });
   const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 });
   const eos = options.eos === undefined ? undefined : checkTokenIds("options.eos", options.eos);
+  const profile = options.profile ?? "auto";
+  if (profile !== "auto" && profile !== false) validateProfileOnce(profile);
   return {
     preset,
     spec,
@@ -156,6 +169,7 @@ export function resolveOptions(options: NexusQuantOptions = {}): ResolvedOptions
     rereadLayers,
     memoryLimitBytes,
     eos,
+    profile,
   };
 }
 

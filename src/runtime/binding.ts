@@ -6,6 +6,7 @@
  */
 import type { CodeBits, CompressionSpec } from "../format/index.js";
 import type { BackendInfo, BackendName } from "./backend.js";
+import type { CacheTransformArrays } from "../transform/cache-arrays.js";
 import type { KVData } from "./validate.js";
 
 /** @internal A memory snapshot from the accounting allocator. */
@@ -107,10 +108,10 @@ export interface NativeCacheHandle {
   shareScores(seq: number, sourceLayers: number): void;
   materialize(seq: number, layer: number, f16: boolean): { tokens: number; keys: Float32Array | Uint16Array; values: Float32Array | Uint16Array; positions: Int32Array };
   counts(seq: number, layer: number): { tokens: number; appended: number; compressedTokens: number; compressed: boolean };
-  bytes(): { codes: number; scales: number; positions: number; residual: number; headers: number; scores: number; scratch: number; total: number };
+  bytes(): { codes: number; scales: number; positions: number; residual: number; headers: number; scores: number; scratch: number; transform: number; total: number };
   serialize(): Uint8Array;
   /** The options the cache was created with (for a deserialized one: read from its header), scorer as its id. */
-  options(): NativeCacheOptions;
+  options(): NativeCacheOptions & { transform: boolean };
   dispose(): void;
   /** Bytes this cache holds through the allocator, its memoryLimitBytes (0: none) and what was reported to V8. */
   heldBytes(): { live: number; limit: number; reported: number };
@@ -142,6 +143,14 @@ export interface NativeCacheOptions {
 export interface NativeCacheCreateOptions extends NativeCacheOptions {
   memoryLimitBytes?: number;
   backend?: BackendName;
+  /** The calibrated transforms (src/runtime/transform-tables.ts); absent: the Hadamard code. */
+  transform?: NativeTransformHandle;
+}
+
+/** @internal A NativeTransform instance: the tables live as long as it or a cache built with it. */
+export interface NativeTransformHandle {
+  /** Bytes of the tables (allocator category "transform"). */
+  bytes(): number;
 }
 
 /** @internal native/binding/cache_binding.cc: the cache class and the dense FP32 attention reference. */
@@ -150,6 +159,8 @@ export interface CacheBinding {
     new (options: NativeCacheCreateOptions): NativeCacheHandle;
     deserialize(buf: Uint8Array, memoryLimitBytes?: number): NativeCacheHandle;
   };
+  /** native/binding/transform_binding.cc: calibrated transform tables, shared by the caches built with them. */
+  NativeTransform: new (options: { layers: number; kvHeads: number; headDim: number; keyBits: number; valueBits: number } & CacheTransformArrays) => NativeTransformHandle;
   /** Exact attention over dense FP32 K/V ([kvHeads, n, d]); the bench's reference. */
   denseAttentionF32(k: Float32Array, v: Float32Array, kvHeads: number, n: number, d: number, q: Float32Array, qHeads: number, scale: number): Float32Array;
   /** Dense causal attention [kvHeads][n][d] (FP32 or FP16 bits) with the same fused kernels and ISA as attention on codes (bench baselines). */

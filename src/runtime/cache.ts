@@ -15,6 +15,8 @@ import {
 import { resolveBackend, type BackendName, type BackendRequest } from "./backend.js";
 import { awaitNative, callNative, native } from "./native.js";
 import type { NativeCacheHandle, NativeCacheOptions } from "./binding.js";
+import { sharedTransformTables } from "./transform-tables.js";
+import { validateProfileOnce, type TransformProfile } from "../transform/profile.js";
 import {
   checkFinite,
   checkFiniteNumber,
@@ -74,12 +76,20 @@ export interface CompressedKVCacheOptions {
    * Host bytes: the CUDA cache's device memory is not limited by it.
    */
   memoryLimitBytes?: number;
+  /**
+   * A calibrated transform profile (`nexusquant calibrate DIR`, `readProfile`; docs/transform.md):
+   * each head's K and V are coded in a basis fitted to the model, with more bits where their energy
+   * is, at the same bytes per vector as without it. Made for this cache's layers, kvHeads and
+   * headDim, else PROFILE_MISMATCH. CPU only (the CUDA cache refuses it with UNSUPPORTED). Its tables
+   * are held by the cache (stats().bytes.transform) and saved with serialize().
+   */
+  profile?: TransformProfile;
 }
 
 /** Every key of CompressedKVCacheOptions: others are refused (strict options). */
 const CACHE_OPTION_KEYS: readonly (keyof CompressedKVCacheOptions)[] = [
   "layers", "kvHeads", "headDim", "batch", "queryHeads", "preset", "spec", "backend", "seed", "scorerWindow",
-  "poolKernel", "budgetTokens", "keyStorage", "ropeTheta", "memoryLimitBytes",
+  "poolKernel", "budgetTokens", "keyStorage", "ropeTheta", "memoryLimitBytes", "profile",
 ];
 const COMPRESS_OPTION_KEYS: readonly (keyof CompressOptions)[] = ["sequence", "layer", "observedQueries"];
 const ATTENTION_OPTION_KEYS = ["sequence", "scale", "positions"] as const;
@@ -107,7 +117,7 @@ function checkAttentionOutput(out: Float32Array, scale: number): Float32Array {
 export interface CacheStats {
   backend: BackendName;
   /** Bytes the cache holds now, by component, from the accounting allocator. */
-  bytes: { codes: number; scales: number; positions: number; residual: number; headers: number; scores: number; scratch: number; total: number };
+  bytes: { codes: number; scales: number; positions: number; residual: number; headers: number; scores: number; scratch: number; transform: number; total: number };
   /** What an FP16 cache of every appended token would hold. */
   baselineBytes: number;
   /** baselineBytes / bytes.total (1 when empty). */
@@ -147,6 +157,11 @@ export interface ResolvedCacheOptions {
   ropeTheta: number;
   /** Present when the cache was created with a per-cache limit (not serialized). */
   memoryLimitBytes?: number;
+  /**
+   * "calibrated" when the cache codes with a profile's transforms (held and serialized with it),
+   * "hadamard" otherwise. Rebuilding such a cache from `options` needs the profile passed again.
+   */
+  transform: "hadamard" | "calibrated";
 }
 
 export interface CompressOptions {
@@ -228,6 +243,13 @@ export class CompressedKVCache {
     const scorerWindow = checkInt("options.scorerWindow", options.scorerWindow ?? SCORER_DEFAULTS.scorerWindow, { min: 1, max: L.maxScorerWindow, maxName: "FORMAT_LIMITS.maxScorerWindow" });
     this.backend = resolveBackend(options.backend ?? "auto");
     const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 }); // 0: no per-cache limit
+    if (options.profile !== undefined) {
+      validateProfileOnce(options.profile);
+      if (this.keyStorage === "unrope") throw invalidArgument("options.keyStorage", '"as-is" with a profile (its key basis is fitted to keys as stored)', this.keyStorage);
+      if (this.backend === "cuda") throw new NexusQuantError("UNSUPPORTED", 'A transform profile is CPU only: the CUDA kernels code with the Hadamard rotation. Use backend "cpu" or no profile.');
+    }
+    // Built once per profile and bits, shared by every cache made with them (transform-tables.ts).
+    const transform = options.profile === undefined || existing ? undefined : sharedTransformTables(options.profile, this, this.spec.keyBits, this.spec.valueBits);
     this.options = Object.freeze({
       layers: this.layers,
       kvHeads: this.kvHeads,
@@ -242,6 +264,7 @@ export class CompressedKVCache {
       keyStorage: this.keyStorage,
       ropeTheta: this.ropeTheta,
       ...(memoryLimitBytes > 0 ? { memoryLimitBytes } : {}),
+      transform: (existing ? existing.options().transform : transform !== undefined) ? "calibrated" : "hadamard",
     });
     if (existing) {
       this.#handle = existing;
@@ -269,6 +292,7 @@ export class CompressedKVCache {
       ropeTheta: this.ropeTheta,
       memoryLimitBytes,
       backend: this.backend,
+      ...(transform ? { transform } : {}),
     };
     this.#handle = callNative(() => new Native(nativeOptions));
   }

@@ -2,7 +2,7 @@ import { invalidArgument } from "../errors.js";
 import type { NativeMemorySnapshot } from "./binding.js";
 import { native } from "./native.js";
 
-export type MemoryCategory = "codes" | "scales" | "positions" | "residual" | "headers" | "scores" | "scratch" | "tensor";
+export type MemoryCategory = "codes" | "scales" | "positions" | "residual" | "headers" | "scores" | "scratch" | "tensor" | "transform";
 
 export interface MemorySpaceStats {
   /** Live bytes by category, exactly as requested from the accounting allocator. */

@@ -14,6 +14,7 @@
 #include "cpu/ops/cpu_ops.h"
 #include "cpu/parallel.h"
 #include "cpu/rope.h"
+#include "cpu/transform_codec.h"
 #include "cache/scratch.h"
 
 namespace nq::ops {
@@ -56,11 +57,11 @@ class CodesSource : public KvSource {
       for (size_t i = 0; i < n; ++i) rope_.apply(buf.keys + i * d_, out.positions[i], false);
       out.keyScales = nullptr;
     } else {
-      ops.decodePoints(a_.keyBits, d_, page + a_.keyCodesOff + slot * kcb_, n, buf.keys);
+      points(ops, a_.keyTransforms, head, a_.keyBits, page + a_.keyCodesOff + slot * kcb_, kcb_, n, buf.keys);
       ops.halfToFloat(ks, n, buf.keyScales);
       out.keyScales = buf.keyScales;
     }
-    ops.decodePoints(a_.valueBits, d_, page + a_.valueCodesOff + slot * vcb_, n, buf.values);
+    points(ops, a_.valueTransforms, head, a_.valueBits, page + a_.valueCodesOff + slot * vcb_, vcb_, n, buf.values);
     ops.halfToFloat(vs, n, buf.valueScales);
     out.keys = buf.keys;
     out.values = buf.values;
@@ -68,6 +69,14 @@ class CodesSource : public KvSource {
   }
 
  private:
+  // Lattice points of n rows: the flat code's, or per band under the head's calibrated transform.
+  void points(const AttentionOps& ops, const HeadTransform* transforms, size_t head, int bits, const uint8_t* codes, size_t rowBytes, size_t n,
+              float* out) const {
+    const HeadTransform* t = transforms ? &transforms[head] : nullptr;
+    if (t && t->matrix) ops.decodePointsRates(t->rates, t->codeOffset, d_, rowBytes, codes, n, out);
+    else ops.decodePoints(bits, d_, codes, n, out);
+  }
+
   const AttentionLaunch& a_;
   const uint8_t* const* pages_;
   size_t begin_, n_, P_, d_, kcb_ = 0, vcb_ = 0;
@@ -147,15 +156,29 @@ void cpuAttention(const AttentionLaunch& a) {
   const RopeTable rope(a.ropeTheta, d);
   const AttentionOps& kernels = attentionOps(activeIsa(), d);
   const size_t perSeq = QH * nq * d;
-  Scratch<float> qRot(perSeq);
+  if ((a.keyTransforms || a.valueTransforms) && rope.active())
+    throw NqError("UNSUPPORTED", "attention: a calibrated transform with un-RoPE'd key storage is not supported");
+  const size_t group = QH / H;
+  auto transformOf = [](const HeadTransform* all, size_t head) -> const HeadTransform* {
+    return all && all[head].matrix ? &all[head] : nullptr;
+  };
+  Scratch<float> qRot(perSeq), keyBias(a.keyTransforms ? QH * nq : 0);
   for (size_t b = 0; b < static_cast<size_t>(a.batch); ++b) {
     const SeqKV& s = a.seqs[b];
     const float* q = a.queries + b * perSeq;
     // One rotated copy of every query: keys and values of the codes live in the rotated domain (keys
-    // and values share one rotation, so one rotated query serves every key).
+    // and values share one rotation, so one rotated query serves every key). Under a calibrated key
+    // transform the copy is in that head's transformed domain, and q·mean becomes the keys' bias.
     std::copy(q, q + perSeq, qRot.data());
     parallelFor(QH * nq, 64, [&](size_t lo, size_t hi) {
-      for (size_t i = lo; i < hi; ++i) rotateVector(rotation, qRot.data() + i * d);
+      for (size_t i = lo; i < hi; ++i) {
+        const HeadTransform* t = transformOf(a.keyTransforms, i / nq / group);
+        if (t) keyBias[i] = a.scale * transformQuery(*t, q + i * d, qRot.data() + i * d);
+        else {
+          rotateVector(rotation, qRot.data() + i * d);
+          if (a.keyTransforms) keyBias[i] = 0.f;
+        }
+      }
     });
     // Sources: the compressed slots and the residual rows attended (split at the compressed count), then
     // any transient rows. std::deque keeps the sources' addresses stable while the list grows.
@@ -185,7 +208,11 @@ void cpuAttention(const AttentionLaunch& a) {
     p.qpos = qpos;
     p.scale = a.scale;
     p.out = a.out + b * perSeq;
-    p.unrotate = [&rotation](float* v) { unrotateVector(rotation, v); };
+    p.keyBias = a.keyTransforms ? keyBias.data() : nullptr;
+    p.unrotate = [&](size_t head, float* v, float weight) {
+      if (const HeadTransform* t = transformOf(a.valueTransforms, head)) untransformAccumulated(*t, v, weight);
+      else unrotateVector(rotation, v);
+    };
     if (a.accumulate && s.accumulated) p.accumulated = s.accumulated;
     if (a.captureMax && s.maxScores) p.maxScores = s.maxScores;
     p.accumulatedStride = static_cast<size_t>(s.accPitch);

@@ -2,6 +2,7 @@
 #include <string>
 
 #include "cpu/codec.h"
+#include "cpu/transform_codec.h"
 #include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
 
@@ -20,6 +21,14 @@ CodecParams codecParams(const CodecArgs& c, const char* op) {
   return CodecParams{c.headDim, c.bits, c.rotate, c.seed};
 }
 
+// A transform with a matrix; its rates must fill exactly the flat code's bytes (the page layout).
+bool calibrated(const CodecArgs& c) {
+  if (!c.transform || !c.transform->matrix) return false;
+  if (c.transform->headDim != c.headDim || transformCodeBytes(*c.transform) != static_cast<size_t>(c.headDim / 8 * c.bits))
+    throw NqError("INVALID_ARGUMENT", "codec: the transform's head_dim or rates do not match the code (" + std::to_string(c.bits) + " bits)");
+  return true;
+}
+
 }  // namespace
 
 CodecArgs codecArgs(int headDim, int bits, bool rotate, uint32_t seed) {
@@ -36,6 +45,12 @@ void cpuEncode(const EncodeLaunch& a) {
   const CodecParams p = codecParams(a.codec, "encode");
   if (a.vectors == 0) return;
   if (!a.input || !a.codes || !a.scales) throw NqError("INVALID_ARGUMENT", "encode: null pointer");
+  if (calibrated(a.codec)) {
+    if (a.inputF16) throw NqError("INVALID_ARGUMENT", "encode: a calibrated transform takes f32 input");
+    const EncodeResult r = encodeTransformed(*a.codec.transform, static_cast<const float*>(a.input), a.vectors, a.codes, a.scales);
+    if (r.status == Status::NonFinite) throw NqError("INVALID_DATA", "non-finite value in KV row " + std::to_string(r.badVector));
+    return;
+  }
   const EncodeResult r = a.inputF16 ? encodeF16(p, static_cast<const uint16_t*>(a.input), 0, a.vectors, a.codes, a.scales)
                                     : encodeF32(p, static_cast<const float*>(a.input), 0, a.vectors, a.codes, a.scales);
   if (r.status == Status::NonFinite) throw NqError("INVALID_DATA", "non-finite value in KV row " + std::to_string(r.badVector));
@@ -46,6 +61,12 @@ void cpuDecode(const DecodeLaunch& a) {
   CodecParams p = codecParams(a.codec, "decode");
   if (a.vectors == 0) return;
   if (!a.codes || !a.scales || !a.out) throw NqError("INVALID_ARGUMENT", "decode: null pointer");
+  if (calibrated(a.codec)) {
+    if (!a.unrotate) throw NqError("INVALID_ARGUMENT", "decode: a calibrated transform decodes to the original domain only");
+    if (a.outF16) decodeTransformedF16(*a.codec.transform, a.codes, a.scales, a.vectors, static_cast<uint16_t*>(a.out));
+    else decodeTransformed(*a.codec.transform, a.codes, a.scales, a.vectors, static_cast<float*>(a.out));
+    return;
+  }
   p.rotate = p.rotate && a.unrotate;  // without the inverse rotation: scale * lattice point, rotated domain
   const Status s = a.outF16 ? decodeF16(p, a.codes, a.scales, 0, a.vectors, static_cast<uint16_t*>(a.out))
                             : decodeF32(p, a.codes, a.scales, 0, a.vectors, static_cast<float*>(a.out));

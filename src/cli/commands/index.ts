@@ -11,6 +11,7 @@ export const COMMANDS: readonly LazyCommand[] = [
   { name: "models", load: () => import("./models.js").then((m) => m.modelsCommand) },
   { name: "gpus", load: () => import("./gpus.js").then((m) => m.gpusCommand) },
   { name: "verify", load: () => import("./verify.js").then((m) => m.verifyCommand) },
+  { name: "calibrate", load: () => import("./calibrate.js").then((m) => m.calibrateCommand) },
   { name: "demo", load: () => import("./demo.js").then((m) => m.demoCommand) },
   { name: "bench", load: () => import("./bench.js").then((m) => m.benchCommand) },
 ];

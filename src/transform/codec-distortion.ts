@@ -1,0 +1,22 @@
+/**
+ * What the E8 codec costs, per 8-dim lattice group, at each rate: the one table the bit allocation
+ * and the guard read. Measured with the real codec on Gaussian data at head_dim 128
+ * (bench/results/transform-study.json, `gaussian_group_nmse["128"].plain_codec`); the head_dim 64
+ * figures differ by < 3%, too little to change an allocation.
+ */
+
+/** Bits per element of one 8-dim group (a group at R bits takes R bytes); 0 = not coded, decodes to 0. */
+export type TransformRate = 0 | 2 | 3 | 4;
+
+/** The rates a band may take: the E8 codebooks' 2, 3 and 4 bits, and 0 (no 1-bit code exists yet). */
+export const TRANSFORM_RATES: readonly TransformRate[] = Object.freeze([0, 2, 3, 4] as const);
+
+/** The flat bit budgets (bits per element over a whole head vector) a profile carries an allocation for. */
+export type TransformBudget = 2 | 3 | 4;
+export const TRANSFORM_BUDGETS: readonly TransformBudget[] = Object.freeze([2, 3, 4] as const);
+
+/**
+ * Normalized MSE (‖y − ŷ‖² / ‖y‖²) of one group coded at each rate. Rate 0 decodes to zero, so its
+ * error is the group's whole energy.
+ */
+export const GROUP_NMSE: Readonly<Record<TransformRate, number>> = Object.freeze({ 0: 1, 2: 0.0899, 3: 0.0254, 4: 0.00734 });

@@ -1,0 +1,111 @@
+/**
+ * Transform profiles end to end (docs/transform.md): calibrateModel on a loaded checkpoint, the
+ * profile picked up next to the checkpoint ("auto"), refused for another model, shared between
+ * caches, carried by saved states, and the `nexusquant calibrate` command.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { calibrateModel, withNexusQuant } from "../../src/integrations/index.js";
+import { createTinyLlama, loadModel, writeModelDir, type LlamaModel } from "../../src/model/index.js";
+import { CompressedKVCache, memoryStats } from "../../src/runtime/index.js";
+import { PROFILE_FILE_NAME, readProfile, writeProfile } from "../../src/transform/index.js";
+import { transformTableBytes } from "../../src/format/index.js";
+import { runCli } from "../../src/cli/run.js";
+import { rejectionOf } from "../helpers.js";
+import { ort, promptTokens } from "./helpers.js";
+
+const tiny = (seed: number): LlamaModel => createTinyLlama({ seed, layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 32, intermediate: 128, vocab: 256 });
+const dirs: string[] = [];
+afterAll(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+async function modelDir(seed: number): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "nq-profile-"));
+  dirs.push(dir);
+  await writeModelDir(dir, tiny(seed));
+  return dir;
+}
+
+describe("transform profiles on a loaded checkpoint", () => {
+  it("calibrateModel fits every tensor and is deterministic for a seed", async () => {
+    const model = await loadModel(await modelDir(3));
+    const a = await calibrateModel(model, { tokens: 256, seed: 5, ort });
+    const b = await calibrateModel(model, { tokens: 256, seed: 5, ort });
+    expect(a.heads).toHaveLength(2 * 2 * 2);
+    expect(a.model).toMatchObject({ layers: 2, kvHeads: 2, headDim: 32 });
+    expect(a.model.fingerprint).toMatch(/^sha256:/);
+    expect(a.heads.map((h) => [...h.matrix])).toEqual(b.heads.map((h) => [...h.matrix]));
+    const err = await rejectionOf(calibrateModel(model, { tokens: 32, ort }));
+    expect(err.code).toBe("INVALID_ARGUMENT");
+    expect(err.message).toMatch(/at least 64 tokens/);
+  });
+
+  it('"auto" codes with the profile next to the checkpoint; false and another model\'s profile do not', async () => {
+    const dir = await modelDir(4);
+    const model = await loadModel(dir);
+    const ids = promptTokens(300, 256);
+    const plain = await withNexusQuant(model, { preset: "high", ort });
+    await plain.generate([ids], { maxNewTokens: 2 });
+    expect(plain.cache!.options.transform).toBe("hadamard");
+    plain.dispose();
+
+    await writeProfile(join(dir, PROFILE_FILE_NAME), await calibrateModel(model, { tokens: 512, ort }));
+    const auto = await withNexusQuant(model, { preset: "high", ort });
+    const result = await auto.generate([ids], { maxNewTokens: 2 });
+    expect(auto.cache!.options.transform).toBe("calibrated");
+    expect(auto.cache!.stats().bytes.transform).toBe(transformTableBytes(2, 2, 32));
+    // The state carries the tables: a fresh handle resumes with the same codes and tokens.
+    const state = await auto.saveState();
+    const next = await auto.generate([[5, 6, 7]], { maxNewTokens: 3, continue: true });
+    const resumed = await withNexusQuant(model, { ort, state, profile: false });
+    expect(resumed.cache!.options.transform).toBe("calibrated");
+    expect((await resumed.generate([[5, 6, 7]], { maxNewTokens: 3, continue: true })).tokens).toEqual(next.tokens);
+    expect(result.tokens[0]).toHaveLength(2);
+    auto.dispose();
+    resumed.dispose();
+
+    const off = await withNexusQuant(model, { preset: "high", ort, profile: false });
+    await off.generate([ids], { maxNewTokens: 1 });
+    expect(off.cache!.options.transform).toBe("hadamard");
+    off.dispose();
+
+    // A profile of another checkpoint in the folder: refused when the handle is made.
+    const other = await calibrateModel(await loadModel(await modelDir(5)), { tokens: 256, ort });
+    await writeProfile(join(dir, PROFILE_FILE_NAME), other);
+    const err = await rejectionOf(withNexusQuant(model, { preset: "high", ort }));
+    expect(err.code).toBe("PROFILE_MISMATCH");
+    expect(err.message).toMatch(/fingerprint.*nexusquant calibrate/s);
+  });
+
+  it("caches made with one profile share its tables: the allocator holds them once", async () => {
+    const model = await loadModel(await modelDir(6));
+    const profile = await calibrateModel(model, { tokens: 256, ort });
+    const before = memoryStats().host.byCategory.transform;
+    const shape = { layers: 2, kvHeads: 2, headDim: 32, preset: "high", profile } as const;
+    const caches = [new CompressedKVCache(shape), new CompressedKVCache(shape), new CompressedKVCache(shape)];
+    const held = memoryStats().host.byCategory.transform - before;
+    for (const c of caches) expect(c.stats().bytes.transform).toBe(transformTableBytes(2, 2, 32));
+    caches.forEach((c) => c.dispose());
+    // Built once for (profile, 2-bit keys, 2-bit values), in this synchronous stretch (no finalizer
+    // of an earlier test's tables runs inside it).
+    expect(held).toBe(transformTableBytes(2, 2, 32));
+  });
+
+  it("`nexusquant calibrate DIR --json` writes the profile and reports it", async () => {
+    const dir = await modelDir(7);
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await runCli(["calibrate", dir, "--tokens", "256", "--json"], { stdout: (t) => out.push(t), stderr: (t) => err.push(t) });
+    expect(code).toBe(0);
+    const result = JSON.parse(out.join(""));
+    expect(result.path).toBe(join(dir, PROFILE_FILE_NAME));
+    expect(result.budgets.map((b: { bits: number }) => b.bits)).toEqual([2, 3, 4]);
+    expect(err.join("")).toMatch(/calibrate: reading tokens/);
+    const profile = await readProfile(result.path);
+    expect(profile.calibration.source).toMatch(/256 random tokens/);
+    // A usage error: no directory.
+    expect(await runCli(["calibrate"], { stdout: () => {}, stderr: () => {} })).toBe(2);
+  });
+});
