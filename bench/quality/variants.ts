@@ -8,7 +8,7 @@
  * or copied by hand.
  */
 import { invalidArgument } from "../../src/errors.js";
-import { DEFAULT_SPEC, PRESET_NAMES, SCORERS, getPreset, validateSpec, type CodeBits, type CompressionSpec, type ScorerName } from "../../src/format/index.js";
+import { DEFAULT_SPEC, PRESET_NAMES, SCORERS, getPreset, validateSpec, type SpecBits, type CompressionSpec, type ScorerName } from "../../src/format/index.js";
 import type { PathName } from "./path.js";
 import { parseScalarName, scalarBitsPerElement, scalarName, type ScalarSpec } from "./scalar-baselines.js";
 
@@ -89,10 +89,11 @@ export interface VariantPlanOptions {
 /** The row name of a variant coded with the calibrated transform profile. */
 export const calibratedRowName = (name: string) => `${name} (calibrated)`;
 
-export function parseQuantOnly(name: string): Partial<CompressionSpec> {
-  const m = /^K([234])V([234])$/.exec(name);
-  if (m === null) throw invalidArgument("quant-only variant", "K<2|3|4>V<2|3|4> such as K2V2", name);
-  return { keyBits: Number(m[1]) as CodeBits, valueBits: Number(m[2]) as CodeBits, evictFraction: 0 };
+/** K<bits>V<bits> with no eviction; `calibrated` rows may also take 1 bit (a transform profile's budget). */
+export function parseQuantOnly(name: string, calibrated = false): Partial<CompressionSpec> {
+  const m = (calibrated ? /^K([1234])V([1234])$/ : /^K([234])V([234])$/).exec(name);
+  if (m === null) throw invalidArgument("quant-only variant", calibrated ? "K<1-4>V<1-4> such as K2V1" : "K<2|3|4>V<2|3|4> such as K2V2", name);
+  return { keyBits: Number(m[1]) as SpecBits, valueBits: Number(m[2]) as SpecBits, evictFraction: 0 };
 }
 
 export function planVariants(options: VariantPlanOptions = {}): Variant[] {
@@ -127,9 +128,9 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
   ];
   // Rows re-run with the calibrated profile, right after the preset and quant-only rows they repeat.
   for (const name of options.calibrated ?? []) {
-    const quant = /^K[234]V[234]$/.test(name);
+    const quant = /^K[1234]V[1234]$/.test(name);
     const preset = quant ? "quant" : getPreset(name).name;
-    const row = { name: calibratedRowName(quant ? name : preset), group: (quant ? "quant-only" : "preset") as VariantGroup, preset, spec: quant ? parseQuantOnly(name) : {}, path: native, calibrated: true as const };
+    const row = { name: calibratedRowName(quant ? name : preset), group: (quant ? "quant-only" : "preset") as VariantGroup, preset, spec: quant ? parseQuantOnly(name, true) : {}, path: native, calibrated: true as const };
     specs.splice(specs.findIndex((v) => v.group !== "baseline" && v.group !== "preset" && v.group !== "quant-only") >>> 0, 0, row);
   }
   for (const kv of options.peers ?? []) if (!PEER_KV_COMPARED.includes(kv)) throw invalidArgument("peers", PEER_KV_COMPARED.join(", "), kv);

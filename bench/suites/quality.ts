@@ -122,7 +122,7 @@ export const qualitySuite: CliCommand = {
     // Validate every flag before loading the model or running minutes of work.
     const presets = values.presets === undefined ? undefined : list(values.presets).map((p) => getPreset(p).name);
     const quantOnly = values["quant-only"] === undefined ? undefined : values["quant-only"] === "none" ? [] : list(values["quant-only"]);
-    quantOnly?.forEach(parseQuantOnly);
+    quantOnly?.forEach((n) => parseQuantOnly(n));
     const scorerPreset = values["scorer-preset"] === undefined ? undefined : getPreset(values["scorer-preset"]).name;
     const scalar = values.scalar === undefined ? undefined : values.scalar === "none" ? [] : list(values.scalar);
     scalar?.forEach(parseScalarName);
@@ -138,7 +138,7 @@ export const qualitySuite: CliCommand = {
       return m as RetrievalMode;
     });
     const calibrated = values.calibrated === undefined || values.calibrated === "none" ? undefined : list(values.calibrated).map((n) => {
-      if (/^K[234]V[234]$/.test(n)) return n;
+      if (/^K[1234]V[1234]$/.test(n)) return parseQuantOnly(n, true) && n;
       return getPreset(n).name;
     });
     const model = await resolveQualityModel(values.model);

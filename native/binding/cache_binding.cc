@@ -72,15 +72,17 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
       throwJs(env, "INVALID_ARGUMENT", "batch × layers must be at most " + std::to_string(format::kMaxStores));
     c.kvHeads = static_cast<size_t>(integer("kvHeads", 1, format::kMaxHeads));
     c.headDim = static_cast<size_t>(integer("headDim", 8, kMaxHeadDim));
-    c.spec = format::Spec{static_cast<int>(integer("keyBits", 2, 4)),
-                          static_cast<int>(integer("valueBits", 2, 4)),
+    // 1 bit per element exists only under a calibrated transform (checked below, with the transform).
+    c.spec = format::Spec{static_cast<int>(integer("keyBits", 1, 4)),
+                          static_cast<int>(integer("valueBits", 1, 4)),
                           readFinite(o.Get("evictFraction"), "evictFraction"),
                           static_cast<int>(integer("sinkTokens", 0, format::kMaxWindowTokens)),
                           static_cast<int>(integer("recentWindow", 0, format::kMaxWindowTokens)),
                           static_cast<int>(integer("residualWindow", 0, format::kMaxResidualWindow)),
                           static_cast<int>(integer("pageTokens", 8, format::kMaxPageTokens))};
     if (!(c.spec.evictFraction >= 0 && c.spec.evictFraction < 1)) throwJs(env, "INVALID_ARGUMENT", "evictFraction must be in [0, 1)");
-    if (c.spec.pageTokens % 8 != 0 || !codecSupports(static_cast<int>(c.headDim), c.spec.keyBits) || !codecSupports(static_cast<int>(c.headDim), c.spec.valueBits))
+    auto bitsOk = [&](int bits) { return bits == 1 ? c.headDim >= 16 && c.headDim % 8 == 0 : codecSupports(static_cast<int>(c.headDim), bits); };
+    if (c.spec.pageTokens % 8 != 0 || !bitsOk(c.spec.keyBits) || !bitsOk(c.spec.valueBits))
       throwJs(env, "UNSUPPORTED", "pageTokens must be a multiple of 8 and headDim/bits a size the codec supports");
     c.scorer = static_cast<Scorer>(integer("scorer", 0, format::kScorerCount - 1));
     c.seed = static_cast<uint32_t>(integer("seed", 0, 0xFFFFFFFFll));
@@ -100,6 +102,8 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     if (backendName != "cpu" && backendName != "cuda")
       throwJs(env, "INVALID_ARGUMENT", "Expected \"cpu\" or \"cuda\" for backend but received " + describeJs(backend));
     c.transform = readTransform(env, o.Get("transform"), c);
+    if ((c.spec.keyBits == 1 || c.spec.valueBits == 1) && !c.transform)
+      throwJs(env, "UNSUPPORTED", "a 1-bit code needs a calibrated transform (options.profile): the flat code has 2, 3 or 4 bits");
     guarded(env, [&] {
       BudgetScope scope(budget_.get());
       if (backendName == "cuda") cache_ = makeCudaCache(c);

@@ -27,8 +27,8 @@ class NativeTransform : public Napi::ObjectWrap<NativeTransform> {
     t.layers = static_cast<size_t>(readInteger(o.Get("layers"), "layers", 1, format::kMaxStores));
     t.kvHeads = static_cast<size_t>(readInteger(o.Get("kvHeads"), "kvHeads", 1, format::kMaxHeads));
     t.headDim = static_cast<size_t>(readInteger(o.Get("headDim"), "headDim", 8, format::kMaxHeadDim));
-    const int keyBits = static_cast<int>(readInteger(o.Get("keyBits"), "keyBits", 2, 4));
-    const int valueBits = static_cast<int>(readInteger(o.Get("valueBits"), "valueBits", 2, 4));
+    const int keyBits = static_cast<int>(readInteger(o.Get("keyBits"), "keyBits", 1, 4));
+    const int valueBits = static_cast<int>(readInteger(o.Get("valueBits"), "valueBits", 1, 4));
     if (t.headDim % 8 != 0) throwJs(env, "INVALID_ARGUMENT", "headDim must be a multiple of 8");
     const size_t n = t.layers * 2 * t.kvHeads, d = t.headDim, g = d / 8;
     if (n > static_cast<size_t>(format::kMaxStores) * 2) throwJs(env, "INVALID_ARGUMENT", "too many transforms");

@@ -38,6 +38,9 @@ TransformTables::TransformTables(const TransformArrays& a, int keyBits, int valu
   for (size_t i = 0; i < n; ++i) {
     const int bits = (i / kvHeads_) % 2 == 0 ? keyBits : valueBits;
     if (a.calibrated[i] > 1) throw NqError("INVALID_ARGUMENT", entryName(i, kvHeads_) + ": calibrated flag must be 0 or 1");
+    if (bits < 1 || bits > 4) throw NqError("INVALID_ARGUMENT", "transform: bits must be 1 to 4");
+    if (bits == 1 && !a.calibrated[i])
+      throw NqError("INVALID_ARGUMENT", entryName(i, kvHeads_) + ": a 1-bit code must be calibrated (there is no flat 1-bit code)");
     if (!allFinite(a.mean + i * d, d) || !allFinite(a.matrix + i * d * d, d * d))
       throw NqError("INVALID_ARGUMENT", entryName(i, kvHeads_) + ": mean or matrix holds a non-finite value");
     size_t sum = 0;

@@ -104,13 +104,14 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
   std::memcpy(&o.ropeTheta, h.ropeTheta, 8);
   // Every field within the range the format supports (kernels/nq_format.h), and consistent with the
   // rules the TypeScript constructor applies, so that anything this accepts also loads there.
-  auto bitsOk = [](int b) { return b >= 2 && b <= 4; };
+  // 1 bit per element only under a calibrated transform (version 2; the tables check every entry).
+  auto bitsOk = [&](int b) { return (b >= 2 && b <= 4) || (b == 1 && h.version == format::kSerializedVersionTransform); };
   auto within = [](uint64_t v, int64_t lo, int64_t hi) { return v >= static_cast<uint64_t>(lo) && v <= static_cast<uint64_t>(hi); };
   if (!within(o.batch, 1, format::kMaxStores) || !within(o.layers, 1, format::kMaxStores) || o.batch * o.layers > static_cast<uint64_t>(format::kMaxStores))
     r.corrupt("invalid batch or layer count in the header");
   if (!within(o.kvHeads, 1, format::kMaxHeads) || !bitsOk(o.spec.keyBits) || !bitsOk(o.spec.valueBits) ||
-      !codecSupports(static_cast<int>(std::min<size_t>(o.headDim, 1 << 20)), o.spec.keyBits) ||
-      !codecSupports(static_cast<int>(std::min<size_t>(o.headDim, 1 << 20)), o.spec.valueBits))
+      !codecSupports(static_cast<int>(std::min<size_t>(o.headDim, 1 << 20)), std::max(2, o.spec.keyBits)) ||
+      !codecSupports(static_cast<int>(std::min<size_t>(o.headDim, 1 << 20)), std::max(2, o.spec.valueBits)))
     r.corrupt("invalid head count, head size or bits in the header");
   if (!within(o.queryHeads, 1, format::kMaxQueryHeads) || o.queryHeads % o.kvHeads != 0) r.corrupt("invalid queryHeads in the header");
   if (scorer >= format::kScorerCount || !(o.spec.evictFraction >= 0 && o.spec.evictFraction < 1))

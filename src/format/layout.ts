@@ -1,7 +1,7 @@
 import { invalidArgument } from "../errors.js";
 import { checkInt, checkObject, checkOptionKeys } from "../validate.js";
 import { FORMAT_LIMITS } from "./limits.js";
-import type { CodeBits, CompressionSpec } from "./spec.js";
+import type { CodeBits, CompressionSpec, SpecBits } from "./spec.js";
 import { validateSpec } from "./spec.js";
 
 /**
@@ -99,7 +99,7 @@ export interface CompressedLayout {
 }
 
 /** Bytes of one head vector's codes. headDim must be a multiple of 8. */
-export function codeBytesPerVector(headDim: number, bits: CodeBits): number {
+export function codeBytesPerVector(headDim: number, bits: SpecBits): number {
   return (headDim / GROUP_SIZE) * bits;
 }
 

@@ -5,6 +5,13 @@ import { FORMAT_LIMITS } from "./limits.js";
 /** Bits per element of a lattice code. Each 8-element group stores one code of `bits` bytes. */
 export type CodeBits = 2 | 3 | 4;
 export const CODE_BITS: readonly CodeBits[] = [2, 3, 4];
+/**
+ * Bits per element a spec may give keys or values: the codes' 2, 3 and 4, and 1, which only a cache
+ * with a calibrated transform profile can hold (docs/transform.md: bands at 2+ bits, the rest at 0;
+ * there is no flat 1-bit code). Code bytes per vector are headDim / 8 × bits either way.
+ */
+export type SpecBits = 1 | CodeBits;
+export const SPEC_BITS: readonly SpecBits[] = [1, 2, 3, 4];
 
 export type ScorerName = "keynorm" | "key-key" | "observed" | "accumulated" | "random" | "reconstruct";
 export const SCORERS: readonly ScorerName[] = ["keynorm", "key-key", "observed", "accumulated", "random", "reconstruct"];
@@ -29,8 +36,9 @@ export function scorerFromId(id: number): ScorerName | undefined {
 
 /** A complete description of how a cache is compressed. Presets are named instances of it. */
 export interface CompressionSpec {
-  keyBits: CodeBits;
-  valueBits: CodeBits;
+  /** 2, 3 or 4; 1 only with a calibrated transform profile (SpecBits). */
+  keyBits: SpecBits;
+  valueBits: SpecBits;
   /** Fraction of the evictable tokens (those outside the sinks and the recent window) removed, in [0, 1). */
   evictFraction: number;
   /** The first tokens of a sequence, always kept (attention sinks). At least 1 when evicting. */
@@ -77,8 +85,8 @@ export function validateSpec(spec: CompressionSpec): Readonly<CompressionSpec> {
   checkObject("spec", spec, "a CompressionSpec object");
   checkOptionKeys("spec", spec, SPEC_KEYS);
   const { keyBits, valueBits, evictFraction, sinkTokens, recentWindow, scorer, residualWindow, pageTokens } = spec;
-  checkOneOf("spec.keyBits", keyBits, CODE_BITS, "2, 3 or 4");
-  checkOneOf("spec.valueBits", valueBits, CODE_BITS, "2, 3 or 4");
+  checkOneOf("spec.keyBits", keyBits, SPEC_BITS, "2, 3 or 4 (or 1 with a transform profile)");
+  checkOneOf("spec.valueBits", valueBits, SPEC_BITS, "2, 3 or 4 (or 1 with a transform profile)");
   checkFiniteNumber("spec.evictFraction", evictFraction, { min: 0, max: 1, maxExclusive: true });
   const L = FORMAT_LIMITS;
   checkInt("spec.sinkTokens", sinkTokens, { min: evictFraction > 0 ? 1 : 0, max: L.maxWindowTokens, maxName: "FORMAT_LIMITS.maxWindowTokens" });

@@ -9,7 +9,7 @@ import {
   fp16BytesPerTokenLayer,
   FORMAT_LIMITS,
   SCORER_DEFAULTS,
-  type CodeBits,
+  type SpecBits,
   type CompressionSpec,
 } from "../format/index.js";
 import { resolveBackend, type BackendName, type BackendRequest } from "./backend.js";
@@ -243,6 +243,14 @@ export class CompressedKVCache {
     const scorerWindow = checkInt("options.scorerWindow", options.scorerWindow ?? SCORER_DEFAULTS.scorerWindow, { min: 1, max: L.maxScorerWindow, maxName: "FORMAT_LIMITS.maxScorerWindow" });
     this.backend = resolveBackend(options.backend ?? "auto");
     const memoryLimitBytes = checkInt("options.memoryLimitBytes", options.memoryLimitBytes ?? 0, { min: 0 }); // 0: no per-cache limit
+    // A deserialized cache brings its tables (existing); a new one needs the profile for a 1-bit code.
+    if (options.profile === undefined && !existing?.options().transform && (this.spec.keyBits === 1 || this.spec.valueBits === 1)) {
+      throw new NexusQuantError(
+        "UNSUPPORTED",
+        `A 1-bit ${this.spec.keyBits === 1 ? "key" : "value"} code needs a calibrated transform profile (options.profile; \`nexusquant calibrate DIR\`): the flat code has 2, 3 or 4 bits. See docs/transform.md.`,
+        { arg: "options.spec" },
+      );
+    }
     if (options.profile !== undefined) {
       validateProfileOnce(options.profile);
       if (this.keyStorage === "unrope") throw invalidArgument("options.keyStorage", '"as-is" with a profile (its key basis is fitted to keys as stored)', this.keyStorage);
@@ -565,8 +573,8 @@ export class CompressedKVCache {
       headDim: o.headDim,
       queryHeads: o.queryHeads,
       spec: {
-        keyBits: o.keyBits as CodeBits,
-        valueBits: o.valueBits as CodeBits,
+        keyBits: o.keyBits as SpecBits,
+        valueBits: o.valueBits as SpecBits,
         scorer,
         evictFraction: o.evictFraction,
         sinkTokens: o.sinkTokens,

@@ -6,14 +6,14 @@
  */
 import { callNative, native } from "./native.js";
 import type { NativeTransformHandle } from "./binding.js";
-import type { CodeBits } from "../format/spec.js";
+import type { SpecBits } from "../format/spec.js";
 import { cacheTransformArrays, type CacheShapeForProfile } from "../transform/cache-arrays.js";
 import type { TransformProfile } from "../transform/profile.js";
 
 const built = new WeakMap<TransformProfile, Map<string, NativeTransformHandle>>();
 
 /** The shared tables of `profile` for a cache of `shape` (PROFILE_MISMATCH for another shape). */
-export function sharedTransformTables(profile: TransformProfile, shape: CacheShapeForProfile, keyBits: CodeBits, valueBits: CodeBits): NativeTransformHandle {
+export function sharedTransformTables(profile: TransformProfile, shape: CacheShapeForProfile, keyBits: SpecBits, valueBits: SpecBits): NativeTransformHandle {
   let byBits = built.get(profile);
   const key = `${keyBits}/${valueBits}`;
   const found = byBits?.get(key);

@@ -67,7 +67,8 @@ export function predictCalibratedNmse(bandVariance: ArrayLike<number>, rates: Ar
  * groups, all coded at `bits`, so each loses the same fraction of it.
  */
 export function predictFlatNmse(bits: TransformBudget): number {
-  return GROUP_NMSE[bits];
+  // No flat code has 1 bit per element: its error is the whole energy (nothing coded).
+  return bits === 1 ? 1 : GROUP_NMSE[bits];
 }
 
 /**

@@ -1,5 +1,5 @@
 import { NexusQuantError } from "../errors.js";
-import type { CodeBits } from "../format/spec.js";
+import type { SpecBits } from "../format/spec.js";
 import type { TransformProfile } from "./profile.js";
 
 /**
@@ -25,14 +25,14 @@ export interface CacheShapeForProfile {
  * The arrays of `profile` for a cache of `shape` coding keys at `keyBits` and values at `valueBits`.
  * A profile made for another shape is PROFILE_MISMATCH (checked before anything is copied).
  */
-export function cacheTransformArrays(profile: TransformProfile, shape: CacheShapeForProfile, keyBits: CodeBits, valueBits: CodeBits): CacheTransformArrays;
+export function cacheTransformArrays(profile: TransformProfile, shape: CacheShapeForProfile, keyBits: SpecBits, valueBits: SpecBits): CacheTransformArrays;
 /** With `checkOnly`: the shape check alone. */
-export function cacheTransformArrays(profile: TransformProfile, shape: CacheShapeForProfile, keyBits: CodeBits, valueBits: CodeBits, options: { checkOnly: true }): undefined;
+export function cacheTransformArrays(profile: TransformProfile, shape: CacheShapeForProfile, keyBits: SpecBits, valueBits: SpecBits, options: { checkOnly: true }): undefined;
 export function cacheTransformArrays(
   profile: TransformProfile,
   shape: CacheShapeForProfile,
-  keyBits: CodeBits,
-  valueBits: CodeBits,
+  keyBits: SpecBits,
+  valueBits: SpecBits,
   options: { checkOnly?: boolean } = {},
 ): CacheTransformArrays | undefined {
   const m = profile.model;

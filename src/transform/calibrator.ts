@@ -205,7 +205,8 @@ function fitTensor(m: Moments, d: number, signs: Int8Array): HeadTensorTransform
     // All-zero data has no error to predict: claim no gain, keep the flat code.
     const ours = meanSquareNorm > 0 ? predictCalibratedNmse(bandVariance, rates[bits], meanSquareNorm) : flat;
     predictedNmse[bits] = { flat, calibrated: ours };
-    calibrated[bits] = meanSquareNorm > 0 && calibratedPays(flat, ours);
+    // The 1-bit budget exists only calibrated (no flat 1-bit code): never guarded off.
+    calibrated[bits] = bits === 1 || (meanSquareNorm > 0 && calibratedPays(flat, ours));
   }
   return { mean: Float32Array.from(mean), matrix: bandTransform(vectors, d, signs), bandRms, rates, calibrated, predictedNmse };
 }

@@ -11,9 +11,13 @@ export type TransformRate = 0 | 2 | 3 | 4;
 /** The rates a band may take: the E8 codebooks' 2, 3 and 4 bits, and 0 (no 1-bit code exists yet). */
 export const TRANSFORM_RATES: readonly TransformRate[] = Object.freeze([0, 2, 3, 4] as const);
 
-/** The flat bit budgets (bits per element over a whole head vector) a profile carries an allocation for. */
-export type TransformBudget = 2 | 3 | 4;
-export const TRANSFORM_BUDGETS: readonly TransformBudget[] = Object.freeze([2, 3, 4] as const);
+/**
+ * The bit budgets (bits per element over a whole head vector) a profile carries an allocation for:
+ * the flat code's 2, 3 and 4, and 1, which only a calibrated transform can reach (its bands at 2+
+ * bits, the rest at 0: there is no flat 1-bit code).
+ */
+export type TransformBudget = 1 | 2 | 3 | 4;
+export const TRANSFORM_BUDGETS: readonly TransformBudget[] = Object.freeze([1, 2, 3, 4] as const);
 
 /**
  * Normalized MSE (‖y − ŷ‖² / ‖y‖²) of one group coded at each rate. Rate 0 decodes to zero, so its

@@ -53,6 +53,8 @@ export interface TransformProfileHeads {
 }
 
 export const TRANSFORM_PROFILE_VERSION = 1;
+/** The smallest head_dim a profile covers: two bands of 8. */
+export const MIN_PROFILE_HEAD_DIM = 2 * GROUP_SIZE;
 
 /**
  * A validated profile from a calibration's result and the identity of the model it ran on.
@@ -179,6 +181,7 @@ function validateHeadTransform(arg: string, h: HeadTensorTransform, d: number): 
     });
     if (sum !== bands * bits) throw invalidArgument(`${arg}.rates[${bits}]`, `rates summing to ${bands} bands * ${bits} bits = ${bands * bits}`, `rates summing to ${sum}`);
     if (typeof h.calibrated[bits] !== "boolean") throw invalidArgument(`${arg}.calibrated[${bits}]`, "a boolean", h.calibrated[bits]);
+    if (bits === 1 && !h.calibrated[1]) throw invalidArgument(`${arg}.calibrated[1]`, "true (there is no flat 1-bit code to fall back to)", false);
     const nmse = h.predictedNmse[bits];
     checkPlainObject(`${arg}.predictedNmse[${bits}]`, nmse, "an object { flat, calibrated }");
     for (const scheme of ["flat", "calibrated"] as const) {
@@ -190,8 +193,9 @@ function validateHeadTransform(arg: string, h: HeadTensorTransform, d: number): 
 
 /** headDim of a transform: a multiple of 8 (whole lattice groups) the eigen-solver handles. */
 export function checkHeadDim(arg: string, headDim: unknown): number {
-  if (typeof headDim !== "number" || !Number.isInteger(headDim) || headDim < GROUP_SIZE || headDim > MAX_EIGEN_DIM || headDim % GROUP_SIZE !== 0) {
-    throw invalidArgument(arg, `a multiple of ${GROUP_SIZE} in [${GROUP_SIZE}, ${MAX_EIGEN_DIM}]`, headDim);
+  // At least two bands: the 1-bit budget (2 bytes over 2 bands) cannot be split over one band.
+  if (typeof headDim !== "number" || !Number.isInteger(headDim) || headDim < MIN_PROFILE_HEAD_DIM || headDim > MAX_EIGEN_DIM || headDim % GROUP_SIZE !== 0) {
+    throw invalidArgument(arg, `a multiple of ${GROUP_SIZE} in [${MIN_PROFILE_HEAD_DIM}, ${MAX_EIGEN_DIM}]`, headDim);
   }
   return headDim;
 }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { CodeBits } from "../../src/format/index.js";
 import {
   CODE_BITS,
   DEFAULT_SPEC,
@@ -67,7 +68,7 @@ describe("native layout mirror agrees with src/format", () => {
           const fp16 = kept === tokens && !r.pagingPays;
           expect(layout.pagesPerLayer[0]).toBe(fp16 ? 0 : r.pages);
           expect(layout.fp16Tokens[0]).toBe(fp16 ? tokens : 0);
-          expect(r.quantizedTensorBytesKey).toBe(quantizedTensorBytes(tokens, headDim, s.keyBits));
+          expect(r.quantizedTensorBytesKey).toBe(quantizedTensorBytes(tokens, headDim, s.keyBits as CodeBits));
           for (const scorer of SCORERS) expect(r.scoreBytesByScorer[SCORER_IDS[scorer]], scorer).toBe(scoreBytesPerSlot({ ...s, scorer }));
           // The residual of a compressed store with `tokens` on pages and `waiting` more in FP16.
           for (const waiting of [0, 1, 5, 33, 64, 129, 300]) {

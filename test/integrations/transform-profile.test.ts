@@ -97,15 +97,20 @@ describe("transform profiles on a loaded checkpoint", () => {
     const dir = await modelDir(7);
     const out: string[] = [];
     const err: string[] = [];
-    const code = await runCli(["calibrate", dir, "--tokens", "256", "--json"], { stdout: (t) => out.push(t), stderr: (t) => err.push(t) });
+    const code = await runCli(["calibrate", dir, "--random", "256", "--json"], { stdout: (t) => out.push(t), stderr: (t) => err.push(t) });
     expect(code).toBe(0);
     const result = JSON.parse(out.join(""));
     expect(result.path).toBe(join(dir, PROFILE_FILE_NAME));
-    expect(result.budgets.map((b: { bits: number }) => b.bits)).toEqual([2, 3, 4]);
+    expect(result.budgets.map((b: { bits: number }) => b.bits)).toEqual([1, 2, 3, 4]);
     expect(err.join("")).toMatch(/calibrate: reading tokens/);
     const profile = await readProfile(result.path);
     expect(profile.calibration.source).toMatch(/256 random tokens/);
-    // A usage error: no directory.
-    expect(await runCli(["calibrate"], { stdout: () => {}, stderr: () => {} })).toBe(2);
+    // Usage errors: no directory; neither or both of --text and --random.
+    const quiet = { stdout: () => {}, stderr: () => {} };
+    expect(await runCli(["calibrate"], quiet)).toBe(2);
+    const said: string[] = [];
+    expect(await runCli(["calibrate", dir], { stdout: () => {}, stderr: (t) => said.push(t) })).toBe(2);
+    expect(said.join("")).toMatch(/--text FILE .* or --random N/);
+    expect(await runCli(["calibrate", dir, "--random", "256", "--text", "x.txt"], quiet)).toBe(2);
   });
 });

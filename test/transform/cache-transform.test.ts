@@ -89,6 +89,28 @@ describe("CompressedKVCache with a calibrated transform profile", () => {
     });
   }
 
+  for (const [keyBits, valueBits] of [[2, 1], [1, 1]] as const) {
+    it(`K${keyBits}V${valueBits}: a 1-bit budget (profile only) attends as dequantize-then-dense and holds what compressedLayout counts`, () => {
+      const spec = { keyBits, valueBits, evictFraction: 0, residualWindow: 16 };
+      expectCode(() => new CompressedKVCache({ layers, kvHeads, headDim, preset: "quant", spec }), "UNSUPPORTED", /calibrated transform profile/);
+      const c = cache({ layers, kvHeads, queryHeads: 4, headDim, preset: "quant", spec, profile });
+      for (let l = 0; l < layers; l++) {
+        const kv = testKV(l, kvHeads, headDim, 300);
+        c.append(l, kv.keys, kv.values);
+      }
+      c.compressSync();
+      const q = syntheticKV({ kvHeads: 4, headDim, tokens: 2, seed: 9, outlierChannels: 0 }).values.map((x) => x * 0.3);
+      const m = c.materialize(1);
+      const want = denseAttention(q, 4, 2, [298, 299], m.keys, m.values, m.positions, kvHeads, m.tokens, headDim, 1 / Math.sqrt(headDim));
+      expect(relativeError(c.attention(1, q), want)).toBeLessThanOrEqual(1e-5);
+      expect(c.stats().bytes.total).toBe(compressedLayout({ layers, kvHeads, headDim, tokens: 300 }, c.spec, { transform: true }).bytes.total);
+      // Round trip through the serialized form (version 2 carries the tables).
+      const back = cache.track(CompressedKVCache.deserialize(c.serialize()));
+      expect(back.spec.keyBits).toBe(keyBits);
+      expect(back.attention(1, q)).toEqual(c.attention(1, q));
+    });
+  }
+
   it("holds exactly what compressedLayout counts, the tables included", () => {
     for (const preset of ["quant", "balanced"]) {
       const c = cache({ layers, kvHeads, headDim, preset, profile });
@@ -137,9 +159,9 @@ describe("calibrated transform: per-band rates", () => {
       mean: new Float32Array(d),
       matrix: identity,
       bandRms: new Float32Array(g).fill(1),
-      rates: { 2: rates, 3: Uint8Array.from([4, 4, 4, 4, 4, 4, 0, 0]), 4: new Uint8Array(g).fill(4) },
-      calibrated: { 2: true, 3: true, 4: true },
-      predictedNmse: { 2: { flat: 1, calibrated: 1 }, 3: { flat: 1, calibrated: 1 }, 4: { flat: 1, calibrated: 1 } },
+      rates: { 1: Uint8Array.from([4, 4, 0, 0, 0, 0, 0, 0]), 2: rates, 3: Uint8Array.from([4, 4, 4, 4, 4, 4, 0, 0]), 4: new Uint8Array(g).fill(4) },
+      calibrated: { 1: true, 2: true, 3: true, 4: true },
+      predictedNmse: { 1: { flat: 1, calibrated: 1 }, 2: { flat: 1, calibrated: 1 }, 3: { flat: 1, calibrated: 1 }, 4: { flat: 1, calibrated: 1 } },
     };
     const profile: TransformProfile = {
       version: 1,

@@ -119,17 +119,17 @@ describe("TransformCalibrator on synthetic data", () => {
 
 describe("TransformCalibrator bookkeeping", () => {
   it("fits every (layer, head, K|V) in profile order and reports progress", () => {
-    const d = 8;
+    const d = 16;
     const cal = new TransformCalibrator({ layers: 2, kvHeads: 3, headDim: d });
     for (let layer = 0; layer < 2; layer++) {
       for (let head = 0; head < 3; head++) {
         for (const kv of [0, 1] as const) {
           // Each tensor's mean tells where it went.
-          cal.add(layer, head, kv, gaussianVectors(20, new Array(d).fill(1), layer * 10 + head * 2 + kv, new Array(d).fill(1000 * layer + 100 * head + 10 * kv)));
+          cal.add(layer, head, kv, gaussianVectors(40, new Array(d).fill(1), layer * 10 + head * 2 + kv, new Array(d).fill(1000 * layer + 100 * head + 10 * kv)));
         }
       }
     }
-    expect(cal.count(1, 2, 1)).toBe(20);
+    expect(cal.count(1, 2, 1)).toBe(40);
     const progress: [number, number][] = [];
     const result = cal.finish({ onProgress: (done, total) => progress.push([done, total]) });
     expect(progress).toEqual(Array.from({ length: 12 }, (_, i) => [i + 1, 12]));
@@ -147,9 +147,9 @@ describe("TransformCalibrator bookkeeping", () => {
   });
 
   it("refuses NaN/Inf naming the tensor, and adds nothing from that call", () => {
-    const cal = new TransformCalibrator({ layers: 2, kvHeads: 2, headDim: 8 });
-    const rows = new Float32Array(16).fill(1);
-    rows[11] = Infinity;
+    const cal = new TransformCalibrator({ layers: 2, kvHeads: 2, headDim: 16 });
+    const rows = new Float32Array(32).fill(1);
+    rows[19] = Infinity;
     expectCode(() => cal.add(1, 1, 0, rows), "INVALID_DATA", /vector 1\) of layer 1, KV head 1, keys is Infinity/);
     expect(cal.count(1, 1, 0)).toBe(0);
   });
@@ -157,16 +157,16 @@ describe("TransformCalibrator bookkeeping", () => {
   it("refuses wrong shapes and options", () => {
     expectCode(() => new TransformCalibrator({ layers: 1, kvHeads: 1, headDim: 12 }), "INVALID_ARGUMENT", /multiple of 8/);
     expectCode(() => new TransformCalibrator({ layers: 1, kvHeads: 1, headDim: 512 }), "INVALID_ARGUMENT");
-    expectCode(() => new TransformCalibrator({ layers: 0, kvHeads: 1, headDim: 8 }), "INVALID_ARGUMENT", /options\.layers/);
-    expectCode(() => new TransformCalibrator({ layers: 1, kvHeads: 1, headDim: 8, seed: -1 }), "INVALID_ARGUMENT", /options\.seed/);
+    expectCode(() => new TransformCalibrator({ layers: 0, kvHeads: 1, headDim: 16 }), "INVALID_ARGUMENT", /options\.layers/);
+    expectCode(() => new TransformCalibrator({ layers: 1, kvHeads: 1, headDim: 16, seed: -1 }), "INVALID_ARGUMENT", /options\.seed/);
     expectCode(() => new TransformCalibrator(null as never), "INVALID_ARGUMENT");
-    const cal = new TransformCalibrator({ layers: 1, kvHeads: 1, headDim: 8 });
-    expectCode(() => cal.add(0, 0, 0, new Float32Array(12)), "INVALID_ARGUMENT", /n \* headDim \(8\)/);
+    const cal = new TransformCalibrator({ layers: 1, kvHeads: 1, headDim: 16 });
+    expectCode(() => cal.add(0, 0, 0, new Float32Array(12)), "INVALID_ARGUMENT", /n \* headDim \(16\)/);
     expectCode(() => cal.add(0, 0, 0, new Float32Array(0)), "INVALID_ARGUMENT");
-    expectCode(() => cal.add(0, 0, 0, new Float64Array(8) as never), "INVALID_ARGUMENT");
-    expectCode(() => cal.add(1, 0, 0, new Float32Array(8)), "INVALID_ARGUMENT", /layer/);
-    expectCode(() => cal.add(0, 1, 0, new Float32Array(8)), "INVALID_ARGUMENT", /head/);
-    expectCode(() => cal.add(0, 0, 2 as never, new Float32Array(8)), "INVALID_ARGUMENT", /kv/);
-    expect(() => cal.add(0, 0, 0, new Float32Array(8))).not.toThrow();
+    expectCode(() => cal.add(0, 0, 0, new Float64Array(16) as never), "INVALID_ARGUMENT");
+    expectCode(() => cal.add(1, 0, 0, new Float32Array(16)), "INVALID_ARGUMENT", /layer/);
+    expectCode(() => cal.add(0, 1, 0, new Float32Array(16)), "INVALID_ARGUMENT", /head/);
+    expectCode(() => cal.add(0, 0, 2 as never, new Float32Array(16)), "INVALID_ARGUMENT", /kv/);
+    expect(() => cal.add(0, 0, 0, new Float32Array(16))).not.toThrow();
   });
 });

@@ -103,13 +103,13 @@ describe("profile file", () => {
     expectCode(() => decodeProfile(badJson), "CORRUPT_DATA", /CRC-32/);
     expectCode(() => decodeProfile(resealed(badJson)), "CORRUPT_DATA", /invalid JSON header/);
 
-    // A rate byte of 1 (no such code) in the first tensor's rates: validateProfile's message, as CORRUPT_DATA.
+    // A rate byte of 1 (no such code) in the first tensor's rates (the 1-bit budget's come first): validateProfile's message, as CORRUPT_DATA.
     const d = 16;
     const jsonEnd = 12 + new DataView(bytes.buffer).getUint32(8, true);
     const payload = Math.ceil(jsonEnd / 4) * 4;
     const badRate = bytes.slice();
     badRate[payload + 4 * (d + d * d + d / 8)] = 1;
-    expectCode(() => decodeProfile(resealed(badRate)), "CORRUPT_DATA", /holds invalid data: .*rates\[2\]\[0\]/);
+    expectCode(() => decodeProfile(resealed(badRate)), "CORRUPT_DATA", /holds invalid data: .*rates\[1\]\[0\]/);
   });
 
   it("writes atomically and reads back; a read error names the path", async () => {

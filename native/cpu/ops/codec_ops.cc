@@ -42,15 +42,17 @@ CodecArgs codecArgs(int headDim, int bits, bool rotate, uint32_t seed) {
 }
 
 void cpuEncode(const EncodeLaunch& a) {
-  const CodecParams p = codecParams(a.codec, "encode");
-  if (a.vectors == 0) return;
-  if (!a.input || !a.codes || !a.scales) throw NqError("INVALID_ARGUMENT", "encode: null pointer");
-  if (calibrated(a.codec)) {
+  if (calibrated(a.codec)) {  // its own checks: the flat codec's support list (no 1 bit) does not apply
+    if (a.vectors == 0) return;
+    if (!a.input || !a.codes || !a.scales) throw NqError("INVALID_ARGUMENT", "encode: null pointer");
     if (a.inputF16) throw NqError("INVALID_ARGUMENT", "encode: a calibrated transform takes f32 input");
     const EncodeResult r = encodeTransformed(*a.codec.transform, static_cast<const float*>(a.input), a.vectors, a.codes, a.scales);
     if (r.status == Status::NonFinite) throw NqError("INVALID_DATA", "non-finite value in KV row " + std::to_string(r.badVector));
     return;
   }
+  const CodecParams p = codecParams(a.codec, "encode");
+  if (a.vectors == 0) return;
+  if (!a.input || !a.codes || !a.scales) throw NqError("INVALID_ARGUMENT", "encode: null pointer");
   const EncodeResult r = a.inputF16 ? encodeF16(p, static_cast<const uint16_t*>(a.input), 0, a.vectors, a.codes, a.scales)
                                     : encodeF32(p, static_cast<const float*>(a.input), 0, a.vectors, a.codes, a.scales);
   if (r.status == Status::NonFinite) throw NqError("INVALID_DATA", "non-finite value in KV row " + std::to_string(r.badVector));
@@ -58,15 +60,17 @@ void cpuEncode(const EncodeLaunch& a) {
 }
 
 void cpuDecode(const DecodeLaunch& a) {
-  CodecParams p = codecParams(a.codec, "decode");
-  if (a.vectors == 0) return;
-  if (!a.codes || !a.scales || !a.out) throw NqError("INVALID_ARGUMENT", "decode: null pointer");
   if (calibrated(a.codec)) {
+    if (a.vectors == 0) return;
+    if (!a.codes || !a.scales || !a.out) throw NqError("INVALID_ARGUMENT", "decode: null pointer");
     if (!a.unrotate) throw NqError("INVALID_ARGUMENT", "decode: a calibrated transform decodes to the original domain only");
     if (a.outF16) decodeTransformedF16(*a.codec.transform, a.codes, a.scales, a.vectors, static_cast<uint16_t*>(a.out));
     else decodeTransformed(*a.codec.transform, a.codes, a.scales, a.vectors, static_cast<float*>(a.out));
     return;
   }
+  CodecParams p = codecParams(a.codec, "decode");
+  if (a.vectors == 0) return;
+  if (!a.codes || !a.scales || !a.out) throw NqError("INVALID_ARGUMENT", "decode: null pointer");
   p.rotate = p.rotate && a.unrotate;  // without the inverse rotation: scale * lattice point, rotated domain
   const Status s = a.outF16 ? decodeF16(p, a.codes, a.scales, 0, a.vectors, static_cast<uint16_t*>(a.out))
                             : decodeF32(p, a.codes, a.scales, 0, a.vectors, static_cast<float*>(a.out));
