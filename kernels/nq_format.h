@@ -74,9 +74,10 @@ static_assert(sizeof(QuantizedTensorHeader) == kQuantizedTensorHeaderBytes, "the
 // (natural alignment, no padding: the static_asserts pin every offset), little-endian hosts only.
 constexpr uint32_t kSerializedMagic = 0x564B514Eu;  // "NQKV" little-endian
 constexpr uint32_t kSerializedVersion = 1;
-// Version 2: the same, with the cache's calibrated transform tables (nq_transform.h) right after the
-// header: [layers][2][kvHeads] means (f32 d), matrices (f32 d·d), band RMS (f32 d/8), rates (u8 d/8),
-// calibrated flags (u8). Written only by a cache that has them, so version-1 readers refuse it.
+// Version 2: the same, with the 32-byte id of the cache's calibrated transform tables (nq_transform.h)
+// right after the header: the codes can be read only with those tables (the profile's), which are
+// model data and are not repeated in every saved cache. Written only by a cache that has them, so
+// version-1 readers refuse it.
 constexpr uint32_t kSerializedVersionTransform = 2;
 struct SerializedCacheHeader {
   uint32_t magic, version;

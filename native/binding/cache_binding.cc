@@ -458,16 +458,18 @@ class NativeCache : public Napi::ObjectWrap<NativeCache> {
     return out;
   }
 
-  // deserialize(buf, memoryLimitBytes?) -> NativeCache
+  // deserialize(buf, memoryLimitBytes?, transform?) -> NativeCache; `transform` a NativeTransform
+  // (a cache coded under one loads only with the tables of the id it recorded).
   static Napi::Value deserialize(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Uint8Array buf = typedArray<Napi::Uint8Array>(info[0], napi_uint8_array, "buffer", "Uint8Array");
     Loaded loaded;
     const uint64_t limit = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<uint64_t>(readInteger(info[1], "memoryLimitBytes", 0, kMaxSafeInteger)) : 0;
+    std::shared_ptr<const TransformTables> transform = info.Length() > 2 && !info[2].IsUndefined() ? transformTablesOf(env, info[2]) : nullptr;
     loaded.budget = std::make_shared<MemoryBudget>(limit);
     guarded(env, [&] {
       BudgetScope scope(loaded.budget.get());
-      loaded.cache = std::make_unique<KvCache>(KvCache::deserialize(buf.Data(), buf.ByteLength()));
+      loaded.cache = std::make_unique<KvCache>(KvCache::deserialize(buf.Data(), buf.ByteLength(), std::move(transform)));
     });
     return addonData(env).nativeCache.New({Napi::External<Loaded>::New(env, &loaded)});
   }

@@ -79,7 +79,14 @@ Napi::Value formatInfo(const Napi::CallbackInfo& info) {
   r.Set("quantizedTensorHeader", qt);
   char serializedMagic[4];
   std::memcpy(serializedMagic, &format::kSerializedMagic, 4);
-  Napi::Object sh = object({{"bytes", sizeof(SerializedCacheHeader)}, {"version", format::kSerializedVersion}});
+  Napi::Object sh = object({{"bytes", sizeof(SerializedCacheHeader)},
+                            {"version", format::kSerializedVersion},
+                            {"transformVersion", format::kSerializedVersionTransform},
+                            {"layersOffset", offsetof(SerializedCacheHeader, layers)},
+                            {"kvHeadsOffset", offsetof(SerializedCacheHeader, kvHeads)},
+                            {"headDimOffset", offsetof(SerializedCacheHeader, headDim)},
+                            {"keyBitsOffset", offsetof(SerializedCacheHeader, keyBits)},
+                            {"valueBitsOffset", offsetof(SerializedCacheHeader, valueBits)}});
   sh.Set("magic", std::string(serializedMagic, 4));
   r.Set("serializedHeader", sh);
   Napi::Object scorers = Napi::Object::New(env);

@@ -18,7 +18,8 @@ class NativeTransform : public Napi::ObjectWrap<NativeTransform> {
   }
 
   // new NativeTransform({ layers, kvHeads, headDim, keyBits, valueBits, mean, matrix, bandRms, rates,
-  // calibrated }): the arrays in [layers][2][kvHeads] order (src/transform/cache-arrays.ts), copied.
+  // calibrated, id }): the arrays in [layers][2][kvHeads] order (src/transform/cache-arrays.ts), copied;
+  // id (32 bytes) identifies them in serialized caches.
   explicit NativeTransform(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTransform>(info) {
     Napi::Env env = info.Env();
     if (!info[0].IsObject()) throwJs(env, "INVALID_ARGUMENT", "Expected a transform options object");
@@ -45,6 +46,7 @@ class NativeTransform : public Napi::ObjectWrap<NativeTransform> {
     t.bandRms = static_cast<const float*>(array("bandRms", napi_float32_array, n * g));
     t.rates = static_cast<const uint8_t*>(array("rates", napi_uint8_array, n * g));
     t.calibrated = static_cast<const uint8_t*>(array("calibrated", napi_uint8_array, n));
+    t.id = static_cast<const uint8_t*>(array("id", napi_uint8_array, kTransformIdBytes));
     guarded(env, [&] { tables_ = std::make_shared<const TransformTables>(t, keyBits, valueBits); });
     Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(tables_->bytes()));
   }

@@ -70,15 +70,7 @@ std::vector<uint8_t> serializeCache(const CacheOptions& o, const PageLayout& lay
   Writer w;
   w.put(serializedHeader(o));
   const size_t H = o.kvHeads, d = o.headDim;
-  if (o.transform) {
-    const TransformArrays t = o.transform->arrays();
-    const size_t n = o.layers * 2 * H, g = d / 8;
-    std::memcpy(w.grow(n * d * 4), t.mean, n * d * 4);
-    std::memcpy(w.grow(n * d * d * 4), t.matrix, n * d * d * 4);
-    std::memcpy(w.grow(n * g * 4), t.bandRms, n * g * 4);
-    std::memcpy(w.grow(n * g), t.rates, n * g);
-    std::memcpy(w.grow(n), t.calibrated, n);
-  }
+  if (o.transform) std::memcpy(w.grow(kTransformIdBytes), o.transform->id().data(), kTransformIdBytes);
   for (size_t i = 0; i < o.batch * o.layers; ++i) {
     const StoreCounters& s = source.counters(i);
     w.put<uint64_t>(s.appended);

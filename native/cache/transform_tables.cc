@@ -33,7 +33,8 @@ TransformTables::TransformTables(const TransformArrays& a, int keyBits, int valu
     : layers_(a.layers), kvHeads_(a.kvHeads), headDim_(a.headDim), keyBits_(keyBits), valueBits_(valueBits) {
   const size_t d = headDim_, g = d / 8, n = layers_ * 2 * kvHeads_;
   if (d == 0 || d % 8 != 0 || n == 0) throw NqError("INVALID_ARGUMENT", "transform: empty shape or head_dim not a multiple of 8");
-  if (!a.mean || !a.matrix || !a.bandRms || !a.rates || !a.calibrated) throw NqError("INVALID_ARGUMENT", "transform: missing arrays");
+  if (!a.mean || !a.matrix || !a.bandRms || !a.rates || !a.calibrated || !a.id) throw NqError("INVALID_ARGUMENT", "transform: missing arrays");
+  std::memcpy(id_.data(), a.id, kTransformIdBytes);
   // Check everything before allocating: a bad profile leaves nothing behind.
   for (size_t i = 0; i < n; ++i) {
     const int bits = (i / kvHeads_) % 2 == 0 ? keyBits : valueBits;
@@ -89,20 +90,6 @@ TransformTables::TransformTables(const TransformArrays& a, int keyBits, int valu
     t.rates = rates + i * g;
     t.codeOffset = offsets + i * g;
   }
-}
-
-TransformArrays TransformTables::arrays() const {
-  const size_t n = layers_ * 2 * kvHeads_, d = headDim_, g = d / 8;
-  TransformArrays a;
-  a.layers = layers_;
-  a.kvHeads = kvHeads_;
-  a.headDim = d;
-  a.mean = reinterpret_cast<const float*>(buffer_.data());
-  a.matrix = a.mean + n * d;
-  a.bandRms = a.matrix + n * d * d;
-  a.rates = reinterpret_cast<const uint8_t*>(reinterpret_cast<const uint16_t*>(a.bandRms + 2 * n * g) + n * g);
-  a.calibrated = a.rates + n * g;
-  return a;
 }
 
 }  // namespace nq

@@ -1,11 +1,13 @@
-// A cache's calibrated transforms (kernels/nq_transform.h), one per (layer, K|V, KV head), held in one
-// allocation from the accounting allocator (category "transform") for the cache's lifetime. Built
-// from the arrays of a profile (src/transform) for the cache's spec: the key entries carry the rates
-// of the key budget, the value entries those of the value budget. An entry the calibration left flat
-// (its guard found no gain) has no matrix: that head uses the seeded Hadamard code as without a
-// profile. Immutable once built; shared by every cache built with it (binding/transform_binding.h).
+// A profile's calibrated transforms (kernels/nq_transform.h) for one (key bits, value bits), one per
+// (layer, K|V, KV head), held in one allocation from the accounting allocator (category "transform").
+// Built from the arrays of a profile (src/transform): the key entries carry the rates of the key
+// budget, the value entries those of the value budget. An entry the calibration left flat (its guard
+// found no gain) has no matrix: that head uses the seeded Hadamard code as without a profile.
+// Immutable once built; shared by every cache built with it (binding/transform_binding.h); a
+// serialized cache records its id, not the tables.
 #pragma once
 #include <cstddef>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -25,7 +27,12 @@ struct TransformArrays {
   const float* bandRms = nullptr;
   const uint8_t* rates = nullptr;
   const uint8_t* calibrated = nullptr;
+  // What identifies these tables (src/runtime/transform-tables.ts: SHA-256 of the arrays and bits):
+  // a serialized cache records it instead of the tables, and is loaded only with tables of the same id.
+  const uint8_t* id = nullptr;  // kTransformIdBytes
 };
+
+constexpr size_t kTransformIdBytes = 32;
 
 class TransformTables {
  public:
@@ -45,8 +52,7 @@ class TransformTables {
     return t->matrix ? t : nullptr;
   }
   size_t bytes() const { return buffer_.size(); }
-  // The arrays back, for serialize() (same order as TransformArrays).
-  TransformArrays arrays() const;
+  const std::array<uint8_t, kTransformIdBytes>& id() const { return id_; }
 
   // Bytes the tables take for a shape (layout.ts transformBytes): per entry mean, matrix, bandRms,
   // bandScale (f32), code offsets (u16), rates (u8) and the calibrated flag (u8), packed in that order.
@@ -55,6 +61,7 @@ class TransformTables {
  private:
   size_t layers_, kvHeads_, headDim_;
   int keyBits_, valueBits_;
+  std::array<uint8_t, kTransformIdBytes> id_{};
   HostBuffer buffer_;
   std::vector<HeadTransform> entries_;
 };

@@ -62,9 +62,11 @@ class KvCache : public CompressedCache {
   CacheComponentBytes bytes() const override;
 
   // Serialization of the whole state (options + every store), and the inverse. deserialize throws
-  // CORRUPT_DATA for anything inconsistent before allocating what the header claims.
+  // CORRUPT_DATA for anything inconsistent before allocating what the header claims. A cache coded
+  // under a calibrated transform records the tables' id and loads only with `transform` of that id
+  // (PROFILE_MISMATCH otherwise); `transform` is ignored for a cache without one.
   std::vector<uint8_t> serialize() const override;
-  static KvCache deserialize(const uint8_t* data, size_t size);
+  static KvCache deserialize(const uint8_t* data, size_t size, std::shared_ptr<const TransformTables> transform = nullptr);
 
  private:
   // One attention launch on (seq, layer): a plain call, or a reconstruction pass.

@@ -65,7 +65,7 @@ class PagedStoreSource : public StoreSource {
 
 std::vector<uint8_t> KvCache::serialize() const { return serializeCache(o_, store_.layout(), PagedStoreSource(store_)); }
 
-KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
+KvCache KvCache::deserialize(const uint8_t* data, size_t size, std::shared_ptr<const TransformTables> transform) {
   Reader r{data, size};
   if (!data || size < 16) r.corrupt("the buffer is only " + std::to_string(size) + " bytes");
   format::SerializedCacheHeader h;
@@ -128,32 +128,15 @@ KvCache KvCache::deserialize(const uint8_t* data, size_t size) {
   if (!(o.ropeTheta == 0 || (o.ropeTheta > 1 && o.ropeTheta < 1e12)) || (o.ropeTheta > 0 && o.headDim % 2 != 0)) r.corrupt("invalid ropeTheta in the header");
   o.scorer = static_cast<Scorer>(scorer);
   if (h.version == format::kSerializedVersionTransform) {
-    // The tables' bytes follow from the (checked) shape: check they are present before reading them.
-    const size_t n = o.layers * 2 * o.kvHeads, d = o.headDim, g = d / 8;
-    if (n > (r.n - r.at) / (d * d * 4 + d * 4)) r.corrupt("the header declares transform tables the data is too short for");
-    TransformArrays t;
-    t.layers = o.layers;
-    t.kvHeads = o.kvHeads;
-    t.headDim = d;
-    // The byte stream may be unaligned: floats are copied out before they are read.
-    auto floats = [&](size_t count, const char* what) {
-      std::vector<float> v(count);
-      std::memcpy(v.data(), r.take(count * 4, what), count * 4);
-      return v;
-    };
-    const std::vector<float> mean = floats(n * d, "the transform means"), matrix = floats(n * d * d, "the transform matrices"),
-                             bandRms = floats(n * g, "the transform band RMS");
-    t.mean = mean.data();
-    t.matrix = matrix.data();
-    t.bandRms = bandRms.data();
-    t.rates = r.take(n * g, "the transform rates");
-    t.calibrated = r.take(n, "the transform flags");
-    try {
-      o.transform = std::make_shared<const TransformTables>(t, o.spec.keyBits, o.spec.valueBits);
-    } catch (const NqError& e) {
-      if (std::string(e.code) == "OUT_OF_MEMORY") throw;
-      r.corrupt(std::string("invalid transform tables: ") + e.what());
-    }
+    // Coded under a calibrated transform: only the tables with the recorded id can read the codes.
+    const uint8_t* id = r.take(kTransformIdBytes, "the transform id");
+    if (!transform)
+      throw NqError("PROFILE_MISMATCH", "this cache was coded with a calibrated transform profile: load it with that profile (deserialize(bytes, { profile }); "
+                                        "a conversation resumes with the model's profile, withNexusQuant(model, { state, profile }))");
+    if (std::memcmp(id, transform->id().data(), kTransformIdBytes) != 0 || transform->layers() != o.layers || transform->kvHeads() != o.kvHeads ||
+        transform->headDim() != o.headDim || transform->keyBits() != o.spec.keyBits || transform->valueBits() != o.spec.valueBits)
+      throw NqError("PROFILE_MISMATCH", "this cache was coded with another transform profile than the one given (its tables' id differs): load it with the profile it was made with");
+    o.transform = std::move(transform);
   }
 
   // The smallest store takes 25 bytes (its counters): check the count against the bytes present

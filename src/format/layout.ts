@@ -51,8 +51,20 @@ export const QUANTIZED_TENSOR_HEADER = Object.freeze({
 /**
  * A serialized CompressedKVCache starts with this header (format::SerializedCacheHeader): magic,
  * version and the options the cache was created with; the native reader returns those options.
+ * `transformVersion`: a cache coded with a transform profile, which records the tables' id after the
+ * header (docs/transform.md). Offsets of the fields a reader needs before loading (uint32 but the bits, uint8).
  */
-export const SERIALIZED_CACHE_HEADER = Object.freeze({ magic: "NQKV", version: 1, bytes: 84 });
+export const SERIALIZED_CACHE_HEADER = Object.freeze({
+  magic: "NQKV",
+  version: 1,
+  transformVersion: 2,
+  bytes: 84,
+  layersOffset: 12,
+  kvHeadsOffset: 16,
+  headDimOffset: 20,
+  keyBitsOffset: 24,
+  valueBitsOffset: 25,
+});
 
 /**
  * The encoder's scale per vector is ENCODER_SCALE_FACTORS[bits] × the RMS of the rotated vector,

@@ -22,6 +22,7 @@ import { NexusQuantError, describeValue } from "../errors.js";
 import { validateSpec, type CompressionSpec } from "../format/index.js";
 import type { ModelFingerprint } from "../model/fingerprint.js";
 import { CompressedKVCache } from "../runtime/index.js";
+import type { TransformProfile } from "../transform/profile.js";
 import { crc32 } from "../shared/crc32.js";
 import { ConversationCache, type ConversationShape, type ConversationSnapshot } from "./conversation-cache.js";
 
@@ -342,12 +343,13 @@ export function checkStateOptions(saved: EngineConversation, kind: StateKind, op
 
 /**
  * Deserializes a saved cache and resumes its conversation around it. A cache that does not fit the
- * model's shape is MODEL_MISMATCH; a cache blob or snapshot that fails its checks is CORRUPT_DATA.
+ * model's shape is MODEL_MISMATCH; a cache blob or snapshot that fails its checks is CORRUPT_DATA; a
+ * cache coded with a transform profile needs the handle's to be that profile (PROFILE_MISMATCH).
  */
-export function resumedCache(saved: EngineConversation, shape: Omit<ConversationShape, "batch">): ConversationCache {
+export function resumedCache(saved: EngineConversation, shape: Omit<ConversationShape, "batch">, profile?: TransformProfile): ConversationCache {
   let cache: CompressedKVCache;
   try {
-    cache = CompressedKVCache.deserialize(saved.cache);
+    cache = CompressedKVCache.deserialize(saved.cache, profile !== undefined ? { profile } : {});
   } catch (e) {
     if (e instanceof NexusQuantError && e.code === "CORRUPT_DATA") throw corrupt(`its cache section: ${e.message}`, e.details);
     throw e;

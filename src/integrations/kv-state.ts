@@ -19,7 +19,7 @@ export interface KvLayout extends ConversationShape {
 }
 
 /** The options a KV state is made from: the parts of withNexusQuant's resolved options it reads. */
-export type KvStateOptions = Pick<ResolvedOptions, "preset" | "spec" | "backend" | "compressEvery" | "seed" | "denseMirror"> & Partial<Pick<ResolvedOptions, "memoryLimitBytes">>;
+export type KvStateOptions = Pick<ResolvedOptions, "preset" | "spec" | "backend" | "compressEvery" | "seed" | "denseMirror"> & Partial<Pick<ResolvedOptions, "memoryLimitBytes" | "profile">>;
 
 export interface PastKv {
   /** Slots on the sequence axis (equal for every row and layer; shorter rows are left-padded). */

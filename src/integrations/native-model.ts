@@ -400,7 +400,8 @@ export class NativeStepEngine implements StepEngine {
   restoreConversation(saved: EngineConversation): void {
     checkStateOptions(saved, this.stateKind, this.options);
     const { numLayers, numKvHeads, headDim, numHeads } = this.config;
-    const conversation = resumedCache(saved, { layers: numLayers, kvHeads: numKvHeads, headDim, queryHeads: numHeads });
+    const profile = this.options.profile;
+    const conversation = resumedCache(saved, { layers: numLayers, kvHeads: numKvHeads, headDim, queryHeads: numHeads }, typeof profile === "object" ? profile : undefined);
     let engine: { since: number[][]; observed: ObservedWindow[] };
     try {
       engine = this.#checkedEngineState(saved.native, conversation);

@@ -393,7 +393,8 @@ export class ConventionStepEngine<T> implements StepEngine {
   restoreConversation(saved: EngineConversation): void {
     checkStateOptions(saved, this.stateKind, this.#options);
     const { layers, kvHeads, headDim, kvDtype } = this.#convention;
-    const conversation = resumedCache(saved, { layers, kvHeads, headDim });
+    const profile = this.#options.profile;
+    const conversation = resumedCache(saved, { layers, kvHeads, headDim }, typeof profile === "object" ? profile : undefined);
     if (conversation.spec === null) {
       conversation.dispose();
       throw new NexusQuantError("UNSUPPORTED", 'A state of preset "none" cannot resume on the ONNX Runtime wrapper (its K/V are held dense, outside any cache).');

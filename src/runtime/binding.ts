@@ -157,10 +157,10 @@ export interface NativeTransformHandle {
 export interface CacheBinding {
   NativeCache: {
     new (options: NativeCacheCreateOptions): NativeCacheHandle;
-    deserialize(buf: Uint8Array, memoryLimitBytes?: number): NativeCacheHandle;
+    deserialize(buf: Uint8Array, memoryLimitBytes?: number, transform?: NativeTransformHandle): NativeCacheHandle;
   };
   /** native/binding/transform_binding.cc: calibrated transform tables, shared by the caches built with them. */
-  NativeTransform: new (options: { layers: number; kvHeads: number; headDim: number; keyBits: number; valueBits: number } & CacheTransformArrays) => NativeTransformHandle;
+  NativeTransform: new (options: { layers: number; kvHeads: number; headDim: number; keyBits: number; valueBits: number; id: Uint8Array } & CacheTransformArrays) => NativeTransformHandle;
   /** Exact attention over dense FP32 K/V ([kvHeads, n, d]); the bench's reference. */
   denseAttentionF32(k: Float32Array, v: Float32Array, kvHeads: number, n: number, d: number, q: Float32Array, qHeads: number, scale: number): Float32Array;
   /** Dense causal attention [kvHeads][n][d] (FP32 or FP16 bits) with the same fused kernels and ISA as attention on codes (bench baselines). */

@@ -9,6 +9,7 @@ import {
   fp16BytesPerTokenLayer,
   FORMAT_LIMITS,
   SCORER_DEFAULTS,
+  SERIALIZED_CACHE_HEADER,
   type SpecBits,
   type CompressionSpec,
 } from "../format/index.js";
@@ -84,6 +85,23 @@ export interface CompressedKVCacheOptions {
    * are held by the cache (stats().bytes.transform) and saved with serialize().
    */
   profile?: TransformProfile;
+}
+
+/**
+ * The shared tables `profile` gives a serialized cache, from the shape and bits its header records
+ * (SERIALIZED_CACHE_HEADER; the native reader checks the rest). Undefined for bytes that are not a
+ * version-2 cache (one coded without a profile needs none; corrupt bytes are the reader's to judge).
+ */
+function serializedTransform(buffer: Uint8Array, profile: TransformProfile) {
+  validateProfileOnce(profile);
+  if (buffer.length < SERIALIZED_CACHE_HEADER.bytes) return undefined;
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  const H = SERIALIZED_CACHE_HEADER;
+  if (view.getUint32(4, true) !== H.transformVersion) return undefined;
+  const shape = { layers: view.getUint32(H.layersOffset, true), kvHeads: view.getUint32(H.kvHeadsOffset, true), headDim: view.getUint32(H.headDimOffset, true) };
+  const keyBits = buffer[H.keyBitsOffset]!, valueBits = buffer[H.valueBitsOffset]!;
+  if (![1, 2, 3, 4].includes(keyBits) || ![1, 2, 3, 4].includes(valueBits)) return undefined;
+  return sharedTransformTables(profile, shape, keyBits as SpecBits, valueBits as SpecBits);
 }
 
 /** Every key of CompressedKVCacheOptions: others are refused (strict options). */
@@ -541,12 +559,17 @@ export class CompressedKVCache {
 
   /**
    * Rebuilds a cache from serialize()'s bytes; corrupted or truncated input is a CORRUPT_DATA error.
-   * The result's `options` are the options the original was created with (read from the header).
+   * The result's `options` are the options the original was created with (read from the header). A
+   * cache coded with a transform profile records which tables it was coded with, not the tables:
+   * load it with `{ profile }`, the same profile (PROFILE_MISMATCH without it or with another).
    */
-  static deserialize(buffer: Uint8Array): CompressedKVCache {
+  static deserialize(buffer: Uint8Array, options: { profile?: TransformProfile } = {}): CompressedKVCache {
     if (!(buffer instanceof Uint8Array)) throw invalidArgument("buffer", "a Uint8Array", buffer);
+    checkObject("options", options);
+    checkOptionKeys("options", options, ["profile"]);
+    const transform = options.profile === undefined ? undefined : serializedTransform(buffer, options.profile);
     const Native = native().NativeCache;
-    const handle = callNative(() => Native.deserialize(buffer));
+    const handle = callNative(() => Native.deserialize(buffer, undefined, transform));
     try {
       return CompressedKVCache.#fromHandle(handle);
     } catch (e) {

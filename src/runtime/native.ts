@@ -63,6 +63,7 @@ const KNOWN_CODES = new Set<NexusQuantErrorCode>([
   "DISPOSED",
   "BUSY",
   "CORRUPT_DATA",
+  "PROFILE_MISMATCH",
   "NATIVE_ERROR",
 ]);
 

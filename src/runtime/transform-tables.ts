@@ -7,8 +7,20 @@
 import { callNative, native } from "./native.js";
 import type { NativeTransformHandle } from "./binding.js";
 import type { SpecBits } from "../format/spec.js";
-import { cacheTransformArrays, type CacheShapeForProfile } from "../transform/cache-arrays.js";
+import { createHash } from "node:crypto";
+import { cacheTransformArrays, type CacheShapeForProfile, type CacheTransformArrays } from "../transform/cache-arrays.js";
 import type { TransformProfile } from "../transform/profile.js";
+
+/**
+ * What identifies a set of tables in serialized caches (NQKV version 2 records it instead of the
+ * tables): SHA-256 over the shape, the bits and every array, so another profile, or the same one at
+ * other bits, never reads a cache's codes.
+ */
+function tablesId(shape: CacheShapeForProfile, keyBits: SpecBits, valueBits: SpecBits, arrays: CacheTransformArrays): Uint8Array {
+  const hash = createHash("sha256").update(`nexusquant-transform-tables-v1 ${shape.layers} ${shape.kvHeads} ${shape.headDim} ${keyBits} ${valueBits}\n`);
+  for (const a of [arrays.mean, arrays.matrix, arrays.bandRms, arrays.rates, arrays.calibrated]) hash.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  return new Uint8Array(hash.digest());
+}
 
 const built = new WeakMap<TransformProfile, Map<string, NativeTransformHandle>>();
 
@@ -23,7 +35,8 @@ export function sharedTransformTables(profile: TransformProfile, shape: CacheSha
   }
   const arrays = cacheTransformArrays(profile, shape, keyBits, valueBits);
   const Native = native().NativeTransform;
-  const handle = callNative(() => new Native({ layers: shape.layers, kvHeads: shape.kvHeads, headDim: shape.headDim, keyBits, valueBits, ...arrays }));
+  const id = tablesId(shape, keyBits, valueBits, arrays);
+  const handle = callNative(() => new Native({ layers: shape.layers, kvHeads: shape.kvHeads, headDim: shape.headDim, keyBits, valueBits, ...arrays, id }));
   if (byBits === undefined) built.set(profile, (byBits = new Map()));
   byBits.set(key, handle);
   return handle;

@@ -56,10 +56,13 @@ describe("transform profiles on a loaded checkpoint", () => {
     const result = await auto.generate([ids], { maxNewTokens: 2 });
     expect(auto.cache!.options.transform).toBe("calibrated");
     expect(auto.cache!.stats().bytes.transform).toBe(transformTableBytes(2, 2, 32));
-    // The state carries the tables: a fresh handle resumes with the same codes and tokens.
+    // The state records which tables coded it: a fresh handle with the checkpoint's profile resumes
+    // with the same codes and tokens; one without it is refused.
     const state = await auto.saveState();
     const next = await auto.generate([[5, 6, 7]], { maxNewTokens: 3, continue: true });
-    const resumed = await withNexusQuant(model, { ort, state, profile: false });
+    const refused = await rejectionOf(withNexusQuant(model, { ort, state, profile: false }));
+    expect(refused.code).toBe("PROFILE_MISMATCH");
+    const resumed = await withNexusQuant(model, { ort, state });
     expect(resumed.cache!.options.transform).toBe("calibrated");
     expect((await resumed.generate([[5, 6, 7]], { maxNewTokens: 3, continue: true })).tokens).toEqual(next.tokens);
     expect(result.tokens[0]).toHaveLength(2);

@@ -67,6 +67,55 @@ describe("CompressedKVCache with a calibrated transform profile", () => {
     for (let i = 1; i < db.length; i += 2) expect(db[i]).toBeGreaterThanOrEqual(0);
   });
 
+  it("is never worse than the Hadamard code on its own calibration data, tensor by tensor (2 and 3 bits)", () => {
+    const tokens = 1024;
+    for (const bits of [2, 3] as const) {
+      const errors: number[][] = [[], []];
+      for (const [i, withProfile] of [false, true].entries()) {
+        const c = cache({ layers, kvHeads, headDim, preset: "quant", spec: { keyBits: bits, valueBits: bits, residualWindow: 16 }, ...(withProfile ? { profile } : {}) });
+        for (let l = 0; l < layers; l++) {
+          const kv = syntheticKV({ kvHeads, headDim, tokens, seed: 40 + l }); // exactly what syntheticProfile read
+          c.append(l, kv.keys, kv.values);
+        }
+        c.compressSync();
+        for (let l = 0; l < layers; l++) {
+          const kv = syntheticKV({ kvHeads, headDim, tokens, seed: 40 + l });
+          const m = c.materialize(l);
+          const per = tokens * headDim;
+          for (let h = 0; h < kvHeads; h++) {
+            errors[i]!.push(nmse(m.keys.subarray(h * per, (h + 1) * per), kv.keys.subarray(h * per, (h + 1) * per)));
+            errors[i]!.push(nmse(m.values.subarray(h * per, (h + 1) * per), kv.values.subarray(h * per, (h + 1) * per)));
+          }
+        }
+      }
+      errors[1]!.forEach((e, t) => expect(e, `bits ${bits}, tensor ${t}`).toBeLessThanOrEqual(errors[0]![t]!));
+    }
+  });
+
+  it("on data without structure (isotropic Gaussian), the guard keeps the Hadamard code: identical bytes", () => {
+    const rand = (() => {
+      let s = 12345;
+      return () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    })();
+    const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+    const rows = (n: number) => Float32Array.from({ length: kvHeads * n * headDim }, gauss);
+    const cal = new TransformCalibrator({ layers: 1, kvHeads, headDim });
+    const calibration = [rows(2048), rows(2048)];
+    for (let h = 0; h < kvHeads; h++)
+      for (const kv of [0, 1] as const) cal.add(0, h, kv, calibration[kv]!.subarray(h * 2048 * headDim, (h + 1) * 2048 * headDim));
+    const flatProfile = buildTransformProfile(cal.finish(), { fingerprint: "sha256:gaussian", source: "isotropic" });
+    for (const h of flatProfile.heads) expect([h.calibrated[2], h.calibrated[3]]).toEqual([false, false]);
+    const k = rows(200), v = rows(200);
+    const bytes = [undefined, flatProfile].map((p) => {
+      const c = cache({ layers: 1, kvHeads, headDim, preset: "quant", spec: { keyBits: 2, valueBits: 2, residualWindow: 8 }, ...(p ? { profile: p } : {}) });
+      c.append(0, k, v);
+      c.compressSync();
+      return c.materialize(0);
+    });
+    expect(bytes[1]!.keys).toEqual(bytes[0]!.keys);
+    expect(bytes[1]!.values).toEqual(bytes[0]!.values);
+  });
+
   for (const preset of ["quant", "balanced", "max"]) {
     it(`${preset}: attention on the codes equals dequantize-then-dense attention (rel. error <= 1e-5)`, () => {
       const c = cache({ layers, kvHeads, queryHeads: 4, headDim, preset, spec: { residualWindow: 16 }, profile });
@@ -104,8 +153,8 @@ describe("CompressedKVCache with a calibrated transform profile", () => {
       const want = denseAttention(q, 4, 2, [298, 299], m.keys, m.values, m.positions, kvHeads, m.tokens, headDim, 1 / Math.sqrt(headDim));
       expect(relativeError(c.attention(1, q), want)).toBeLessThanOrEqual(1e-5);
       expect(c.stats().bytes.total).toBe(compressedLayout({ layers, kvHeads, headDim, tokens: 300 }, c.spec, { transform: true }).bytes.total);
-      // Round trip through the serialized form (version 2 carries the tables).
-      const back = cache.track(CompressedKVCache.deserialize(c.serialize()));
+      // Round trip through the serialized form (version 2 records the tables' id; the profile reads it).
+      const back = cache.track(CompressedKVCache.deserialize(c.serialize(), { profile }));
       expect(back.spec.keyBits).toBe(keyBits);
       expect(back.attention(1, q)).toEqual(c.attention(1, q));
     });
@@ -127,7 +176,7 @@ describe("CompressedKVCache with a calibrated transform profile", () => {
     }
   });
 
-  it("serializes with its tables: the restored cache attends identically", () => {
+  it("serializes the tables' id, not the tables: restored with the profile it attends identically, without it or with another it is refused", () => {
     const c = cache({ layers, kvHeads, headDim, preset: "balanced", profile });
     for (let l = 0; l < layers; l++) {
       const kv = testKV(l, kvHeads, headDim, 400);
@@ -135,7 +184,17 @@ describe("CompressedKVCache with a calibrated transform profile", () => {
     }
     c.compressSync();
     const q = syntheticKV({ kvHeads, headDim, tokens: 2, seed: 5, outlierChannels: 0 }).values;
-    const restored = cache.track(CompressedKVCache.deserialize(c.serialize()));
+    const bytes = c.serialize();
+    const plain = cache({ layers, kvHeads, headDim, preset: "balanced" });
+    plain.append(0, testKV(0, kvHeads, headDim, 400).keys, testKV(0, kvHeads, headDim, 400).values);
+    plain.compressSync();
+    // Only the id travels: the state is as big as one without a profile, plus 32 bytes.
+    expect(bytes.length).toBeLessThan(plain.serialize().length * 2 + 64);
+    expectCode(() => CompressedKVCache.deserialize(bytes), "PROFILE_MISMATCH", /coded with a calibrated transform profile/);
+    expectCode(() => CompressedKVCache.deserialize(bytes, { profile: syntheticProfile(layers, kvHeads, headDim, 512) }), "PROFILE_MISMATCH", /another transform profile/);
+    // A cache without a profile loads with or without one.
+    expect(cache.track(CompressedKVCache.deserialize(plain.serialize(), { profile })).options.transform).toBe("hadamard");
+    const restored = cache.track(CompressedKVCache.deserialize(bytes, { profile }));
     expect(restored.options).toEqual(c.options);
     for (let l = 0; l < layers; l++) expect(restored.attention(l, q)).toEqual(c.attention(l, q));
     expect(restored.stats().bytes).toEqual(c.stats().bytes);

@@ -5,6 +5,8 @@ import { native } from "../../runtime/native.js";
 import { gaussian } from "../../runtime/synthetic.js";
 import { seededRandom } from "../../shared/prng.js";
 import type { CompressionSpec } from "../../format/index.js";
+import { TransformCalibrator } from "../../transform/calibrator.js";
+import { buildTransformProfile, type TransformProfile } from "../../transform/profile.js";
 import { parseContext, parseFlags, parseOutputPath, parsePositiveInt } from "../args.js";
 import { contextPlotSpec, renderSvg } from "../plot.js";
 import { renderTable, toJson } from "../table.js";
@@ -17,7 +19,8 @@ const USAGE = `nexusquant bench attention [--contexts 1k,4k,16k,64k] [--prefill-
   at the end of the context) at --prefill-contexts. Cases: dense FP32 and dense FP16 rows through the
   same fused kernels and SIMD level as the codes (the fair baselines); onnxruntime-node's CPU
   MatMul/Softmax/MatMul graph on FP32 (what a user would run instead); attention on the codes of
-  K2V2, K3V2, K4V4 (no eviction), K3V2 with 35% evicted and the eviction presets balanced and max; in decode also
+  K2V2, K3V2, K4V4 (no eviction), K2V2 and K2V1 under a calibrated transform (docs/transform.md), K3V2
+  with 35% evicted and the eviction presets balanced and max; in decode also
   onnxruntime's com.microsoft.GroupQueryAttention on an FP32 and an int8 (k_quant_type PER_TENSOR,
   kv_cache_bit_width 8) past cache. Reports the
   median time, the bytes of KV the call reads, effective GB/s and the speed ratio to dense FP16.
@@ -40,8 +43,12 @@ export interface AttentionBenchRow {
   note?: string;
 }
 
-const CODE_CASES: { name: string; preset?: string; spec?: Partial<CompressionSpec> }[] = [
+const CODE_CASES: { name: string; preset?: string; spec?: Partial<CompressionSpec>; calibrated?: true }[] = [
   { name: "codes K2V2", spec: { keyBits: 2, valueBits: 2, evictFraction: 0 } },
+  // A calibrated transform on every head (docs/transform.md): the query and the output go through
+  // each head's d×d basis once per call, the codes are read band by band at their rates.
+  { name: "codes K2V2, calibrated transform", spec: { keyBits: 2, valueBits: 2, evictFraction: 0 }, calibrated: true },
+  { name: "codes K2V1, calibrated transform", spec: { keyBits: 2, valueBits: 1, evictFraction: 0 }, calibrated: true },
   { name: "codes K3V2", spec: { keyBits: 3, valueBits: 2, evictFraction: 0 } },
   { name: "codes K4V4", spec: { keyBits: 4, valueBits: 4, evictFraction: 0 } },
   { name: "codes K3V2, 35% evicted", spec: { keyBits: 3, valueBits: 2, evictFraction: 0.35 } },
@@ -82,6 +89,24 @@ function randomRows(count: number, seed: number): Float32Array {
   const x = new Float32Array(count);
   for (let i = 0; i < x.length; i++) x[i] = g();
   return x;
+}
+
+/**
+ * A profile whose every head is calibrated, for timing (speed does not depend on the data): fitted on
+ * Gaussian rows with a geometric spectrum (standard deviation 0.93^i along dimension i), where the
+ * fitted code pays at every budget, so the guard keeps no head flat.
+ */
+const benchProfiles = new Map<number, TransformProfile>();
+function benchProfile(kvHeads: number, d: number): TransformProfile {
+  const found = benchProfiles.get(d);
+  if (found !== undefined) return found;
+  const cal = new TransformCalibrator({ layers: 1, kvHeads, headDim: d });
+  const rows = randomRows(8 * d * d, 7 + d);
+  for (let i = 0; i < rows.length; i++) rows[i]! *= 0.93 ** (i % d);
+  for (let h = 0; h < kvHeads; h++) for (const kv of [0, 1] as const) cal.add(0, h, kv, rows);
+  const profile = buildTransformProfile(cal.finish(), { fingerprint: "sha256:bench-attention", source: "Gaussian rows, geometric spectrum" });
+  benchProfiles.set(d, profile);
+  return profile;
 }
 
 type Ort = typeof import("onnxruntime-node");
@@ -172,7 +197,8 @@ export async function runAttentionBench(opts: {
       if (opts.prefillContexts.includes(n) && opts.prefill <= n) modes.push("prefill");
       const caches: { name: string; cache: CompressedKVCache }[] = [];
       for (const c of CODE_CASES) {
-        const cache = new CompressedKVCache({ layers: 1, kvHeads: H, headDim: d, queryHeads: qHeads, preset: c.preset ?? "quant", spec: c.spec });
+        const profile = c.calibrated ? benchProfile(H, d) : undefined;
+        const cache = new CompressedKVCache({ layers: 1, kvHeads: H, headDim: d, queryHeads: qHeads, preset: c.preset ?? "quant", spec: c.spec, ...(profile ? { profile } : {}) });
         cache.append(0, keys, values);
         await cache.compress();
         caches.push({ name: c.name, cache });
