@@ -28,10 +28,10 @@ for f in dist/index.js dist/cli/main.js prebuilds/linux-x64/nexusquant.node nati
 done
 ! grep -qE " package/(bench|test|src|build)/" "$work/contents.txt" || die "lab, source or build files in the tarball: $(grep -E " package/(bench|test|src|build)/" "$work/contents.txt" | head -3)"
 # The one model shipped: the trained reference model the demo runs (its weights, config and tokenizer).
-for f in config.json model.safetensors tokenizer.json; do
+for f in config.json model.safetensors tokenizer.json nexusquant-profile.bin; do
   grep -q " package/models/sotu-llama/$f\$" "$work/contents.txt" || die "models/sotu-llama/$f is missing from the tarball"
 done
-! grep -E " package/models/" "$work/contents.txt" | grep -vqE " package/models/sotu-llama/(config.json|model.safetensors|tokenizer.json|tokenizer_config.json|training-report.md)$" || die "unexpected files under models/ in the tarball"
+! grep -E " package/models/" "$work/contents.txt" | grep -vqE " package/models/sotu-llama/(config.json|model.safetensors|tokenizer.json|tokenizer_config.json|training-report.md|nexusquant-profile.bin)$" || die "unexpected files under models/ in the tarball"
 grep -E " package/dist/cli/main.js$" "$work/contents.txt" | grep -q "^-rwx" || die "dist/cli/main.js is not executable in the tarball"
 check "tarball $tarball: $((size / 1024)) KiB packed, $((unpacked / 1024)) KiB unpacked, $entries files"
 
@@ -135,7 +135,12 @@ if (order === "transformers-first") await import("@huggingface/transformers");
 const { withNexusQuant } = await import("nexusquant/integrations");
 const { loadModel } = await import("nexusquant/model");
 const model = await loadModel(new URL("./node_modules/nexusquant/models/sotu-llama", import.meta.url).pathname);
-const r = await withNexusQuant(model, { preset: "balanced" }, (lm) => lm.generate([1, 2, 3, 4, 5], { maxNewTokens: 4 }));
+const r = await withNexusQuant(model, { preset: "balanced" }, async (lm) => {
+  const out = await lm.generate([1, 2, 3, 4, 5], { maxNewTokens: 4 });
+  // The shipped transform profile next to the model is found and used (docs/transform.md).
+  assert.equal(lm.cache.options.transform, "calibrated");
+  return out;
+});
 assert.equal(r.tokens[0].length, 4);
 if (order !== "transformers-first") await import("@huggingface/transformers");
 console.log(order + " ok");
