@@ -28,6 +28,8 @@ struct HeadTransform {
   const uint8_t* rates = nullptr;    // [headDim / 8] each 0, 2, 3 or 4
   // Byte offset of band b's code inside a vector's codes (Σ of the rates before it).
   const uint16_t* codeOffset = nullptr;  // [headDim / 8]
+  // 8 × (the last coded band + 1): elements past it are always zero (trailing 0-bit bands).
+  int activeDim = 0;
 };
 
 }  // namespace nq

@@ -89,6 +89,8 @@ TransformTables::TransformTables(const TransformArrays& a, int keyBits, int valu
     t.bandScale = bandScale + i * g;
     t.rates = rates + i * g;
     t.codeOffset = offsets + i * g;
+    for (size_t b = 0; b < g; ++b)
+      if (rates[i * g + b] > 0) t.activeDim = static_cast<int>(8 * (b + 1));
   }
 }
 

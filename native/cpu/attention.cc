@@ -88,6 +88,7 @@ class Runner {
     const KvSource& s = *src_[job.source];
     const size_t h = job.head;
     if (!state && !s.scored) return;  // transient rows take part in the softmax but get no score
+    const size_t keyLength = usedLength(s.keyLength(h)), valueLength = usedLength(s.valueLength(h));
     const float* q = (s.keysRotated ? p_.qRot : p_.q) + h * R_ * d_;
     if (state)
       for (size_t r = 0; r < R_; ++r) {
@@ -108,7 +109,7 @@ class Runner {
         t += n;
         continue;
       }
-      ops_.dots(q, R_, blk.keys, n, d_, blk.keyScales, p_.scale, logits, kAttentionBlock);
+      ops_.dots(q, R_, blk.keys, n, d_, keyLength, blk.keyScales, p_.scale, logits, kAttentionBlock);
       if (s.keysRotated && p_.keyBias)
         for (size_t r = 0; r < R_; ++r) {
           const float b = p_.keyBias[h * R_ + r];
@@ -166,10 +167,14 @@ class Runner {
         if (blk.valueScales)
           for (size_t i = 0; i < n; ++i) lr[i] *= blk.valueScales[i];
       }
-      ops_.accumulate(logits, R_, kAttentionBlock, blk.values, n, d_, state->acc);
+      ops_.accumulate(logits, R_, kAttentionBlock, blk.values, n, d_, valueLength, state->acc);
       t += n;
     }
   }
+
+  // A source's row prefix rounded up to 16 floats (every level's register width divides it), within d
+  // (a multiple of the level's width): the ops loop whole registers. 0: the whole row.
+  size_t usedLength(size_t len) const { return len == 0 ? d_ : std::min(d_, (len + 15) / 16 * 16); }
 
   const AttentionOps& ops_;
   const AttentionProblem& p_;

@@ -42,6 +42,10 @@ class KvSource {
   virtual size_t tokens() const = 0;
   // Rows [t, t + n) of `head`; n <= blockLimit(t).
   virtual void read(const AttentionOps& ops, size_t head, size_t t, size_t n, const BlockBuffers& buf, KvBlock& out) const = 0;
+  // Elements of a head's key (value) rows that can be nonzero: a prefix of d, 0 meaning all of it (a
+  // calibrated transform's trailing 0-bit bands decode to zero and are skipped).
+  virtual size_t keyLength(size_t head) const { return 0; }
+  virtual size_t valueLength(size_t head) const { return 0; }
   // Largest block starting at t (e.g. up to the end of a page); at most kAttentionBlock.
   virtual size_t blockLimit(size_t t) const { return kAttentionBlock; }
   // Token ranges are split at multiples of this (a page).

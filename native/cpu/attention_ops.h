@@ -19,11 +19,13 @@ struct AttentionOps {
                             float* out);
   // out[i] = FP16 in[i] as float, i < count.
   void (*halfToFloat)(const uint16_t* in, size_t count, float* out);
-  // logits[r * ldl + t] = scale * rowScale[t] * dot(q[r], rows[t]) (rowScale null: 1), r < R, t < n.
-  void (*dots)(const float* q, size_t R, const float* rows, size_t n, size_t d, const float* rowScale, float scale, float* logits,
-               size_t ldl);
-  // acc[r][0..d) += sum_t w[r * ldw + t] * rows[t], r < R, t < n.
-  void (*accumulate)(const float* w, size_t R, size_t ldw, const float* rows, size_t n, size_t d, float* acc);
+  // logits[r * ldl + t] = scale * rowScale[t] * dot(q[r], rows[t]) (rowScale null: 1), r < R, t < n, over
+  // the first `len` elements of rows of stride d (len a multiple of the level's register width, <= d:
+  // a calibrated transform's trailing 0-bit bands are skipped).
+  void (*dots)(const float* q, size_t R, const float* rows, size_t n, size_t d, size_t len, const float* rowScale, float scale,
+               float* logits, size_t ldl);
+  // acc[r][0..len) += sum_t w[r * ldw + t] * rows[t][0..len), r < R, t < n; rows and acc of stride d.
+  void (*accumulate)(const float* w, size_t R, size_t ldw, const float* rows, size_t n, size_t d, size_t len, float* acc);
   // x[i] = exp(x[i]) for x[i] >= -87 and 0 below (masked logits are -inf), i < n; ~2 ulp.
   void (*expInPlace)(float* x, size_t n);
 };

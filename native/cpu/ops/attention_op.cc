@@ -38,6 +38,8 @@ class CodesSource : public KvSource {
   }
   size_t tokens() const override { return n_; }
   size_t blockLimit(size_t t) const override { return P_ - (begin_ + t) % P_; }
+  size_t keyLength(size_t head) const override { return activeDim(a_.keyTransforms, head); }
+  size_t valueLength(size_t head) const override { return activeDim(a_.valueTransforms, head); }
   size_t granularity() const override { return P_; }
   void read(const AttentionOps& ops, size_t head, size_t t, size_t n, const BlockBuffers& buf, KvBlock& out) const override {
     t += begin_;
@@ -69,6 +71,11 @@ class CodesSource : public KvSource {
   }
 
  private:
+  static size_t activeDim(const HeadTransform* transforms, size_t head) {
+    const HeadTransform* t = transforms ? &transforms[head] : nullptr;
+    return t && t->matrix ? static_cast<size_t>(t->activeDim) : 0;
+  }
+
   // Lattice points of n rows: the flat code's, or per band under the head's calibrated transform.
   void points(const AttentionOps& ops, const HeadTransform* transforms, size_t head, int bits, const uint8_t* codes, size_t rowBytes, size_t n,
               float* out) const {
