@@ -14,7 +14,7 @@ import { PROFILE_FILE_NAME, readProfile, writeProfile } from "../../src/transfor
 import { transformTableBytes } from "../../src/format/index.js";
 import { runCli } from "../../src/cli/run.js";
 import { rejectionOf } from "../helpers.js";
-import { ort, promptTokens } from "./helpers.js";
+import { ort, promptTokens, tinySession } from "./helpers.js";
 
 const tiny = (seed: number): LlamaModel => createTinyLlama({ seed, layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 32, intermediate: 128, vocab: 256 });
 const dirs: string[] = [];
@@ -80,6 +80,28 @@ describe("transform profiles on a loaded checkpoint", () => {
     const err = await rejectionOf(withNexusQuant(model, { preset: "high", ort }));
     expect(err.code).toBe("PROFILE_MISMATCH");
     expect(err.message).toMatch(/fingerprint.*nexusquant calibrate/s);
+  });
+
+  it("an onnxruntime session codes with a profile given as an object, and its saved state resumes only with it", async () => {
+    const m = tiny(8);
+    const profile = await calibrateModel(m, { tokens: 256, ort });
+    const session = await tinySession(m);
+    const ids = promptTokens(200, 256);
+    const lm = await withNexusQuant(session, { preset: "high", ort, profile });
+    await lm.generate([ids], { maxNewTokens: 2 });
+    expect(lm.cache!.options.transform).toBe("calibrated");
+    const state = await lm.saveState();
+    const next = await lm.generate([[9, 8, 7]], { maxNewTokens: 3, continue: true });
+    lm.dispose();
+    expect((await rejectionOf(withNexusQuant(session, { ort, state }))).code).toBe("PROFILE_MISMATCH");
+    const again = await withNexusQuant(session, { ort, state, profile });
+    expect((await again.generate([[9, 8, 7]], { maxNewTokens: 3, continue: true })).tokens).toEqual(next.tokens);
+    again.dispose();
+    // "auto" finds nothing next to a session: it codes without a profile.
+    const plain = await withNexusQuant(session, { preset: "high", ort });
+    await plain.generate([ids], { maxNewTokens: 1 });
+    expect(plain.cache!.options.transform).toBe("hadamard");
+    plain.dispose();
   });
 
   it("caches made with one profile share its tables: the allocator holds them once", async () => {
