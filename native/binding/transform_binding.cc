@@ -51,7 +51,11 @@ class NativeTransform : public Napi::ObjectWrap<NativeTransform> {
     Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(tables_->bytes()));
   }
 
-  void Finalize(Napi::Env env) override { Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(tables_ ? tables_->bytes() : 0)); }
+  // The C call, not Napi::MemoryManagement: a finalizer must not throw.
+  void Finalize(Napi::Env env) override {
+    int64_t total = 0;
+    if (tables_) napi_adjust_external_memory(env, -static_cast<int64_t>(tables_->bytes()), &total);
+  }
 
   const std::shared_ptr<const TransformTables>& tables() const { return tables_; }
 

@@ -52,4 +52,17 @@ describe("native memory is returned", () => {
     // Measured: ~60 MiB still held at the end (before the change: all 384 MiB).
     expect(r.hostBytesBeforeGc).toBeLessThan((r.count * r.bytesPerCache) / 3);
   }, 60_000 * TIME_SCALE);
+
+  it("transform tables live as long as a cache built with them, and are returned after the last one", () => {
+    const out = execFileSync(process.execPath, ["--expose-gc", join(dirname(fixture), "transform-lifetime.cjs")], {
+      env: { ...process.env, NEXUSQUANT_THREADS: "1" },
+      encoding: "utf8",
+      timeout: 50_000 * TIME_SCALE,
+    });
+    const r = JSON.parse(out.trim().split("\n").pop()!) as { tableBytes: number; heldWithoutHandle: number; finite: boolean; transformAfter: number; hostAfter: number };
+    expect(r.tableBytes).toBeGreaterThan(0);
+    expect(r.heldWithoutHandle).toBe(r.tableBytes); // the handle was collected, three caches hold one copy
+    expect(r.finite).toBe(true); // and they still read them (no use after free)
+    expect([r.transformAfter, r.hostAfter]).toEqual([0, 0]);
+  }, 60_000 * TIME_SCALE);
 });
