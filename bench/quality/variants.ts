@@ -128,9 +128,14 @@ export function planVariants(options: VariantPlanOptions = {}): Variant[] {
   ];
   // Rows re-run with the calibrated profile, right after the preset and quant-only rows they repeat.
   for (const name of options.calibrated ?? []) {
-    const quant = /^K[1234]V[1234]$/.test(name);
-    const preset = quant ? "quant" : getPreset(name).name;
-    const row = { name: calibratedRowName(quant ? name : preset), group: (quant ? "quant-only" : "preset") as VariantGroup, preset, spec: quant ? parseQuantOnly(name, true) : {}, path: native, calibrated: true as const };
+    // "K3V1" (no eviction), "balanced", or "balanced@K3V1" (a preset at other bits).
+    const [base, bits] = name.split("@") as [string, string | undefined];
+    const quant = /^K[1234]V[1234]$/.test(base);
+    const preset = quant ? "quant" : getPreset(base).name;
+    const { keyBits, valueBits } = bits === undefined ? {} : parseQuantOnly(bits, true);
+    const spec = quant ? parseQuantOnly(base, true) : bits === undefined ? {} : { keyBits, valueBits };
+    const rowName = quant ? base : bits === undefined ? preset : `${preset}@${bits}`;
+    const row = { name: calibratedRowName(rowName), group: (quant ? "quant-only" : "preset") as VariantGroup, preset, spec, path: native, calibrated: true as const };
     specs.splice(specs.findIndex((v) => v.group !== "baseline" && v.group !== "preset" && v.group !== "quant-only") >>> 0, 0, row);
   }
   for (const kv of options.peers ?? []) if (!PEER_KV_COMPARED.includes(kv)) throw invalidArgument("peers", PEER_KV_COMPARED.join(", "), kv);

@@ -52,7 +52,8 @@ const USAGE = `nexusquant bench quality [--model DIR] [--out DIR] [--json] [size
                         GGUF, or "none" (trained default q8_0,q4_0,q8_0/q4_0 with f16 as their
                         reference; random model none; left out, with a note, where it cannot load)
   --calibrated a,b      preset or K<b>V<b> rows also run with the calibrated transform profile
-                        (docs/transform.md), named "<row> (calibrated)"; default none
+                        (docs/transform.md), named "<row> (calibrated)"; PRESET@K<b>V<b> runs a
+                        preset at other bits (1 bit allowed: profile only); default none
   --profile PATH        that profile (default: the checkpoint's DIR/nexusquant-profile.bin)
   --compress-every N    decode tokens between compressions (64, as withNexusQuant)
   --skip-perplexity     retrieval only
@@ -138,8 +139,10 @@ export const qualitySuite: CliCommand = {
       return m as RetrievalMode;
     });
     const calibrated = values.calibrated === undefined || values.calibrated === "none" ? undefined : list(values.calibrated).map((n) => {
-      if (/^K[1234]V[1234]$/.test(n)) return parseQuantOnly(n, true) && n;
-      return getPreset(n).name;
+      const [base, bits] = n.split("@") as [string, string | undefined];
+      if (bits !== undefined) parseQuantOnly(bits, true);
+      if (/^K[1234]V[1234]$/.test(base)) return parseQuantOnly(base, true) && n;
+      return bits === undefined ? getPreset(base).name : `${getPreset(base).name}@${bits}`;
     });
     const model = await resolveQualityModel(values.model);
     const defaults = model.trained ? TRAINED_DEFAULTS : RANDOM_MODEL_DEFAULTS;
