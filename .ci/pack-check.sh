@@ -68,7 +68,9 @@ node -e '
   if (!(r.compressedKvBytes > 0 && r.baselineKvBytes > r.compressedKvBytes && r.ratio > 1)) throw new Error("demo: no measured compression: " + JSON.stringify(r).slice(0, 300));
   if (r.newTokens !== 4) throw new Error("demo: expected 4 new tokens, got " + r.newTokens);
   // The installed package runs its trained reference model: real text in, real text out.
-  if (r.weights !== "checkpoint" || !r.model.includes("sotu-llama") || !(r.text && r.text.compressed.length > 0)) throw new Error("demo: not the trained reference model with text: " + JSON.stringify(r).slice(0, 300));' || die "demo output"
+  if (r.weights !== "checkpoint" || !r.model.includes("sotu-llama") || !(r.text && r.text.compressed.length > 0)) throw new Error("demo: not the trained reference model with text: " + JSON.stringify(r).slice(0, 300));
+  // ...coded with the transform profile shipped beside it, whose tables it counts.
+  if (!(r.transformBytes > 0 && r.transformBytes < r.compressedKvBytes)) throw new Error("demo: the shipped transform profile was not used: " + JSON.stringify(r).slice(0, 300));' || die "demo output"
 check "demo --json ok (trained reference model, text out)"
 
 for suite in quality codec; do

@@ -47,6 +47,11 @@ export interface DemoResult {
   baselineKvBytes: number;
   /** Bytes the compressed cache holds at the end, measured by its accounting allocator. */
   compressedKvBytes: number;
+  /**
+   * Of compressedKvBytes, the transform profile's tables (docs/transform.md; 0 without one): model
+   * data held once per process and shared by its conversations, counted here for this one.
+   */
+  transformBytes: number;
   ratio: number;
   heldTokens: number;
   tokensEvicted: number;
@@ -218,6 +223,7 @@ async function runOrtDemo(options: DemoOptions, model: DemoModel, ort: Awaited<R
 interface DemoHandle {
   step(tokens: number[]): Promise<{ last(): Float32Array }>;
   stats(): KvStats;
+  readonly cache?: { stats(): { bytes: { transform: number } } } | undefined;
 }
 interface ReferenceRun {
   logits: Float32Array[];
@@ -226,6 +232,8 @@ interface ReferenceRun {
 }
 interface ComparedRun {
   stats: KvStats;
+  /** The transform profile's tables among the compressed bytes (0 without a profile). */
+  transformBytes: number;
   fidelity: ReturnType<FidelityMeter["summary"]>;
   prefillSeconds: number;
   seconds: number;
@@ -252,7 +260,7 @@ async function comparedRun(w: DemoHandle, prompt: number[], reference: Reference
   const start = performance.now();
   for (let i = 0; i < reference.tokens.length; i++) meter.add(reference.logits[i + 1]!, (await w.step([reference.tokens[i]!])).last());
   const seconds = (performance.now() - start) / 1000;
-  return { stats: w.stats(), fidelity: meter.summary(), prefillSeconds, seconds };
+  return { stats: w.stats(), transformBytes: w.cache?.stats().bytes.transform ?? 0, fidelity: meter.summary(), prefillSeconds, seconds };
 }
 
 function demoResult(
@@ -260,7 +268,7 @@ function demoResult(
   options: DemoOptions,
   contextTokens: number,
   reference: ReferenceRun,
-  { stats, fidelity, prefillSeconds, seconds }: ComparedRun,
+  { stats, transformBytes, fidelity, prefillSeconds, seconds }: ComparedRun,
 ): Omit<DemoResult, "path"> {
   return {
     model: model.label,
@@ -271,6 +279,7 @@ function demoResult(
     newTokens: reference.tokens.length,
     baselineKvBytes: stats.baselineKvBytes,
     compressedKvBytes: stats.compressedKvBytes,
+    transformBytes,
     ratio: stats.ratio,
     heldTokens: stats.heldTokens,
     tokensEvicted: stats.tokensEvicted,
@@ -354,6 +363,12 @@ Options:
         ...(result.peakKvBytes
           ? [`measured peak (allocator): ${kib(result.peakKvBytes.baseline)} FP16 (none) vs ${kib(result.peakKvBytes.compressed)} ${result.preset}, on the native path (attention reads the codes; no dense past)`]
           : [`path: ORT-session wrapper (the cache is compressed between steps, dense during each step)`]),
+        ...(result.transformBytes > 0
+          ? [
+              `KV memory includes the transform profile's tables: ${kib(result.transformBytes)} (model data, held once per process and shared by every conversation; ` +
+                `the tokens alone: ${formatRatio(result.baselineKvBytes / (result.compressedKvBytes - result.transformBytes))})`,
+            ]
+          : []),
         `fidelity over ${result.positions} positions: mean KL ${result.klDivergence.toFixed(4)} nats (max ${result.maxKlDivergence.toFixed(4)}), top-1 agreement ${(result.top1Agreement * 100).toFixed(1)}%`,
         `compression time: ${result.compressSeconds.toFixed(2)} s (prefill incl. compression ${result.prefillSeconds.toFixed(2)} s)`,
         ...(result.text ? ["", `FP16 continuation:       ${JSON.stringify(result.text.reference)}`, `${result.preset} continuation: ${JSON.stringify(result.text.compressed)}`] : []),
