@@ -31,3 +31,13 @@ export function expectCode(fn: () => unknown, code: string, message?: RegExp): v
   }
   throw new Error(`expected a NexusQuantError with code ${code}`);
 }
+
+/** Normalized squared error ‖got − want‖² / ‖want‖², the codec tests' distortion. */
+export function nmse(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i]! - want[i]!) ** 2;
+    den += want[i]! ** 2;
+  }
+  return num / den;
+}

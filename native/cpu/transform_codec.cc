@@ -111,23 +111,34 @@ EncodeResult encodeTransformed(const HeadTransform& t, const float* in, size_t n
   return {Status::Ok, 0};
 }
 
-void decodeTransformed(const HeadTransform& t, const uint8_t* codes, const uint16_t* scales, size_t n, float* out) {
+namespace {
+
+// Vectors [0, n) to the original domain as f32, each handed to `emit(v, row)`; one scratch for all.
+template <typename Emit>
+void decodeRows(const HeadTransform& t, const uint8_t* codes, const uint16_t* scales, size_t n, Emit emit) {
   const size_t d = static_cast<size_t>(t.headDim), cb = transformCodeBytes(t);
-  std::vector<float> c(d);
+  std::vector<float> c(d), row(d);
   for (size_t v = 0; v < n; ++v) {
     transformedPoint(t, codes + v * cb, halfToFloat(scales[v]), c.data());
-    applyTranspose(t.matrix, c.data(), t.mean, 1.f, d, out + v * d);
-    for (size_t i = 0; i < d; ++i) out[v * d + i] += 0.0f;  // -0 -> +0, as the flat decoder
+    applyTranspose(t.matrix, c.data(), t.mean, 1.f, d, row.data());
+    emit(v, row.data());
   }
 }
 
+}  // namespace
+
+void decodeTransformed(const HeadTransform& t, const uint8_t* codes, const uint16_t* scales, size_t n, float* out) {
+  const size_t d = static_cast<size_t>(t.headDim);
+  decodeRows(t, codes, scales, n, [&](size_t v, const float* row) {
+    for (size_t i = 0; i < d; ++i) out[v * d + i] = row[i] + 0.0f;  // -0 -> +0, as the flat decoder
+  });
+}
+
 void decodeTransformedF16(const HeadTransform& t, const uint8_t* codes, const uint16_t* scales, size_t n, uint16_t* out) {
-  const size_t d = static_cast<size_t>(t.headDim), cb = transformCodeBytes(t);
-  std::vector<float> row(d);
-  for (size_t v = 0; v < n; ++v) {
-    decodeTransformed(t, codes + v * cb, scales + v, 1, row.data());
+  const size_t d = static_cast<size_t>(t.headDim);
+  decodeRows(t, codes, scales, n, [&](size_t v, const float* row) {
     for (size_t i = 0; i < d; ++i) out[v * d + i] = floatToHalf(row[i]);
-  }
+  });
 }
 
 float transformQuery(const HeadTransform& t, const float* q, float* qOut) {
@@ -142,7 +153,9 @@ float transformQuery(const HeadTransform& t, const float* q, float* qOut) {
 
 void untransformAccumulated(const HeadTransform& t, float* acc, float weight) {
   const size_t d = static_cast<size_t>(t.headDim);
-  std::vector<float> c(acc, acc + d);
+  // Once per head and query row of every attention call: no allocation after a thread's first.
+  thread_local std::vector<float> c;
+  c.assign(acc, acc + d);
   for (size_t b = 0; b < d / 8; ++b)
     for (int i = 0; i < 8; ++i) c[8 * b + i] *= t.bandScale[b];
   applyTranspose(t.matrix, c.data(), t.mean, weight, d, acc);

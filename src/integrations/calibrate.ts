@@ -5,7 +5,7 @@
  */
 import { invalidArgument } from "../errors.js";
 import { modelFingerprint } from "../model/fingerprint.js";
-import type { LlamaModel } from "../model/model-dir.js";
+import { isLlamaModel, type LlamaModel } from "../model/model-dir.js";
 import { seededRandom } from "../shared/prng.js";
 import { checkInt, checkObject, checkOptionKeys, checkSeed } from "../validate.js";
 import { TransformCalibrator, DEFAULT_TRANSFORM_SEED } from "../transform/calibrator.js";
@@ -42,6 +42,7 @@ export const MAX_CALIBRATION_WINDOW = 4096;
 
 /** Fits a transform profile for `model` (a loaded checkpoint: `await loadModel(dir)`). */
 export async function calibrateModel(model: LlamaModel, options: CalibrateModelOptions = {}): Promise<TransformProfile> {
+  if (!isLlamaModel(model)) throw invalidArgument("model", "a loaded checkpoint (await loadModel(dir) from nexusquant/model)", model);
   checkObject("options", options);
   checkOptionKeys("options", options, OPTION_KEYS);
   const { config } = model;

@@ -9,7 +9,7 @@ import type { NativeTransformHandle } from "./binding.js";
 import type { SpecBits } from "../format/spec.js";
 import { createHash } from "node:crypto";
 import { cacheTransformArrays, type CacheShapeForProfile, type CacheTransformArrays } from "../transform/cache-arrays.js";
-import type { TransformProfile } from "../transform/profile.js";
+import { checkProfileShape, type TransformProfile } from "../transform/profile.js";
 
 /**
  * What identifies a set of tables in serialized caches (NQKV version 2 records it instead of the
@@ -30,7 +30,7 @@ export function sharedTransformTables(profile: TransformProfile, shape: CacheSha
   const key = `${keyBits}/${valueBits}`;
   const found = byBits?.get(key);
   if (found !== undefined) {
-    cacheTransformArrays(profile, shape, keyBits, valueBits, { checkOnly: true });
+    checkProfileShape(profile, shape);
     return found;
   }
   const arrays = cacheTransformArrays(profile, shape, keyBits, valueBits);

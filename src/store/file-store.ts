@@ -11,10 +11,11 @@
  *   | u32 value bytes (low) | u32 value bytes (high) | value | u32 CRC-32 of everything before
  */
 import { createHash, randomUUID } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { NexusQuantError, invalidArgument } from "../errors.js";
 import { crc32 } from "../shared/crc32.js";
+import { writeFileAtomically } from "../shared/atomic-file.js";
 import { checkKey, checkValue, storeUnavailable, ttlMilliseconds, type PutOptions, type StateStore } from "./state-store.js";
 
 const MAGIC = "NQSF";
@@ -84,8 +85,7 @@ export class FileStateStore implements StateStore {
     const body = head.subarray(0, 28 + keyBytes.length);
     try {
       await mkdir(this.dir, { recursive: true });
-      const file = await open(temp, "wx");
-      try {
+      await writeFileAtomically(path, temp, async (file) => {
         let crc = crc32(body);
         await file.write(body);
         for (let at = 0; at < value.byteLength; at += FILE_WRITE_CHUNK_BYTES) {
@@ -96,13 +96,8 @@ export class FileStateStore implements StateStore {
         const tail = new Uint8Array(4);
         new DataView(tail.buffer).setUint32(0, crc, true);
         await file.write(tail);
-        await file.sync();
-      } finally {
-        await file.close();
-      }
-      await rename(temp, path);
+      });
     } catch (e) {
-      await rm(temp, { force: true }).catch(() => undefined);
       throw storeUnavailable(this.#name, `put(${JSON.stringify(key)})`, e);
     }
   }

@@ -1,6 +1,5 @@
-import { NexusQuantError } from "../errors.js";
 import type { SpecBits } from "../format/spec.js";
-import type { TransformProfile } from "./profile.js";
+import { checkProfileShape, type TransformProfile } from "./profile.js";
 
 /**
  * A profile's transforms as the native cache takes them (native/cache/transform_tables.h
@@ -25,27 +24,8 @@ export interface CacheShapeForProfile {
  * The arrays of `profile` for a cache of `shape` coding keys at `keyBits` and values at `valueBits`.
  * A profile made for another shape is PROFILE_MISMATCH (checked before anything is copied).
  */
-export function cacheTransformArrays(profile: TransformProfile, shape: CacheShapeForProfile, keyBits: SpecBits, valueBits: SpecBits): CacheTransformArrays;
-/** With `checkOnly`: the shape check alone. */
-export function cacheTransformArrays(profile: TransformProfile, shape: CacheShapeForProfile, keyBits: SpecBits, valueBits: SpecBits, options: { checkOnly: true }): undefined;
-export function cacheTransformArrays(
-  profile: TransformProfile,
-  shape: CacheShapeForProfile,
-  keyBits: SpecBits,
-  valueBits: SpecBits,
-  options: { checkOnly?: boolean } = {},
-): CacheTransformArrays | undefined {
-  const m = profile.model;
-  for (const field of ["layers", "kvHeads", "headDim"] as const) {
-    if (m[field] !== shape[field]) {
-      throw new NexusQuantError(
-        "PROFILE_MISMATCH",
-        `The transform profile was calibrated for ${field} ${m[field]}, this cache has ${shape[field]}: run \`nexusquant calibrate DIR\` for this model.`,
-        { field, profile: m[field], cache: shape[field] },
-      );
-    }
-  }
-  if (options.checkOnly === true) return undefined;
+export function cacheTransformArrays(profile: TransformProfile, shape: CacheShapeForProfile, keyBits: SpecBits, valueBits: SpecBits): CacheTransformArrays {
+  checkProfileShape(profile, shape);
   const { layers, kvHeads, headDim: d } = shape;
   const g = d / 8;
   const n = layers * 2 * kvHeads;

@@ -23,6 +23,7 @@ export {
   validateProfile,
   validateProfileOnce,
   checkProfileFor,
+  checkProfileShape,
   type HeadTensorTransform,
   type TransformProfile,
   type TransformProfileHeads,

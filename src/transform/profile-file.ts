@@ -12,7 +12,8 @@
  * validateProfile, the same check a profile built in memory gets.
  */
 import { randomBytes } from "node:crypto";
-import { open, readFile, rename, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
+import { writeFileAtomically } from "../shared/atomic-file.js";
 import { NexusQuantError } from "../errors.js";
 import { FORMAT_LIMITS } from "../format/limits.js";
 import { crc32 } from "../shared/crc32.js";
@@ -167,25 +168,18 @@ export function decodeProfile(bytes: Uint8Array): TransformProfile {
  */
 export async function writeProfile(path: string, profile: TransformProfile): Promise<void> {
   const bytes = encodeProfile(profile);
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-  try {
-    const file = await open(temp, "wx");
-    try {
-      await file.writeFile(bytes);
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(temp, path);
-  } catch (e) {
-    await rm(temp, { force: true }).catch(() => undefined);
-    throw e;
-  }
+  await writeFileAtomically(path, `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`, (file) => file.writeFile(bytes));
 }
 
-/** Reads and decodes a profile file; CORRUPT_DATA errors name the path. File-system errors pass through. */
+/** Reads and decodes a profile file; CORRUPT_DATA errors name the path; a missing file is INVALID_ARGUMENT; other file-system errors pass through. */
 export async function readProfile(path: string): Promise<TransformProfile> {
-  const bytes = await readFile(path);
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    throw new NexusQuantError("INVALID_ARGUMENT", `No transform profile at ${path}: make one with \`nexusquant calibrate DIR\` (it writes DIR/${PROFILE_FILE_NAME}).`, { arg: "path", path });
+  }
   try {
     return decodeProfile(bytes);
   } catch (e) {

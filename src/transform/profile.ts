@@ -96,16 +96,32 @@ export function headTransform(profile: TransformProfile, layer: number, head: nu
  * weights would code every vector worse than no profile at all.
  */
 export function checkProfileFor(profile: TransformProfile, model: TransformModelIdentity): void {
-  for (const field of ["fingerprint", "layers", "kvHeads", "headDim"] as const) {
-    if (profile.model[field] !== model[field]) {
-      throw new NexusQuantError(
-        "PROFILE_MISMATCH",
-        `The transform profile was calibrated for another model: its ${field} is ${describeValue(profile.model[field])}, this model's is ${describeValue(model[field])}. ` +
-          "Run `nexusquant calibrate DIR` for this model (DIR its checkpoint folder), or remove the profile to use the flat code.",
-        { field, profile: profile.model[field], model: model[field] },
-      );
-    }
-  }
+  const field = firstDifferent(profile, model, ["fingerprint", "layers", "kvHeads", "headDim"]);
+  if (field === undefined) return;
+  throw new NexusQuantError(
+    "PROFILE_MISMATCH",
+    `The transform profile was calibrated for another model: its ${field} is ${describeValue(profile.model[field])}, this model's is ${describeValue(model[field])}. ` +
+      "Run `nexusquant calibrate DIR` for this model (DIR its checkpoint folder), or remove the profile to use the flat code.",
+    { field, profile: profile.model[field], model: model[field] },
+  );
+}
+
+/**
+ * PROFILE_MISMATCH unless the profile was calibrated for this cache's shape (where no fingerprint is
+ * at hand: an ONNX session's cache, a cache made directly).
+ */
+export function checkProfileShape(profile: TransformProfile, shape: Omit<TransformModelIdentity, "fingerprint">): void {
+  const field = firstDifferent(profile, shape, ["layers", "kvHeads", "headDim"]);
+  if (field === undefined) return;
+  throw new NexusQuantError(
+    "PROFILE_MISMATCH",
+    `The transform profile was calibrated for ${field} ${profile.model[field]}, this cache has ${shape[field]}: run \`nexusquant calibrate DIR\` for this model.`,
+    { field, profile: profile.model[field], cache: shape[field] },
+  );
+}
+
+function firstDifferent<K extends keyof TransformModelIdentity>(profile: TransformProfile, model: Pick<TransformModelIdentity, K>, fields: readonly K[]): K | undefined {
+  return fields.find((field) => profile.model[field] !== model[field]);
 }
 
 /**

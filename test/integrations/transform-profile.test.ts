@@ -40,6 +40,9 @@ describe("transform profiles on a loaded checkpoint", () => {
     const err = await rejectionOf(calibrateModel(model, { tokens: 32, ort }));
     expect(err.code).toBe("INVALID_ARGUMENT");
     expect(err.message).toMatch(/at least 64 tokens/);
+    expect((await rejectionOf(calibrateModel({} as never, { ort }))).message).toMatch(/a loaded checkpoint/);
+    const missing = await rejectionOf(readProfile(join(tmpdir(), "nq-no-such-profile.bin")));
+    expect([missing.code, missing.message]).toEqual(["INVALID_ARGUMENT", expect.stringMatching(/nexusquant calibrate DIR/)]);
   });
 
   it('"auto" codes with the profile next to the checkpoint; false and another model\'s profile do not', async () => {

@@ -2,9 +2,11 @@
 // serialization and the profile checks, on the CPU cache.
 import { describe, expect, it } from "vitest";
 import { CompressedKVCache, syntheticKV } from "../../src/runtime/index.js";
+import { gaussian } from "../../src/runtime/synthetic.js";
+import { seededRandom } from "../../src/shared/prng.js";
 import { compressedLayout, transformTableBytes, type CompressionSpec } from "../../src/format/index.js";
 import { TransformCalibrator, buildTransformProfile, type TransformProfile, type HeadTensorTransform } from "../../src/transform/index.js";
-import { expectCode } from "../helpers.js";
+import { expectCode, nmse } from "../helpers.js";
 import { trackedCaches } from "../runtime/tracked-caches.js";
 import { denseAttention, relativeError } from "../runtime/reference.js";
 
@@ -29,14 +31,6 @@ function testKV(layer: number, kvHeads: number, headDim: number, tokens: number)
   return syntheticKV({ kvHeads, headDim, tokens, seed: 40 + layer, startPosition: 4096 });
 }
 
-function nmse(got: Float32Array, want: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i]! - want[i]!) ** 2;
-    den += want[i]! ** 2;
-  }
-  return num / den;
-}
 
 const K2V2: Partial<CompressionSpec> = { keyBits: 2, valueBits: 2, residualWindow: 16 };
 
@@ -93,11 +87,7 @@ describe("CompressedKVCache with a calibrated transform profile", () => {
   });
 
   it("on data without structure (isotropic Gaussian), the guard keeps the Hadamard code: identical bytes", () => {
-    const rand = (() => {
-      let s = 12345;
-      return () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
-    })();
-    const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+    const gauss = gaussian(seededRandom(12345));
     const rows = (n: number) => Float32Array.from({ length: kvHeads * n * headDim }, gauss);
     const cal = new TransformCalibrator({ layers: 1, kvHeads, headDim });
     const calibration = [rows(2048), rows(2048)];

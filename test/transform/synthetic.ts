@@ -1,23 +1,9 @@
 // Seeded synthetic data for the transform tests: Gaussian vectors with a chosen spectrum in a random basis.
 import { seededRandom } from "../../src/shared/prng.js";
+import { gaussian } from "../../src/runtime/synthetic.js";
 
-/** A standard normal stream (Box–Muller over the project's seeded generator). */
-export function gaussianStream(seed: number): () => number {
-  const uniform = seededRandom(seed);
-  let spare: number | undefined;
-  return () => {
-    if (spare !== undefined) {
-      const s = spare;
-      spare = undefined;
-      return s;
-    }
-    const u = 1 - uniform(); // (0, 1]: log never sees 0
-    const r = Math.sqrt(-2 * Math.log(u));
-    const phi = 2 * Math.PI * uniform();
-    spare = r * Math.sin(phi);
-    return r * Math.cos(phi);
-  };
-}
+/** A standard normal stream on the project's seeded generator (src/runtime/synthetic.ts gaussian). */
+export const gaussianStream = (seed: number): (() => number) => gaussian(seededRandom(seed));
 
 /** A random d×d orthogonal matrix (row-major), by Gram–Schmidt on Gaussian rows. */
 export function randomOrthogonal(d: number, seed: number): Float64Array {
