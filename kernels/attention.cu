@@ -1,7 +1,10 @@
 // Decode attention directly on the compressed cache (issue 6), and the dense FP16 reference.
 //   1. prepareQueries: q * scale * log2(e), plain and rotated (sign flip + Hadamard) once per query;
+//      under a calibrated transform (issue 26), a calibrated head's query goes into its transformed
+//      domain instead (bandScale ⊙ matrix · q) with q·mean as the bias of every coded key's logit;
 //   2. splitKernel (attention.cuh) over the code pages and, separately, over the FP16 residual window;
-//   3. reduceKernel: merges the splits, un-rotates the code part once, adds the residual part;
+//   3. reduceKernel: merges the splits, un-rotates the code part once (or takes it back out of the
+//      transformed domain: matrixᵀ · (bandScale ⊙ acc) + mean · its softmax weight), adds the residual;
 //   4. accumulateKernel (optional, H2O scorer): adds each token's final softmax mass per KV head.
 #include <algorithm>
 
@@ -24,6 +27,41 @@ __global__ void prepareQueriesKernel(const float* q, int headDim, float factor, 
   __syncthreads();
   if (rotate) hadamardShared(v, 1, headDim);
   for (int e = threadIdx.x; e < headDim; e += blockDim.x) qRot[row * headDim + e] = v[e] * factor;
+}
+
+// The KV head of query row `row` ([batch][queryHeads][nq] order).
+__device__ inline int kvHeadOfRow(const Params& p, size_t row) { return static_cast<int>((row / p.nq) % p.queryHeads) / p.group; }
+
+// prepareQueries under calibrated transforms: a calibrated head's rows into its transformed domain
+// (qRot = bandScale ⊙ matrix · q, qBias = q·mean, both times `factor`), a flat head's as above.
+__global__ void prepareTransformedQueriesKernel(const float* q, Params p, float factor) {
+  extern __shared__ float v[];
+  const size_t row = blockIdx.x;
+  const int d = p.headDim;
+  const HeadTransform& t = p.keyT[kvHeadOfRow(p, row)];
+  for (int e = threadIdx.x; e < d; e += blockDim.x) {
+    const float x = q[row * d + e];
+    p.qPlain[row * d + e] = x * factor;
+    v[e] = t.matrix ? x : x * e8::rotationSign(p.seed, static_cast<uint32_t>(e));
+  }
+  __syncthreads();
+  if (!t.matrix) {
+    hadamardShared(v, 1, d);
+    for (int e = threadIdx.x; e < d; e += blockDim.x) p.qRot[row * d + e] = v[e] * factor;
+    if (threadIdx.x == 0) p.qBias[row] = 0.0f;
+    return;
+  }
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+    const float* m = t.matrix + static_cast<size_t>(i) * d;
+    float y = 0.0f;
+    for (int j = 0; j < d; ++j) y = fmaf(m[j], v[j], y);
+    p.qRot[row * d + i] = y * t.bandScale[i / 8] * factor;
+  }
+  if (threadIdx.x == 0) {
+    float b = 0.0f;
+    for (int j = 0; j < d; ++j) b = fmaf(v[j], t.mean[j], b);
+    p.qBias[row] = b * factor;
+  }
 }
 
 __global__ void reduceKernel(Params p, int rowsPerSeqLen, bool rotateOut) {
@@ -54,6 +92,25 @@ __global__ void reduceKernel(Params p, int rowsPerSeqLen, bool rotateOut) {
     rot[e] = a;
   }
   __syncthreads();
+  const HeadTransform* vt = p.valueT ? &p.valueT[kvHeadOfRow(p, row)] : nullptr;
+  if (vt && vt->matrix) {  // out of the transformed domain: matrixᵀ · (bandScale ⊙ acc) + mean · weight
+    __shared__ float sCodeWeight;
+    if (threadIdx.x == 0) {
+      float w = 0.0f;
+      for (int s = 0; s < p.codeSplits; ++s) w += p.partL[at0 + s] * weight[s];
+      sCodeWeight = w;
+    }
+    for (int e = threadIdx.x; e < p.headDim; e += blockDim.x) rot[e] *= vt->bandScale[e / 8];
+    __syncthreads();
+    for (int e = threadIdx.x; e < p.headDim; e += blockDim.x) {
+      float plain = 0.0f;
+      for (int s = p.codeSplits; s < p.splits; ++s) plain += p.partAcc[(at0 + s) * p.headDim + e] * weight[s];
+      float x = vt->mean[e] * sCodeWeight;
+      for (int i = 0; i < p.headDim; ++i) x = fmaf(vt->matrix[static_cast<size_t>(i) * p.headDim + e], rot[i], x);
+      p.out[row * p.headDim + e] = x + plain;
+    }
+    return;
+  }
   if (rotateOut) hadamardShared(rot, 1, p.headDim);
   for (int e = threadIdx.x; e < p.headDim; e += blockDim.x) {
     float plain = 0.0f;
@@ -66,12 +123,13 @@ __global__ void reduceKernel(Params p, int rowsPerSeqLen, bool rotateOut) {
 
 // One thread per (sequence, KV head, held token): its softmax mass summed over the group's query
 // heads and the queries, added to SeqKV::accumulated (compressed slots first, then the residual).
-template <int KB>
+// TR: keys under calibrated transforms (bands at their own rates, the row's q·mean added to coded logits).
+template <int KB, bool TR = false>
 __global__ void accumulateKernel(Params p) {
   __shared__ uint16_t sAbs[e8::kAbsEntries];
   __shared__ float sFine2[256][8];
   for (int i = threadIdx.x; i < e8::kAbsEntries; i += blockDim.x) sAbs[i] = p.tables->absTable[i];
-  if (KB == 3)
+  if (KB == 3 || TR)
     for (int i = threadIdx.x; i < 256 * 8; i += blockDim.x) sFine2[i / 8][i % 8] = p.tables->fine2[i / 8][i % 8];
   __syncthreads();
   const int b = blockIdx.z, h = blockIdx.y;
@@ -106,12 +164,20 @@ __global__ void accumulateKernel(Params p) {
       float dot = 0.0f;
       for (int grp = 0; grp < p.groups; ++grp) {
         float x[8];
-        if (codes) attn::groupPoint<KB>(attn::loadCodeT<KB>(codes + grp * KB), sAbs, sFine2, x);
-        else
+        if (codes && TR) {
+          int rate, off;
+          attn::bandRate(p.keyT[h], grp, p.keyBits, rate, off);
+          if (rate == 0) continue;
+          attn::groupPointRate(loadCode(codes + off, rate), rate, sAbs, sFine2, x);
+        } else if (codes) {
+          attn::groupPoint<KB>(attn::loadCodeT<KB>(codes + grp * KB), sAbs, sFine2, x);
+        } else {
           for (int i = 0; i < 8; ++i) x[i] = halfToFloat(row[8 * grp + i]);
+        }
         for (int i = 0; i < 8; ++i) dot = fmaf(q[8 * grp + i], x[i], dot);
       }
-      mass += exp2f(dot * ks - p.finalM[r]) / L;
+      const float bias = codes && TR ? p.qBias[r] : 0.0f;
+      mass += exp2f(dot * ks + bias - p.finalM[r]) / L;
     }
   }
   s.accumulated[static_cast<size_t>(h) * s.accPitch + t] += mass;
@@ -125,7 +191,7 @@ int lanesPerToken(int headDim) {
 struct Plan {
   int tpt, passes, chunk, codeSplits, resSplits, splits;
   size_t rows;
-  size_t offPlain, offRot, offM, offL, offFM, offFL, offAcc, bytes;
+  size_t offPlain, offRot, offBias, offM, offL, offFM, offFL, offAcc, bytes;
 };
 
 size_t align256(size_t x) { return (x + 255) / 256 * 256; }
@@ -156,6 +222,7 @@ Plan makePlan(int batch, int nq, int kvHeads, int queryHeads, int headDim, int m
   };
   pl.offPlain = take(pl.rows * headDim * 4);
   pl.offRot = take(pl.rows * headDim * 4);
+  pl.offBias = take(pl.rows * 4);
   pl.offM = take(pl.rows * pl.splits * 4);
   pl.offL = take(pl.rows * pl.splits * 4);
   pl.offFM = take(pl.rows * 4);
@@ -169,6 +236,7 @@ void bindWorkspace(Params& p, const Plan& pl, void* ws) {
   uint8_t* w = static_cast<uint8_t*>(ws);
   p.qPlain = reinterpret_cast<float*>(w + pl.offPlain);
   p.qRot = reinterpret_cast<float*>(w + pl.offRot);
+  p.qBias = reinterpret_cast<float*>(w + pl.offBias);
   p.partM = reinterpret_cast<float*>(w + pl.offM);
   p.partL = reinterpret_cast<float*>(w + pl.offL);
   p.finalM = reinterpret_cast<float*>(w + pl.offFM);
@@ -180,12 +248,12 @@ void bindWorkspace(Params& p, const Plan& pl, void* ws) {
   p.splits = pl.splits;
 }
 
-template <int TPT, Source SRC, int KB, int VB>
+template <int TPT, Source SRC, int KB, int VB, bool TR = false>
 CudaStatus launchSplit(const Params& p, int gridX, int kvHeads, int passes, int batchQueries, cudaStream_t stream) {
   if (gridX <= 0) return CudaStatus::success();
   const dim3 grid(gridX, kvHeads * passes, batchQueries);
   const size_t smem = static_cast<size_t>(attn::kWarps) * attn::kHeadsPerPass * p.headDim * sizeof(float);
-  attn::splitKernel<TPT, SRC, KB, VB><<<grid, attn::kThreads, smem, stream>>>(p);
+  attn::splitKernel<TPT, SRC, KB, VB, TR><<<grid, attn::kThreads, smem, stream>>>(p);
   return checkLaunch("attention splitKernel");
 }
 
@@ -200,6 +268,7 @@ CudaStatus dispatchValueBits(const Params& p, int vb, int gridX, int kvHeads, in
 
 template <int TPT>
 CudaStatus dispatchCodes(const Params& p, int gridX, int kvHeads, int passes, int bq, cudaStream_t st) {
+  if (p.keyT) return launchSplit<TPT, Source::Codes, 0, 0, true>(p, gridX, kvHeads, passes, bq, st);  // rates per band
   switch (p.keyBits) {
     case 2: return dispatchValueBits<TPT, 2>(p, p.valueBits, gridX, kvHeads, passes, bq, st);
     case 3: return dispatchValueBits<TPT, 3>(p, p.valueBits, gridX, kvHeads, passes, bq, st);
@@ -229,12 +298,19 @@ bool attentionSupported(int headDim, int keyBits, int valueBits) {
   return codecSupported(headDim, keyBits) && codecSupported(headDim, valueBits) && headDim <= kCudaMaxAttentionHeadDim;
 }
 
+bool transformedAttentionSupported(int headDim, int keyBits, int valueBits) {
+  return headDim >= 8 && headDim % 8 == 0 && headDim <= kCudaMaxAttentionHeadDim && keyBits >= 1 && keyBits <= 4 && valueBits >= 1 && valueBits <= 4;
+}
+
 size_t attentionWorkspaceBytes(const AttentionLaunch& a) {
   return makePlan(a.batch, a.queriesPerSeq, a.kvHeads, a.queryHeads, a.headDim, a.maxCompressed, a.maxResidual, a.splitTokens).bytes;
 }
 
 CudaStatus launchAttention(const AttentionLaunch& a) {
-  if (!attentionSupported(a.headDim, a.keyBits, a.valueBits))
+  const bool transformed = a.keyTransforms != nullptr;
+  if (transformed != (a.valueTransforms != nullptr))
+    return CudaStatus::fail(CudaCode::InvalidArgument, "attention: key and value transforms go together (both or neither)");
+  if (!(transformed ? transformedAttentionSupported(a.headDim, a.keyBits, a.valueBits) : attentionSupported(a.headDim, a.keyBits, a.valueBits)))
     return CudaStatus::fail(CudaCode::Unsupported, "attention: headDim/bits not supported by the CUDA attention kernel (headDim <= 256)");
   if (a.kvHeads <= 0 || a.queryHeads % a.kvHeads != 0 || a.batch <= 0 || a.queriesPerSeq <= 0)
     return CudaStatus::fail(CudaCode::InvalidArgument, "attention: queryHeads must be a positive multiple of kvHeads");
@@ -272,10 +348,15 @@ CudaStatus launchAttention(const AttentionLaunch& a) {
   p.rotate = a.rotate;
   p.seed = a.seed;
   p.tables = tables;
+  p.keyT = a.keyTransforms;
+  p.valueT = a.valueTransforms;
   bindWorkspace(p, pl, a.workspace);
   const cudaStream_t stream = asStream(a.stream);
-  prepareQueriesKernel<<<static_cast<unsigned>(pl.rows), 128, a.headDim * sizeof(float), stream>>>(
-      a.queries, a.headDim, a.scale * attn::kLog2e, a.rotate, a.seed, p.qPlain, p.qRot);
+  if (transformed)
+    prepareTransformedQueriesKernel<<<static_cast<unsigned>(pl.rows), 128, a.headDim * sizeof(float), stream>>>(a.queries, p, a.scale * attn::kLog2e);
+  else
+    prepareQueriesKernel<<<static_cast<unsigned>(pl.rows), 128, a.headDim * sizeof(float), stream>>>(
+        a.queries, a.headDim, a.scale * attn::kLog2e, a.rotate, a.seed, p.qPlain, p.qRot);
   NQ_CUDA_TRY(checkLaunch("attention prepareQueriesKernel"), "");
   const int bq = a.batch * a.queriesPerSeq;
   switch (pl.tpt) {
@@ -287,7 +368,8 @@ CudaStatus launchAttention(const AttentionLaunch& a) {
   NQ_CUDA_TRY(launchReduce(p, pl.rows, a.rotate, stream), "");
   if (a.accumulate) {
     const dim3 grid(std::max(1, ceilDiv(a.maxCompressed + a.maxResidual, 128)), a.kvHeads, a.batch);
-    switch (a.keyBits) {
+    if (transformed) accumulateKernel<0, true><<<grid, 128, 0, stream>>>(p);
+    else switch (a.keyBits) {
       case 2: accumulateKernel<2><<<grid, 128, 0, stream>>>(p); break;
       case 3: accumulateKernel<3><<<grid, 128, 0, stream>>>(p); break;
       default: accumulateKernel<4><<<grid, 128, 0, stream>>>(p); break;

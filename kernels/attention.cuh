@@ -44,6 +44,11 @@ struct Params {
   bool rotate;
   uint32_t seed;
   const CodebookTables* tables;
+  // Calibrated transforms (device [kvHeads] each; null: every head flat). qRot then holds, for a
+  // calibrated head, bandScale ⊙ (matrix · q) and qBias the row's q·mean, both times scale·log2(e).
+  const HeadTransform* keyT;
+  const HeadTransform* valueT;
+  float* qBias;  // [rows]
 };
 
 __device__ __forceinline__ float warpXor(float v, int off) { return __shfl_xor_sync(0xFFFFFFFFu, v, off); }
@@ -75,6 +80,27 @@ __device__ __forceinline__ void groupPoint(uint32_t code, const uint16_t* sAbs, 
   }
 }
 
+// The same at a rate known only at run time (a calibrated transform's band: 2, 3 or 4 bits).
+__device__ __forceinline__ void groupPointRate(uint32_t code, int rate, const uint16_t* sAbs, const float (*sFine2)[8], float p[8]) {
+  e8::decodePoint2(code & 0xFFFFu, sAbs, p);
+  if (rate == 3) {
+    const float* f = sFine2[(code >> 16) & 0xFFu];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) p[i] += f[i];
+  } else if (rate == 4) {
+    float v[8];
+    e8::finePoint(code >> 16, 4, v);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) p[i] += v[i];
+  }
+}
+
+// Rate and byte offset of band `g` of head `t`'s codes: its calibrated rate, or the flat code's.
+__device__ __forceinline__ void bandRate(const HeadTransform& t, int g, int bits, int& rate, int& offset) {
+  rate = t.matrix ? t.rates[g] : bits;
+  offset = t.matrix ? t.codeOffset[g] : g * bits;
+}
+
 __device__ __forceinline__ void loadHalf8(const uint16_t* src, float x[8]) {
   const uint4 w = *reinterpret_cast<const uint4*>(src);
   const uint32_t u[4] = {w.x, w.y, w.z, w.w};
@@ -86,12 +112,14 @@ __device__ __forceinline__ void loadHalf8(const uint16_t* src, float x[8]) {
 }
 
 // One split of one (sequence, KV head, head pass, query). SRC picks where K/V live; KB/VB are the
-// code rates (ignored for FP16 sources).
-template <int TPT, Source SRC, int KB, int VB>
+// code rates (ignored for FP16 sources). TR: codes under calibrated transforms, each lane's band at
+// its own rate (p.keyT / p.valueT), KB/VB unused.
+template <int TPT, Source SRC, int KB, int VB, bool TR = false>
 __global__ void __launch_bounds__(kThreads) splitKernel(Params p) {
   constexpr int TOK = 32 / TPT;  // tokens per warp step
+  constexpr bool kFine = KB == 3 || VB == 3 || TR;
   __shared__ uint16_t sAbs[e8::kAbsEntries];
-  __shared__ float sFine2[(KB == 3 || VB == 3) ? 256 : 1][8];
+  __shared__ float sFine2[kFine ? 256 : 1][8];
   __shared__ float sM[kWarps][kHeadsPerPass], sL[kWarps][kHeadsPerPass];
   extern __shared__ float sAcc[];  // [kWarps][kHeadsPerPass][headDim]
 
@@ -104,7 +132,7 @@ __global__ void __launch_bounds__(kThreads) splitKernel(Params p) {
 
   if constexpr (SRC == Source::Codes) {
     for (int i = threadIdx.x; i < e8::kAbsEntries; i += blockDim.x) sAbs[i] = p.tables->absTable[i];
-    if constexpr (KB == 3 || VB == 3)
+    if constexpr (kFine)
       for (int i = threadIdx.x; i < 256 * 8; i += blockDim.x) sFine2[i / 8][i % 8] = p.tables->fine2[i / 8][i % 8];
     __syncthreads();
   }
@@ -138,6 +166,19 @@ __global__ void __launch_bounds__(kThreads) splitKernel(Params p) {
   const int sub = lane / TPT, gl = lane % TPT;
   const bool laneActive = gl < p.groups;
 
+  // This lane's band of the keys and values: rate and byte offset (the flat code's unless TR).
+  int kRate = KB, kOff = gl * KB, vRate = VB, vOff = gl * VB;
+  float bias[kHeadsPerPass] = {};
+  if constexpr (TR) {
+    if (laneActive) {
+      bandRate(p.keyT[h], gl, p.keyBits, kRate, kOff);
+      bandRate(p.valueT[h], gl, p.valueBits, vRate, vOff);
+    }
+#pragma unroll
+    for (int hp = 0; hp < kHeadsPerPass; ++hp)
+      if (hp < headsHere) bias[hp] = p.qBias[(static_cast<size_t>(b) * p.queryHeads + qh0 + hp) * p.nq + j];
+  }
+
   float q[kHeadsPerPass][8], acc[kHeadsPerPass][8], m[kHeadsPerPass], l[kHeadsPerPass];
   const float* qsrc = SRC == Source::Codes ? p.qRot : p.qPlain;
 #pragma unroll
@@ -170,8 +211,11 @@ __global__ void __launch_bounds__(kThreads) splitKernel(Params p) {
       }
     }
     const bool visible = valid && pos <= qp;
-    if (visible && laneActive) {
-      if constexpr (SRC == Source::Codes) groupPoint<KB>(loadCodeT<KB>(page + p.offKC + static_cast<size_t>(slot) * p.kcBytes + gl * KB), sAbs, sFine2, kx);
+    if (visible && laneActive && (!TR || kRate > 0)) {
+      if constexpr (SRC == Source::Codes && TR)
+        groupPointRate(loadCode(page + p.offKC + static_cast<size_t>(slot) * p.kcBytes + kOff, kRate), kRate, sAbs, sFine2, kx);
+      else if constexpr (SRC == Source::Codes)
+        groupPoint<KB>(loadCodeT<KB>(page + p.offKC + static_cast<size_t>(slot) * p.kcBytes + kOff), sAbs, sFine2, kx);
       else loadHalf8(kBase + static_cast<size_t>(t) * p.headDim + 8 * gl, kx);
     } else {
 #pragma unroll
@@ -185,14 +229,21 @@ __global__ void __launch_bounds__(kThreads) splitKernel(Params p) {
       for (int i = 0; i < 8; ++i) s = fmaf(q[hp][i], kx[i], s);
 #pragma unroll
       for (int off = TPT / 2; off >= 1; off >>= 1) s += warpXor(s, off);
-      logit[hp] = visible ? s * ks : -INFINITY;
+      logit[hp] = visible ? s * ks + bias[hp] : -INFINITY;
     }
     if (!__any_sync(0xFFFFFFFFu, visible)) continue;
     float vx[8], vs = 1.0f;
     if (visible) {
       if constexpr (SRC == Source::Codes) {
         vs = halfToFloat(reinterpret_cast<const uint16_t*>(page + p.offVS)[slot]);
-        if (laneActive) groupPoint<VB>(loadCodeT<VB>(page + p.offVC + static_cast<size_t>(slot) * p.vcBytes + gl * VB), sAbs, sFine2, vx);
+        if constexpr (TR) {
+          if (laneActive && vRate > 0) groupPointRate(loadCode(page + p.offVC + static_cast<size_t>(slot) * p.vcBytes + vOff, vRate), vRate, sAbs, sFine2, vx);
+          else
+#pragma unroll
+            for (int i = 0; i < 8; ++i) vx[i] = 0.0f;
+        } else if (laneActive) {
+          groupPoint<VB>(loadCodeT<VB>(page + p.offVC + static_cast<size_t>(slot) * p.vcBytes + vOff), sAbs, sFine2, vx);
+        }
       } else if (laneActive) {
         loadHalf8(vBase + static_cast<size_t>(t) * p.headDim + 8 * gl, vx);
       }

@@ -92,6 +92,7 @@ CudaStatus launchHalfToFloat(const uint16_t* in, size_t count, float* out, Strea
 }
 
 CudaStatus launchDecode(const DecodeLaunch& a) {
+  if (calibrated(a.codec)) return launchDecodeTransformed(a);
   if (!codecSupported(a.codec.headDim, a.codec.bits)) return CudaStatus::fail(CudaCode::Unsupported, "decode: headDim/bits not supported by the CUDA codec");
   if (a.vectors == 0) return CudaStatus::success();
   if (!a.codes || !a.scales || !a.out) return CudaStatus::fail(CudaCode::InvalidArgument, "decode: null device pointer");

@@ -108,6 +108,7 @@ bool codecSupported(int headDim, int bits) {
 }
 
 CudaStatus launchEncode(const EncodeLaunch& a) {
+  if (calibrated(a.codec)) return launchEncodeTransformed(a);
   if (!codecSupported(a.codec.headDim, a.codec.bits)) return CudaStatus::fail(CudaCode::Unsupported, "encode: headDim/bits not supported by the CUDA codec");
   if (a.vectors == 0) return CudaStatus::success();
   if (!a.input || !a.codes || !a.scales) return CudaStatus::fail(CudaCode::InvalidArgument, "encode: null device pointer");

@@ -57,7 +57,7 @@ class GuardedOutput {
 }  // namespace
 
 CudaStatus hostEncode(const CodecArgs& c, const void* input, bool inputF16, size_t vectors, uint8_t* codes, uint16_t* scales, StreamHandle stream) {
-  if (!codecSupported(c.headDim, c.bits)) return CudaStatus::fail(CudaCode::Unsupported, "encode: headDim/bits not supported by the CUDA codec");
+  if (!calibrated(c) && !codecSupported(c.headDim, c.bits)) return CudaStatus::fail(CudaCode::Unsupported, "encode: headDim/bits not supported by the CUDA codec");
   if (vectors == 0) return CudaStatus::success();
   const size_t inBytes = vectors * c.headDim * (inputF16 ? 2 : 4);
   const size_t codeBytes = vectors * format::codeBytesPerVector(c.headDim, c.bits);
@@ -91,7 +91,7 @@ CudaStatus hostEncode(const CodecArgs& c, const void* input, bool inputF16, size
 
 CudaStatus hostDecode(const CodecArgs& c, const uint8_t* codes, const uint16_t* scales, size_t vectors, void* out, bool outF16, bool unrotate,
                       StreamHandle stream) {
-  if (!codecSupported(c.headDim, c.bits)) return CudaStatus::fail(CudaCode::Unsupported, "decode: headDim/bits not supported by the CUDA codec");
+  if (!calibrated(c) && !codecSupported(c.headDim, c.bits)) return CudaStatus::fail(CudaCode::Unsupported, "decode: headDim/bits not supported by the CUDA codec");
   if (vectors == 0) return CudaStatus::success();
   const size_t codeBytes = vectors * format::codeBytesPerVector(c.headDim, c.bits);
   const size_t outBytes = vectors * c.headDim * (outF16 ? 2 : 4);
@@ -114,7 +114,7 @@ CudaStatus hostDecode(const CodecArgs& c, const uint8_t* codes, const uint16_t* 
 }
 
 CudaStatus hostAttention(const HostAttentionArgs& a, StreamHandle stream) {
-  if (!attentionSupported(a.headDim, a.keyBits, a.valueBits))
+  if (!(a.keyTransforms ? transformedAttentionSupported(a.headDim, a.keyBits, a.valueBits) : attentionSupported(a.headDim, a.keyBits, a.valueBits)))
     return CudaStatus::fail(CudaCode::Unsupported, "attention: headDim/bits not supported by the CUDA attention kernel");
   const int B = static_cast<int>(a.seqs.size());
   if (B == 0) return CudaStatus::success();
@@ -212,6 +212,8 @@ CudaStatus hostAttention(const HostAttentionArgs& a, StreamHandle stream) {
   L.out = dOut.as<float>();
   L.accumulate = accumulate;
   L.splitTokens = a.splitTokens;
+  L.keyTransforms = a.keyTransforms;
+  L.valueTransforms = a.valueTransforms;
   L.stream = stream;
   L.workspaceBytes = attentionWorkspaceBytes(L);
   NQ_CUDA_TRY(upload(dWs, nullptr, L.workspaceBytes, stream), "");

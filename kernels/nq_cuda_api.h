@@ -139,6 +139,28 @@ class DeviceArena {
   CategoryBytes carved_{};
 };
 
+// ---- calibrated transforms in device memory (transform.cu) ----------------------------------------
+// A profile's tables (native/cache/transform_tables.h) copied to the device in one allocation
+// (category Transform): the host tables' bytes verbatim, and their HeadTransform entries with every
+// array pointer moved into that copy. The codec launchers take one entry through
+// CodecArgs::transform (a host struct whose arrays are device memory); attention reads [kvHeads]
+// consecutive entries from the device array (AttentionLaunch::keyTransforms / valueTransforms). An
+// entry without a matrix stays flat (the Hadamard code), as on the CPU.
+class DeviceTransforms {
+ public:
+  // `entries[0, count)` must point into [hostBase, hostBase + bytes) (one TransformTables buffer).
+  CudaStatus upload(const uint8_t* hostBase, size_t bytes, const HeadTransform* entries, size_t count, StreamHandle stream);
+  const HeadTransform* host(size_t i) const { return i < host_.size() ? &host_[i] : nullptr; }
+  const HeadTransform* device(size_t first) const { return entries_.as<const HeadTransform>() + first; }
+  size_t count() const { return host_.size(); }
+  // Device bytes held: the tables and the entry array.
+  size_t bytes() const { return tables_.size() + entries_.size(); }
+
+ private:
+  DeviceBuffer tables_, entries_;
+  std::vector<HeadTransform> host_;
+};
+
 CudaStatus copyToDevice(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
 CudaStatus copyToHost(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
 // Device -> device, queued on `stream` (not synchronized: later work on the stream sees it).
@@ -151,6 +173,8 @@ CudaStatus fillDevice(void* dst, int byteValue, size_t bytes, StreamHandle strea
 // cudaSupport()). Attention runs GQA groups in passes of 4 query heads.
 bool codecSupported(int headDim, int bits);
 bool attentionSupported(int headDim, int keyBits, int valueBits);
+// Under calibrated transforms (bands at 0/2/3/4 bits in any mix): any budget of 1 to 4 bits per element.
+bool transformedAttentionSupported(int headDim, int keyBits, int valueBits);
 
 // Device pointers (EncodeLaunch, nq_ops_params.h).
 CudaStatus launchEncode(const EncodeLaunch& a);
@@ -198,6 +222,9 @@ CudaStatus launchSelect(const SelectLaunch& a);
 CudaStatus launchCompact(const CompactLaunch& a);
 
 // ---- host-array operations (host_ops.cu) -------------------------------------------------------------
+// A calibrated transform reaches them as it reaches the launchers: CodecArgs::transform a host struct
+// with device arrays, HostAttentionArgs::keyTransforms/valueTransforms device arrays
+// (DeviceTransforms; the binding uploads a NativeTransform's tables per call).
 // For the binding and the parity tests: copy typed arrays in, run the kernels on `stream`, copy the
 // results out. Device memory comes from the accounting allocator (category Scratch) and is released
 // before returning.

@@ -58,6 +58,12 @@ struct CodebookTables {
 // Device copy, uploaded on first use (thread-safe). Returns nullptr and sets `st` on failure.
 const CodebookTables* deviceTables(CudaStatus& st);
 
+// ---- the codec under a calibrated transform (transform.cu) ----------------------------------------
+// launchEncode / launchDecode hand a launch whose CodecArgs::transform has a matrix to these.
+CudaStatus launchEncodeTransformed(const EncodeLaunch& a);
+CudaStatus launchDecodeTransformed(const DecodeLaunch& a);
+inline bool calibrated(const CodecArgs& c) { return c.transform != nullptr && c.transform->matrix != nullptr; }
+
 // ---- code words -------------------------------------------------------------------------------------
 // A group's code is `bits` little-endian bytes (nq_e8.h).
 __device__ __forceinline__ uint32_t loadCode(const uint8_t* c, int bits) {

@@ -23,7 +23,8 @@ struct CodecArgs {
   uint32_t seed = 0;
   float scaleFactor = 1.0f;  // nq::scaleFactor(bits) (nq_scale.h): the CPU op refuses any other value
   // A calibrated transform replaces the rotation (its rates sum to headDim / 8 * bits bytes); null or
-  // one without a matrix: the flat code. CPU only: the CUDA launchers refuse it (Unsupported).
+  // one without a matrix: the flat code. The CPU ops read its arrays from host memory; the CUDA
+  // launchers take a host struct whose arrays are device memory (cuda::DeviceTransforms::host).
   const HeadTransform* transform = nullptr;
 };
 
@@ -75,7 +76,8 @@ struct AttentionLaunch {
   // each key's position as it is read. CPU only: the CUDA kernel refuses it (Unsupported).
   double ropeTheta = 0;
   // Per KV head, the calibrated transforms of keys and values ([kvHeads] each; an entry without a
-  // matrix is flat). Null: every head flat. CPU only: the CUDA kernel refuses them (Unsupported).
+  // matrix is flat). Null: every head flat. Both or neither. Host memory for the CPU op; for CUDA a
+  // device array of entries whose arrays are device memory (cuda::DeviceTransforms::device).
   const HeadTransform* keyTransforms = nullptr;
   const HeadTransform* valueTransforms = nullptr;
   size_t keyCodesOff = 0, valueCodesOff = 0, keyScalesOff = 0, valueScalesOff = 0, positionsOff = 0;
@@ -178,6 +180,10 @@ struct HostAttentionArgs {
   uint32_t seed = 0;
   float scale = 0.0f;
   int splitTokens = 0;  // CUDA only
+  // Calibrated transforms of keys and values, [kvHeads] each, as AttentionLaunch's (host entries for
+  // cpuAttentionOnArrays, the device array for cuda::hostAttention). Null: flat codes.
+  const HeadTransform* keyTransforms = nullptr;
+  const HeadTransform* valueTransforms = nullptr;
   std::vector<HostSequence> seqs;
 };
 

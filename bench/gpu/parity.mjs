@@ -11,6 +11,7 @@ import { dequantizeSync, quantizeSync } from "../../.gpu/js/src/runtime/codec.js
 import { floatsToHalfBits, halfBitsToFloats } from "../../.gpu/js/src/runtime/half.js";
 import { cpuAttention, cpuDecode, cpuEncode, cpuScore, cpuSelect } from "../../.gpu/js/test/ops/cpu.js";
 import { cudaAttention, cudaDecode, cudaDenseAttention, cudaEncode, cudaScore, cudaSelect, cudaUnavailableReason } from "../../.gpu/js/test/ops/cuda.js";
+import { transformProfileFor, transformTablesFor, transformTestKV } from "../../.gpu/js/test/ops/transform-fixture.js";
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(name);
@@ -30,6 +31,7 @@ const api = {
   quantizeSync, dequantizeSync, floatsToHalfBits, halfBitsToFloats, CompressedKVCache,
   cudaEncode, cudaDecode, cudaAttention, cudaDenseAttention, cudaScore, cudaSelect,
   cpuEncode, cpuDecode, cpuAttention, cpuScore, cpuSelect,
+  transformProfileFor, transformTablesFor, transformTestKV,
 };
 const cases = parityCases().filter((c) => c.name.includes(filter));
 const results = [];

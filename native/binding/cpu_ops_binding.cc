@@ -11,12 +11,14 @@ namespace {
 
 using opargs::dataOf;
 
-// cpuEncode(data, headDim, bits, rotate, seed) -> { codes, scales }
+// cpuEncode(data, headDim, bits, rotate, seed, transform?, entry?) -> { codes, scales }
 Napi::Value cpuEncode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::TypedArray input = info[0].As<Napi::TypedArray>();
   ops::EncodeLaunch a;
   a.codec = opargs::codecArgs(info, 1);
+  const opargs::OpTransform t = opargs::codecTransform(env, info, 5, a.codec, "cpuEncode");
+  if (t.tables) a.codec.transform = t.tables->heads(0, 0) + t.first;
   a.inputF16 = input.TypedArrayType() == napi_uint16_array;
   a.vectors = input.ElementLength() / static_cast<size_t>(a.codec.headDim);
   a.input = a.inputF16 ? static_cast<const void*>(dataOf<uint16_t>(input)) : static_cast<const void*>(dataOf<float>(input));
@@ -31,11 +33,13 @@ Napi::Value cpuEncode(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// cpuDecode(codes, scales, headDim, bits, rotate, seed, out, unrotate) -> out
+// cpuDecode(codes, scales, headDim, bits, rotate, seed, out, unrotate, transform?, entry?) -> out
 Napi::Value cpuDecode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ops::DecodeLaunch a;
   a.codec = opargs::codecArgs(info, 2);
+  const opargs::OpTransform t = opargs::codecTransform(env, info, 8, a.codec, "cpuDecode");
+  if (t.tables) a.codec.transform = t.tables->heads(0, 0) + t.first;
   Napi::Uint16Array scales = info[1].As<Napi::Uint16Array>();
   Napi::TypedArray out = info[6].As<Napi::TypedArray>();
   a.codes = dataOf<uint8_t>(info[0]);
@@ -51,7 +55,12 @@ Napi::Value cpuDecode(const Napi::CallbackInfo& info) {
 // cpuAttention(options as cudaAttention) -> undefined (writes each sequence's out/accumulated)
 Napi::Value cpuAttention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const ops::HostAttentionArgs a = opargs::attentionArgs(env, info[0].As<Napi::Object>(), "cpuAttention");
+  ops::HostAttentionArgs a = opargs::attentionArgs(env, info[0].As<Napi::Object>(), "cpuAttention");
+  const opargs::OpTransform t = opargs::attentionTransform(env, info[0].As<Napi::Object>(), a, "cpuAttention");
+  if (t.tables) {
+    a.keyTransforms = t.tables->heads(0, 0) + t.first;
+    a.valueTransforms = a.keyTransforms + a.kvHeads;
+  }
   guarded(env, [&] { ops::cpuAttentionOnArrays(a); });
   return env.Undefined();
 }

@@ -75,12 +75,22 @@ void check(Napi::Env env, const CudaStatus& st) {
   if (!st.ok()) throwCudaStatus(env, st);
 }
 
-// cudaEncode(data, headDim, bits, rotate, seed) -> { codes, scales }
+// The tables of an op's transform in device memory, for the duration of one call.
+cuda::DeviceTransforms uploadTransform(Napi::Env env, const opargs::OpTransform& t) {
+  cuda::DeviceTransforms d;
+  if (t.tables) check(env, d.upload(t.tables->data(), t.tables->bytes(), t.tables->heads(0, 0), t.tables->entryCount(), nullptr));
+  return d;
+}
+
+// cudaEncode(data, headDim, bits, rotate, seed, transform?, entry?) -> { codes, scales }
 Napi::Value cudaEncode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireCudaDevice(env);
   Napi::TypedArray input = info[0].As<Napi::TypedArray>();
-  const cuda::CodecArgs c = opargs::codecArgs(info, 1);
+  cuda::CodecArgs c = opargs::codecArgs(info, 1);
+  const opargs::OpTransform t = opargs::codecTransform(env, info, 5, c, "cudaEncode");
+  const cuda::DeviceTransforms dt = uploadTransform(env, t);
+  if (t.tables) c.transform = dt.host(t.first);
   const bool f16 = input.TypedArrayType() == napi_uint16_array;
   const size_t vectors = input.ElementLength() / static_cast<size_t>(c.headDim);
   const void* data = f16 ? static_cast<const void*>(dataOf<uint16_t>(input)) : static_cast<const void*>(dataOf<float>(input));
@@ -93,11 +103,14 @@ Napi::Value cudaEncode(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// cudaDecode(codes, scales, headDim, bits, rotate, seed, out, unrotate) -> out
+// cudaDecode(codes, scales, headDim, bits, rotate, seed, out, unrotate, transform?, entry?) -> out
 Napi::Value cudaDecode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireCudaDevice(env);
-  const cuda::CodecArgs c = opargs::codecArgs(info, 2);
+  cuda::CodecArgs c = opargs::codecArgs(info, 2);
+  const opargs::OpTransform t = opargs::codecTransform(env, info, 8, c, "cudaDecode");
+  const cuda::DeviceTransforms dt = uploadTransform(env, t);
+  if (t.tables) c.transform = dt.host(t.first);
   Napi::Uint16Array scales = info[1].As<Napi::Uint16Array>();
   Napi::TypedArray out = info[6].As<Napi::TypedArray>();
   const bool f16 = out.TypedArrayType() == napi_uint16_array;
@@ -114,7 +127,13 @@ Napi::Value cudaDecode(const Napi::CallbackInfo& info) {
 Napi::Value cudaAttention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   requireCudaDevice(env);
-  const cuda::HostAttentionArgs a = opargs::attentionArgs(env, info[0].As<Napi::Object>(), "cudaAttention");
+  cuda::HostAttentionArgs a = opargs::attentionArgs(env, info[0].As<Napi::Object>(), "cudaAttention");
+  const opargs::OpTransform t = opargs::attentionTransform(env, info[0].As<Napi::Object>(), a, "cudaAttention");
+  const cuda::DeviceTransforms dt = uploadTransform(env, t);
+  if (t.tables) {
+    a.keyTransforms = dt.device(t.first);
+    a.valueTransforms = dt.device(t.first + a.kvHeads);
+  }
   check(env, cuda::hostAttention(a));
   return env.Undefined();
 }

@@ -5,9 +5,11 @@
 #pragma once
 #include <napi.h>
 
+#include <memory>
 #include <string>
 
 #include "binding/errors.h"
+#include "binding/transform_binding.h"
 #include "nq_ops_params.h"
 #include "nq_scale.h"
 
@@ -117,6 +119,44 @@ inline ops::HostAttentionArgs attentionArgs(Napi::Env env, Napi::Object o, const
     a.seqs.push_back(h);
   }
   return a;
+}
+
+// The calibrated transform of an op (issue 26): a NativeTransform's tables and which of their
+// [layers][K|V][kvHeads] entries the op codes with. Codec ops name one entry (info[at] the tables or
+// undefined, info[at + 1] the entry index); attention names a layer ({ transform, transformLayer }),
+// whose key and value entries it reads. The caller keeps `tables` alive for the call.
+struct OpTransform {
+  std::shared_ptr<const TransformTables> tables;
+  size_t first = 0;  // codec: the entry; attention: the layer's first key entry
+};
+
+inline OpTransform codecTransform(Napi::Env env, const Napi::CallbackInfo& info, size_t at, const ops::CodecArgs& c, const char* fn) {
+  OpTransform t;
+  if (info.Length() <= at || info[at].IsUndefined()) return t;
+  t.tables = transformTablesOf(env, info[at]);
+  const TransformTables& T = *t.tables;
+  const double index = info.Length() > at + 1 && info[at + 1].IsNumber() ? info[at + 1].As<Napi::Number>().DoubleValue() : -1;
+  if (!(index >= 0 && index < static_cast<double>(T.entryCount()) && index == static_cast<double>(static_cast<size_t>(index))))
+    throwJs(env, "INVALID_ARGUMENT", std::string(fn) + ": transform entry must be an integer in [0, " + std::to_string(T.entryCount()) + ")");
+  t.first = static_cast<size_t>(index);
+  const size_t kv = (t.first / T.kvHeads()) % 2;
+  if (static_cast<size_t>(c.headDim) != T.headDim() || c.bits != (kv == 0 ? T.keyBits() : T.valueBits()))
+    throwJs(env, "INVALID_ARGUMENT", std::string(fn) + ": the transform was built for another head_dim or bits");
+  return t;
+}
+
+inline OpTransform attentionTransform(Napi::Env env, Napi::Object o, const ops::HostAttentionArgs& a, const char* fn) {
+  OpTransform t;
+  Napi::Value v = o.Get("transform");
+  if (v.IsUndefined()) return t;
+  t.tables = transformTablesOf(env, v);
+  const TransformTables& T = *t.tables;
+  const int layer = intOf(o, "transformLayer", -1);
+  if (layer < 0 || static_cast<size_t>(layer) >= T.layers()) throwJs(env, "INVALID_ARGUMENT", std::string(fn) + ": transformLayer out of range");
+  if (static_cast<size_t>(a.headDim) != T.headDim() || static_cast<size_t>(a.kvHeads) != T.kvHeads() || a.keyBits != T.keyBits() || a.valueBits != T.valueBits())
+    throwJs(env, "INVALID_ARGUMENT", std::string(fn) + ": the transform was built for another shape or bits");
+  t.first = static_cast<size_t>(layer) * 2 * T.kvHeads();
+  return t;
 }
 
 }  // namespace nq::opargs

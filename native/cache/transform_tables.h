@@ -52,6 +52,9 @@ class TransformTables {
     return t->matrix ? t : nullptr;
   }
   size_t bytes() const { return buffer_.size(); }
+  // The one buffer every entry's arrays point into (the CUDA cache copies it to the device verbatim).
+  const uint8_t* data() const { return buffer_.data(); }
+  size_t entryCount() const { return entries_.size(); }
   const std::array<uint8_t, kTransformIdBytes>& id() const { return id_; }
 
   // Bytes the tables take for a shape (layout.ts transformBytes): per entry mean, matrix, bandRms,

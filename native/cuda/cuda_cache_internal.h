@@ -124,6 +124,20 @@ class CudaKvCache : public CompressedCache {
     appendTokens(steps, compressRules(o_), count);
   }
 
+  // The calibrated transform of (layer, K|V, head) for the codec launchers (device arrays), or null:
+  // no profile, or a head the calibration left flat.
+  const HeadTransform* transformOf(size_t layer, size_t kv, size_t head) const {
+    if (!o_.transform) return nullptr;
+    const HeadTransform* t = transforms_.host((layer * 2 + kv) * o_.kvHeads + head);
+    return t->matrix ? t : nullptr;
+  }
+  // The codec arguments of one (layer, K|V, head): the cache's bits and seed, and its transform.
+  ops::CodecArgs codecOf(size_t layer, size_t kv, size_t head) const {
+    ops::CodecArgs c = codec(o_, kv == 0 ? o_.spec.keyBits : o_.spec.valueBits);
+    c.transform = transformOf(layer, kv, head);
+    return c;
+  }
+
   DeviceStore& at(size_t seq, size_t layer) { return stores_[seq * o_.layers + layer]; }
   const DeviceStore& at(size_t seq, size_t layer) const { return stores_[seq * o_.layers + layer]; }
 
@@ -143,6 +157,8 @@ class CudaKvCache : public CompressedCache {
   PageLayout layout_;
   std::vector<DeviceStore> stores_;
   cuda::StreamHandle stream_ = nullptr;
+  // The profile's tables in device memory (this cache's own copy), when it has one.
+  cuda::DeviceTransforms transforms_;
 };
 
 }  // namespace nq::cudacache

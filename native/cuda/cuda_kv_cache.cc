@@ -51,16 +51,24 @@ CudaKvCache::CudaKvCache(const CacheOptions& o) : o_(o), layout_(o.kvHeads, o.he
   std::vector<cuda::DeviceInfo> devices;
   std::string reason;
   if (!cuda::probeDevices(devices, reason)) throw NqError("BACKEND_UNAVAILABLE", "CUDA is not available: " + reason);
-  if (o.transform)
-    throw NqError("UNSUPPORTED", "a calibrated transform (profile) is CPU only: the CUDA kernels code with the Hadamard rotation (use backend \"cpu\" or no profile)");
   if (o.ropeTheta > 0) throw NqError("UNSUPPORTED", "keyStorage \"unrope\" is CPU only: the CUDA attention kernel reads keys as stored");
   if (o.scorer == Scorer::Reconstruct)
     throw NqError("UNSUPPORTED", "the reconstruct scorer is CPU only: the CUDA attention kernel has no reconstruction pass yet (use backend \"cpu\")");
-  if (!cuda::attentionSupported(static_cast<int>(o.headDim), o.spec.keyBits, o.spec.valueBits) ||
-      !cuda::codecSupported(static_cast<int>(o.headDim), o.spec.keyBits) || !cuda::codecSupported(static_cast<int>(o.headDim), o.spec.valueBits))
-    throw NqError("UNSUPPORTED", "the CUDA cache supports head_dim a multiple of 8 up to " + std::to_string(cuda::kCudaMaxAttentionHeadDim));
+  const int d = static_cast<int>(o.headDim);
+  const bool supported = o.transform ? cuda::transformedAttentionSupported(d, o.spec.keyBits, o.spec.valueBits)
+                                     : cuda::attentionSupported(d, o.spec.keyBits, o.spec.valueBits) && cuda::codecSupported(d, o.spec.keyBits) &&
+                                           cuda::codecSupported(d, o.spec.valueBits);
+  if (!supported) throw NqError("UNSUPPORTED", "the CUDA cache supports head_dim a multiple of 8 up to " + std::to_string(cuda::kCudaMaxAttentionHeadDim));
   if (o.budgetTokens > 0 && !layout_.storesPositions) throw NqError("INVALID_ARGUMENT", "a token budget needs a spec that evicts (evictFraction > 0)");
   check(cuda::createStream(&stream_));
+  if (o.transform) {
+    const TransformTables& t = *o.transform;
+    const CudaStatus st = transforms_.upload(t.data(), t.bytes(), t.heads(0, 0), t.entryCount(), stream_);
+    if (!st.ok()) {
+      cuda::destroyStream(stream_);  // the destructor does not run for a throwing constructor
+      check(st);
+    }
+  }
 }
 
 CudaKvCache::~CudaKvCache() {
@@ -112,6 +120,10 @@ void CudaKvCache::attention(size_t seq, size_t layer, const float* q, size_t qHe
   a.queryPositions = dPos.as<int>();
   a.out = dOut.as<float>();
   a.accumulate = accumulate;
+  if (o_.transform) {
+    a.keyTransforms = transforms_.device((layer * 2 + 0) * H);
+    a.valueTransforms = transforms_.device((layer * 2 + 1) * H);
+  }
   a.stream = stream_;
   a.workspaceBytes = cuda::attentionWorkspaceBytes(a);
   DeviceBuffer ws = deviceBuffer(a.workspaceBytes, MemCategory::Scratch);
@@ -134,7 +146,7 @@ void CudaKvCache::materializeInto(size_t seq, size_t layer, bool f16, void* keys
       for (size_t t = 0; t < nc;) {  // page runs of this head
         const size_t page = t / P, j = t % P, m = std::min(nc - t, P - j);
         ops::DecodeLaunch a;
-        a.codec = codec(o_, key ? o_.spec.keyBits : o_.spec.valueBits);
+        a.codec = codecOf(layer, kv, h);
         const uint8_t* base = s.pages[page].as<const uint8_t>();
         a.codes = base + (key ? layout_.offsets.keyCodes : layout_.offsets.valueCodes) + (h * P + j) * (key ? layout_.keyCodeBytes : layout_.valueCodeBytes);
         a.scales = reinterpret_cast<const uint16_t*>(base + (key ? layout_.offsets.keyScales : layout_.offsets.valueScales)) + h * P + j;
@@ -176,6 +188,7 @@ CacheComponentBytes CudaKvCache::bytes() const {
     b.residual += s.residualCap > 0 ? s.residual.size() : 0;
     b.scores += s.scoreCap > 0 ? s.scores.size() : 0;
   }
+  b.transform = o_.transform ? transforms_.bytes() : 0;  // this cache's device copy of the tables
   return b;
 }
 

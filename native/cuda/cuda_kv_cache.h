@@ -5,7 +5,8 @@
 // same bytes. Nothing here includes native/cpu/: both backends plug into native/cache/ as peers.
 //
 // Status: compiled and wired, never run on a GPU (see docs/cuda.md). Not supported on it: keys
-// stored without RoPE (keyStorage "unrope"), head_dim above the CUDA attention kernel's 256.
+// stored without RoPE (keyStorage "unrope"), head_dim above the CUDA attention kernel's 256, the
+// reconstruct scorer. A calibrated transform (profile) is copied to the device per cache.
 #pragma once
 #include <memory>
 

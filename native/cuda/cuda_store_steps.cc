@@ -67,7 +67,7 @@ void CudaStoreSteps::quantizeResidual() {
         const size_t slot = first + t, page = slot / P, j = slot % P, m = std::min(n - t, P - j);
         uint8_t* base = s_.pages[page].as<uint8_t>();
         ops::EncodeLaunch a;
-        a.codec = codec(c_.o_, key ? L.spec.keyBits : L.spec.valueBits);
+        a.codec = c_.codecOf(layer_, kv, h);
         a.input = residualRows(kv, h) + t * d;
         a.inputF16 = true;
         a.vectors = m;
@@ -125,7 +125,7 @@ void CudaStoreSteps::score(const ObservedQueries& observed) {
       const size_t page = t / P, j = t % P, m = std::min(nc - t, P - j);
       const uint8_t* base = s_.pages[page].as<const uint8_t>();
       ops::DecodeLaunch a;
-      a.codec = codec(o, o.spec.keyBits);
+      a.codec = c_.codecOf(layer_, 0, h);
       a.codes = base + L.offsets.keyCodes + (h * P + j) * L.keyCodeBytes;
       a.scales = reinterpret_cast<const uint16_t*>(base + L.offsets.keyScales) + h * P + j;
       a.vectors = m;
@@ -182,7 +182,7 @@ void CudaStoreSteps::encodeResidual() {
     const bool key = kv == 0;
     for (size_t h = 0; h < H; ++h) {
       ops::EncodeLaunch a;
-      a.codec = codec(c_.o_, key ? L.spec.keyBits : L.spec.valueBits);
+      a.codec = c_.codecOf(layer_, kv, h);
       a.input = residualRows(kv, h);
       a.inputF16 = true;
       a.vectors = nr;

@@ -86,7 +86,7 @@ export interface NexusQuantOptions {
    * the model, more bits where the energy is, at the same bytes. "auto" (default): a loaded
    * checkpoint uses `nexusquant-profile.bin` from its directory when `nexusquant calibrate DIR` wrote
    * one (a profile of another model there is PROFILE_MISMATCH), anything else codes without one.
-   * A profile object (`readProfile(path)`) is used as given; false never uses one. CPU only.
+   * A profile object (`readProfile(path)`) is used as given; false never uses one.
    */
   profile?: TransformProfile | "auto" | false;
 }

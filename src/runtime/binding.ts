@@ -203,8 +203,9 @@ export interface NativeAttentionArgs {
   kvHeads: number;
   queryHeads: number;
   headDim: number;
-  keyBits: CodeBits;
-  valueBits: CodeBits;
+  /** 1 only with `transform`. */
+  keyBits: CodeBits | 1;
+  valueBits: CodeBits | 1;
   /** Queries per sequence (decode: 1). */
   nq: number;
   pageTokens: number;
@@ -216,6 +217,9 @@ export interface NativeAttentionArgs {
   /** Whether the sequences carry positions (all or none). */
   storesPositions: boolean;
   sequences: NativeAttentionSequence[];
+  /** Codes under calibrated transforms: these tables' entries of layer `transformLayer` (keys and values). */
+  transform?: NativeTransformHandle;
+  transformLayer?: number;
 }
 
 /** @internal The options of cpuScore/cudaScore as op_options.h reads them (scorer as its SCORER_IDS id). */
@@ -276,8 +280,11 @@ export interface NativeDeviceArenaHandle {
 
 /** @internal native/binding/cpu_ops_binding.cc: the CPU ops, with the arguments of their cuda* twins. */
 export interface CpuOpsBinding {
-  cpuEncode(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number): { codes: Uint8Array; scales: Uint16Array };
-  cpuDecode<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T, unrotate: boolean): T;
+  /** `transform` + `entry`: code with that entry of the tables ([layers][K|V][kvHeads] order) instead of the rotation. */
+  cpuEncode(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number, transform?: NativeTransformHandle, entry?: number): { codes: Uint8Array; scales: Uint16Array };
+  cpuDecode<T extends Float32Array | Uint16Array>(
+    codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T, unrotate: boolean, transform?: NativeTransformHandle, entry?: number,
+  ): T;
   cpuAttention(options: NativeAttentionArgs): void;
   cpuScore(options: NativeScoreArgs): Float32Array;
   cpuSelect(options: NativeSelectArgs): Uint32Array;
@@ -300,8 +307,10 @@ export interface CudaSupportInfo {
  */
 export interface CudaBinding {
   cudaSupport(): CudaSupportInfo;
-  cudaEncode(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number): { codes: Uint8Array; scales: Uint16Array };
-  cudaDecode<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T, unrotate: boolean): T;
+  cudaEncode(data: KVData, headDim: number, bits: number, rotate: boolean, seed: number, transform?: NativeTransformHandle, entry?: number): { codes: Uint8Array; scales: Uint16Array };
+  cudaDecode<T extends Float32Array | Uint16Array>(
+    codes: Uint8Array, scales: Uint16Array, headDim: number, bits: number, rotate: boolean, seed: number, out: T, unrotate: boolean, transform?: NativeTransformHandle, entry?: number,
+  ): T;
   cudaAttention(options: NativeAttentionArgs): void;
   cudaDenseAttention(options: NativeDenseAttentionArgs): Float32Array;
   cudaScore(options: NativeScoreArgs): Float32Array;

@@ -81,8 +81,9 @@ export interface CompressedKVCacheOptions {
    * A calibrated transform profile (`nexusquant calibrate DIR`, `readProfile`; docs/transform.md):
    * each head's K and V are coded in a basis fitted to the model, with more bits where their energy
    * is, at the same bytes per vector as without it. Made for this cache's layers, kvHeads and
-   * headDim, else PROFILE_MISMATCH. CPU only (the CUDA cache refuses it with UNSUPPORTED). Its tables
-   * are held by the cache (stats().bytes.transform) and saved with serialize().
+   * headDim, else PROFILE_MISMATCH. Both backends: the CPU cache shares the tables with every cache
+   * made with the same profile; the CUDA cache keeps its own device copy (stats().bytes.transform
+   * lists the tables either way). serialize() records the tables' id, not the tables.
    */
   profile?: TransformProfile;
 }
@@ -272,7 +273,6 @@ export class CompressedKVCache {
     if (options.profile !== undefined) {
       validateProfileOnce(options.profile);
       if (this.keyStorage === "unrope") throw invalidArgument("options.keyStorage", '"as-is" with a profile (its key basis is fitted to keys as stored)', this.keyStorage);
-      if (this.backend === "cuda") throw new NexusQuantError("UNSUPPORTED", 'A transform profile is CPU only: the CUDA kernels code with the Hadamard rotation. Use backend "cpu" or no profile.');
     }
     // Built once per profile and bits, shared by every cache made with them (transform-tables.ts).
     const transform = options.profile === undefined || existing ? undefined : sharedTransformTables(options.profile, this, this.spec.keyBits, this.spec.valueBits);

@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { CompressedKVCache, backendInfo, syntheticKV } from "../../src/runtime/index.js";
 import { native } from "../../src/runtime/native.js";
 import { expectCode } from "../helpers.js";
+import { transformProfileFor } from "../ops/transform-fixture.js";
 
 const info = backendInfo();
 const gpu = info.cuda.available;
@@ -90,6 +91,33 @@ describe.runIf(gpu)("CompressedKVCache backend \"cuda\" against the CPU cache (G
       expect(r.cudaStats.bytes.total).toBe(r.cpuStats.bytes.total);
     });
   }
+
+  // Calibrated transforms (issue 26): a profile's tables copied to the device, bands at their own rates.
+  const profile = transformProfileFor({ layers: base.layers, kvHeads: base.kvHeads, headDim: base.headDim });
+  for (const [keyBits, valueBits] of [[2, 2], [2, 1], [3, 2]] as const) {
+    it(`quant K${keyBits}V${valueBits} with a profile (no eviction): the same serialized bytes, attention within 1e-3`, () => {
+      const r = both({ ...base, preset: "quant", spec: { ...small, keyBits, valueBits }, profile }, scenario);
+      expect(Buffer.from(r.cudaBytes).equals(Buffer.from(r.cpuBytes))).toBe(true);
+      r.cuda.forEach((o, i) => expect(rel(o, r.cpu[i]!)).toBeLessThan(1e-3));
+      // The CPU cache lists the shared host tables, the CUDA cache its own device copy (+ the entry array).
+      const { transform: cudaTables, total: cudaTotal, ...cudaRest } = r.cudaStats.bytes;
+      const { transform: cpuTables, total: cpuTotal, ...cpuRest } = r.cpuStats.bytes;
+      expect(cudaRest).toEqual(cpuRest);
+      expect(cudaTables).toBeGreaterThanOrEqual(cpuTables);
+      expect(cudaTotal - cudaTables).toBe(cpuTotal - cpuTables);
+    });
+  }
+
+  it("balanced key-key with a profile: the CPU cache's token counts; the serialized CUDA cache loads on the CPU with the profile", () => {
+    const r = both({ ...base, preset: "balanced", spec: { ...small, scorer: "key-key" }, profile }, scenario);
+    expect(r.cudaStats.tokens).toEqual(r.cpuStats.tokens);
+    const loaded = CompressedKVCache.deserialize(r.cudaBytes, { profile });
+    try {
+      expect(loaded.stats().tokens).toEqual(r.cudaStats.tokens);
+    } finally {
+      loaded.dispose();
+    }
+  });
 
   for (const scorer of ["keynorm", "key-key", "random"] as const) {
     it(`balanced, ${scorer}: the CPU cache's token counts and bytes; a serialized CUDA cache loads on the CPU`, () => {

@@ -9,6 +9,7 @@ import { NexusQuantError } from "../../src/errors.js";
 import { CompressedKVCache } from "../../src/runtime/cache.js";
 import { dequantizeSync, quantizeSync } from "../../src/runtime/codec.js";
 import { floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/half.js";
+import { transformProfileFor, transformTablesFor, transformTestKV } from "../ops/transform-fixture.js";
 
 function unavailable(): string | undefined {
   try {
@@ -36,6 +37,9 @@ const api: ParityApi = {
   cpuAttention,
   cpuScore,
   cpuSelect,
+  transformProfileFor,
+  transformTablesFor,
+  transformTestKV,
 };
 
 describe("CUDA backend availability", () => {

@@ -9,13 +9,17 @@ import { CompressedKVCache } from "../../src/runtime/cache.js";
 import { dequantizeSync, quantizeSync } from "../../src/runtime/codec.js";
 import { floatsToHalfBits, halfBitsToFloats } from "../../src/runtime/half.js";
 import { expectCode } from "../helpers.js";
+import { transformProfileFor, transformTablesFor, transformTestKV } from "../ops/transform-fixture.js";
 
-const api = { quantizeSync, dequantizeSync, floatsToHalfBits, halfBitsToFloats, CompressedKVCache, cpuEncode, cpuDecode, cpuAttention, cpuScore, cpuSelect };
+const api = {
+  quantizeSync, dequantizeSync, floatsToHalfBits, halfBitsToFloats, CompressedKVCache, cpuEncode, cpuDecode, cpuAttention, cpuScore, cpuSelect,
+  transformProfileFor, transformTablesFor, transformTestKV,
+};
 
 describe("CPU ops against the parity suite's references", () => {
   const cases = cpuCases();
   it("cover every op kind", () => {
-    expect(new Set(cases.map((c) => c.kind))).toEqual(new Set(["codec", "score", "select", "attention-evicted", "attention-cache"]));
+    expect(new Set(cases.map((c) => c.kind))).toEqual(new Set(["codec", "score", "select", "attention-evicted", "attention-cache", "transform-codec", "transform-attention"]));
   });
   // The codec cases are many (every head_dim × bits × length); a stride keeps this suite quick.
   for (const c of cases.filter((x, i) => x.kind !== "codec" || i % 5 === 0)) {

@@ -23,13 +23,13 @@ import {
 /** Encode of head vectors (f32 or FP16 bits): the codes and scales the cache stores. */
 export function cpuEncode(data: KVData, options: OpCodecOptions): { codes: Uint8Array; scales: Uint16Array } {
   const o = encodeArgs(data, options, FORMAT_LIMITS.maxHeadDim);
-  return callNative(() => native().cpuEncode(data, o.headDim, o.bits, o.rotate, o.seed));
+  return callNative(() => native().cpuEncode(data, o.headDim, o.bits, o.rotate, o.seed, o.transform, o.entry));
 }
 
 /** Decode of codes + scales into `out` (f32, or FP16 bits); `unrotate: false` stays in the rotated domain. */
 export function cpuDecode<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, options: OpCodecOptions & { out: T; unrotate?: boolean }): T {
   const o = decodeArgs(codes, scales, options, FORMAT_LIMITS.maxHeadDim);
-  return callNative(() => native().cpuDecode(codes, scales, o.headDim, o.bits, o.rotate, o.seed, options.out, o.unrotate));
+  return callNative(() => native().cpuDecode(codes, scales, o.headDim, o.bits, o.rotate, o.seed, options.out, o.unrotate, o.transform, o.entry));
 }
 
 /**

@@ -74,13 +74,13 @@ export type CudaCodecOptions = OpCodecOptions;
 /** GPU encode of head vectors (f32 or FP16 bits): same codes and scales as the CPU quantize(). */
 export function cudaEncode(data: KVData, options: CudaCodecOptions): { codes: Uint8Array; scales: Uint16Array } {
   const o = encodeArgs(data, options, ceilings().codec);
-  return callNative(() => binding().cudaEncode(data, o.headDim, o.bits, o.rotate, o.seed));
+  return callNative(() => binding().cudaEncode(data, o.headDim, o.bits, o.rotate, o.seed, o.transform, o.entry));
 }
 
 /** GPU decode of codes + scales into `out` (f32, or FP16 bits); `unrotate: false` stays in the rotated domain. */
 export function cudaDecode<T extends Float32Array | Uint16Array>(codes: Uint8Array, scales: Uint16Array, options: CudaCodecOptions & { out: T; unrotate?: boolean }): T {
   const o = decodeArgs(codes, scales, options, ceilings().codec);
-  return callNative(() => binding().cudaDecode(codes, scales, o.headDim, o.bits, o.rotate, o.seed, options.out, o.unrotate));
+  return callNative(() => binding().cudaDecode(codes, scales, o.headDim, o.bits, o.rotate, o.seed, options.out, o.unrotate, o.transform, o.entry));
 }
 
 export type CudaAttentionSequence = AttentionSequence;

@@ -6,31 +6,58 @@
  */
 import { invalidArgument } from "../../src/errors.js";
 import { CODE_BITS, SCORER_DEFAULTS, SCORER_IDS, codeBytesPerVector, type CodeBits } from "../../src/format/index.js";
-import type { NativeAttentionArgs, NativeAttentionSequence, NativeScoreArgs, NativeSelectArgs } from "../../src/runtime/binding.js";
+import type { NativeAttentionArgs, NativeAttentionSequence, NativeScoreArgs, NativeSelectArgs, NativeTransformHandle } from "../../src/runtime/binding.js";
 import { checkBoolean, checkInt, checkKVData, checkObject, checkOneOf, checkOptionKeys, checkSeed, type KVData } from "../../src/runtime/validate.js";
+
+/**
+ * A calibrated transform for a codec op (issue 26): tables from sharedTransformTables and the entry
+ * to code with, (layer, K|V, head) of their [layers][2][kvHeads] entries. The entry's budget is the
+ * tables' key or value bits (1 bit exists only here). An entry the calibration left flat codes as
+ * without a transform.
+ */
+export interface OpTransform {
+  tables: NativeTransformHandle;
+  kvHeads: number;
+  layer: number;
+  kv: 0 | 1;
+  head: number;
+}
 
 /** Codec arguments of the encode/decode ops. */
 export interface OpCodecOptions {
   headDim: number;
-  bits: CodeBits;
+  /** 2, 3 or 4; 1 only with a transform. */
+  bits: CodeBits | 1;
   rotate?: boolean;
   seed?: number;
+  transform?: OpTransform;
 }
 
-/** Validated codec options; `maxHeadDim` is the backend's own ceiling. */
-export function codecOptions(o: OpCodecOptions, maxHeadDim: number, moreKeys: readonly string[] = []): Required<OpCodecOptions> {
+/** Codec options as the binding takes them: the transform as tables + entry index. */
+export type CodecArgs = Required<Omit<OpCodecOptions, "transform">> & { transform?: NativeTransformHandle; entry?: number };
+
+/** Validated codec options; `maxHeadDim` is the backend's own ceiling. `entry`: the transform entry's index. */
+export function codecOptions(o: OpCodecOptions, maxHeadDim: number, moreKeys: readonly string[] = []): CodecArgs {
   checkObject("options", o, "{ headDim, bits }");
-  checkOptionKeys("options", o, ["headDim", "bits", "rotate", "seed", ...moreKeys]);
+  checkOptionKeys("options", o, ["headDim", "bits", "rotate", "seed", "transform", ...moreKeys]);
   checkInt("options.headDim", o.headDim, { min: 8, max: maxHeadDim, maxName: "this backend's codec limit" });
   if (o.headDim % 8 !== 0) throw invalidArgument("options.headDim", "a multiple of 8", o.headDim);
-  checkOneOf("options.bits", o.bits, CODE_BITS, "2, 3 or 4");
+  if (o.transform !== undefined) checkOneOf("options.bits", o.bits, [1, ...CODE_BITS] as const, "1, 2, 3 or 4");
+  else checkOneOf("options.bits", o.bits, CODE_BITS, "2, 3 or 4 (1 only with a transform)");
   const rotate = checkBoolean("options.rotate", o.rotate ?? true);
   const seed = checkSeed("options.seed", o.seed ?? 0);
-  return { headDim: o.headDim, bits: o.bits, rotate, seed };
+  if (o.transform === undefined) return { headDim: o.headDim, bits: o.bits, rotate, seed };
+  const t = o.transform;
+  checkObject("options.transform", t, "{ tables, kvHeads, layer, kv, head }");
+  const kvHeads = posInt("options.transform.kvHeads", t.kvHeads);
+  const layer = posInt("options.transform.layer", t.layer, 0);
+  checkOneOf("options.transform.kv", t.kv, [0, 1] as const, "0 (keys) or 1 (values)");
+  const head = checkInt("options.transform.head", t.head, { min: 0, max: kvHeads - 1, maxName: "kvHeads - 1" });
+  return { headDim: o.headDim, bits: o.bits, rotate, seed, transform: t.tables, entry: (layer * 2 + t.kv) * kvHeads + head };
 }
 
 /** Validated encode arguments: `data` holds whole head vectors. */
-export function encodeArgs(data: KVData, options: OpCodecOptions, maxHeadDim: number): Required<OpCodecOptions> {
+export function encodeArgs(data: KVData, options: OpCodecOptions, maxHeadDim: number): CodecArgs {
   const o = codecOptions(options, maxHeadDim);
   checkKVData("data", data);
   if (data.length % o.headDim !== 0) throw invalidArgument("data.length", `a multiple of headDim (${o.headDim})`, data.length);
@@ -43,7 +70,7 @@ export function decodeArgs(
   scales: Uint16Array,
   options: OpCodecOptions & { out: Float32Array | Uint16Array; unrotate?: boolean },
   maxHeadDim: number,
-): Required<OpCodecOptions> & { unrotate: boolean } {
+): CodecArgs & { unrotate: boolean } {
   // `out` and `unrotate` belong to decode (cudaDecode once refused its own `out` as an unknown option).
   const o = codecOptions(options, maxHeadDim, ["out", "unrotate"]);
   if (!(codes instanceof Uint8Array)) throw invalidArgument("codes", "a Uint8Array", codes);
@@ -67,7 +94,10 @@ export interface AttentionSequence extends Omit<NativeAttentionSequence, "residu
 
 /** Attention op options: NativeAttentionArgs with defaults (nq 1, pageTokens 64, seed 0, scale 1/sqrt(headDim), splitTokens 0). */
 type AttentionDefaults = "nq" | "pageTokens" | "seed" | "scale" | "splitTokens";
-export interface AttentionOptions extends Omit<NativeAttentionArgs, AttentionDefaults | "storesPositions" | "sequences">, Partial<Pick<NativeAttentionArgs, AttentionDefaults>> {
+export interface AttentionOptions extends Omit<NativeAttentionArgs, AttentionDefaults | "storesPositions" | "sequences" | "keyBits" | "valueBits">, Partial<Pick<NativeAttentionArgs, AttentionDefaults>> {
+  /** 2, 3 or 4; 1 only with a transform. */
+  keyBits: CodeBits | 1;
+  valueBits: CodeBits | 1;
   sequences: AttentionSequence[];
 }
 
@@ -85,8 +115,10 @@ export function attentionArgs(options: AttentionOptions, maxHeadDim: number): { 
   if (QH % H !== 0) throw invalidArgument("options.queryHeads", `a multiple of kvHeads (${H})`, QH);
   const d = posInt("options.headDim", options.headDim, 8);
   if (d % 8 !== 0 || d > maxHeadDim) throw invalidArgument("options.headDim", `a multiple of 8 up to ${maxHeadDim}`, d);
-  if (!CODE_BITS.includes(options.keyBits)) throw invalidArgument("options.keyBits", "2, 3 or 4", options.keyBits);
-  if (!CODE_BITS.includes(options.valueBits)) throw invalidArgument("options.valueBits", "2, 3 or 4", options.valueBits);
+  const bits: readonly number[] = options.transform !== undefined ? [1, ...CODE_BITS] : CODE_BITS;
+  if (!bits.includes(options.keyBits)) throw invalidArgument("options.keyBits", options.transform ? "1, 2, 3 or 4" : "2, 3 or 4 (1 only with a transform)", options.keyBits);
+  if (!bits.includes(options.valueBits)) throw invalidArgument("options.valueBits", options.transform ? "1, 2, 3 or 4" : "2, 3 or 4 (1 only with a transform)", options.valueBits);
+  if (options.transform !== undefined) posInt("options.transformLayer", options.transformLayer, 0);
   const nq = posInt("options.nq", options.nq ?? 1);
   const pageTokens = posInt("options.pageTokens", options.pageTokens ?? 64, 8);
   if (!Array.isArray(options.sequences) || options.sequences.length === 0) throw invalidArgument("options.sequences", "a non-empty array", options.sequences);
@@ -131,6 +163,7 @@ export function attentionArgs(options: AttentionOptions, maxHeadDim: number): { 
     splitTokens: options.splitTokens ?? 0,
     storesPositions,
     sequences,
+    ...(options.transform !== undefined ? { transform: options.transform, transformLayer: options.transformLayer } : {}),
   };
   return { args, outs };
 }

@@ -32,6 +32,10 @@ export interface ParityApi {
   cpuAttention: unknown;
   cpuScore: unknown;
   cpuSelect: unknown;
+  /** test/ops/transform-fixture.ts: the calibrated transform cases' profile, tables and data. */
+  transformProfileFor: unknown;
+  transformTablesFor: unknown;
+  transformTestKV: unknown;
 }
 export function parityCases(): ParityCase[];
 export function runCase(api: ParityApi, c: ParityCase): ParityResult;

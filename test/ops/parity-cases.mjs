@@ -90,6 +90,22 @@ export function parityCases() {
       cases.push({ kind: "score", name: `score ${scorer} tokens=${tokens}`, scorer, headDim: 64, kvHeads: 2, queryHeads: 4, tokens, window: 8, pool: 5, seed: seed++, bound: 1e-4 });
   for (const [tokens, target] of [[97, 40], [33, 33], [31, 3], [1000, 250]])
     cases.push({ kind: "select", name: `select tokens=${tokens} target=${target}`, kvHeads: 3, tokens, target, sinkTokens: 4, recentWindow: 8, seed: seed++, bound: 0 });
+  // Calibrated transforms (issue 26): per-band rates, calibrated and flat heads side by side, 1-bit budgets.
+  for (const headDim of [64, 128])
+    for (const [keyBits, valueBits] of [[2, 2], [1, 2], [3, 1]])
+      for (const kv of [0, 1]) {
+        const dtype = (headDim / 64 + kv + keyBits) % 2 === 0 ? "f16" : "f32";
+        cases.push({
+          kind: "transform-codec", name: `transform codec d=${headDim} K${keyBits}V${valueBits} ${kv === 0 ? "keys" : "values"} ${dtype}`,
+          headDim, keyBits, valueBits, kv, kvHeads: 2, vectors: 97, dtype, seed: seed++, bound: 0,
+        });
+      }
+  for (const headDim of [64, 128])
+    for (const [keyBits, valueBits] of [[2, 2], [1, 2], [3, 1], [4, 4]])
+      cases.push({
+        kind: "transform-attention", name: `transform attention d=${headDim} K${keyBits}V${valueBits} batch=2 lengths=97/33 residual=5${keyBits === 2 ? " accumulated" : ""}`,
+        headDim, keyBits, valueBits, kvHeads: 2, queryHeads: 8, lengths: [97, 33], residual: 5, accumulate: keyBits === 2, seed: seed++, bound: 1e-3,
+      });
   return cases;
 }
 
@@ -443,7 +459,111 @@ function selectCase(api, c) {
   return { ok: diff === 0, metric: diff, detail: `kept indices differing ${diff}/${cpu.length}` };
 }
 
+// ---- calibrated transforms (issue 26) --------------------------------------------------------------
+// The tables come from api.transformTablesFor and the data from api.transformTestKV
+// (test/ops/transform-fixture.ts): a profile fitted on syntheticKV, and later tokens of its streams.
+
+const transformShape = (c) => ({ layers: 1, kvHeads: c.kvHeads, headDim: c.headDim });
+
+// Head h's rows of K (kv 0) or V (kv 1) from the fixture's stream, f32 or FP16 bits.
+function transformRows(api, c, kv, h, tokens, start) {
+  const { keys, values } = api.transformTestKV(transformShape(c), 0, tokens, undefined, start);
+  const rows = (kv === 0 ? keys : values).subarray(h * tokens * c.headDim, (h + 1) * tokens * c.headDim);
+  return c.dtype === "f16" ? api.floatsToHalfBits(rows) : rows;
+}
+
+function transformCodecOptions(api, c, h) {
+  const tables = api.transformTablesFor(transformShape(c), c.keyBits, c.valueBits);
+  return { headDim: c.headDim, bits: c.kv === 0 ? c.keyBits : c.valueBits, transform: { tables, kvHeads: c.kvHeads, layer: 0, kv: c.kv, head: h } };
+}
+
+function bitsOf(a) {
+  return a instanceof Float32Array ? new Uint32Array(a.buffer, a.byteOffset, a.length) : a;
+}
+
+// GPU encode and decode against the CPU op, head by head: bytes and decoded bits identical.
+function transformCodecCase(api, c) {
+  let codeDiff = 0, decodeDiff = 0, bytes = 0, elements = 0;
+  for (let h = 0; h < c.kvHeads; h++) {
+    const data = transformRows(api, c, c.kv, h, c.vectors);
+    const opts = transformCodecOptions(api, c, h);
+    const cpu = api.cpuEncode(data, opts);
+    const gpu = api.cudaEncode(data, opts);
+    for (let i = 0; i < cpu.codes.length; i++) if (cpu.codes[i] !== gpu.codes[i]) codeDiff++;
+    for (let i = 0; i < cpu.scales.length; i++) if (cpu.scales[i] !== gpu.scales[i]) codeDiff++;
+    bytes += cpu.codes.length + 2 * cpu.scales.length;
+    const n = c.vectors * c.headDim;
+    for (const out of [() => new Float32Array(n).fill(NaN), () => new Uint16Array(n).fill(0x7e00)]) {
+      const a = bitsOf(api.cpuDecode(cpu.codes, cpu.scales, { ...opts, out: out() }));
+      const b = bitsOf(api.cudaDecode(cpu.codes, cpu.scales, { ...opts, out: out() }));
+      for (let i = 0; i < n; i++) if (a[i] !== b[i]) decodeDiff++;
+      elements += n;
+    }
+  }
+  return {
+    ok: codeDiff === 0 && decodeDiff === 0,
+    metric: codeDiff + decodeDiff,
+    detail: `code/scale values differing ${codeDiff} (of ${bytes} bytes), decoded elements differing ${decodeDiff}/${elements}`,
+  };
+}
+
+// Sequences coded by the CPU op under the fixture's transform (keys entry kv 0, values kv 1), as the
+// CPU cache codes its FP16 residual rows, and the options object both attention ops take.
+function transformAttentionInputs(api, c) {
+  const { kvHeads: H, queryHeads: QH, headDim: d } = c;
+  const r = rng(c.seed);
+  const f16 = { ...c, dtype: "f16" };
+  const seqs = c.lengths.map((n, b) => {
+    const start = 4096 + 1000 * b, res = c.residual;
+    const code = (kv) => {
+      const codes = [], scales = [];
+      for (let h = 0; h < H; h++) {
+        const e = api.cpuEncode(transformRows(api, f16, kv, h, n, start), transformCodecOptions(api, { ...c, kv }, h));
+        codes.push(e.codes);
+        scales.push(e.scales);
+      }
+      return { codes: concat(Uint8Array, codes), scales: concat(Uint16Array, scales) };
+    };
+    const residual = (kv) => concat(Uint16Array, Array.from({ length: H }, (_, h) => transformRows(api, f16, kv, h, res, start + n)));
+    return { n, res, k: code(0), v: code(1), rk: residual(0), rv: residual(1), queries: randomFloats(r, QH * d, 0.5) };
+  });
+  const tables = api.transformTablesFor(transformShape(c), c.keyBits, c.valueBits);
+  const options = () => {
+    const accumulated = seqs.map((s) => (c.accumulate ? new Float32Array(H * (s.n + s.res)) : undefined));
+    return {
+      accumulated,
+      options: {
+        kvHeads: H, queryHeads: QH, headDim: d, keyBits: c.keyBits, valueBits: c.valueBits, transform: tables, transformLayer: 0,
+        sequences: seqs.map((s, b) => ({
+          compressed: s.n, keyCodes: s.k.codes, keyScales: s.k.scales, valueCodes: s.v.codes, valueScales: s.v.scales,
+          residual: s.res, residualKeys: s.rk, residualValues: s.rv, firstResidualPos: s.n,
+          queries: s.queries, queryPositions: Int32Array.of(s.n + s.res - 1), ...(c.accumulate ? { accumulated: accumulated[b] } : {}),
+        })),
+      },
+    };
+  };
+  return { seqs, options };
+}
+
+function concat(Type, parts) {
+  const out = new Type(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
+
+function transformAttentionCase(api, c) {
+  const { options } = transformAttentionInputs(api, c);
+  const gpuRun = options(), cpuRun = options();
+  const gpu = api.cudaAttention(gpuRun.options);
+  const cpu = api.cpuAttention(cpuRun.options);
+  const accOf = (run, b) => run.accumulated[b] ?? new Float32Array(0);
+  return compareAttention(gpu, gpu.map((_, b) => accOf(gpuRun, b)), cpu.map((out, b) => ({ out, acc: accOf(cpuRun, b) })), c.bound);
+}
+
 const RUNNERS = {
+  "transform-codec": transformCodecCase,
+  "transform-attention": transformAttentionCase,
   codec: codecCase,
   nonfinite: nonFiniteCase,
   "attention-cache": attentionCacheCase,
@@ -534,7 +654,72 @@ function cpuAttentionCacheCase(api, c) {
   }
 }
 
+// The CPU op under a transform against the CPU cache with the same profile: the cache codes its FP16
+// rows with the same tables, so op decode(encode(rows)) must equal the cache's materialized rows.
+function cpuTransformCodecCase(api, c) {
+  const { kvHeads: H, headDim: d } = c;
+  const cache = new api.CompressedKVCache({
+    layers: 1, kvHeads: H, headDim: d, backend: "cpu", profile: api.transformProfileFor(transformShape(c)),
+    spec: { keyBits: c.keyBits, valueBits: c.valueBits, evictFraction: 0, residualWindow: 16, pageTokens: 16 },
+  });
+  try {
+    const { keys, values } = api.transformTestKV(transformShape(c), 0, c.vectors);
+    cache.append(0, keys, values);
+    cache.compressSync();
+    const paged = cache.tokens(0).compressed === c.vectors;
+    const m = cache.materialize(0);
+    const held = c.kv === 0 ? m.keys : m.values;
+    let diff = 0;
+    const n = c.vectors * d;
+    for (let h = 0; h < H; h++) {
+      const opts = transformCodecOptions(api, c, h);
+      const e = api.cpuEncode(transformRows(api, { ...c, dtype: "f16" }, c.kv, h, c.vectors), opts);
+      const dec = api.cpuDecode(e.codes, e.scales, { ...opts, out: new Float32Array(n).fill(NaN) });
+      for (let i = 0; i < n; i++) if (!Object.is(dec[i], held[h * n + i])) diff++;
+    }
+    return { ok: paged && diff === 0, metric: diff, detail: `${paged ? "" : "the cache did not code every token; "}decoded elements differing from the cache's ${diff}/${H * n}` };
+  } finally {
+    cache.dispose();
+  }
+}
+
+// The CPU op under a transform against float64 attention over its own decoded keys and values.
+function cpuTransformAttentionCase(api, c) {
+  const { kvHeads: H, queryHeads: QH, headDim: d } = c;
+  const group = QH / H;
+  const { seqs, options } = transformAttentionInputs(api, c);
+  const run = options();
+  const got = api.cpuAttention(run.options);
+  const want = seqs.map((s) => {
+    const n = s.n + s.res;
+    const out = new Float64Array(QH * d), acc = new Float64Array(H * n);
+    const decode = (kv, part, h) => {
+      const opts = transformCodecOptions(api, { ...c, kv }, h);
+      const cb = part.codes.length / H;
+      return api.cpuDecode(part.codes.subarray(h * cb, (h + 1) * cb), part.scales.subarray(h * s.n, (h + 1) * s.n), { ...opts, out: new Float32Array(s.n * d) });
+    };
+    const RK = api.halfBitsToFloats(s.rk), RV = api.halfBitsToFloats(s.rv);
+    for (let h = 0; h < H; h++) {
+      const Kh = new Float32Array(n * d), Vh = new Float32Array(n * d);
+      Kh.set(decode(0, s.k, h));
+      Kh.set(RK.subarray(h * s.res * d, (h + 1) * s.res * d), s.n * d);
+      Vh.set(decode(1, s.v, h));
+      Vh.set(RV.subarray(h * s.res * d, (h + 1) * s.res * d), s.n * d);
+      for (let g = 0; g < group; g++) {
+        const qh = h * group + g;
+        const { out: o, p } = attendRef(s.queries.subarray(qh * d, (qh + 1) * d), Kh, Vh, n, d, 1 / Math.sqrt(d), () => true);
+        out.set(o, qh * d);
+        for (let t = 0; t < n; t++) acc[h * n + t] += p[t];
+      }
+    }
+    return { out, acc: c.accumulate ? acc : new Float64Array(0) };
+  });
+  return compareAttention(got, got.map((_, b) => run.accumulated[b] ?? new Float32Array(0)), want, c.bound);
+}
+
 const CPU_RUNNERS = {
+  "transform-codec": cpuTransformCodecCase,
+  "transform-attention": cpuTransformAttentionCase,
   codec: cpuCodecCase,
   score: cpuScoreCase,
   select: cpuSelectCase,
@@ -545,7 +730,7 @@ const CPU_RUNNERS = {
 /** The cases whose CPU op has a reference of its own here (no GPU involved), with the CPU's bound. */
 export function cpuCases() {
   // Same codes and the same kernel as the cache: the CPU op equals the cache's attention to rounding.
-  const cpuBound = { "attention-cache": 1e-6 };
+  const cpuBound = { "attention-cache": 1e-6, "transform-attention": 1e-4 };
   return parityCases()
     .filter((c) => c.kind in CPU_RUNNERS)
     .map((c) => ({ ...c, bound: cpuBound[c.kind] ?? c.bound }));

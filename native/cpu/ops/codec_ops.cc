@@ -5,6 +5,8 @@
 #include "cpu/transform_codec.h"
 #include "cache/nq_error.h"
 #include "cpu/ops/cpu_ops.h"
+#include "cache/scratch.h"
+#include "nq_half.h"
 
 namespace nq::ops {
 namespace {
@@ -45,8 +47,14 @@ void cpuEncode(const EncodeLaunch& a) {
   if (calibrated(a.codec)) {  // its own checks: the flat codec's support list (no 1 bit) does not apply
     if (a.vectors == 0) return;
     if (!a.input || !a.codes || !a.scales) throw NqError("INVALID_ARGUMENT", "encode: null pointer");
-    if (a.inputF16) throw NqError("INVALID_ARGUMENT", "encode: a calibrated transform takes f32 input");
-    const EncodeResult r = encodeTransformed(*a.codec.transform, static_cast<const float*>(a.input), a.vectors, a.codes, a.scales);
+    // FP16 input is widened first, as the CPU store widens its residual rows (and the CUDA kernel its input).
+    const float* in = static_cast<const float*>(a.input);
+    Scratch<float> widened(a.inputF16 ? a.vectors * static_cast<size_t>(a.codec.headDim) : 0);
+    if (a.inputF16) {
+      for (size_t i = 0; i < widened.size(); ++i) widened[i] = halfToFloat(static_cast<const uint16_t*>(a.input)[i]);
+      in = widened.data();
+    }
+    const EncodeResult r = encodeTransformed(*a.codec.transform, in, a.vectors, a.codes, a.scales);
     if (r.status == Status::NonFinite) throw NqError("INVALID_DATA", "non-finite value in KV row " + std::to_string(r.badVector));
     return;
   }

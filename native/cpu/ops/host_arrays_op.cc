@@ -72,6 +72,10 @@ void cpuAttentionOnArrays(const HostAttentionArgs& a) {
   AttentionLaunch L = pagedAttentionLaunch(a.kvHeads, a.queryHeads, a.headDim, a.nq, spec, a.seed, a.scale);
   L.batch = 1;  // one sequence per call: queries and outputs are separate arrays per sequence
   L.accumulate = accumulate;
+  if ((a.keyTransforms == nullptr) != (a.valueTransforms == nullptr))
+    throw NqError("INVALID_ARGUMENT", "attention: key and value transforms go together (both or neither)");
+  L.keyTransforms = a.keyTransforms;
+  L.valueTransforms = a.valueTransforms;
   for (size_t b = 0; b < B; ++b) {
     const HostSequence& s = a.seqs[b];
     if (!s.queries || !s.queryPositions || !s.out) throw NqError("INVALID_ARGUMENT", "attention: sequence " + std::to_string(b) + " lacks queries or out");
