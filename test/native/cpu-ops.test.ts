@@ -51,6 +51,26 @@ describe("CPU ops: invalid input fails with a typed error", () => {
     expect(Array.from(b)).not.toEqual(Array.from(a));
   });
 
+  it("the transform of an op: 1 bit only with one, an entry of the tables' shape and bits, attention's layer in range", () => {
+    const shape = { layers: 1, kvHeads: 2, headDim: 64 };
+    const tables = transformTablesFor(shape, 2, 1);
+    const x = transformTestKV(shape, 0, 4).keys.subarray(0, 4 * 64);
+    const at = (kv: 0 | 1, head = 0) => ({ tables, kvHeads: 2, layer: 0, kv, head });
+    expectCode(() => cpuEncode(x, { headDim: 64, bits: 1 }), "INVALID_ARGUMENT", /1 only with a transform/);
+    expectCode(() => cpuEncode(x, { headDim: 64, bits: 2, transform: at(1) }), "INVALID_ARGUMENT", /another head_dim or bits/);
+    expectCode(() => cpuEncode(x, { headDim: 64, bits: 2, transform: at(0, 2) }), "INVALID_ARGUMENT", /head/);
+    expectCode(() => cpuEncode(x, { headDim: 64, bits: 2, transform: { ...at(0), layer: 1 } }), "INVALID_ARGUMENT", /transform entry/);
+    // The 1-bit value budget: d/8 code bytes per vector.
+    const e = cpuEncode(x, { headDim: 64, bits: 1, transform: at(1) });
+    expect(e.codes.length).toBe(4 * 8);
+    const attention = (transformLayer: number) =>
+      cpuAttention({
+        kvHeads: 2, queryHeads: 2, headDim: 64, keyBits: 2, valueBits: 1, transform: tables, transformLayer,
+        sequences: [{ compressed: 0, residual: 0, queries: new Float32Array(128), queryPositions: Int32Array.of(0) }],
+      });
+    expectCode(() => attention(1), "INVALID_ARGUMENT", /transformLayer/);
+  });
+
   it("cpuScore and cpuSelect check shapes", () => {
     expectCode(() => cpuScore({ scorer: "random" as never, kvHeads: 1, tokens: 4, headDim: 8, keys: new Float32Array(32) }), "INVALID_ARGUMENT");
     expectCode(() => cpuScore({ scorer: "keynorm", kvHeads: 1, tokens: 4, headDim: 8, keys: new Float32Array(31) }), "INVALID_ARGUMENT");
