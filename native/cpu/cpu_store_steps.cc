@@ -231,6 +231,12 @@ void CpuStoreSteps::endEviction() {
   resValueCodes_.reset();
   resKeyScales_.reset();
   resValueScales_.reset();
+  // This layer's old pages go back to the OS now, not at the end of compress(): glibc returns a freed
+  // page to the arena of the thread that allocated it, and the next layer's new pages come from this
+  // thread's arena, so freed memory was not reused within one compress and the process peak held the
+  // old and the new pages of every layer (bench memory, 16-layer shape, 16K tokens: preset high's KV
+  // share of peak RSS 119 MB for 58 MB held; 58 MB with one malloc arena).
+  returnFreedHostMemory();
 }
 
 }  // namespace nq
