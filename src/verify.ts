@@ -1,7 +1,8 @@
 // Above both the estimator (model names, config.json) and the runtime (the cache it measures): the
 // runtime layer imports neither model nor estimator.
 import { NexusQuantError, invalidArgument } from "./errors.js";
-import { FORMAT_LIMITS, compressedLayout, getPreset, type LayoutBytes } from "./format/index.js";
+import { FORMAT_LIMITS, compressedLayout, getPreset, transformTableBytes, type LayoutBytes } from "./format/index.js";
+import { validateProfileOnce, type TransformProfile } from "./transform/profile.js";
 import { ARCHITECTURES, architectureFromHfConfig, type Architecture } from "./estimator/index.js";
 import { availableMemory } from "./runtime/available-memory.js";
 import { CompressedKVCache } from "./runtime/cache.js";
@@ -31,10 +32,16 @@ export interface VerifyOptions {
    * needs more is refused at once with OUT_OF_MEMORY, before anything is allocated.
    */
   memoryLimitBytes?: number;
+  /**
+   * A calibrated transform profile (docs/transform.md) for this model's shape: the cache codes with it
+   * and the estimate counts its tables (compressedLayout(…, { transform: true })). Checked against the
+   * shape (PROFILE_MISMATCH); a registry id or config has no checkpoint fingerprint to check.
+   */
+  profile?: TransformProfile;
 }
 
 const VERIFY_OPTION_KEYS: readonly (keyof VerifyOptions)[] = [
-  "model", "config", "context", "preset", "batch", "backend", "kv", "seed", "onProgress", "memoryLimitBytes",
+  "model", "config", "context", "preset", "batch", "backend", "kv", "seed", "onProgress", "memoryLimitBytes", "profile",
 ];
 
 export interface VerifyResult {
@@ -65,6 +72,8 @@ export interface VerifyResult {
   plannedNativePeakBytes: number;
   /** Things the config parser flagged (e.g. a misspelt key): see Architecture.warnings. */
   warnings?: string[];
+  /** Whether the cache coded with a calibrated transform profile (its tables are in both totals). */
+  transform: boolean;
 }
 
 function resolveArchitecture(options: VerifyOptions): Architecture {
@@ -97,10 +106,14 @@ export async function verifyCompression(options: VerifyOptions): Promise<VerifyR
   const preset = getPreset(options.preset);
   const { layers, kvHeads, headDim } = { layers: arch.layers, kvHeads: arch.kvHeads, headDim: arch.headDim };
   const shape = { layers, kvHeads, headDim, tokens: context, batch };
-  const layout = compressedLayout(shape, preset.spec);
+  if (options.profile !== undefined) validateProfileOnce(options.profile);
+  // A structural copy: the shared tables are built once per profile object (transform-tables.ts), and
+  // tables built before this run would be held outside the bytes it measures.
+  const profile = options.profile === undefined ? undefined : { ...options.profile };
+  const layout = compressedLayout(shape, preset.spec, { transform: profile !== undefined });
   // The backend decided once (backendInfo().auto for "auto"); the cache below gets the same answer.
   const backend = resolveBackend(options.backend ?? "auto");
-  const planned = checkFits(shape, preset.spec, limit, backend);
+  const planned = checkFits(shape, preset.spec, limit, backend, profile === undefined ? 0 : transformTableBytes(layers, kvHeads, headDim));
   const started = performance.now();
   const chunk = verifyChunkTokens(kvHeads, headDim, context); // ≤ 64 MB of f32 per append
   let cache: CompressedKVCache | undefined;
@@ -108,6 +121,7 @@ export async function verifyCompression(options: VerifyOptions): Promise<VerifyR
     cache = new CompressedKVCache({
       layers, kvHeads, headDim, batch, spec: preset.spec, backend, queryHeads: arch.attentionHeads, seed,
       ...(limit === undefined ? {} : { memoryLimitBytes: limit }),
+      ...(profile === undefined ? {} : { profile }),
     });
     for (let layer = 0; layer < layers; layer++) {
       for (let seq = 0; seq < batch; seq++) {
@@ -147,6 +161,7 @@ export async function verifyCompression(options: VerifyOptions): Promise<VerifyR
     seconds: (performance.now() - started) / 1000,
     plannedPeakBytes: planned.totalBytes,
     plannedNativePeakBytes: planned.layoutBytes + planned.transientBytes,
+    transform: profile !== undefined,
   };
   if (arch.warnings?.length) result.warnings = [...arch.warnings];
   if (m.cudaMemGetInfo) result.cudaMemGetInfoDelta = m.cudaMemGetInfo.delta;
@@ -158,16 +173,24 @@ export async function verifyCompression(options: VerifyOptions): Promise<VerifyR
  * use: the caller's limit and what the machine has (MemAvailable, cgroup memory.max). The error names
  * the bytes needed and the largest context that fits. Returns the planned peak by part.
  */
-function checkFits(shape: { layers: number; kvHeads: number; headDim: number; tokens: number; batch: number }, spec: Parameters<typeof verifyWorkingSet>[1], limit: number | undefined, backend: BackendName): ReturnType<typeof verifyWorkingSet> {
+function checkFits(
+  shape: { layers: number; kvHeads: number; headDim: number; tokens: number; batch: number },
+  spec: Parameters<typeof verifyWorkingSet>[1],
+  limit: number | undefined,
+  backend: BackendName,
+  tableBytes: number,
+): ReturnType<typeof verifyWorkingSet> {
   const threads = backendInfo().cpu.threads;
-  const need = verifyWorkingSet(shape, spec, threads);
+  const base = verifyWorkingSet(shape, spec, threads);
+  // A profile's tables are held beside the cache for the whole run.
+  const need = { ...base, layoutBytes: base.layoutBytes + tableBytes, totalBytes: base.totalBytes + tableBytes };
   // The CUDA backend holds the cache on the device; its host side is staging only. Check the host
   // bound on the CPU backend, and a caller's explicit limit everywhere.
   const machine = backend === "cpu" ? availableMemory() : undefined;
   const candidates = [...(limit === undefined ? [] : [{ bytes: limit, source: "memoryLimitBytes" }]), ...(machine ? [machine] : [])];
   const bound = candidates.sort((a, b) => a.bytes - b.bytes)[0];
   if (bound === undefined || need.totalBytes <= bound.bytes) return need;
-  const fits = largestFittingContext(shape, spec, threads, bound.bytes, shape.tokens);
+  const fits = largestFittingContext(shape, spec, threads, bound.bytes - tableBytes, shape.tokens);
   throw new NexusQuantError(
     "OUT_OF_MEMORY",
     `This run needs ${need.totalBytes} bytes at its peak (${need.layoutBytes} for the compressed cache + ${need.transientBytes} while a layer is ` +

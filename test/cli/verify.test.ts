@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ARCHITECTURES } from "../../src/estimator/index.js";
-import { getPreset } from "../../src/format/index.js";
+import { getPreset, transformTableBytes } from "../../src/format/index.js";
 import { backendInfo } from "../../src/runtime/backend.js";
 import { largestFittingContext, verifyWorkingSet } from "../../src/runtime/working-set.js";
 import { cli } from "./helpers.js";
@@ -71,6 +71,23 @@ describe("verify output", () => {
     const [result] = JSON.parse(r.stdout) as { exact: boolean; plannedPeakBytes: number; measuredBytes: number }[];
     expect(result!.exact).toBe(true);
     expect(result!.plannedPeakBytes).toBeGreaterThan(result!.measuredBytes);
+  });
+
+  it("--profile: the allocator holds exactly the estimate with the profile's tables, for two presets in one run; another shape's profile is PROFILE_MISMATCH", async () => {
+    const config = "models/sotu-llama/config.json", profile = "models/sotu-llama/nexusquant-profile.bin";
+    const r = await cli("verify", "--config", config, "--context", "700", "--preset", "quant,balanced", "--profile", profile, "--json");
+    expect(r.code).toBe(0);
+    const results = JSON.parse(r.stdout) as { exact: boolean; transform: boolean; components: { estimated: { transform: number }; measured: { transform: number } } }[];
+    const tables = transformTableBytes(4, 2, 64);
+    for (const x of results) {
+      expect(x.exact).toBe(true);
+      expect(x.transform).toBe(true);
+      expect(x.components.estimated.transform).toBe(tables);
+      expect(x.components.measured.transform).toBe(tables);
+    }
+    const wrong = await cli("verify", "--config", tinyConfig(), "--context", "100", "--preset", "quant", "--profile", profile);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/calibrated for layers 4, this cache has 3/);
   });
 
   it("a misspelt config key is a warning on stderr and in the --json results", async () => {

@@ -1,5 +1,6 @@
 import { PRESET_NAMES } from "../../format/index.js";
 import { verifyCompression, type VerifyResult } from "../../verify.js";
+import { readProfile } from "../../transform/index.js";
 import type { BackendRequest } from "../../runtime/backend.js";
 import { invalidArgument } from "../../errors.js";
 import { parseBytes, parseContext, parseFlags, parsePositiveInt } from "../args.js";
@@ -25,6 +26,8 @@ Options:
   --seed N            synthetic data seed (default 1)
   --memory-limit B    refuse a run whose peak would pass B bytes (4GiB, 512MiB, 8GB); default: the
                       memory available (MemAvailable and the cgroup's memory.max)
+  --profile FILE      code with a calibrated transform profile (nexusquant calibrate; docs/transform.md),
+                      made for this model's shape; its tables count in both totals
   --json              print a JSON array of results
   --help              this text
 
@@ -49,6 +52,7 @@ export const verifyCommand: CliCommand = {
       backend: { type: "string" },
       seed: { type: "string" },
       "memory-limit": { type: "string" },
+      profile: { type: "string" },
       json: { type: "boolean" },
     });
     const arch = await resolveModelFlags(v.model, v.config);
@@ -61,10 +65,11 @@ export const verifyCommand: CliCommand = {
     const backend = (v.backend ?? "auto") as BackendRequest;
     if (!["auto", "cpu", "cuda"].includes(backend)) throw invalidArgument("--backend", "auto, cpu or cuda", v.backend);
     for (const w of arch.warnings ?? []) io.stderr(`nexusquant verify: warning: ${w}\n`);
+    const profile = v.profile === undefined ? undefined : await readProfile(v.profile);
     const results: VerifyResult[] = [];
     for (const preset of v.preset.split(",").map((p) => p.trim())) {
       const onProgress = progressBar(io, `${preset}: layers`);
-      results.push(await verifyCompression({ model: arch, context, preset, batch, backend, seed, onProgress, ...(memoryLimit === undefined ? {} : { memoryLimitBytes: memoryLimit }) }));
+      results.push(await verifyCompression({ model: arch, context, preset, batch, backend, seed, onProgress, ...(memoryLimit === undefined ? {} : { memoryLimitBytes: memoryLimit }), ...(profile === undefined ? {} : { profile }) }));
     }
     if (v.json) {
       io.stdout(toJson(results));
@@ -72,7 +77,7 @@ export const verifyCommand: CliCommand = {
       const r0 = results[0]!;
       io.stdout(
         `${arch.id}: ${r0.shape.layers} layers x ${r0.shape.kvHeads} KV heads x head_dim ${r0.shape.headDim}, ` +
-          `${formatInt(context)} tokens x batch ${batch}, backend ${r0.backend}\n` +
+          `${formatInt(context)} tokens x batch ${batch}, backend ${r0.backend}${r0.transform ? `, calibrated transform profile (tables ${formatInt(r0.components.measured.transform)} B)` : ""}\n` +
           `FP16 baseline: ${formatInt(r0.baselineBytes)} B\n\n`,
       );
       io.stdout(
