@@ -8,6 +8,7 @@
 #include <cfloat>
 
 #include "nq_cuda_common.cuh"
+#include "nq_e8_root.h"
 
 namespace nq::cuda::attn {
 
@@ -80,8 +81,12 @@ __device__ __forceinline__ void groupPoint(uint32_t code, const uint16_t* sAbs, 
   }
 }
 
-// The same at a rate known only at run time (a calibrated transform's band: 2, 3 or 4 bits).
+// The same at a rate known only at run time (a calibrated transform's band: 1, 2, 3 or 4 bits).
 __device__ __forceinline__ void groupPointRate(uint32_t code, int rate, const uint16_t* sAbs, const float (*sFine2)[8], float p[8]) {
+  if (rate == 1) {
+    e8::decodeRoot(code, p);
+    return;
+  }
   e8::decodePoint2(code & 0xFFFFu, sAbs, p);
   if (rate == 3) {
     const float* f = sFine2[(code >> 16) & 0xFFu];

@@ -27,7 +27,13 @@ constexpr uint16_t kMaxFiniteHalf = 0x7BFFu;  // 65504
 constexpr float kScaleFactor2 = 0.95f;
 constexpr float kScaleFactor3 = 1.05f;
 constexpr float kScaleFactor4 = 1.15f;
-NQ_SCALE_HD constexpr float scaleFactor(int bits) { return bits == 2 ? kScaleFactor2 : (bits == 3 ? kScaleFactor3 : kScaleFactor4); }
+// The 1-bit band code of a calibrated transform (nq_e8_root.h: 240 roots and the origin), whose
+// points all have norm² 2: minimum NMSE on Gaussian bands at 1.65 (bench/transform/rate1-scale.py,
+// 0.05 grid). No flat code has 1 bit.
+constexpr float kScaleFactor1 = 1.65f;
+NQ_SCALE_HD constexpr float scaleFactor(int bits) {
+  return bits == 1 ? kScaleFactor1 : (bits == 2 ? kScaleFactor2 : (bits == 3 ? kScaleFactor3 : kScaleFactor4));
+}
 
 // FP16 scale of a rotated vector: factor * RMS, rounded to nearest even, saturated at 65504.
 NQ_SCALE_HD uint16_t chooseScale(const float* v, int n, float factor) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "nq_cuda_common.cuh"
+#include "nq_e8_root.h"
 #include "nq_scale.h"
 
 namespace nq::cuda {
@@ -66,7 +67,9 @@ __device__ inline float clampTo(float v, float bound) {
 // Lattice point (codebook units) of one band's code at `bits` bits, as the CPU's groupPointOf.
 __device__ inline void bandPoint(const uint8_t* code, int bits, const uint16_t* sAbs, const float (*sFine2)[8], float pt[8]) {
   const uint32_t w = loadCode(code, bits);
-  if (bits == 3) {
+  if (bits == 1) {
+    e8::decodeRoot(w, pt);
+  } else if (bits == 3) {
     e8::decodePoint2(w & 0xFFFFu, sAbs, pt);
     const float* f = sFine2[(w >> 16) & 0xFFu];
 #pragma unroll
@@ -91,7 +94,7 @@ __global__ void __launch_bounds__(kThreads) transformEncodeKernel(TransformEncod
   __shared__ e8::EncodeTables sT;
   __shared__ uint16_t sAbs[e8::kAbsEntries];
   __shared__ uint16_t sScale;
-  __shared__ uint32_t sZero[5];  // the code of the zero group per rate (a zero-scale vector)
+  __shared__ uint32_t sZero[5];  // the code of the zero group per rate (a zero-scale vector); 1 bit: the origin, 0
   extern __shared__ float smem[];
   const int d = p.t.headDim;
   float* x = smem;      // [d] x − mean
@@ -107,6 +110,7 @@ __global__ void __launch_bounds__(kThreads) transformEncodeKernel(TransformEncod
     const float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     sZero[threadIdx.x] = e8::encodeGroup(zero, static_cast<int>(threadIdx.x), sT, sAbs);
   }
+  if (threadIdx.x <= 1) sZero[threadIdx.x] = 0;
   for (long long v = blockIdx.x; v < p.vectors; v += gridDim.x) {
     for (int i = threadIdx.x; i < d; i += blockDim.x) x[i] = clampTo(loadElement(p.input, p.inputF16, v * d + i), kInputClamp) - p.t.mean[i];
     __syncthreads();
@@ -146,7 +150,7 @@ __global__ void __launch_bounds__(kThreads) transformEncodeKernel(TransformEncod
       float u[8];
 #pragma unroll
       for (int i = 0; i < 8; ++i) u[i] = clampTo(__fmul_rn(y[8 * b + i], inv), kGroupClamp);
-      storeCode(c, bits, e8::encodeGroup(u, bits, sT, sAbs));
+      storeCode(c, bits, bits == 1 ? e8::encodeRoot(u) : e8::encodeGroup(u, bits, sT, sAbs));
     }
     __syncthreads();  // x and y are rewritten for the next vector
   }

@@ -48,7 +48,7 @@ TransformTables::TransformTables(const TransformArrays& a, int keyBits, int valu
     for (size_t b = 0; b < g; ++b) {
       const uint8_t r = a.rates[i * g + b];
       const float s = a.bandRms[i * g + b];
-      if (r != 0 && r != 2 && r != 3 && r != 4) throw NqError("INVALID_ARGUMENT", entryName(i, kvHeads_) + ": rates must be 0, 2, 3 or 4");
+      if (r > 4) throw NqError("INVALID_ARGUMENT", entryName(i, kvHeads_) + ": rates must be 0, 1, 2, 3 or 4");
       if (!(std::isfinite(s) && s > 0)) throw NqError("INVALID_ARGUMENT", entryName(i, kvHeads_) + ": band RMS must be finite and > 0");
       sum += r;
     }

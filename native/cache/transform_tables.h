@@ -36,7 +36,7 @@ constexpr size_t kTransformIdBytes = 32;
 
 class TransformTables {
  public:
-  // Checks every array (finite, σ > 0, rates in {0,2,3,4} summing to d/8 · bits of the entry's K or V
+  // Checks every array (finite, σ > 0, rates in {0,1,2,3,4} summing to d/8 · bits of the entry's K or V
   // budget) and copies them; throws INVALID_ARGUMENT naming the entry, OUT_OF_MEMORY.
   TransformTables(const TransformArrays& a, int keyBits, int valueBits);
 

@@ -6,6 +6,7 @@
 
 #include "codec_tables.h"
 #include "hadamard.h"
+#include "../../kernels/nq_e8_root.h"
 #include "../../kernels/nq_scale.h"
 
 namespace nq {
@@ -27,6 +28,18 @@ const DecodeTables& decodeTables() {
 }
 
 const int8_t (*fine4Points())[8] { return e8::hostFine4Table().v; }
+
+const float (*rootPoints())[8] {
+  struct Table {
+    alignas(32) float p[256][8];
+  };
+  static const Table table = [] {
+    Table t{};
+    for (uint32_t c = 0; c < 256; ++c) e8::decodeRoot(c, t.p[c]);
+    return t;
+  }();
+  return table.p;
+}
 
 namespace {
 inline void point2(uint32_t code, const DecodeTables& t, float p[8]);

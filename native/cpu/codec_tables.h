@@ -29,4 +29,7 @@ const int8_t (*point2x4Table())[8];
 // e8::hostFine4Table().v: the 65,536 4-bit fine points in units of 1/8.
 const int8_t (*fine4Points())[8];
 
+// The 1-bit band code's point (e8::decodeRoot, nq_e8_root.h) of every byte value (241..255: origin).
+const float (*rootPoints())[8];
+
 }  // namespace nq

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "nq_e8_encode.h"
+#include "nq_e8_root.h"
 #include "nq_half.h"
 #include "nq_scale.h"
 
@@ -45,6 +46,12 @@ void applyTranspose(const float* m, const float* c, const float* mean, float wei
   }
 }
 
+// One band's lattice point from its code at `bits` (1: the roots code of nq_e8_root.h).
+void bandPoint(const uint8_t* code, int bits, float* o) {
+  if (bits == 1) e8::decodeRoot(code[0], o);
+  else groupPointOf(code, bits, o);
+}
+
 // Scale ⊙ lattice points of one vector in the transformed domain (0-bit bands zero).
 void transformedPoint(const HeadTransform& t, const uint8_t* codes, float rho, float* c) {
   const size_t groups = static_cast<size_t>(t.headDim) / 8;
@@ -55,7 +62,7 @@ void transformedPoint(const HeadTransform& t, const uint8_t* codes, float rho, f
       for (int i = 0; i < 8; ++i) o[i] = 0.f;
       continue;
     }
-    groupPointOf(codes + t.codeOffset[b], r, o);
+    bandPoint(codes + t.codeOffset[b], r, o);
     const float s = rho * t.bandScale[b];
     for (int i = 0; i < 8; ++i) o[i] *= s;
   }
@@ -75,7 +82,7 @@ EncodeResult encodeTransformed(const HeadTransform& t, const float* in, size_t n
     for (size_t i = 0; i < d; ++i)
       if (nonFinite(in[v * d + i])) return {Status::NonFinite, v};
   const e8::EncodeTables& T = e8EncodeTables();
-  uint32_t zeroCode[5] = {};
+  uint32_t zeroCode[5] = {};  // the code of the zero group per rate (a zero-scale vector); 1 bit: the origin, 0
   const float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int r = 2; r <= 4; ++r) zeroCode[r] = e8::encodeGroup(zero, r, T, e8::kAbsTable);
   double expected = 0;  // Σ 8 σ_b² over the coded bands
@@ -105,7 +112,7 @@ EncodeResult encodeTransformed(const HeadTransform& t, const float* in, size_t n
       const float inv = 1.0f / (r * t.bandScale[b]);
       float u[8];
       for (int i = 0; i < 8; ++i) u[i] = clampTo(y[8 * b + i] * inv, kGroupClamp);
-      storeCode(c, bits, e8::encodeGroup(u, bits, T, e8::kAbsTable));
+      storeCode(c, bits, bits == 1 ? e8::encodeRoot(u) : e8::encodeGroup(u, bits, T, e8::kAbsTable));
     }
   }
   return {Status::Ok, 0};

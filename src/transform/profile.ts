@@ -17,7 +17,7 @@ export interface HeadTensorTransform {
   matrix: Float32Array;
   /** σ_b (d/8, all > 0): the calibrated RMS of each band's coordinates; the encoder divides by it. */
   bandRms: Float32Array;
-  /** Bits per element of each band (d/8 values in {0, 2, 3, 4}, summing to (d/8)·budget). */
+  /** Bits per element of each band (d/8 values in {0, 1, 2, 3, 4}, summing to (d/8)·budget). */
   rates: Readonly<Record<TransformBudget, Uint8Array>>;
   /** The guard: false → this head uses today's flat Hadamard code at that budget. */
   calibrated: Readonly<Record<TransformBudget, boolean>>;
@@ -126,7 +126,7 @@ function firstDifferent<K extends keyof TransformModelIdentity>(profile: Transfo
 
 /**
  * Checks every field a consumer relies on: identity and calibration fields, one transform per tensor,
- * shapes, finite values, σ_b > 0, rates from {0, 2, 3, 4} summing to the budget, T orthonormal.
+ * shapes, finite values, σ_b > 0, rates from {0, 1, 2, 3, 4} summing to the budget, T orthonormal.
  * Throws INVALID_ARGUMENT naming the first bad field (decodeProfile turns it into CORRUPT_DATA).
  * Costs d³/2 multiply-adds per tensor for the orthonormality check (~1 s for an 8B model).
  */

@@ -474,7 +474,8 @@ function transformRows(api, c, kv, h, tokens, start) {
 
 function transformCodecOptions(api, c, h) {
   const tables = api.transformTablesFor(transformShape(c), c.keyBits, c.valueBits);
-  return { headDim: c.headDim, bits: c.kv === 0 ? c.keyBits : c.valueBits, transform: { tables, kvHeads: c.kvHeads, layer: 0, kv: c.kv, head: h } };
+  // The seed is the cache's default (0x5eed): a head the profile leaves flat codes with the rotation.
+  return { headDim: c.headDim, bits: c.kv === 0 ? c.keyBits : c.valueBits, seed: 0x5eed, transform: { tables, kvHeads: c.kvHeads, layer: 0, kv: c.kv, head: h } };
 }
 
 function bitsOf(a) {
@@ -533,7 +534,7 @@ function transformAttentionInputs(api, c) {
     return {
       accumulated,
       options: {
-        kvHeads: H, queryHeads: QH, headDim: d, keyBits: c.keyBits, valueBits: c.valueBits, transform: tables, transformLayer: 0,
+        kvHeads: H, queryHeads: QH, headDim: d, keyBits: c.keyBits, valueBits: c.valueBits, seed: 0x5eed, transform: tables, transformLayer: 0,
         sequences: seqs.map((s, b) => ({
           compressed: s.n, keyCodes: s.k.codes, keyScales: s.k.scales, valueCodes: s.v.codes, valueScales: s.v.scales,
           residual: s.res, residualKeys: s.rk, residualValues: s.rv, firstResidualPos: s.n,
@@ -659,7 +660,7 @@ function cpuAttentionCacheCase(api, c) {
 function cpuTransformCodecCase(api, c) {
   const { kvHeads: H, headDim: d } = c;
   const cache = new api.CompressedKVCache({
-    layers: 1, kvHeads: H, headDim: d, backend: "cpu", profile: api.transformProfileFor(transformShape(c)),
+    layers: 1, kvHeads: H, headDim: d, backend: "cpu", seed: 0x5eed, profile: api.transformProfileFor(transformShape(c)),
     spec: { keyBits: c.keyBits, valueBits: c.valueBits, evictFraction: 0, residualWindow: 16, pageTokens: 16 },
   });
   try {

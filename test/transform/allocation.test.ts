@@ -50,7 +50,7 @@ describe("allocateRates", () => {
   });
 
   it("refuses a total the rates cannot make, or bad variances", () => {
-    expectCode(() => allocateRates([1], 1), "INVALID_ARGUMENT", /cannot be split/);
+    expectCode(() => allocateRates([1], 5), "INVALID_ARGUMENT", /cannot be split/);
     expectCode(() => allocateRates([1, 1], 17), "INVALID_ARGUMENT", /cannot be split/);
     expectCode(() => allocateRates([1, NaN], 4), "INVALID_ARGUMENT", /bandVariance\[1\]/);
     expectCode(() => allocateRates([1, -1], 4), "INVALID_ARGUMENT");

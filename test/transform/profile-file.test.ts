@@ -103,12 +103,12 @@ describe("profile file", () => {
     expectCode(() => decodeProfile(badJson), "CORRUPT_DATA", /CRC-32/);
     expectCode(() => decodeProfile(resealed(badJson)), "CORRUPT_DATA", /invalid JSON header/);
 
-    // A rate byte of 1 (no such code) in the first tensor's rates (the 1-bit budget's come first): validateProfile's message, as CORRUPT_DATA.
+    // A rate byte of 5 (no such code) in the first tensor's rates (the 1-bit budget's come first): validateProfile's message, as CORRUPT_DATA.
     const d = 16;
     const jsonEnd = 12 + new DataView(bytes.buffer).getUint32(8, true);
     const payload = Math.ceil(jsonEnd / 4) * 4;
     const badRate = bytes.slice();
-    badRate[payload + 4 * (d + d * d + d / 8)] = 1;
+    badRate[payload + 4 * (d + d * d + d / 8)] = 5;
     expectCode(() => decodeProfile(resealed(badRate)), "CORRUPT_DATA", /holds invalid data: .*rates\[1\]\[0\]/);
   });
 
@@ -164,7 +164,7 @@ describe("profile checks", () => {
     bad((p) => (p.heads[1]!.mean[3] = NaN), /heads\[1\]\.mean\[3\]/);
     bad((p) => (p.heads[2]!.bandRms[0] = 0), /bandRms\[0\]/);
     bad((p) => (p.heads[0]!.matrix[5] += 0.01), /not orthonormal/);
-    bad((p) => (p.heads[0]!.rates[3][0] = 1), /rates\[3\]\[0\]/);
+    bad((p) => (p.heads[0]!.rates[3][0] = 5), /rates\[3\]\[0\]/);
     bad((p) => (p.heads[0]!.rates[4][0] = 0), /summing to 2 bands \* 4 bits = 8 .* summing to 4/);
     bad((p) => ((p.heads[0]!.calibrated as Record<number, unknown>)[2] = "yes"), /calibrated\[2\]/);
     bad((p) => ((p.heads[0]!.predictedNmse[4] as { flat: number }).flat = -1), /predictedNmse\[4\]\.flat/);

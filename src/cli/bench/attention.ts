@@ -4,7 +4,7 @@ import { floatsToHalfBits } from "../../runtime/half.js";
 import { native } from "../../runtime/native.js";
 import { gaussian } from "../../runtime/synthetic.js";
 import { seededRandom } from "../../shared/prng.js";
-import type { CompressionSpec } from "../../format/index.js";
+import { PRESETS, type CompressionSpec } from "../../format/index.js";
 import { TransformCalibrator } from "../../transform/calibrator.js";
 import { buildTransformProfile, type TransformProfile } from "../../transform/profile.js";
 import { parseContext, parseFlags, parseOutputPath, parsePositiveInt } from "../args.js";
@@ -52,8 +52,9 @@ const CODE_CASES: { name: string; preset?: string; spec?: Partial<CompressionSpe
   { name: "codes K3V2", spec: { keyBits: 3, valueBits: 2, evictFraction: 0 } },
   { name: "codes K4V4", spec: { keyBits: 4, valueBits: 4, evictFraction: 0 } },
   { name: "codes K3V2, 35% evicted", spec: { keyBits: 3, valueBits: 2, evictFraction: 0.35 } },
-  { name: "preset balanced (K2V2, 60% evicted)", preset: "balanced" },
-  { name: "preset max (K2V2, 80% evicted)", preset: "max" },
+  // The presets' specs from their definitions (they were re-chosen once already; a typed-in label went stale).
+  { name: `preset balanced (${PRESETS.balanced!.description})`, preset: "balanced" },
+  { name: `preset max (${PRESETS.max!.description})`, preset: "max" },
 ];
 
 function median(xs: number[]): number {

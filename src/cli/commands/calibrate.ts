@@ -16,7 +16,7 @@ const USAGE = `Usage: nexusquant calibrate DIR (--text FILE | --random N) [optio
 
 Fits the transform profile of the checkpoint in DIR (docs/transform.md): reads tokens through the
 model with FP16 K/V, then per layer, KV head and K|V a basis (PCA with an 8-point Hadamard inside
-each band of 8 coefficients), band scales and a bit allocation over {0, 2, 3, 4} bits per element
+each band of 8 coefficients), band scales and a bit allocation over {0, 1, 2, 3, 4} bits per element
 for each budget (2, 3, 4 bits). Writes DIR/${PROFILE_FILE_NAME}; withNexusQuant(await loadModel(DIR))
 then codes with it (options.profile: "auto", the default). A tensor where the fitted code is not
 predicted at least 0.25 dB better than the flat Hadamard code keeps the flat code (the guard).
