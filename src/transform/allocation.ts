@@ -5,7 +5,7 @@
  * every vector of a head then takes the same bytes as today's flat code, so pages stay uniform.
  */
 import { NexusQuantError, invalidArgument } from "../errors.js";
-import { GROUP_NMSE, TRANSFORM_RATES, type TransformBudget, type TransformRate } from "./codec-distortion.js";
+import { ALLOCATION_RATES, GROUP_NMSE, type TransformBudget, type TransformRate } from "./codec-distortion.js";
 import { GROUP_SIZE } from "./band-transform.js";
 
 /**
@@ -13,7 +13,7 @@ import { GROUP_SIZE } from "./band-transform.js";
  * Σ bandVariance[b] · GROUP_NMSE[R_b]. Ties go to the first solution found (bands in order, rates in
  * ascending order), so the result is deterministic.
  */
-export function allocateRates(bandVariance: ArrayLike<number>, totalRate: number, rates: readonly TransformRate[] = TRANSFORM_RATES): Uint8Array {
+export function allocateRates(bandVariance: ArrayLike<number>, totalRate: number, rates: readonly TransformRate[] = ALLOCATION_RATES): Uint8Array {
   const bands = bandVariance.length;
   if (!Number.isSafeInteger(totalRate) || totalRate < 0) throw invalidArgument("totalRate", "an integer >= 0", totalRate);
   for (let b = 0; b < bands; b++) {

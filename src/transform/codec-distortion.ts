@@ -9,10 +9,20 @@
 export type TransformRate = 0 | 1 | 2 | 3 | 4;
 
 /**
- * The rates a band may take: the E8 codebooks' 2, 3 and 4 bits, 1 bit (the E8 lattice's 240 roots and
- * the origin, kernels/nq_e8_root.h; transform bands only) and 0.
+ * The rates a band may take in a profile (the format, the native and CUDA codecs): the E8 codebooks'
+ * 2, 3 and 4 bits, 1 bit (the E8 lattice's 240 roots and the origin, kernels/nq_e8_root.h; transform
+ * bands only) and 0.
  */
 export const TRANSFORM_RATES: readonly TransformRate[] = Object.freeze([0, 1, 2, 3, 4] as const);
+
+/**
+ * The rates the calibration allocates from: without 1. Allowed, the 1-bit code was chosen for weak
+ * bands on the predicted gain and lost in practice (bench/results/transform-rate1.md: on
+ * models/sotu-llama K2V1's KL 0.0030 → 0.0047, K2V2 and K3V2 unchanged; on syntheticKV's drifting
+ * values a predicted +0.9 dB became −1.0 dB on later tokens): a fixed-gain code of 241 points is
+ * fragile where a band's scale moves away from its calibrated σ.
+ */
+export const ALLOCATION_RATES: readonly TransformRate[] = Object.freeze([0, 2, 3, 4] as const);
 
 /**
  * The bit budgets (bits per element over a whole head vector) a profile carries an allocation for:

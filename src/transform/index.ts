@@ -1,6 +1,6 @@
 // Transform coding (issue 26): a calibrated basis and bit allocation per (layer, KV head, K|V), and
 // the versioned profile file that carries them to the native encoder. README.md has the method.
-export { GROUP_NMSE, TRANSFORM_RATES, TRANSFORM_BUDGETS, type TransformRate, type TransformBudget } from "./codec-distortion.js";
+export { GROUP_NMSE, TRANSFORM_RATES, ALLOCATION_RATES, TRANSFORM_BUDGETS, type TransformRate, type TransformBudget } from "./codec-distortion.js";
 export { symmetricEigen, orthonormalityError, hadamard, identity, MAX_EIGEN_DIM, type SymmetricEigen } from "./linalg.js";
 export { GROUP_SIZE, bandSigns, bandTransform } from "./band-transform.js";
 export { allocateRates, predictCalibratedNmse, predictFlatNmse, calibratedPays, GUARD_MIN_GAIN_DB } from "./allocation.js";

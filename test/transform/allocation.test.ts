@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { GROUP_NMSE, TRANSFORM_RATES, allocateRates, calibratedPays, predictCalibratedNmse, type TransformRate } from "../../src/transform/index.js";
+import { ALLOCATION_RATES, GROUP_NMSE, TRANSFORM_RATES, allocateRates, calibratedPays, predictCalibratedNmse, type TransformRate } from "../../src/transform/index.js";
 import { expectCode } from "../helpers.js";
 import { gaussianStream } from "./synthetic.js";
 
@@ -9,15 +9,15 @@ const cost = (variance: ArrayLike<number>, rates: ArrayLike<number>): number => 
   return c;
 };
 
-/** Least cost over every assignment of rates summing to `total` (4^G of them). */
-function bruteForce(variance: number[], total: number): number {
+/** Least cost over every assignment of rates from `rates` summing to `total` (|rates|^G of them). */
+function bruteForce(variance: number[], total: number, rates: readonly TransformRate[]): number {
   let best = Infinity;
   const walk = (b: number, left: number, acc: number): void => {
     if (b === variance.length) {
       if (left === 0) best = Math.min(best, acc);
       return;
     }
-    for (const r of TRANSFORM_RATES) if (r <= left) walk(b + 1, left - r, acc + variance[b]! * GROUP_NMSE[r]);
+    for (const r of rates) if (r <= left) walk(b + 1, left - r, acc + variance[b]! * GROUP_NMSE[r]);
   };
   walk(0, total, 0);
   return best;
@@ -30,10 +30,12 @@ describe("allocateRates", () => {
       // Spreads from flat to several decades, as real spectra have.
       const variance = Array.from({ length: 4 }, () => Math.exp(3 * trial * g() / 10));
       for (let total = 2; total <= 16; total++) {
-        const rates = allocateRates(variance, total);
-        expect(rates.reduce((s, r) => s + r, 0)).toBe(total);
-        for (const r of rates) expect(TRANSFORM_RATES).toContain(r);
-        expect(cost(variance, rates)).toBeCloseTo(bruteForce(variance, total), 12);
+        // The calibration's rates (the default, without 1 bit) and the format's (with it).
+        for (const [set, rates] of [[ALLOCATION_RATES, allocateRates(variance, total)], [TRANSFORM_RATES, allocateRates(variance, total, TRANSFORM_RATES)]] as const) {
+          expect(rates.reduce((s, r) => s + r, 0)).toBe(total);
+          for (const r of rates) expect(set).toContain(r);
+          expect(cost(variance, rates)).toBeCloseTo(bruteForce(variance, total, set), 12);
+        }
       }
     }
   });
@@ -51,6 +53,9 @@ describe("allocateRates", () => {
 
   it("refuses a total the rates cannot make, or bad variances", () => {
     expectCode(() => allocateRates([1], 5), "INVALID_ARGUMENT", /cannot be split/);
+    // The calibration allocates without the 1-bit code (ALLOCATION_RATES); the format's rates have it.
+    expectCode(() => allocateRates([1], 1), "INVALID_ARGUMENT", /cannot be split/);
+    expect([...allocateRates([1, 1], 2, TRANSFORM_RATES)]).toEqual([1, 1]);
     expectCode(() => allocateRates([1, 1], 17), "INVALID_ARGUMENT", /cannot be split/);
     expectCode(() => allocateRates([1, NaN], 4), "INVALID_ARGUMENT", /bandVariance\[1\]/);
     expectCode(() => allocateRates([1, -1], 4), "INVALID_ARGUMENT");
