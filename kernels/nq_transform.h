@@ -1,7 +1,8 @@
 // A calibrated transform of one (layer, KV head, K or V) (issue 26, docs/transform.md): instead of
 // the seeded Hadamard rotation with equal bits per 8-element group, a basis fitted to the model's K/V
 // (PCA, an 8-point Hadamard inside each band of 8 coefficients) and a per-group rate from
-// {0,1,2,3,4} bits (1 bit: the E8 roots code of nq_e8_root.h; 2-4: the flat codec's E8 codes). Strong directions get more bits, weak ones fewer or none, and every vector still takes the
+// {0,1,2,3,4} bits (1 bit: the E8 roots code of nq_e8_root.h; 2-4: the flat codec's E8 codes; the
+// calibration allocates from {0,2,3,4}, src/transform/codec-distortion.ts ALLOCATION_RATES). Strong directions get more bits, weak ones fewer or none, and every vector still takes the
 // same Σ rates = headDim / 8 * bits code bytes as the flat code: pages, layout and estimator are
 // unchanged. The profile file (src/transform) supplies the arrays; the cache holds a copy.
 //
