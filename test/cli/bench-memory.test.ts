@@ -51,9 +51,13 @@ describe("bench memory", () => {
   it("states each target as MET or MISSED", () => {
     const row = (c: string, kvShareBytes: number, heldRatio: number, tps: number) =>
       ({ case: c, prompt: 4096, kvShareBytes, heldRatio, decodeTokensPerSecond: tps }) as MemoryBenchRow;
-    const lines = memoryTargets([row("native-none", 100, 1, 1), row("native-quant", 20, 5, 1), row("native-balanced", 50, 10, 1), row("ort-plain", 0, 1, 2)]);
+    const lines = memoryTargets([
+      row("native-none", 100e6, 1, 1), row("native-quant", 20e6, 5, 1), row("native-balanced", 50e6, 10, 1), row("native-max", -3e5, 30, 1), row("ort-plain", 0, 1, 2),
+    ]);
     expect(lines.find((l) => l.startsWith("native quant at"))).toMatch(/5\.00x less.*MET$/);
     expect(lines.find((l) => l.startsWith("native balanced at"))).toMatch(/MISSED$/);
+    // A KV share at or below 1 MB (the long run's peak no higher than the short one's): no ratio, not a huge one.
+    expect(lines.find((l) => l.startsWith("native max at"))).toMatch(/no higher than the 256-token case's.*MET \(no ratio to read\)$/);
     expect(lines.find((l) => l.startsWith("native quant decode"))).toMatch(/0\.50x; target >= 0\.8x: MISSED$/);
     expect(lines.at(-1)).toMatch(/16K-token prompts were not run/);
     const prefill = (c: string, prefillSeconds: number) => ({ case: c, prompt: 4096, kvShareBytes: 1, heldRatio: 1, decodeTokensPerSecond: 1, prefillSeconds }) as MemoryBenchRow;
