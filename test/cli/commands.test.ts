@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { COMMANDS } from "../../src/cli/commands/index.js";
 import { ARCHITECTURE_IDS, GPUS } from "../../src/estimator/index.js";
-import { PRESET_NAMES, presetRatio } from "../../src/format/index.js";
+import { PRESET_NAMES, getPreset, presetRatio } from "../../src/format/index.js";
 import { cli, cliJson } from "./helpers.js";
 
 describe("top level", () => {
@@ -49,7 +49,9 @@ describe("presets", () => {
     const r = await cli("presets");
     expect(r.code).toBe(0);
     // The ratio the layout code computes (token scores included), printed to two decimals.
-    expect(r.stdout).toMatch(new RegExp(`balanced\\s+2\\s+2\\s+60%\\s+${presetRatio("balanced").toFixed(2).replace(".", "\\.")}x`));
+    const b = getPreset("balanced").spec;
+    const row = `balanced\\s+${b.keyBits}\\s+${b.valueBits}\\s+${Math.round(b.evictFraction * 100)}%\\s+${presetRatio("balanced").toFixed(2).replace(".", "\\.")}x`;
+    expect(r.stdout).toMatch(new RegExp(row));
   });
 });
 
