@@ -168,7 +168,7 @@ __global__ void accumulateKernel(Params p) {
           int rate, off;
           attn::bandRate(p.keyT[h], grp, p.keyBits, rate, off);
           if (rate == 0) continue;
-          attn::groupPointRate(loadCode(codes + off, rate), rate, sAbs, sFine2, x);
+          bandPointRate(loadCode(codes + off, rate), rate, sAbs, sFine2, x);
         } else if (codes) {
           attn::groupPoint<KB>(attn::loadCodeT<KB>(codes + grp * KB), sAbs, sFine2, x);
         } else {

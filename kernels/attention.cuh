@@ -8,7 +8,6 @@
 #include <cfloat>
 
 #include "nq_cuda_common.cuh"
-#include "nq_e8_root.h"
 
 namespace nq::cuda::attn {
 
@@ -74,25 +73,6 @@ __device__ __forceinline__ void groupPoint(uint32_t code, const uint16_t* sAbs, 
 #pragma unroll
     for (int i = 0; i < 8; ++i) p[i] += f[i];
   } else if constexpr (B == 4) {
-    float v[8];
-    e8::finePoint(code >> 16, 4, v);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) p[i] += v[i];
-  }
-}
-
-// The same at a rate known only at run time (a calibrated transform's band: 1, 2, 3 or 4 bits).
-__device__ __forceinline__ void groupPointRate(uint32_t code, int rate, const uint16_t* sAbs, const float (*sFine2)[8], float p[8]) {
-  if (rate == 1) {
-    e8::decodeRoot(code, p);
-    return;
-  }
-  e8::decodePoint2(code & 0xFFFFu, sAbs, p);
-  if (rate == 3) {
-    const float* f = sFine2[(code >> 16) & 0xFFu];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) p[i] += f[i];
-  } else if (rate == 4) {
     float v[8];
     e8::finePoint(code >> 16, 4, v);
 #pragma unroll
@@ -218,7 +198,7 @@ __global__ void __launch_bounds__(kThreads) splitKernel(Params p) {
     const bool visible = valid && pos <= qp;
     if (visible && laneActive && (!TR || kRate > 0)) {
       if constexpr (SRC == Source::Codes && TR)
-        groupPointRate(loadCode(page + p.offKC + static_cast<size_t>(slot) * p.kcBytes + kOff, kRate), kRate, sAbs, sFine2, kx);
+        bandPointRate(loadCode(page + p.offKC + static_cast<size_t>(slot) * p.kcBytes + kOff, kRate), kRate, sAbs, sFine2, kx);
       else if constexpr (SRC == Source::Codes)
         groupPoint<KB>(loadCodeT<KB>(page + p.offKC + static_cast<size_t>(slot) * p.kcBytes + kOff), sAbs, sFine2, kx);
       else loadHalf8(kBase + static_cast<size_t>(t) * p.headDim + 8 * gl, kx);
@@ -242,7 +222,7 @@ __global__ void __launch_bounds__(kThreads) splitKernel(Params p) {
       if constexpr (SRC == Source::Codes) {
         vs = halfToFloat(reinterpret_cast<const uint16_t*>(page + p.offVS)[slot]);
         if constexpr (TR) {
-          if (laneActive && vRate > 0) groupPointRate(loadCode(page + p.offVC + static_cast<size_t>(slot) * p.vcBytes + vOff, vRate), vRate, sAbs, sFine2, vx);
+          if (laneActive && vRate > 0) bandPointRate(loadCode(page + p.offVC + static_cast<size_t>(slot) * p.vcBytes + vOff, vRate), vRate, sAbs, sFine2, vx);
           else
 #pragma unroll
             for (int i = 0; i < 8; ++i) vx[i] = 0.0f;

@@ -28,10 +28,6 @@ struct EncodeParams {
   const CodebookTables* tables;
 };
 
-__device__ inline float loadElement(const void* in, bool f16, long long i) {
-  return f16 ? halfToFloat(static_cast<const uint16_t*>(in)[i]) : static_cast<const float*>(in)[i];
-}
-
 __global__ void __launch_bounds__(kEncodeThreads) encodeKernel(EncodeParams p) {
   __shared__ e8::EncodeTables sT;
   __shared__ uint16_t sAbs[e8::kAbsEntries];

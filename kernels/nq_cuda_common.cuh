@@ -15,6 +15,7 @@
 #include "nq_cuda_api.h"
 #include "nq_e8.h"
 #include "nq_e8_encode.h"
+#include "nq_e8_root.h"
 #include "nq_half.h"
 
 namespace nq::cuda {
@@ -73,6 +74,33 @@ __device__ __forceinline__ uint32_t loadCode(const uint8_t* c, int bits) {
 }
 __device__ __forceinline__ void storeCode(uint8_t* c, int bits, uint32_t w) {
   for (int j = 0; j < bits; ++j) c[j] = static_cast<uint8_t>(w >> (8 * j));
+}
+
+// Element i of an FP16 (bits) or f32 input array.
+__device__ __forceinline__ float loadElement(const void* in, bool f16, long long i) {
+  return f16 ? halfToFloat(static_cast<const uint16_t*>(in)[i]) : static_cast<const float*>(in)[i];
+}
+
+// The lattice point (codebook units) of one group's code at a rate known only at run time: a
+// calibrated transform's band at 1 (the roots code, nq_e8_root.h), 2, 3 or 4 bits. sFine2: a shared
+// copy of CodebookTables::fine2. The points are exact dyadic rationals, so any order of the adds
+// gives the CPU's point (transform_codec.cc, attention_ops.inc).
+__device__ __forceinline__ void bandPointRate(uint32_t code, int rate, const uint16_t* sAbs, const float (*sFine2)[8], float p[8]) {
+  if (rate == 1) {
+    e8::decodeRoot(code, p);
+    return;
+  }
+  e8::decodePoint2(code & 0xFFFFu, sAbs, p);
+  if (rate == 3) {
+    const float* f = sFine2[(code >> 16) & 0xFFu];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) p[i] = __fadd_rn(p[i], f[i]);
+  } else if (rate == 4) {
+    float v[8];
+    e8::finePoint(code >> 16, 4, v);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) p[i] = __fadd_rn(p[i], v[i]);
+  }
 }
 
 // ---- Hadamard rotation on vectors held in shared memory ---------------------------------------

@@ -8,10 +8,10 @@
 // per output row of the d×d product, a thread per 8-element band for the lattice codes.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "nq_cuda_common.cuh"
-#include "nq_e8_root.h"
 #include "nq_scale.h"
 
 namespace nq::cuda {
@@ -55,28 +55,9 @@ namespace {
 
 constexpr int kThreads = 128;
 
-__device__ inline float loadElement(const void* in, bool f16, long long i) {
-  return f16 ? halfToFloat(static_cast<const uint16_t*>(in)[i]) : static_cast<const float*>(in)[i];
-}
-
 __device__ inline float clampTo(float v, float bound) {
   v = v < bound ? v : bound;
   return v > -bound ? v : -bound;
-}
-
-// Lattice point (codebook units) of one band's code at `bits` bits, as the CPU's groupPointOf.
-__device__ inline void bandPoint(const uint8_t* code, int bits, const uint16_t* sAbs, const float (*sFine2)[8], float pt[8]) {
-  const uint32_t w = loadCode(code, bits);
-  if (bits == 1) {
-    e8::decodeRoot(w, pt);
-  } else if (bits == 3) {
-    e8::decodePoint2(w & 0xFFFFu, sAbs, pt);
-    const float* f = sFine2[(w >> 16) & 0xFFu];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) pt[i] = __fadd_rn(pt[i], f[i]);
-  } else {
-    e8::decodeGroup(w, bits, sAbs, pt);
-  }
 }
 
 struct TransformEncodeParams {
@@ -187,7 +168,7 @@ __global__ void __launch_bounds__(kThreads) transformDecodeKernel(TransformDecod
         continue;
       }
       float pt[8];
-      bandPoint(p.codes + v * p.codeBytes + p.t.codeOffset[b], bits, sAbs, sFine2, pt);
+      bandPointRate(loadCode(p.codes + v * p.codeBytes + p.t.codeOffset[b], bits), bits, sAbs, sFine2, pt);
       const float s = __fmul_rn(rho, p.t.bandScale[b]);
 #pragma unroll
       for (int i = 0; i < 8; ++i) o[i] = __fmul_rn(pt[i], s);
@@ -213,10 +194,24 @@ int vectorGrid(long long vectors) { return static_cast<int>(std::min<long long>(
 
 }  // namespace
 
+namespace {
+
+// The checks both launchers share: the transform's head_dim is the code's, within the kernels' limit,
+// and the budget is 1 to 4 bits (each entry's rates were checked to fill it when the tables were built).
+CudaStatus checkTransformCodec(const CodecArgs& c, const char* op) {
+  const int d = c.transform->headDim;
+  if (d != c.headDim || d % 8 != 0 || d > kCudaMaxHeadDim || c.bits < 1 || c.bits > 4)
+    return CudaStatus::fail(CudaCode::InvalidArgument, std::string(op) + ": the transform's head_dim or the bits do not match the code");
+  return CudaStatus::success();
+}
+
+int codeBytesOf(const CodecArgs& c) { return static_cast<int>(format::codeBytesPerVector(c.headDim, c.bits)); }
+
+}  // namespace
+
 CudaStatus launchEncodeTransformed(const EncodeLaunch& a) {
   const HeadTransform& t = *a.codec.transform;
-  if (t.headDim != a.codec.headDim || t.headDim % 8 != 0 || t.headDim > kCudaMaxHeadDim || a.codec.bits < 1 || a.codec.bits > 4)
-    return CudaStatus::fail(CudaCode::InvalidArgument, "encode: the transform's head_dim or the bits do not match the code");
+  NQ_CUDA_TRY(checkTransformCodec(a.codec, "encode"), "");
   if (a.vectors == 0) return CudaStatus::success();
   if (!a.input || !a.codes || !a.scales) return CudaStatus::fail(CudaCode::InvalidArgument, "encode: null device pointer");
   CudaStatus st;
@@ -225,7 +220,7 @@ CudaStatus launchEncodeTransformed(const EncodeLaunch& a) {
   TransformEncodeParams p{};
   p.t = t;
   p.groups = t.headDim / 8;
-  p.codeBytes = p.groups * a.codec.bits;
+  p.codeBytes = codeBytesOf(a.codec);
   p.input = a.input;
   p.inputF16 = a.inputF16;
   p.vectors = static_cast<long long>(a.vectors);
@@ -238,8 +233,7 @@ CudaStatus launchEncodeTransformed(const EncodeLaunch& a) {
 
 CudaStatus launchDecodeTransformed(const DecodeLaunch& a) {
   const HeadTransform& t = *a.codec.transform;
-  if (t.headDim != a.codec.headDim || t.headDim % 8 != 0 || t.headDim > kCudaMaxHeadDim || a.codec.bits < 1 || a.codec.bits > 4)
-    return CudaStatus::fail(CudaCode::InvalidArgument, "decode: the transform's head_dim or the bits do not match the code");
+  NQ_CUDA_TRY(checkTransformCodec(a.codec, "decode"), "");
   if (!a.unrotate) return CudaStatus::fail(CudaCode::InvalidArgument, "decode: a calibrated transform decodes to the original domain only");
   if (a.vectors == 0) return CudaStatus::success();
   if (!a.codes || !a.scales || !a.out) return CudaStatus::fail(CudaCode::InvalidArgument, "decode: null device pointer");
@@ -249,7 +243,7 @@ CudaStatus launchDecodeTransformed(const DecodeLaunch& a) {
   TransformDecodeParams p{};
   p.t = t;
   p.groups = t.headDim / 8;
-  p.codeBytes = p.groups * a.codec.bits;
+  p.codeBytes = codeBytesOf(a.codec);
   p.codes = a.codes;
   p.scales = a.scales;
   p.vectors = static_cast<long long>(a.vectors);
